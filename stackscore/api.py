@@ -1,0 +1,89 @@
+"""The Python API: ``Ensemble.load(artifact).predict_proba(texts)`` and friends.
+
+An :class:`Ensemble` pickles *by reference*: only the artifact path and options travel, and the
+sessions are rebuilt (and the checksums re-verified) where it is unpickled, so shipping it to
+Ray or Spark workers never sends weights through the scheduler.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .engine.pipeline import ScoreOptions, score_file
+from .engine.scorer import EngineConfig, Scorer
+from .engine.session_pool import BackendOptions
+from .engine.stats import ScoreStats
+
+
+class Ensemble:
+    def __init__(self, artifact_dir: str | Path, precision: str = "fp32", providers: list[str] | None = None, threads: int = 0, token_budget: int = 8192):
+        self.artifact_dir = Path(artifact_dir)
+        self._args = dict(precision=precision, providers=providers, threads=threads, token_budget=token_budget)
+        backend = BackendOptions(providers=providers or ["CPUExecutionProvider"], intra_op_threads=threads, precision=precision)
+        self.scorer = Scorer(self.artifact_dir, EngineConfig(token_budget=token_budget, backend=backend))
+
+    @classmethod
+    def load(cls, artifact_dir: str | Path, **kwargs: Any) -> "Ensemble":
+        return cls(artifact_dir, **kwargs)
+
+    def __reduce__(self):
+        return (_rebuild, (str(self.artifact_dir), self._args))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.scorer.labels)
+
+    @property
+    def model_names(self) -> list[str]:
+        return self.scorer.model_names
+
+    def predict_proba(self, texts: Iterable[str], return_model_outputs: bool = False):
+        """(n, k) fused probabilities; with ``return_model_outputs`` also {model: logits}."""
+        texts = list(texts)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        if not texts:
+            empty = np.zeros((0, len(self.labels)))
+            return (empty, {m: empty for m in self.model_names}) if return_model_outputs else empty
+        scored = self.scorer.score_texts(texts)
+        return (scored.proba, scored.logits) if return_model_outputs else scored.proba
+
+    def predict(self, texts: Iterable[str]) -> list[str]:
+        proba = self.predict_proba(texts)
+        return [self.labels[i] for i in proba.argmax(axis=1)]
+
+    def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
+        """Stream texts; yields one result dict per input, in order, batching internally."""
+        it = iter(items)
+        while chunk := list(islice(it, chunk_rows)):
+            proba = self.predict_proba(chunk)
+            for p in proba:
+                j = int(p.argmax())
+                yield {"label": self.labels[j], "score": float(p[j]), **{f"prob_{l}": float(v) for l, v in zip(self.labels, p)}}
+
+    def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
+        """A copy of ``df`` (pandas, index kept) with label/score/prob_<label> columns added."""
+        texts = df[text_column].tolist()
+        ok = np.asarray([isinstance(t, str) and bool(t.strip()) for t in texts], dtype=bool)
+        proba = np.full((len(texts), len(self.labels)), np.nan)
+        if ok.any():
+            proba[ok] = self.predict_proba([t for t, g in zip(texts, ok) if g])
+        out = df.copy()
+        top = np.where(ok, np.nan_to_num(proba, nan=-1).argmax(axis=1), 0)
+        out[f"{prefix}label"] = [self.labels[j] if g else None for j, g in zip(top, ok)]
+        out[f"{prefix}score"] = np.where(ok, proba[np.arange(len(texts)), top], np.nan)
+        for j, lab in enumerate(self.labels):
+            out[f"{prefix}prob_{lab}"] = proba[:, j]
+        return out
+
+    def score_file(self, input_path: str | Path, output_path: str | Path, **options: Any) -> ScoreStats:
+        return score_file(self.scorer, input_path, output_path, ScoreOptions(**options))
+
+
+def _rebuild(artifact_dir: str, args: dict[str, Any]) -> Ensemble:
+    return Ensemble(artifact_dir, **args)

@@ -1,0 +1,138 @@
+"""Command line: thin wrappers that parse arguments and call the Python API.
+
+User errors (``StackscoreError``) are printed as one line on stderr with exit code 2, never as a
+traceback. Progress and summaries go to stderr; the output file holds predictions only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import StackscoreError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="ONNX batch scoring for ensembles of text classifiers.")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("demo-run"), help="Where the corpus, models, artifact and predictions go."),
+    rows: int = typer.Option(100_000, help="Rows in the generated file to score."),
+    train_rows: int = typer.Option(3000, help="Labelled rows to fine-tune on."),
+    folds: int = typer.Option(5, help="K for out-of-fold stacking."),
+    epochs: int = typer.Option(3, help="Fine-tuning epochs per model."),
+    output_format: str = typer.Option("jsonl", help="Predictions format: jsonl, csv or parquet."),
+):
+    """Generate a corpus, fit a BERT + RoBERTa stacked ensemble, export it, score 100k rows."""
+    from .demo import run_demo
+
+    run_demo(workdir, rows=rows, train_rows=train_rows, folds=folds, epochs=epochs, output_format=output_format, log=_err)
+
+
+@app.command()
+def fit(
+    config: Path = typer.Argument(..., help="TOML fit config (see examples/fit-demo.toml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Work directory: models/, artifact/, report.json."),
+):
+    """Fine-tune base models, compute out-of-fold logits, fit and compare fusions, export."""
+    from .train.config import load_config
+    from .train.fit import fit as run_fit
+
+    run_fit(load_config(config), out, log=_err)
+    _err(f"report: {out / 'report.md'}\nartifact: {out / 'artifact'}")
+
+
+@app.command()
+def export(
+    workdir: Path = typer.Argument(..., help="A `stackscore fit --out` directory."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default WORKDIR/artifact)."),
+    overwrite: bool = typer.Option(True, help="Replace an existing artifact directory."),
+):
+    """(Re-)export a fitted work directory to an artifact: ONNX graphs, parity checks, manifest."""
+    from .export import export_artifact
+
+    m = export_artifact(workdir, out, log=_err, overwrite=overwrite)
+    _err(f"artifact written: {out or workdir / 'artifact'} ({len(m.files)} files, fusion '{m.fusion.method}')")
+
+
+@app.command()
+def score(
+    artifact: Path = typer.Argument(..., help="Artifact directory (with manifest.json)."),
+    input: Path = typer.Argument(..., help="Input: .jsonl .csv .tsv .parquet .txt, optionally .gz."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output: .jsonl .csv .tsv .parquet (optionally .gz for text)."),
+    text_field: str = typer.Option("text", help="Column/field holding the text."),
+    id_field: Optional[str] = typer.Option(None, help="Column/field holding the row id (default: 'id' if present, else row number)."),
+    label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
+    token_budget: int = typer.Option(8192, help="Max padded tokens (rows x length) per batch."),
+    chunk_rows: int = typer.Option(4096, help="Rows per window (the length-sorting window)."),
+    precision: str = typer.Option("fp32", help="Graph precision from the manifest."),
+    provider: list[str] = typer.Option(["CPUExecutionProvider"], help="ONNX Runtime execution provider(s), in order."),
+    threads: int = typer.Option(0, help="Intra-op threads per session (0 = all cores)."),
+    with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
+    with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    stats_json: Optional[Path] = typer.Option(None, help="Also write the run's statistics as JSON here."),
+    quiet: bool = typer.Option(False, help="No progress line."),
+):
+    """Score a file with an artifact; predictions in input order, one row per input row."""
+    from .engine.pipeline import ScoreOptions, score_file
+    from .engine.scorer import EngineConfig
+    from .engine.session_pool import BackendOptions
+
+    opts = ScoreOptions(
+        text_field=text_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
+        with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
+        progress=not quiet,
+        engine=EngineConfig(token_budget=token_budget, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision)),
+    )
+    stats = score_file(artifact, input, output, opts)
+    _err(stats.summary())
+    if stats_json:
+        stats_json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+
+
+@app.command()
+def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
+    """Show what an artifact holds, and whether every checksum matches."""
+    from .manifest import load_manifest, verify_files
+
+    m = load_manifest(artifact, verify=False)
+    try:
+        verify_files(artifact, m)
+        status = "OK"
+    except StackscoreError as exc:
+        status = f"FAILED: {exc}"
+    print(f"artifact {artifact}  format {m.format_version}  created by {m.created_by}")
+    print(f"task {m.task}  labels {m.labels}")
+    for spec in m.models:
+        sizes = {p: m.files.get(g, {}).get("size", 0) for p, g in spec.graphs.items()}
+        print(f"  model {spec.name}: {spec.kind}, max_length {spec.max_length}, opset {spec.opset}, "
+              f"graphs {', '.join(f'{p} ({s / 1e6:.1f} MB)' for p, s in sizes.items())}, parity {spec.parity.get('max_abs_diff')}")
+    print(f"  fusion {m.fusion.method}: {json.dumps({k: v for k, v in m.fusion.params.items() if k != 'linear_coef'})}")
+    print(f"    why: {m.fusion.reason}")
+    print(f"checksums: {status} ({len(m.files)} files)")
+    if status != "OK":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except StackscoreError as exc:
+        _err(f"error: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

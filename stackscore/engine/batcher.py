@@ -1,0 +1,64 @@
+"""Token-budget batching: sort a window of rows by length, cut batches by padded tokens.
+
+A batch's cost is ``rows x padded_length``; cutting by a token budget (not a row count) keeps
+every batch about the same amount of work, so short texts go in large batches and long texts in
+small ones, and padding stays low because neighbours in sorted order have similar lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tokenize import Encoded
+
+
+@dataclass
+class Batch:
+    rows: np.ndarray  # indices into the window's encoded rows
+    input_ids: np.ndarray  # (b, L) int64
+    attention_mask: np.ndarray  # (b, L) int64
+
+    @property
+    def real_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        return int(self.input_ids.size)
+
+
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512) -> list[np.ndarray]:
+    """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
+
+    Rows are taken in ascending length order (stable, so equal lengths keep input order). A row
+    longer than the budget on its own still gets a batch of one: nothing is ever dropped.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable")
+    sorted_len = lengths[order]
+    groups: list[np.ndarray] = []
+    i, n = 0, len(order)
+    while i < n:
+        hi = min(n, i + max_rows)
+        # Sorted ascending, so the last row of a candidate batch is its longest:
+        # the cost of taking rows i..j is (j - i + 1) * sorted_len[j], increasing in j.
+        cost = np.arange(1, hi - i + 1) * np.maximum(sorted_len[i:hi], 1)
+        take = max(1, int(np.searchsorted(cost, token_budget, side="right")))
+        groups.append(order[i : i + take])
+        i += take
+    return groups
+
+
+def build_batch(enc: Encoded, rows: np.ndarray, pad_id: int) -> Batch:
+    """Pad the given rows to their longest length, with numpy fancy indexing only."""
+    lens = enc.lengths[rows]
+    width = int(lens.max()) if len(lens) else 0
+    mask = np.arange(width)[None, :] < lens[:, None]
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    # Source positions of every real token, row by row, in the flat array.
+    starts = np.repeat(enc.offsets[rows], lens)
+    within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+    ids[mask] = enc.flat[starts + within]
+    return Batch(rows=rows, input_ids=ids, attention_mask=mask.astype(np.int64))

@@ -1,0 +1,289 @@
+"""Streaming readers: JSON Lines, CSV/TSV, Parquet and plain text, each optionally gzip.
+
+Every reader yields :class:`Chunk` objects of at most ``chunk_rows`` rows, so memory does not
+grow with the file. A row that cannot be scored (bad JSON, missing or non-string text) is not
+dropped: it travels as an error record with its row number, and the writer emits it in place.
+Parsing is delegated to orjson (JSONL) and pyarrow (CSV, Parquet).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from ..errors import InputError
+
+FORMATS = ("jsonl", "csv", "tsv", "parquet", "txt")
+_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "txt",
+    ".text": "txt",
+}
+
+
+def detect_format(path: str | Path) -> tuple[str, bool]:
+    """(format, gzipped) from the file name: ``x.jsonl.gz`` -> ("jsonl", True)."""
+    p = Path(path)
+    suffixes = [s.lower() for s in p.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    if gz:
+        suffixes = suffixes[:-1]
+    fmt = _SUFFIX.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise InputError(
+            f"{path}: cannot tell the format from the file name; use one of "
+            ".jsonl .csv .tsv .parquet .txt (optionally + .gz)"
+        )
+    return fmt, gz
+
+
+@dataclass
+class Chunk:
+    """Up to ``chunk_rows`` consecutive input rows. ``texts[i]`` is None when ``errors[i]`` says why."""
+
+    start: int  # 0-based row number of the first row in the input
+    ids: list[Any]
+    texts: list[str | None]
+    errors: list[str | None]
+    labels: list[Any] | None = None  # passthrough of --label-field, for accuracy
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _check_input(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: input file does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an input file")
+
+
+def _text_error(value: Any, field_name: str) -> str | None:
+    if value is None:
+        return f"field '{field_name}' is null"
+    if not isinstance(value, str):
+        return f"field '{field_name}' is {type(value).__name__}, not text"
+    if not value.strip():
+        return f"field '{field_name}' is empty"
+    return None
+
+
+class _ChunkBuilder:
+    """Accumulates rows and emits full chunks; one place for the id/label/error rules."""
+
+    def __init__(self, chunk_rows: int, with_labels: bool):
+        self.chunk_rows = chunk_rows
+        self.with_labels = with_labels
+        self.row = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.start = self.row
+        self.ids: list[Any] = []
+        self.texts: list[str | None] = []
+        self.errors: list[str | None] = []
+        self.labels: list[Any] = []
+
+    def add(self, rid: Any, text: str | None, error: str | None, label: Any = None) -> Chunk | None:
+        self.ids.append(self.row if rid is None else rid)
+        self.texts.append(None if error else text)
+        self.errors.append(error)
+        if self.with_labels:
+            self.labels.append(label)
+        self.row += 1
+        if len(self.ids) >= self.chunk_rows:
+            return self.flush()
+        return None
+
+    def flush(self) -> Chunk | None:
+        if not self.ids:
+            return None
+        c = Chunk(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None)
+        self._reset()
+        return c
+
+
+def _open_binary(path: Path, gz: bool):
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+    b = _ChunkBuilder(chunk_rows, label_field is not None)
+    id_key = id_field or "id"
+    with _open_binary(path, gz) as fh:
+        for line_no, raw in enumerate(fh, start=1):
+            line = raw.strip()
+            if line.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM on the first line
+                line = line[3:]
+            if not line:
+                continue  # blank lines are not rows
+            rid, text, err, label = None, None, None, None
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                err = f"line {line_no}: invalid JSON ({exc.msg})"
+            else:
+                if not isinstance(obj, dict):
+                    err = f"line {line_no}: expected a JSON object, got {type(obj).__name__}"
+                else:
+                    rid = obj.get(id_key)
+                    if id_field and id_key not in obj:
+                        err = f"line {line_no}: missing id field '{id_key}'"
+                    elif text_field not in obj:
+                        err = f"line {line_no}: missing field '{text_field}' (has: {', '.join(map(str, obj))})"
+                    else:
+                        text = obj[text_field]
+                        e = _text_error(text, text_field)
+                        err = f"line {line_no}: {e}" if e else None
+                    if label_field is not None:
+                        label = obj.get(label_field)
+            if (c := b.add(rid, text, err, label)) is not None:
+                yield c
+    if (c := b.flush()) is not None:
+        yield c
+
+
+def read_text(path: Path, gz: bool, chunk_rows: int) -> Iterator[Chunk]:
+    """One text per line; the id is the 0-based line number."""
+    b = _ChunkBuilder(chunk_rows, False)
+    with _open_binary(path, gz) as fh:
+        wrapper = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict", newline=None)
+        line_no = 0
+        while True:
+            try:
+                line = wrapper.readline()
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: line {line_no + 1}: invalid UTF-8 ({exc.reason})") from None
+            if not line:
+                break
+            line_no += 1
+            text = line.rstrip("\r\n")
+            err = None if text.strip() else f"line {line_no}: empty text"
+            if (c := b.add(None, text, err)) is not None:
+                yield c
+    if (c := b.flush()) is not None:
+        yield c
+
+
+def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: str | None, label_field: str | None) -> list[str]:
+    if text_field not in names:
+        raise InputError(f"{path}: no column '{text_field}' (columns: {', '.join(names)}); set --text-field")
+    if id_field and id_field not in names:
+        raise InputError(f"{path}: no id column '{id_field}' (columns: {', '.join(names)}); set --id-field")
+    if label_field and label_field not in names:
+        raise InputError(f"{path}: no label column '{label_field}' (columns: {', '.join(names)})")
+    cols = [text_field]
+    idc = id_field or ("id" if "id" in names else None)
+    if idc:
+        cols.append(idc)
+    if label_field:
+        cols.append(label_field)
+    return cols
+
+
+def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    row = 0
+    for batch in batches:
+        col = batch.column(text_field)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
+            raise InputError(f"{path}: column '{text_field}' has type {col.type}, not text")
+        n = batch.num_rows
+        texts = col.to_pylist()
+        ids = batch.column(id_col).to_pylist() if id_col else list(range(row, row + n))
+        errors: list[str | None] = [None] * n
+        # Find bad rows with Arrow kernels; Python only touches the (rare) bad ones.
+        if pa.types.is_null(col.type):
+            bad = range(n)
+        else:
+            empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
+            bad = pc.indices_nonzero(pc.or_kleene(pc.is_null(col), pc.fill_null(empty, True))).to_pylist()
+        for i in bad:
+            errors[i] = f"row {row + i}: {_text_error(texts[i], text_field)}"
+            texts[i] = None
+        labels = batch.column(label_field).to_pylist() if label_field else None
+        for s in range(0, n, chunk_rows):
+            e = min(n, s + chunk_rows)
+            yield Chunk(row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None)
+        row += n
+
+
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, quote_char='"' if delimiter == "," else False)
+    opts = pacsv.ReadOptions(block_size=1 << 22)
+    try:
+        head = pacsv.open_csv(path, read_options=opts, parse_options=parse)
+        names = head.schema.names
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: cannot read as {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
+    cols = _columns_or_fail(path, names, text_field, id_field, label_field)
+    id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
+    convert = pacsv.ConvertOptions(include_columns=cols, column_types={c: pa.string() for c in cols}, strings_can_be_null=False)
+    reader = pacsv.open_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
+
+    def batches():
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as exc:
+                raise InputError(f"{path}: malformed CSV: {exc}") from None
+
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows)
+
+
+def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = gzip.open(path, "rb") if gz else path
+    try:
+        pf = pq.ParquetFile(src)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
+    cols = _columns_or_fail(path, pf.schema_arrow.names, text_field, id_field, label_field)
+    id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
+    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows)
+
+
+def open_reader(
+    path: str | Path,
+    text_field: str = "text",
+    id_field: str | None = None,
+    label_field: str | None = None,
+    chunk_rows: int = 4096,
+    fmt: str | None = None,
+) -> Iterator[Chunk]:
+    """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given."""
+    path = Path(path)
+    _check_input(path)
+    dfmt, gz = detect_format(path) if fmt is None else (fmt, path.suffix.lower() == ".gz")
+    if dfmt == "jsonl":
+        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows)
+    if dfmt in ("csv", "tsv"):
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows)
+    if dfmt == "parquet":
+        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows)
+    if dfmt == "txt":
+        if id_field or label_field:
+            raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field do not apply")
+        return read_text(path, gz, chunk_rows)
+    raise InputError(f"{path}: unknown format '{dfmt}' (choose from {', '.join(FORMATS)})")

@@ -1,0 +1,118 @@
+"""The scorer: an artifact loaded into tokenizers, sessions and a fusion stage.
+
+It exposes the two steps the pipeline runs on separate threads, ``encode`` (CPU-bound
+tokenization) and ``infer`` (batching, sessions, fusion), and is also what the Python API calls
+directly for in-memory texts.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..manifest import Manifest, load_manifest, resolve_inside
+from .batcher import build_batch, plan_batches
+from .fusion_stage import FusionStage
+from .readers import Chunk
+from .session_pool import BackendOptions, SessionPool
+from .tokenize import Encoded, TextTokenizer
+
+
+@dataclass
+class EncodedWindow:
+    chunk: Chunk
+    valid: np.ndarray  # indices (into the chunk) of rows that have text
+    encoded: dict[str, Encoded]  # tokenizer key -> encodings of the valid rows
+
+
+@dataclass
+class ScoredWindow:
+    chunk: Chunk
+    valid: np.ndarray
+    proba: np.ndarray  # (len(valid), k)
+    logits: dict[str, np.ndarray]  # model -> (len(valid), k)
+    contributions: np.ndarray | None
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    truncated: int = 0
+    batch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class EngineConfig:
+    token_budget: int = 8192
+    max_batch_rows: int = 256
+    backend: BackendOptions = field(default_factory=BackendOptions)
+
+
+class Scorer:
+    def __init__(self, artifact_dir: str | Path, config: EngineConfig | None = None, manifest: Manifest | None = None):
+        self.artifact_dir = Path(artifact_dir)
+        self.config = config or EngineConfig()
+        self.manifest = manifest or load_manifest(self.artifact_dir)
+        self.labels = list(self.manifest.labels)
+        self.tokenizers: dict[str, TextTokenizer] = {}
+        self.model_tokenizer: dict[str, str] = {}
+        for spec in self.manifest.models:
+            if not spec.tokenizer:
+                raise ArtifactError(f"model '{spec.name}' names no tokenizer")
+            key = f"{self.manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}"
+            if key not in self.tokenizers:
+                path = resolve_inside(self.artifact_dir, spec.tokenizer, f"models[{spec.name}].tokenizer")
+                self.tokenizers[key] = TextTokenizer(path, spec.max_length)
+            self.model_tokenizer[spec.name] = key
+            vocab = spec.parity.get("vocab_size")
+            if vocab is not None and self.tokenizers[key].vocab_size > int(vocab):
+                raise ArtifactError(
+                    f"model '{spec.name}': tokenizer has {self.tokenizers[key].vocab_size} tokens, "
+                    f"the model's embedding has {vocab}"
+                )
+        self.pad_ids = {spec.name: spec.pad_id for spec in self.manifest.models}
+        self.sessions = SessionPool(self.manifest, self.artifact_dir, self.config.backend)
+        self.fusion = FusionStage(self.manifest, self.artifact_dir)
+        self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
+
+    @property
+    def model_names(self) -> list[str]:
+        return [m.name for m in self.manifest.models]
+
+    def encode(self, chunk: Chunk) -> EncodedWindow:
+        valid = np.fromiter((i for i, e in enumerate(chunk.errors) if e is None), dtype=np.int64)
+        texts = [chunk.texts[i] for i in valid] if len(valid) != len(chunk) else chunk.texts
+        encoded = {key: tok.encode(texts) for key, tok in self.tokenizers.items()}
+        return EncodedWindow(chunk, valid, encoded)
+
+    def infer(self, window: EncodedWindow) -> ScoredWindow:
+        import time
+
+        cfg = self.config
+        n = len(window.valid)
+        k = len(self.labels)
+        out = ScoredWindow(window.chunk, window.valid, np.zeros((n, k)), {}, None)
+        for enc in window.encoded.values():
+            out.truncated = max(out.truncated, enc.truncated)
+        with self._lock:
+            for name in self.model_names:
+                enc = window.encoded[self.model_tokenizer[name]]
+                logits = np.zeros((n, k), dtype=np.float32)
+                for rows in plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows):
+                    batch = build_batch(enc, rows, self.pad_ids[name])
+                    t0 = time.perf_counter()
+                    logits[rows] = self.sessions.run(name, batch.input_ids, batch.attention_mask)
+                    out.batch_seconds.append(time.perf_counter() - t0)
+                    out.real_tokens += batch.real_tokens
+                    out.padded_tokens += batch.padded_tokens
+                out.logits[name] = logits
+        outs = [out.logits[m] for m in self.model_names]
+        out.proba = self.fusion(outs)
+        out.contributions = self.fusion.contributions(outs)
+        return out
+
+    def score_texts(self, texts: list[str]) -> ScoredWindow:
+        """Score in-memory texts (every one must be a non-empty string)."""
+        chunk = Chunk(0, list(range(len(texts))), list(texts), [None] * len(texts))
+        return self.infer(self.encode(chunk))

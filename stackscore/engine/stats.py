@@ -1,0 +1,95 @@
+"""Counters for one scoring run, and the summary printed at the end."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_LOCATION = re.compile(r"^(line|row) \d+: ")
+
+
+@dataclass
+class ScoreStats:
+    rows: int = 0
+    scored: int = 0
+    errors: Counter = field(default_factory=Counter)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    truncated: int = 0
+    labelled: int = 0
+    correct: int = 0
+    batches: int = 0
+    batch_seconds: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+    def add_errors(self, errors: list[str | None]) -> None:
+        for e in errors:
+            if e is not None:
+                self.errors[_LOCATION.sub("", e)] += 1
+
+    def finish(self) -> "ScoreStats":
+        self.seconds = time.perf_counter() - self.started
+        return self
+
+    @property
+    def errored(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.real_tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def padding_efficiency(self) -> float:
+        """Real tokens / computed tokens (1.0 = no padding)."""
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labelled if self.labelled else None
+
+    def to_dict(self) -> dict:
+        lat = np.asarray(self.batch_seconds) if self.batch_seconds else np.zeros(1)
+        return {
+            "rows": self.rows,
+            "scored": self.scored,
+            "errored": self.errored,
+            "errors_by_reason": dict(self.errors),
+            "truncated": self.truncated,
+            "seconds": round(self.seconds, 3),
+            "rows_per_s": round(self.rows_per_s, 1),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "real_tokens": self.real_tokens,
+            "padded_tokens": self.padded_tokens,
+            "padding_efficiency": round(self.padding_efficiency, 4),
+            "batches": len(self.batch_seconds),
+            "batch_latency_ms": {
+                "p50": round(float(np.percentile(lat, 50)) * 1e3, 2),
+                "p95": round(float(np.percentile(lat, 95)) * 1e3, 2),
+                "p99": round(float(np.percentile(lat, 99)) * 1e3, 2),
+            },
+            "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
+            "labelled_rows": self.labelled,
+        }
+
+    def summary(self) -> str:
+        d = self.to_dict()
+        lines = [
+            f"rows {d['rows']:,}  scored {d['scored']:,}  errored {d['errored']:,}  truncated {d['truncated']:,}",
+            f"{d['rows_per_s']:,.1f} rows/s  {d['tokens_per_s']:,.0f} tokens/s  in {d['seconds']:.1f} s",
+            f"padding efficiency {d['padding_efficiency']:.1%} (real / computed tokens)",
+        ]
+        if d["accuracy"] is not None:
+            lines.append(f"accuracy {d['accuracy']:.4f} on {d['labelled_rows']:,} labelled rows")
+        for reason, count in self.errors.most_common(10):
+            lines.append(f"  error x{count}: {reason}")
+        return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""Writers: JSON Lines (orjson), CSV and Parquet (pyarrow), each optionally gzip for text formats.
+
+Rows arrive as :class:`ResultBlock` objects, already in input order. Each output row carries
+``id``, ``label`` (predicted label name), ``score`` (its probability), ``prob_<label>`` for every
+label, ``error`` (why a row has no prediction; null otherwise) and, on request, each base
+model's logits (``logit_<model>_<label>``) and linear-stacking contributions (``contrib_<model>``).
+Output is written to ``<output>.partial`` and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ..errors import InputError, StackscoreError
+from .readers import detect_format
+
+
+@dataclass
+class ResultBlock:
+    ids: list[Any]
+    columns: dict[str, np.ndarray | list]  # name -> values, in output column order (ids excluded)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _id_array(ids: list[Any], id_type):
+    import pyarrow as pa
+
+    if id_type is None:
+        id_type = pa.int64() if all(type(i) is int for i in ids) else pa.string()
+    if pa.types.is_string(id_type):
+        ids = [None if i is None else str(i) for i in ids]
+    try:
+        return pa.array(ids, type=id_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        raise StackscoreError(
+            "the id column mixes numbers and text across the file; pass --id-field of a uniform "
+            "column, or write JSON Lines output"
+        ) from None
+
+
+def block_to_table(block: ResultBlock, id_type=None):
+    import pyarrow as pa
+
+    arrays = [_id_array(block.ids, id_type)]
+    names = ["id"]
+    for name, values in block.columns.items():
+        names.append(name)
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            arrays.append(pa.array(values, mask=np.isnan(values)))
+        else:
+            arrays.append(pa.array(values, type=pa.string()))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+class Writer:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.rows = 0
+
+    def write(self, block: ResultBlock) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _close(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._close()
+        self.partial.replace(self.path)
+
+    def abort(self) -> None:
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 - best effort on the error path
+            pass
+
+
+class JsonlWriter(Writer):
+    def __init__(self, path: Path, gz: bool):
+        super().__init__(path)
+        self.fh = gzip.open(self.partial, "wb") if gz else open(self.partial, "wb")
+
+    def write(self, block: ResultBlock) -> None:
+        names = list(block.columns)
+        cols = []
+        for name in names:
+            v = block.columns[name]
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                v = np.where(np.isnan(v), None, v.astype(object)).tolist()
+            cols.append(v)
+        dumps = orjson.dumps
+        lines = [dumps({"id": rid, **dict(zip(names, vals))}) for rid, *vals in zip(block.ids, *cols)]
+        if lines:
+            self.fh.write(b"\n".join(lines) + b"\n")
+        self.rows += len(block)
+
+    def _close(self) -> None:
+        self.fh.close()
+
+
+class ArrowWriter(Writer):
+    """CSV or Parquet through pyarrow; the schema is fixed by the first block."""
+
+    def __init__(self, path: Path, fmt: str, gz: bool):
+        super().__init__(path)
+        self.fmt = fmt
+        self.gz = gz
+        self.writer = None
+        self.sink = None
+        self.id_type = None
+
+    def write(self, block: ResultBlock) -> None:
+        import pyarrow as pa
+
+        table = block_to_table(block, self.id_type)
+        if self.writer is None:
+            self.id_type = table.schema.field("id").type
+            if self.fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                self.writer = pq.ParquetWriter(self.partial, table.schema, compression="zstd")
+            else:
+                import pyarrow.csv as pacsv
+
+                self.sink = pa.CompressedOutputStream(str(self.partial), "gzip") if self.gz else pa.OSFile(str(self.partial), "wb")
+                opts = pacsv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
+                self.writer = pacsv.CSVWriter(self.sink, table.schema, write_options=opts)
+        self.writer.write_table(table)
+        self.rows += len(block)
+
+    def _close(self) -> None:
+        if self.writer is None:  # the pipeline writes an empty block first, so only on abort
+            return
+        self.writer.close()
+        if self.sink is not None:
+            self.sink.close()
+
+
+def open_writer(path: str | Path, fmt: str | None = None) -> Writer:
+    path = Path(path)
+    if fmt is None:
+        fmt, gz = detect_format(path)
+    else:
+        gz = path.suffix.lower() == ".gz"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{path}: output directory {parent} does not exist")
+    try:
+        if fmt == "jsonl":
+            return JsonlWriter(path, gz)
+        if fmt in ("csv", "tsv", "parquet"):
+            if fmt == "parquet" and gz:
+                raise InputError(f"{path}: Parquet compresses internally; drop the .gz suffix")
+            w = ArrowWriter(path, fmt, gz)
+            w.partial.touch()  # fail now, not after the first window, if the path is not writable
+            return w
+    except PermissionError:
+        raise InputError(f"{path}: output path is not writable") from None
+    raise InputError(f"{path}: cannot write format '{fmt}' (use .jsonl, .csv, .tsv or .parquet)")

@@ -1,0 +1,20 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad path, a malformed manifest, a missing column) raises
+:class:`StackscoreError` with a message that names the file, line and field. The CLI prints the
+message and exits non-zero without a traceback; library users can catch it.
+"""
+
+from __future__ import annotations
+
+
+class StackscoreError(Exception):
+    """An error caused by input, configuration or an artifact: shown to the user as-is."""
+
+
+class ArtifactError(StackscoreError):
+    """The artifact directory is not what its manifest claims (schema, checksum, paths)."""
+
+
+class InputError(StackscoreError):
+    """An input file cannot be read at all (missing, wrong format, unknown column)."""

@@ -1,0 +1,70 @@
+"""Assemble an artifact directory from a fit work directory.
+
+A fit work directory holds ``fit_state.json`` (labels, base models, the fusion spec), the
+fine-tuned models as Hugging Face directories under ``models/<name>/``, the fusion's own files
+(``fusion/meta.onnx`` for stacking) and ``oof.npz`` (out-of-fold logits with the training-side
+fused probabilities, for the meta-learner's parity check).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import __version__, fusion
+from ..errors import StackscoreError
+from ..manifest import FusionSpec, Manifest, load_manifest, write_manifest
+from .onnx_graph import ParityError, export_transformer
+
+FIT_STATE = "fit_state.json"
+
+
+def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print, overwrite: bool = True) -> Manifest:
+    workdir = Path(workdir)
+    out = Path(out) if out else workdir / "artifact"
+    state_path = workdir / FIT_STATE
+    if not state_path.is_file():
+        raise StackscoreError(f"{workdir}: no {FIT_STATE}; run `stackscore fit` first (or point at its --out directory)")
+    state = json.loads(state_path.read_text())
+    if out.exists():
+        if not overwrite:
+            raise StackscoreError(f"{out}: exists; pass --overwrite")
+        shutil.rmtree(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    samples = state["parity_texts"]
+    specs = []
+    for m in state["models"]:
+        log(f"  export {m['name']}: ONNX fp32 + parity on {len(samples)} texts")
+        spec = export_transformer(workdir / "models" / m["name"], tmp, m["name"], m["max_length"], samples)
+        log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
+        specs.append(spec)
+
+    fspec = FusionSpec(**state["fusion"])
+    if fspec.graph:
+        (tmp / fspec.graph).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(workdir / fspec.graph, tmp / fspec.graph)
+    oof = np.load(workdir / "oof.npz")
+    outputs = [oof[f"logits_{m['name']}"] for m in state["models"]]
+    engine_side = fusion.from_manifest(fspec, tmp).predict_proba(outputs)
+    diff = float(np.abs(engine_side - oof["fused_proba"]).max())
+    agreement = float(np.mean(engine_side.argmax(1) == oof["fused_proba"].argmax(1)))
+    fspec.parity = {"rows": int(len(engine_side)), "max_abs_diff_vs_training": diff, "label_agreement": agreement}
+    log(f"  fusion '{fspec.method}': engine vs training max |diff| {diff:.2e}, agreement {agreement:.2%}")
+    if diff > 1e-4:
+        raise ParityError(f"fusion '{fspec.method}': exported result differs from training by {diff:.2e}")
+
+    manifest = Manifest(
+        labels=state["labels"], models=specs, fusion=fspec,
+        task="binary" if len(state["labels"]) == 2 else "multiclass",
+        created_by=f"stackscore {__version__}",
+    )
+    write_manifest(tmp, manifest)
+    tmp.replace(out)
+    return load_manifest(out)

@@ -1,0 +1,62 @@
+"""Fusion methods: how base-model logits become one probability vector per row.
+
+Every method follows scikit-learn's estimator style and round-trips through the manifest
+(``to_manifest`` / ``from_manifest``); ``build`` and ``from_manifest`` are the two entry points.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError
+from ..manifest import FusionSpec
+from .auto import AutoFusion, cross_val_proba, stratified_folds
+from .base import FusionMethod
+from .mean import MeanFusion
+from .stack import StackFusion
+from .vote import VoteFusion
+from .weighted import WeightedFusion
+
+METHODS: dict[str, type[FusionMethod]] = {
+    "mean": MeanFusion,
+    "weighted": WeightedFusion,
+    "vote": VoteFusion,
+    "stack": StackFusion,
+}
+
+
+def build(method: str, **params: Any) -> FusionMethod:
+    """An unfitted fusion method by name (``soft_vote``/``hard_vote`` are shorthands)."""
+    if method == "soft_vote":
+        return VoteFusion(voting="soft")
+    if method == "hard_vote":
+        return VoteFusion(voting="hard")
+    if method not in METHODS:
+        raise ValueError(f"unknown fusion method '{method}' (choose from {', '.join(METHODS)}, auto)")
+    return METHODS[method](**params)
+
+
+def from_manifest(spec: FusionSpec, artifact_dir: Path) -> FusionMethod:
+    cls = METHODS.get(spec.method)
+    if cls is None:
+        raise ArtifactError(f"fusion.method '{spec.method}' is unknown to this stackscore ({', '.join(METHODS)})")
+    try:
+        return cls.from_manifest(spec, Path(artifact_dir))
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"fusion.params for '{spec.method}' are incomplete or wrong: {exc}") from None
+
+
+__all__ = [
+    "AutoFusion",
+    "FusionMethod",
+    "MeanFusion",
+    "METHODS",
+    "StackFusion",
+    "VoteFusion",
+    "WeightedFusion",
+    "build",
+    "cross_val_proba",
+    "from_manifest",
+    "stratified_folds",
+]

@@ -1,0 +1,61 @@
+"""The fusion-method interface, in scikit-learn's estimator style.
+
+``fit(outputs, y)`` takes one ``(n, k)`` logits array per base model (out-of-fold logits in
+training) and integer labels; ``predict_proba(outputs)`` returns ``(n, k)`` probabilities.
+Parameters live in ``__init__``, learned state in trailing-underscore attributes. The same object
+runs in training (to compare methods) and in the engine (rebuilt from the manifest), so the two
+cannot disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..manifest import FusionSpec
+
+
+def check_outputs(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    outs = [np.asarray(o, dtype=np.float64) for o in outputs]
+    if not outs:
+        raise ValueError("fusion needs at least one base model's outputs")
+    shape = outs[0].shape
+    if len(shape) != 2 or any(o.shape != shape for o in outs):
+        raise ValueError(f"every base model's outputs must be (n, k) of one shape, got {[o.shape for o in outs]}")
+    return outs
+
+
+class FusionMethod:
+    """Base class: subclasses set ``name`` and implement fit / predict_proba / params."""
+
+    name: str = ""
+    #: Order used to break ties in ``auto``: lower is simpler.
+    complexity: int = 0
+
+    def fit(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> "FusionMethod":
+        self.n_classes_ = check_outputs(outputs)[0].shape[1]
+        self.n_models_ = len(outputs)
+        return self
+
+    def predict_proba(self, outputs: Sequence[np.ndarray]) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def predict(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        return self.predict_proba(outputs).argmax(axis=1)
+
+    # -- manifest round trip -------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Everything ``from_manifest`` needs, JSON-serializable (learned state included)."""
+        return {}
+
+    def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
+        return FusionSpec(method=self.name, params=self.get_params(), reason=reason)
+
+    @classmethod
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "FusionMethod":
+        raise NotImplementedError  # pragma: no cover
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.get_params() if hasattr(self, 'n_classes_') else ''})"

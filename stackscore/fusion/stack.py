@@ -1,0 +1,153 @@
+"""Stacking: a meta-learner trained on the base models' out-of-fold outputs.
+
+In training the meta-learner is a scikit-learn estimator (``meta_``). For the artifact it is
+converted with skl2onnx (probabilities as a plain tensor, no ZipMap), and in the engine the same
+class runs that ONNX graph (``session_``), so no pickle ever reaches the scoring path. Which
+features the meta-learner reads (concatenated logits, or probabilities) is a parameter stored in
+the manifest, and both paths build them with the same ``features()`` function.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..manifest import FusionSpec
+from ..metrics import softmax
+from .base import FusionMethod, check_outputs
+
+META_GRAPH = "fusion/meta.onnx"
+META_LEARNERS = ("logreg", "gbm")
+
+
+def make_meta_learner(kind: str, C: float = 1.0, seed: int = 0):
+    """The scikit-learn meta-learners we know skl2onnx converts exactly."""
+    if kind == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(C=C, max_iter=2000)
+    if kind == "gbm":
+        from sklearn.ensemble import GradientBoostingClassifier
+
+        return GradientBoostingClassifier(n_estimators=100, max_depth=2, learning_rate=0.1, random_state=seed)
+    raise ValueError(f"unknown meta-learner '{kind}' (choose from {', '.join(META_LEARNERS)})")
+
+
+class StackFusion(FusionMethod):
+    name = "stack"
+    complexity = 3
+
+    def __init__(self, features: str = "logits", meta_learner: str = "logreg", C: float = 1.0, mode: str = "kfold"):
+        if features not in ("logits", "probs"):
+            raise ValueError("features must be 'logits' or 'probs'")
+        self.features_kind = features
+        self.meta_learner = meta_learner
+        self.C = C
+        self.mode = mode  # recorded only: how the outputs given to fit() were produced
+
+    def features(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        outs = check_outputs(outputs)
+        if self.features_kind == "probs":
+            outs = [softmax(o) for o in outs]
+        return np.concatenate(outs, axis=1).astype(np.float32)
+
+    def fit(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> "StackFusion":
+        super().fit(outputs, y)
+        y = np.asarray(y)
+        missing = set(range(self.n_classes_)) - set(np.unique(y).tolist())
+        if missing:
+            raise ValueError(f"stacking needs every class in its training rows; missing {sorted(missing)}")
+        self.meta_ = make_meta_learner(self.meta_learner, self.C).fit(self.features(outputs), y)
+        return self
+
+    def predict_proba(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        X = self.features(outputs)
+        if getattr(self, "meta_", None) is not None:
+            return self.meta_.predict_proba(X)
+        sess = self.session_
+        return sess.run([self._proba_name], {sess.get_inputs()[0].name: X})[0].astype(np.float64)
+
+    def contributions(self, outputs: Sequence[np.ndarray]) -> np.ndarray | None:
+        """Per base model, its additive share of the fused logit (linear meta-learner only).
+
+        Returns ``(n, m)`` for binary tasks (share of the positive-class logit) and ``None`` when
+        the meta-learner is not linear.
+        """
+        coef = self.coef_
+        if coef is None:
+            return None
+        X = self.features(outputs)
+        k = X.shape[1] // self.n_models_
+        parts = X.reshape(len(X), self.n_models_, k) * coef[0].reshape(1, self.n_models_, k)
+        return parts.sum(axis=2)
+
+    @property
+    def coef_(self) -> np.ndarray | None:
+        meta = getattr(self, "meta_", None)
+        if meta is not None:
+            return getattr(meta, "coef_", None)
+        c = getattr(self, "linear_coef_", None)
+        return None if c is None else np.asarray(c)
+
+    # -- manifest round trip -------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "features": self.features_kind,
+            "meta_learner": self.meta_learner,
+            "C": self.C,
+            "mode": self.mode,
+            "n_models": self.n_models_,
+            "n_classes": self.n_classes_,
+        }
+        if self.coef_ is not None:
+            params["linear_coef"] = np.asarray(self.coef_).tolist()
+        return params
+
+    def to_onnx_bytes(self) -> bytes:
+        from skl2onnx import to_onnx
+
+        X = np.zeros((1, self.n_models_ * self.n_classes_), dtype=np.float32)
+        onx = to_onnx(self.meta_, X, options={id(self.meta_): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
+        return onx.SerializeToString()
+
+    def to_manifest(self, artifact_dir: Path, reason: str = "", check_outputs_: Sequence[np.ndarray] | None = None) -> FusionSpec:
+        path = Path(artifact_dir) / META_GRAPH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.to_onnx_bytes())
+        parity: dict[str, Any] = {}
+        if check_outputs_ is not None:
+            onnx_side = StackFusion._load(self.get_params(), path)
+            a, b = self.predict_proba(check_outputs_), onnx_side.predict_proba(check_outputs_)
+            parity = {
+                "rows": int(len(a)),
+                "max_abs_diff_vs_sklearn": float(np.abs(a - b).max()),
+                "label_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
+            }
+        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason, parity=parity)
+
+    @classmethod
+    def _load(cls, params: dict[str, Any], graph_path: Path) -> "StackFusion":
+        import onnxruntime as ort
+
+        m = cls(features=params["features"], meta_learner=params["meta_learner"], C=params.get("C", 1.0), mode=params.get("mode", "kfold"))
+        m.n_models_ = int(params["n_models"])
+        m.n_classes_ = int(params["n_classes"])
+        m.linear_coef_ = params.get("linear_coef")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1  # a tiny graph: threads cost more than they give
+        m.session_ = ort.InferenceSession(str(graph_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in m.session_.get_outputs()]
+        m._proba_name = "probabilities" if "probabilities" in names else names[-1]
+        return m
+
+    @classmethod
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "StackFusion":
+        from ..manifest import resolve_inside
+
+        if not spec.graph:
+            from ..errors import ArtifactError
+
+            raise ArtifactError("fusion.method is 'stack' but fusion.graph names no meta-learner graph")
+        return cls._load(spec.params, resolve_inside(Path(artifact_dir), spec.graph, "fusion.graph"))

@@ -1,0 +1,89 @@
+"""The fit config: a TOML file (see ``examples/fit-demo.toml``).
+
+TOML because it is in the standard library (tomllib), readable, and typed. Relative paths are
+relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import StackscoreError
+from .models import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    train: str = ""
+    test: str = ""  # empty: split test_fraction off train
+    text_field: str = "text"
+    label_field: str = "label"
+    max_train_rows: int = 0  # 0 = all; else a stratified subsample (say so in reports)
+    max_test_rows: int = 0
+    test_fraction: float = 0.2
+
+
+@dataclass
+class FusionConfig:
+    method: str = "stack"  # mean | weighted | vote | stack | auto
+    folds: int = 5
+    mode: str = "kfold"  # kfold | holdout
+    holdout_fraction: float = 0.2
+    features: str = "logits"  # stack: logits | probs
+    meta_learner: str = "logreg"  # stack: logreg | gbm
+    C: float = 1.0
+    weights: list[float] | None = None  # weighted: fixed weights instead of learned
+
+
+@dataclass
+class FitConfig:
+    data: DataConfig
+    models: list[ModelConfig]
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    labels: list[str] | None = None
+    seed: int = 0
+    parity_rows: int = 64
+    base_dir: Path = Path(".")
+
+
+def _build(cls, raw: dict[str, Any], where: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise StackscoreError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise StackscoreError(f"{where}: {exc}") from None
+
+
+def load_config(path: str | Path) -> FitConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise StackscoreError(f"{path}: config file does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise StackscoreError(f"{path}: invalid TOML: {exc}") from None
+    return config_from_dict(raw, path.parent, str(path))
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> FitConfig:
+    raw = dict(raw)
+    data = _build(DataConfig, raw.pop("data", {}), f"{where} [data]")
+    if not data.train:
+        raise StackscoreError(f"{where} [data]: 'train' is required")
+    fusion = _build(FusionConfig, raw.pop("fusion", {}), f"{where} [fusion]")
+    models_raw = raw.pop("models", [])
+    if len(models_raw) < 1:
+        raise StackscoreError(f"{where}: at least one [[models]] entry is required")
+    models = [_build(ModelConfig, m, f"{where} [[models]] #{i + 1}") for i, m in enumerate(models_raw)]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise StackscoreError(f"{where}: model names must be unique, got {names}")
+    cfg = _build(FitConfig, {**raw, "data": data, "models": models, "fusion": fusion}, where)
+    cfg.base_dir = Path(base_dir)
+    return cfg

@@ -1,0 +1,66 @@
+"""The fit report: every base model and every fusion method side by side, on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metrics import all_metrics
+
+
+def error_correlation(y: np.ndarray, logits: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Pearson correlation between base models' error indicators (low = diverse = fusion helps)."""
+    errs = {n: (l.argmax(1) != y).astype(float) for n, l in logits.items()}
+    out: dict[str, dict[str, float]] = {}
+    for a in errs:
+        out[a] = {}
+        for b in errs:
+            ea, eb = errs[a], errs[b]
+            if ea.std() == 0 or eb.std() == 0:
+                out[a][b] = float("nan") if a != b else 1.0
+            else:
+                out[a][b] = float(np.corrcoef(ea, eb)[0, 1])
+    return out
+
+
+def build_report(y: np.ndarray, model_probs: dict[str, np.ndarray], fusion_probs: dict[str, np.ndarray], chosen: str, reason: str, extra: dict[str, Any]) -> dict[str, Any]:
+    models = {n: all_metrics(y, p) for n, p in model_probs.items()}
+    fusions = {n: all_metrics(y, p) for n, p in fusion_probs.items()}
+    best_model = min(models, key=lambda n: models[n]["log_loss"])
+    ch = fusions.get(chosen)
+    helps = ch is not None and ch["log_loss"] < models[best_model]["log_loss"] and ch["accuracy"] >= models[best_model]["accuracy"]
+    verdict = (
+        f"the chosen fusion '{chosen}' {'beats' if helps else 'does NOT beat'} the best base model "
+        f"'{best_model}' on the test split (log-loss {ch['log_loss']:.4f} vs {models[best_model]['log_loss']:.4f}, "
+        f"accuracy {ch['accuracy']:.4f} vs {models[best_model]['accuracy']:.4f})"
+        if ch
+        else ""
+    )
+    return {"models": models, "fusions": fusions, "chosen": chosen, "reason": reason, "best_model": best_model, "ensemble_helps": bool(helps), "verdict": verdict, **extra}
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(to_markdown(report))
+
+
+def to_markdown(r: dict[str, Any]) -> str:
+    lines = [f"# stackscore fit report", "", f"Test rows: {r.get('test_rows')}; train rows: {r.get('train_rows')}", ""]
+    lines += ["| | accuracy | macro-F1 | log-loss | ECE |", "|---|---:|---:|---:|---:|"]
+    for kind, table in (("model", r["models"]), ("fusion", r["fusions"])):
+        for name, m in table.items():
+            mark = " **(chosen)**" if kind == "fusion" and name == r["chosen"] else ""
+            lines.append(f"| {kind} `{name}`{mark} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['log_loss']:.4f} | {m['ece']:.4f} |")
+    lines += ["", f"Verdict: {r['verdict']}.", "", f"Why this fusion: {r['reason']}", ""]
+    corr = r.get("error_correlation")
+    if corr:
+        names = list(corr)
+        lines += ["Error correlation between base models (lower = more diverse):", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for a in names:
+            lines.append(f"| {a} | " + " | ".join(f"{corr[a][b]:.3f}" for b in names) + " |")
+        lines.append("")
+    return "\n".join(lines)

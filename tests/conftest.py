@@ -1,0 +1,58 @@
+"""Shared fixtures: one tiny real ensemble, fitted and exported once per test session.
+
+Everything is generated here (corpus, tokenizers, models): no network, no ../shared.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 600, "epochs": 2, "batch_size": 32}
+
+
+def tiny_config(data_dir: Path, method: str = "stack", labels=None, folds: int = 2, **fusion) -> dict:
+    return {
+        "labels": labels,
+        "seed": 0,
+        "parity_rows": 32,
+        "data": {"train": str(data_dir / "train.jsonl"), "test": str(data_dir / "test.jsonl")},
+        "fusion": {"method": method, "folds": folds, **fusion},
+        "models": [
+            {"name": "bert", "source": "scratch:bert", "max_length": 64, **TINY},
+            {"name": "roberta", "source": "scratch:roberta", "max_length": 64, "seed": 1, **TINY},
+        ],
+    }
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory) -> Path:
+    """A fit work directory (models/, artifact/, report.json) of a 2-model stacked ensemble."""
+    from stackscore.train.config import config_from_dict
+    from stackscore.train.corpus import generate, write_jsonl
+    from stackscore.train.fit import fit
+
+    root = tmp_path_factory.mktemp("fit")
+    data = root / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", generate(400, seed=1))
+    write_jsonl(data / "test.jsonl", generate(120, seed=2, start=1000))
+    cfg = config_from_dict(tiny_config(data, labels=["negative", "positive"]), root)
+    fit(cfg, root / "work", log=lambda *_: None)
+    return root / "work"
+
+
+@pytest.fixture(scope="session")
+def artifact(fitted) -> Path:
+    return fitted / "artifact"
+
+
+@pytest.fixture(scope="session")
+def corpus_rows():
+    from stackscore.train.corpus import generate
+
+    return [{"id": e.id, "text": e.text, "label": e.label} for e in generate(700, seed=7, start=5000)]

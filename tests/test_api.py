@@ -1,0 +1,41 @@
+"""The Python API: in-memory texts, pandas, streaming, pickling by reference."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+
+from stackscore.api import Ensemble
+
+
+def test_predict_proba_matches_file_scoring(artifact, corpus_rows):
+    e = Ensemble.load(artifact)
+    texts = [r["text"] for r in corpus_rows[:50]]
+    p = e.predict_proba(texts)
+    assert p.shape == (50, 2)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    assert e.predict(texts) == [e.labels[i] for i in p.argmax(1)]
+    streamed = list(e.score_iter(iter(texts), chunk_rows=7))
+    np.testing.assert_allclose([s["prob_positive"] for s in streamed], p[:, 1], atol=1e-6)
+    proba, outputs = e.predict_proba(texts, return_model_outputs=True)
+    assert set(outputs) == {"bert", "roberta"} and outputs["bert"].shape == (50, 2)
+
+
+def test_score_dataframe_keeps_index_and_marks_bad_rows(artifact):
+    e = Ensemble.load(artifact)
+    df = pd.DataFrame({"text": ["a great film", None, "dull and boring"]}, index=[10, 20, 30])
+    out = e.score_dataframe(df)
+    assert list(out.index) == [10, 20, 30]
+    assert pd.isna(out.loc[20, "label"]) and np.isnan(out.loc[20, "score"])
+    assert out.loc[10, "label"] in e.labels
+    np.testing.assert_allclose(out.loc[[10, 30], ["prob_negative", "prob_positive"]].sum(1), 1.0, atol=1e-6)
+
+
+def test_pickles_by_reference(artifact):
+    e = Ensemble.load(artifact)
+    blob = pickle.dumps(e)
+    assert len(blob) < 2000  # path and options only, no weights
+    again = pickle.loads(blob)
+    np.testing.assert_allclose(again.predict_proba(["fine"]), e.predict_proba(["fine"]))

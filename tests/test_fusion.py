@@ -1,0 +1,129 @@
+"""Fusion methods: hand-checked examples, learning, manifest round trips, OOF leakage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stackscore import fusion
+from stackscore.fusion import AutoFusion, MeanFusion, StackFusion, VoteFusion, WeightedFusion
+from stackscore.metrics import log_loss, softmax
+from stackscore.train.oof import out_of_fold
+
+
+def logits_of(p):
+    return np.log(np.asarray(p, dtype=np.float64))
+
+
+A = logits_of([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]])
+B = logits_of([[0.7, 0.3], [0.8, 0.2], [0.4, 0.6]])
+C = logits_of([[0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
+
+
+def test_mean_by_hand():
+    p = MeanFusion().predict_proba([A, B])
+    np.testing.assert_allclose(p, [[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])
+    pl = MeanFusion(space="logits").predict_proba([A, B])
+    np.testing.assert_allclose(pl[0, 0], np.sqrt(0.9 * 0.7) / (np.sqrt(0.9 * 0.7) + np.sqrt(0.1 * 0.3)))
+
+
+def test_weighted_fixed_weights_by_hand():
+    w = WeightedFusion(weights=[3, 1]).fit([A, B], np.array([0, 1, 1]))
+    np.testing.assert_allclose(w.weights_, [0.75, 0.25])
+    np.testing.assert_allclose(w.predict_proba([A, B])[0], [0.75 * 0.9 + 0.25 * 0.7, 0.75 * 0.1 + 0.25 * 0.3])
+
+
+def test_hard_vote_majority_and_tie_break():
+    v = VoteFusion("hard")
+    # Row 0: all vote 0. Row 1: A and C vote 1, B votes 0 -> 1. Row 2: A votes 1, B 1, C 0 -> 1.
+    assert v.predict([A, B, C]).tolist() == [0, 1, 1]
+    # Two models tie 1-1 on row 1: A says 1 (0.6), B says 0 (0.8) -> mean prob favours class 0.
+    assert v.predict([A, B]).tolist()[1] == 0
+    # Exact tie on mean probability too -> the lower class index.
+    t1, t2 = logits_of([[0.6, 0.4]]), logits_of([[0.4, 0.6]])
+    assert v.predict([t1, t2]).tolist() == [0]
+    p = v.predict_proba([A, B, C])
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    assert p[1, 1] == pytest.approx((1 - 1e-3) * 2 / 3 + 1e-3 * np.mean([0.6, 0.2, 0.7]))
+
+
+def test_soft_vote_is_mean_of_probabilities():
+    np.testing.assert_allclose(VoteFusion("soft").predict_proba([A, B, C]), MeanFusion().predict_proba([A, B, C]))
+
+
+def noisy_case(n=2000, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    good = rng.normal(0, 1, (n, k))
+    good[np.arange(n), y] += 2.5
+    noise = rng.normal(0, 3, (n, k))
+    return y, good, noise
+
+
+def test_learned_weights_beat_uniform_when_one_model_is_noise():
+    y, good, noise = noisy_case()
+    w = WeightedFusion().fit([good, noise], y)
+    assert w.weights_[0] > 0.9
+    assert log_loss(y, w.predict_proba([good, noise])) < log_loss(y, MeanFusion().predict_proba([good, noise])) - 0.05
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_every_method_round_trips_through_the_manifest(tmp_path, k):
+    y, good, noise = noisy_case(600, k)
+    outs = [good, noise]
+    for method in (MeanFusion(), MeanFusion("logits"), WeightedFusion(), VoteFusion("hard"), VoteFusion("soft"), StackFusion(), StackFusion(features="probs"), StackFusion(meta_learner="gbm")):
+        m = method.fit(outs, y)
+        spec = m.to_manifest(tmp_path)
+        again = fusion.from_manifest(spec, tmp_path)
+        assert not hasattr(again, "meta_")  # the engine side never holds a scikit-learn object
+        np.testing.assert_allclose(again.predict_proba(outs), m.predict_proba(outs), atol=1e-5, err_msg=str(spec.params))
+
+
+def test_stack_learns_and_exposes_linear_contributions():
+    y, good, noise = noisy_case(1500)
+    s = StackFusion().fit([good, noise], y)
+    assert log_loss(y, s.predict_proba([good, noise])) < log_loss(y, softmax(good))
+    contrib = s.contributions([good, noise])
+    assert contrib.shape == (1500, 2)
+    assert np.abs(contrib[:, 0]).mean() > 5 * np.abs(contrib[:, 1]).mean()
+
+
+def test_auto_picks_lowest_cv_log_loss_and_prefers_simpler_on_ties():
+    y, good, noise = noisy_case(1000)
+    cands = {"mean": MeanFusion, "weighted": WeightedFusion, "stack": StackFusion}
+    auto = AutoFusion(cands, folds=3).fit([good, noise], y)
+    assert auto.chosen_ in ("weighted", "stack")
+    assert auto.cv_log_loss_[auto.chosen_] <= min(auto.cv_log_loss_.values()) + 1e-3
+    assert auto.cv_log_loss_["mean"] > auto.cv_log_loss_[auto.chosen_]
+    # Identical, calibrated base models: no method can beat the mean -> the simplest wins the tie.
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, (3000, 2))
+    yc = (rng.random(3000) < softmax(z)[:, 1]).astype(int)
+    tie = AutoFusion(cands, folds=3, tol=0.01).fit([z, z], yc)
+    assert tie.chosen_ == "mean" and "auto" in tie.reason_
+
+
+def test_out_of_fold_never_sees_its_own_rows():
+    y = np.array([0, 1] * 50)
+    seen_by_model: list[set[int]] = []
+
+    def train(rows):
+        seen_by_model.append(set(rows.tolist()))
+        return len(seen_by_model) - 1
+
+    predicted_by: dict[int, int] = {}
+
+    def predict(model, rows):
+        for r in rows:
+            assert r not in seen_by_model[model], "a row's own label leaked into its meta-feature"
+            predicted_by[int(r)] = model
+        return np.zeros((len(rows), 2))
+
+    out = out_of_fold(train, predict, y, folds=5)
+    assert out.shape == (100, 2) and sorted(predicted_by) == list(range(100))
+    assert len(seen_by_model) == 5
+
+
+def test_stack_needs_every_class():
+    with pytest.raises(ValueError, match="every class"):
+        StackFusion().fit([np.zeros((4, 3))], np.array([0, 1, 0, 1]))

@@ -1,0 +1,75 @@
+"""Artifacts are verified before use: checksums, paths, versions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from stackscore.errors import ArtifactError
+from stackscore.manifest import load_manifest
+
+
+@pytest.fixture
+def copy(artifact, tmp_path):
+    dst = tmp_path / "a"
+    shutil.copytree(artifact, dst)
+    return dst
+
+
+def edit(copy, fn):
+    p = copy / "manifest.json"
+    raw = json.loads(p.read_text())
+    fn(raw)
+    p.write_text(json.dumps(raw))
+
+
+def test_loads_clean(copy):
+    assert load_manifest(copy).fusion.method == "stack"
+
+
+def test_checksum_mismatch_is_refused(copy):
+    with open(copy / "models" / "bert" / "tokenizer.json", "a") as fh:
+        fh.write(" ")
+    with pytest.raises(ArtifactError, match="size|checksum"):
+        load_manifest(copy)
+
+
+def test_missing_file_is_refused(copy):
+    (copy / "fusion" / "meta.onnx").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        load_manifest(copy)
+
+
+@pytest.mark.parametrize("bad", ["/etc/passwd", "../outside.onnx", "models/../../x"])
+def test_paths_cannot_leave_the_artifact(copy, bad):
+    def f(raw):
+        raw["files"][bad] = {"sha256": "0" * 64, "size": 1}
+
+    edit(copy, f)
+    with pytest.raises(ArtifactError, match="outside|absolute"):
+        load_manifest(copy)
+
+
+def test_unknown_major_version_is_refused(copy):
+    edit(copy, lambda raw: raw.update(format_version="2.0"))
+    with pytest.raises(ArtifactError, match="format_version 2.0"):
+        load_manifest(copy)
+
+
+def test_unlisted_referenced_file_is_refused(copy):
+    def f(raw):
+        del raw["files"][raw["fusion"]["graph"]]
+
+    edit(copy, f)
+    with pytest.raises(ArtifactError, match="no checksum"):
+        load_manifest(copy)
+
+
+def test_label_count_mismatch_is_caught_at_load(copy):
+    from stackscore.engine.scorer import Scorer
+
+    edit(copy, lambda raw: raw.update(labels=["a", "b", "c"]))
+    with pytest.raises(ArtifactError, match="classes"):
+        Scorer(copy)

@@ -1,0 +1,87 @@
+"""Readers: formats, ids, fields, and the error records that keep rows out == rows in."""
+
+from __future__ import annotations
+
+import gzip
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from stackscore.engine.readers import detect_format, open_reader
+from stackscore.errors import InputError
+
+
+def rows_of(path, **kw):
+    out = []
+    for c in open_reader(path, **kw):
+        out.extend(zip(c.ids, c.texts, c.errors))
+    return out
+
+
+def test_detect_format():
+    assert detect_format("a/b.jsonl.gz") == ("jsonl", True)
+    assert detect_format("x.TSV") == ("tsv", False)
+    with pytest.raises(InputError, match="cannot tell the format"):
+        detect_format("x.xlsx")
+
+
+def test_jsonl_bom_crlf_blank_lines_and_default_ids(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"text": "one"}\r\n\r\n{"text": "two"}\r\n   \n{"text": "three"}')
+    assert rows_of(p) == [(0, "one", None), (1, "two", None), (2, "three", None)]
+
+
+def test_jsonl_id_field_and_labels(tmp_path):
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"key": 7, "body": "x", "y": "pos"}\n{"key": 9, "body": "z", "y": "neg"}\n')
+    chunks = list(open_reader(p, text_field="body", id_field="key", label_field="y"))
+    assert chunks[0].ids == [7, 9] and chunks[0].labels == ["pos", "neg"]
+
+
+def test_chunking_keeps_row_numbers(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("".join(f"line {i}\n" for i in range(10)))
+    chunks = list(open_reader(p, chunk_rows=4))
+    assert [c.start for c in chunks] == [0, 4, 8] and sum(len(c) for c in chunks) == 10
+
+
+def test_csv_quoted_newlines_and_missing_values(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text('id,text\n1,"multi\nline"\n2,\n3,plain\n')
+    got = rows_of(p)
+    assert [g[0] for g in got] == ["1", "2", "3"]
+    assert got[0][1] == "multi\nline" and got[2] == ("3", "plain", None)
+    assert got[1][1] is None and "row 1" in got[1][2]
+
+
+def test_csv_missing_text_column_lists_columns(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("id,body\n1,x\n")
+    with pytest.raises(InputError, match=r"no column 'text' \(columns: id, body\)"):
+        rows_of(p)
+
+
+def test_parquet_wrong_type_and_nulls(tmp_path):
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": ["ok", None, "fine"]}), p)
+    got = rows_of(p)
+    assert [g[0] for g in got] == [0, 1, 2] and got[1][1] is None and "null" in got[1][2]
+    q = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": [1, 2]}), q)
+    with pytest.raises(InputError, match="type int64, not text"):
+        rows_of(q)
+
+
+def test_gzip_text(tmp_path):
+    p = tmp_path / "a.txt.gz"
+    with gzip.open(p, "wt") as fh:
+        fh.write("a\n\nb\n")
+    got = rows_of(p)
+    assert [g[1] for g in got] == ["a", None, "b"] and "empty" in got[1][2]
+
+
+@pytest.mark.parametrize("setup,msg", [(lambda d: d / "nope.jsonl", "does not exist"), (lambda d: (d / "dir.jsonl").mkdir() or d / "dir.jsonl", "is a directory")])
+def test_missing_or_directory_input(tmp_path, setup, msg):
+    with pytest.raises(InputError, match=msg):
+        rows_of(setup(tmp_path))
