@@ -1,0 +1,59 @@
+"""fit variants: holdout blending, auto selection, multi-class labels, and `stackscore export`."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+
+from conftest import tiny_config
+from stackscore.train.corpus import FILLERS, generate
+
+
+def three_class_rows(n: int, seed: int) -> list[dict]:
+    """positive / negative reviews plus 'neutral' rows made of filler sentences only."""
+    rng = random.Random(seed)
+    rows = [{"text": e.text, "label": e.label} for e in generate(n, seed=seed)]
+    for i in range(0, n, 3):
+        rows[i] = {"text": " ".join(rng.choice(FILLERS) for _ in range(rng.randint(1, 3))), "label": "neutral"}
+    return rows
+
+
+def test_holdout_auto_multiclass_fit_and_engine_agree(tmp_path):
+    from stackscore.api import Ensemble
+    from stackscore.train.config import config_from_dict
+    from stackscore.train.fit import fit
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 360, 1), ("test", 90, 2)):
+        (data / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in three_class_rows(n, seed)))
+    cfg = config_from_dict(tiny_config(data, method="auto", mode="holdout", holdout_fraction=0.3), tmp_path)
+    report = fit(cfg, tmp_path / "work", log=lambda *_: None)
+    assert report["labels"] == ["negative", "neutral", "positive"]
+    assert report["fusion_mode"] == "holdout" and report["chosen"] in report["fusions"]
+    assert set(report["cv_log_loss"]) == {"mean", "vote", "soft_vote", "weighted", "stack"}
+    assert report["engine_vs_training"]["max_abs_diff"] < 1e-4
+    manifest = json.loads((tmp_path / "work" / "artifact" / "manifest.json").read_text())
+    assert manifest["task"] == "multiclass" and manifest["fusion"]["reason"].startswith("auto:")
+    # Holdout: the meta-features are the blend rows only (30 % of train, stratified).
+    assert len(np.load(tmp_path / "work" / "oof.npz")["y"]) == 108
+    ens = Ensemble.load(tmp_path / "work" / "artifact")
+    p = ens.predict_proba(["It runs a little over two hours.", "the plot was truly brilliant"])
+    assert p.shape == (2, 3)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+
+
+def test_cli_export_rebuilds_an_identical_scoring_artifact(fitted, tmp_path):
+    from stackscore.api import Ensemble
+
+    out = tmp_path / "again"
+    res = subprocess.run([sys.executable, "-m", "stackscore", "export", str(fitted), "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "artifact written" in res.stderr
+    texts = ["a clever and moving film", "the pacing was not good", "It runs a little over two hours."]
+    np.testing.assert_allclose(Ensemble.load(out).predict_proba(texts), Ensemble.load(fitted / "artifact").predict_proba(texts), atol=1e-6)
