@@ -78,7 +78,9 @@ def score(
     threads: int = typer.Option(0, help="Intra-op threads per session (0 = all cores)."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    on_error: str = typer.Option("record", help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part."),
     stats_json: Optional[Path] = typer.Option(None, help="Also write the run's statistics as JSON here."),
     quiet: bool = typer.Option(False, help="No progress line."),
 ):
@@ -90,6 +92,7 @@ def score(
     opts = ScoreOptions(
         text_field=text_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
         with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
+        on_error=on_error, resume=resume,
         progress=not quiet,
         engine=EngineConfig(token_budget=token_budget, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision)),
     )

@@ -22,11 +22,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..errors import StackscoreError
+from ..errors import InputError, StackscoreError
+from .committer import CommittedOutput
 from .readers import Chunk, open_reader
 from .scorer import EngineConfig, Scorer, ScoredWindow
 from .stats import ScoreStats
-from .writers import ResultBlock, open_writer
+from .writers import ResultBlock
 
 _DONE = object()
 
@@ -40,7 +41,9 @@ class ScoreOptions:
     queue_depth: int = 2
     with_model_outputs: bool = False
     with_contributions: bool = False
+    on_error: str = "record"  # record (row written with its error) | skip (counted, not written) | fail
     overwrite: bool = False
+    resume: bool = False
     progress: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
 
@@ -49,28 +52,35 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
     """Vectorized: one (n, k) scatter per column family, no per-row Python except label names."""
     chunk = scored.chunk
     n, k = len(chunk), len(labels)
-    proba = np.full((n, k), np.nan)
-    proba[scored.valid] = scored.proba
-    top = np.nanargmax(np.where(np.isnan(proba), -1.0, proba), axis=1) if n else np.zeros(0, dtype=int)
-    label_names = np.asarray(labels, dtype=object)[top]
     ok = np.zeros(n, dtype=bool)
     ok[scored.valid] = True
-    label_col = np.where(ok, label_names, None).tolist()
-    cols: dict[str, Any] = {"label": label_col, "score": np.where(ok, proba[np.arange(n), top] if n else 0.0, np.nan)}
+
+    def scatter(values: np.ndarray) -> np.ndarray:
+        full = np.full((n, values.shape[1]), np.nan)
+        full[scored.valid] = values
+        return full
+
+    proba = scatter(scored.proba)
+    top = np.where(ok, np.nan_to_num(proba, nan=-1.0).argmax(axis=1), 0) if n else np.zeros(0, dtype=np.int64)
+    cols: dict[str, Any] = {
+        "label": np.where(ok, np.asarray(labels, dtype=object)[top], None).tolist(),
+        "score": proba[np.arange(n), top] if n else np.zeros(0),
+    }
     for j, lab in enumerate(labels):
         cols[f"prob_{lab}"] = proba[:, j]
     cols["error"] = chunk.errors
     if opts.with_model_outputs:
         for m in model_names:
-            full = np.full((n, k), np.nan)
-            full[scored.valid] = scored.logits[m]
+            full = scatter(scored.logits[m])
             for j, lab in enumerate(labels):
                 cols[f"logit_{m}_{lab}"] = full[:, j]
     if opts.with_contributions and scored.contributions is not None:
-        contrib = np.full((n, len(model_names)), np.nan)
-        contrib[scored.valid] = scored.contributions
+        contrib = scatter(scored.contributions)
         for i, m in enumerate(model_names):
             cols[f"contrib_{m}"] = contrib[:, i]
+    if opts.on_error == "skip" and not ok.all():  # counted in the stats, left out of the output
+        keep = np.flatnonzero(ok)
+        return ResultBlock([chunk.ids[i] for i in keep], {c: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for c, v in cols.items()})
     return ResultBlock(list(chunk.ids), cols)
 
 
@@ -184,30 +194,77 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _skip_done(chunks: Iterator[Chunk], rows_done: int) -> Iterator[Chunk]:
+    """Drop the rows a resumed run already committed (chunk boundaries are deterministic)."""
+    for c in chunks:
+        end = c.start + len(c)
+        if end <= rows_done:
+            continue
+        if c.start < rows_done:
+            cut = rows_done - c.start
+            c = Chunk(rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None)
+        yield c
+
+
+def _fail_fast(chunks: Iterator[Chunk], path: Path) -> Iterator[Chunk]:
+    for c in chunks:
+        for e in c.errors:
+            if e is not None:
+                raise InputError(f"{path}: {e} (--on-error fail)")
+        yield c
+
+
+def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption."""
+    st = input_path.stat()
+    manifest = scorer.artifact_dir / "manifest.json"
+    from ..manifest import sha256_file
+
+    return {
+        "input": str(input_path.resolve()),
+        "input_size": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns,
+        "manifest_sha256": sha256_file(manifest),
+        "options": {
+            "text_field": opts.text_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
+            "on_error": opts.on_error, "with_model_outputs": opts.with_model_outputs,
+            "with_contributions": opts.with_contributions, "precision": scorer.config.backend.precision,
+        },
+    }
+
+
 def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_path: str | Path, opts: ScoreOptions | None = None) -> ScoreStats:
-    """Stream ``input_path`` through the ensemble and write predictions to ``output_path``."""
+    """Stream ``input_path`` through the ensemble and write predictions to ``output_path``.
+
+    Output is committed window by window (see ``committer.py``): after a crash, the same call
+    with ``resume=True`` continues where the last committed window ended.
+    """
     opts = opts or ScoreOptions()
-    output_path = Path(output_path)
-    if output_path.exists() and not opts.overwrite:
-        raise StackscoreError(f"{output_path}: output exists; pass --overwrite to replace it")
-    scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
+    if opts.on_error not in ("record", "skip", "fail"):
+        raise StackscoreError(f"--on-error must be record, skip or fail, not '{opts.on_error}'")
+    input_path, output_path = Path(input_path), Path(output_path)
     chunks = open_reader(input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows)
-    writer = open_writer(output_path)
-    stats = ScoreStats()
+    scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
+    out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts), resume=opts.resume, overwrite=opts.overwrite)
+    if out.rows_done:
+        chunks = _skip_done(chunks, out.rows_done)
+        if opts.progress:
+            print(f"  resuming after {out.rows_done:,} committed rows", file=sys.stderr)
+    if opts.on_error == "fail":
+        chunks = _fail_fast(chunks, input_path)
+    stats = ScoreStats(resumed_from=out.rows_done)
     progress = _Progress(opts.progress)
 
     def sink(scored: ScoredWindow) -> None:
-        writer.write(result_block(scored, scorer.labels, scorer.model_names, opts))
+        out.commit(result_block(scored, scorer.labels, scorer.model_names, opts), len(scored.chunk))
 
     try:
         run_pipeline(scorer, chunks, sink, opts, stats, progress)
-        if writer.rows == 0:  # an empty input still gives a well-formed, empty output
+        if out.parts == 0:  # an empty input still gives a well-formed, empty output
             empty = Chunk(0, [], [], [])
-            sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, len(scorer.labels))), {m: np.zeros((0, len(scorer.labels))) for m in scorer.model_names}, None))
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+            k = len(scorer.labels)
+            sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, k)), {m: np.zeros((0, k)) for m in scorer.model_names}, np.zeros((0, len(scorer.model_names)))))
+        out.finish()
     finally:
         progress.done()
     return stats.finish()

@@ -26,6 +26,7 @@ class ScoreStats:
     batch_seconds: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    resumed_from: int = 0  # input rows an earlier, interrupted run had committed
 
     def add_errors(self, errors: list[str | None]) -> None:
         for e in errors:
@@ -77,6 +78,7 @@ class ScoreStats:
                 "p95": round(float(np.percentile(lat, 95)) * 1e3, 2),
                 "p99": round(float(np.percentile(lat, 99)) * 1e3, 2),
             },
+            "resumed_from": self.resumed_from,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
             "labelled_rows": self.labelled,
         }
@@ -88,6 +90,8 @@ class ScoreStats:
             f"{d['rows_per_s']:,.1f} rows/s  {d['tokens_per_s']:,.0f} tokens/s  in {d['seconds']:.1f} s",
             f"padding efficiency {d['padding_efficiency']:.1%} (real / computed tokens)",
         ]
+        if self.resumed_from:
+            lines.insert(0, f"resumed after {self.resumed_from:,} rows committed by an earlier run (counts below are this run's)")
         if d["accuracy"] is not None:
             lines.append(f"accuracy {d['accuracy']:.4f} on {d['labelled_rows']:,} labelled rows")
         for reason, count in self.errors.most_common(10):

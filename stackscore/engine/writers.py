@@ -4,7 +4,7 @@ Rows arrive as :class:`ResultBlock` objects, already in input order. Each output
 ``id``, ``label`` (predicted label name), ``score`` (its probability), ``prob_<label>`` for every
 label, ``error`` (why a row has no prediction; null otherwise) and, on request, each base
 model's logits (``logit_<model>_<label>``) and linear-stacking contributions (``contrib_<model>``).
-Output is written to ``<output>.partial`` and renamed into place only when complete.
+A writer writes one file; ``committer.py`` decides which files (committed parts) and when.
 """
 
 from __future__ import annotations
@@ -63,30 +63,20 @@ def block_to_table(block: ResultBlock, id_type=None):
 class Writer:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
         self.rows = 0
 
     def write(self, block: ResultBlock) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _close(self) -> None:  # pragma: no cover - interface
+    def close(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def close(self) -> None:
-        self._close()
-        self.partial.replace(self.path)
-
-    def abort(self) -> None:
-        try:
-            self._close()
-        except Exception:  # noqa: BLE001 - best effort on the error path
-            pass
 
 
 class JsonlWriter(Writer):
     def __init__(self, path: Path, gz: bool):
         super().__init__(path)
-        self.fh = gzip.open(self.partial, "wb") if gz else open(self.partial, "wb")
+        # mtime=0: the same rows give the same bytes, so a resumed run equals a clean one.
+        self.fh = gzip.GzipFile(self.path, "wb", mtime=0) if gz else open(self.path, "wb")
 
     def write(self, block: ResultBlock) -> None:
         names = list(block.columns)
@@ -102,20 +92,21 @@ class JsonlWriter(Writer):
             self.fh.write(b"\n".join(lines) + b"\n")
         self.rows += len(block)
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.fh.close()
 
 
 class ArrowWriter(Writer):
     """CSV or Parquet through pyarrow; the schema is fixed by the first block."""
 
-    def __init__(self, path: Path, fmt: str, gz: bool):
+    def __init__(self, path: Path, fmt: str, gz: bool, header: bool = True, id_type=None):
         super().__init__(path)
         self.fmt = fmt
         self.gz = gz
+        self.header = header
         self.writer = None
         self.sink = None
-        self.id_type = None
+        self.id_type = id_type
 
     def write(self, block: ResultBlock) -> None:
         import pyarrow as pa
@@ -126,42 +117,36 @@ class ArrowWriter(Writer):
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                self.writer = pq.ParquetWriter(self.partial, table.schema, compression="zstd")
+                self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
             else:
                 import pyarrow.csv as pacsv
 
-                self.sink = pa.CompressedOutputStream(str(self.partial), "gzip") if self.gz else pa.OSFile(str(self.partial), "wb")
-                opts = pacsv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",")
+                self.sink = pa.CompressedOutputStream(str(self.path), "gzip") if self.gz else pa.OSFile(str(self.path), "wb")
+                opts = pacsv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",", include_header=self.header)
                 self.writer = pacsv.CSVWriter(self.sink, table.schema, write_options=opts)
         self.writer.write_table(table)
         self.rows += len(block)
 
-    def _close(self) -> None:
-        if self.writer is None:  # the pipeline writes an empty block first, so only on abort
-            return
-        self.writer.close()
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         if self.sink is not None:
             self.sink.close()
 
 
-def open_writer(path: str | Path, fmt: str | None = None) -> Writer:
+def output_format(path: str | Path) -> tuple[str, bool]:
+    """(format, gzipped) of an output path, refusing what cannot be written."""
+    fmt, gz = detect_format(path)
+    if fmt not in ("jsonl", "csv", "tsv", "parquet"):
+        raise InputError(f"{path}: cannot write format '{fmt}' (use .jsonl, .csv, .tsv or .parquet)")
+    if fmt == "parquet" and gz:
+        raise InputError(f"{path}: Parquet compresses internally; drop the .gz suffix")
+    return fmt, gz
+
+
+def open_writer(path: str | Path, fmt: str, gz: bool, header: bool = True, id_type=None) -> Writer:
+    """A writer for one file; ``header``/``id_type`` let later parts continue the first one."""
     path = Path(path)
-    if fmt is None:
-        fmt, gz = detect_format(path)
-    else:
-        gz = path.suffix.lower() == ".gz"
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{path}: output directory {parent} does not exist")
-    try:
-        if fmt == "jsonl":
-            return JsonlWriter(path, gz)
-        if fmt in ("csv", "tsv", "parquet"):
-            if fmt == "parquet" and gz:
-                raise InputError(f"{path}: Parquet compresses internally; drop the .gz suffix")
-            w = ArrowWriter(path, fmt, gz)
-            w.partial.touch()  # fail now, not after the first window, if the path is not writable
-            return w
-    except PermissionError:
-        raise InputError(f"{path}: output path is not writable") from None
-    raise InputError(f"{path}: cannot write format '{fmt}' (use .jsonl, .csv, .tsv or .parquet)")
+    if fmt == "jsonl":
+        return JsonlWriter(path, gz)
+    return ArrowWriter(path, fmt, gz, header=header, id_type=id_type)
