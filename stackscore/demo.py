@@ -23,7 +23,8 @@ def demo_config(workdir: Path, folds: int = 5, epochs: int = 3) -> dict:
     return {
         "labels": ["negative", "positive"],
         "seed": 0,
-        "data": {"train": str(workdir / "data" / "train.jsonl"), "test": str(workdir / "data" / "test.jsonl")},
+        # Relative to the work directory (the config's base_dir).
+        "data": {"train": "data/train.jsonl", "test": "data/test.jsonl"},
         "fusion": {"method": "stack", "folds": folds, "mode": "kfold", "features": "logits"},
         "models": [
             {"name": "bert", "source": "scratch:bert", "max_length": 128, "epochs": epochs, **SMALL_MODEL},

@@ -235,3 +235,17 @@ def test_cli_errors_are_one_line_without_traceback(artifact, tmp_path):
     (tmp_path / "in.csv").write_text("id,body\n1,hello\n")
     res = run_cli("score", str(artifact), str(tmp_path / "in.csv"), "-o", str(tmp_path / "o.jsonl"))
     assert res.returncode == 2 and "no column 'text' (columns: id, body)" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_demo_command_runs_with_a_relative_workdir(tmp_path):
+    """The README's first command, shrunk: relative --workdir, every stage, predictions written."""
+    res = subprocess.run(
+        [sys.executable, "-m", "stackscore", "demo", "--workdir", "run", "--rows", "300", "--train-rows", "150", "--folds", "2", "--epochs", "1"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "run"
+    assert (run / "models" / "bert" / "config.json").is_file() and (run / "models" / "roberta" / "config.json").is_file()
+    assert (run / "artifact" / "manifest.json").is_file()
+    assert sum(1 for _ in open(run / "predictions.jsonl", "rb")) == 300
+    assert "rows/s" in res.stderr and "padding efficiency" in res.stderr and "accuracy" in res.stderr
