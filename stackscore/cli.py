@@ -78,6 +78,7 @@ def score(
     threads: int = typer.Option(0, help="Intra-op threads per session (0 = all cores)."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
+    encoding_errors: str = typer.Option("strict", help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
     on_error: str = typer.Option("record", help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part."),
@@ -92,7 +93,7 @@ def score(
     opts = ScoreOptions(
         text_field=text_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
         with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
-        on_error=on_error, resume=resume,
+        on_error=on_error, resume=resume, encoding_errors=encoding_errors,
         progress=not quiet,
         engine=EngineConfig(token_budget=token_budget, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision)),
     )

@@ -32,7 +32,9 @@ def test_holdout_auto_multiclass_fit_and_engine_agree(tmp_path):
     data.mkdir()
     for name, n, seed in (("train", 360, 1), ("test", 90, 2)):
         (data / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in three_class_rows(n, seed)))
-    cfg = config_from_dict(tiny_config(data, method="auto", mode="holdout", holdout_fraction=0.3), tmp_path)
+    raw = tiny_config(data, method="auto", mode="holdout", holdout_fraction=0.3)
+    raw["models"].append({"name": "tfidf", "kind": "tfidf", "min_df": 1})  # a heterogeneous ensemble
+    cfg = config_from_dict(raw, tmp_path)
     report = fit(cfg, tmp_path / "work", log=lambda *_: None)
     assert report["labels"] == ["negative", "neutral", "positive"]
     assert report["fusion_mode"] == "holdout" and report["chosen"] in report["fusions"]
@@ -40,11 +42,18 @@ def test_holdout_auto_multiclass_fit_and_engine_agree(tmp_path):
     assert report["engine_vs_training"]["max_abs_diff"] < 1e-4
     manifest = json.loads((tmp_path / "work" / "artifact" / "manifest.json").read_text())
     assert manifest["task"] == "multiclass" and manifest["fusion"]["reason"].startswith("auto:")
+    kinds = {m["name"]: m["kind"] for m in manifest["models"]}
+    assert kinds == {"bert": "transformer", "roberta": "transformer", "tfidf": "tfidf"}
+    tfidf = next(m for m in manifest["models"] if m["kind"] == "tfidf")
+    assert tfidf["parity"]["max_abs_diff"] < 1e-4 and tfidf["tokenizer"] is None
+    assert (tmp_path / "work" / "report.png").stat().st_size > 1000
     # Holdout: the meta-features are the blend rows only (30 % of train, stratified).
     assert len(np.load(tmp_path / "work" / "oof.npz")["y"]) == 108
     ens = Ensemble.load(tmp_path / "work" / "artifact")
-    p = ens.predict_proba(["It runs a little over two hours.", "the plot was truly brilliant"])
-    assert p.shape == (2, 3)
+    p, outs = ens.predict_proba(["It runs a little over two hours.", "the plot was truly brilliant"], return_model_outputs=True)
+    assert p.shape == (2, 3) and set(outs) == {"bert", "roberta", "tfidf"}
+    # TF-IDF "logits" are log-probabilities: they exponentiate to a distribution.
+    np.testing.assert_allclose(np.exp(outs["tfidf"]).sum(1), 1.0, atol=1e-5)
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
 
 

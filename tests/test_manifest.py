@@ -73,3 +73,24 @@ def test_label_count_mismatch_is_caught_at_load(copy):
     edit(copy, lambda raw: raw.update(labels=["a", "b", "c"]))
     with pytest.raises(ArtifactError, match="classes"):
         Scorer(copy)
+
+
+def test_tokenizer_larger_than_embedding_is_refused(copy):
+    def f(raw):
+        raw["models"][0]["parity"]["vocab_size"] = 10
+
+    edit(copy, f)
+    from stackscore.engine.scorer import Scorer
+
+    with pytest.raises(ArtifactError, match="tokenizer has .* tokens, the model's embedding has 10"):
+        Scorer(copy)
+
+
+def test_inspect_reports_failed_checksums(copy):
+    import subprocess
+    import sys
+
+    with open(copy / "fusion" / "meta.onnx", "ab") as fh:
+        fh.write(b"x")
+    res = subprocess.run([sys.executable, "-m", "stackscore", "inspect", str(copy)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "checksums: FAILED" in res.stdout and "fusion/meta.onnx" in res.stdout

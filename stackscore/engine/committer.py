@@ -32,6 +32,8 @@ class CommittedOutput:
         parent = self.output.parent
         if not parent.is_dir():
             raise StackscoreError(f"{self.output}: output directory {parent} does not exist")
+        if self.output.is_dir():
+            raise StackscoreError(f"{self.output}: output path is a directory")
         if not os.access(parent, os.W_OK):
             raise StackscoreError(f"{self.output}: output directory {parent} is not writable")
         self.dir = self.output.with_name(self.output.name + ".parts")

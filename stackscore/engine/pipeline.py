@@ -41,10 +41,12 @@ class ScoreOptions:
     queue_depth: int = 2
     with_model_outputs: bool = False
     with_contributions: bool = False
+    encoding_errors: str = "strict"  # strict (row is an error) | replace (U+FFFD, scored)
     on_error: str = "record"  # record (row written with its error) | skip (counted, not written) | fail
     overwrite: bool = False
     resume: bool = False
     progress: bool = True
+    on_progress: Callable[[ScoreStats], None] | None = None  # called after every written window
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
@@ -227,7 +229,7 @@ def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions) -> dict[st
         "manifest_sha256": sha256_file(manifest),
         "options": {
             "text_field": opts.text_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
-            "on_error": opts.on_error, "with_model_outputs": opts.with_model_outputs,
+            "on_error": opts.on_error, "encoding_errors": opts.encoding_errors, "with_model_outputs": opts.with_model_outputs,
             "with_contributions": opts.with_contributions, "precision": scorer.config.backend.precision,
         },
     }
@@ -243,7 +245,7 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     if opts.on_error not in ("record", "skip", "fail"):
         raise StackscoreError(f"--on-error must be record, skip or fail, not '{opts.on_error}'")
     input_path, output_path = Path(input_path), Path(output_path)
-    chunks = open_reader(input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows)
+    chunks = open_reader(input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows, encoding_errors=opts.encoding_errors)
     scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
     out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts), resume=opts.resume, overwrite=opts.overwrite)
     if out.rows_done:
@@ -259,7 +261,12 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
         out.commit(result_block(scored, scorer.labels, scorer.model_names, opts), len(scored.chunk))
 
     try:
-        run_pipeline(scorer, chunks, sink, opts, stats, progress)
+        def report(st: ScoreStats) -> None:
+            progress(st)
+            if opts.on_progress is not None:
+                opts.on_progress(st)
+
+        run_pipeline(scorer, chunks, sink, opts, stats, report)
         if out.parts == 0:  # an empty input still gives a well-formed, empty output
             empty = Chunk(0, [], [], [])
             k = len(scorer.labels)

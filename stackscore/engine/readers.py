@@ -9,7 +9,6 @@ Parsing is delegated to orjson (JSONL) and pyarrow (CSV, Parquet).
 from __future__ import annotations
 
 import gzip
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -119,7 +118,7 @@ def _open_binary(path: Path, gz: bool):
     return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
-def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
     b = _ChunkBuilder(chunk_rows, label_field is not None)
     id_key = id_field or "id"
     with _open_binary(path, gz) as fh:
@@ -133,8 +132,8 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
-                err = f"line {line_no}: invalid JSON ({exc.msg})"
-            else:
+                obj, err = _retry_undecodable(line, line_no, exc, encoding_errors)
+            if err is None:
                 if not isinstance(obj, dict):
                     err = f"line {line_no}: expected a JSON object, got {type(obj).__name__}"
                 else:
@@ -155,22 +154,38 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
         yield c
 
 
-def read_text(path: Path, gz: bool, chunk_rows: int) -> Iterator[Chunk]:
-    """One text per line; the id is the 0-based line number."""
+def _retry_undecodable(line: bytes, line_no: int, exc: Exception, encoding_errors: str) -> tuple[Any, str | None]:
+    """orjson refused a line: say whether it is bad UTF-8 (or repair it) or bad JSON."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as ue:
+        if encoding_errors != "replace":
+            return None, f"line {line_no}: invalid UTF-8 at byte {ue.start} (use --encoding-errors replace)"
+        try:
+            return orjson.loads(line.decode("utf-8", "replace")), None
+        except orjson.JSONDecodeError as exc2:
+            return None, f"line {line_no}: invalid JSON ({exc2.msg})"
+    return None, f"line {line_no}: invalid JSON ({getattr(exc, 'msg', exc)})"
+
+
+def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+    """One text per line (LF or CRLF); the id is the 0-based line number."""
     b = _ChunkBuilder(chunk_rows, False)
     with _open_binary(path, gz) as fh:
-        wrapper = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="strict", newline=None)
-        line_no = 0
-        while True:
+        for line_no, raw in enumerate(fh, start=1):
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            raw = raw.rstrip(b"\r\n")
+            err = None
             try:
-                line = wrapper.readline()
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}: line {line_no + 1}: invalid UTF-8 ({exc.reason})") from None
-            if not line:
-                break
-            line_no += 1
-            text = line.rstrip("\r\n")
-            err = None if text.strip() else f"line {line_no}: empty text"
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as ue:
+                if encoding_errors == "replace":
+                    text = raw.decode("utf-8", "replace")
+                else:
+                    text, err = None, f"line {line_no}: invalid UTF-8 at byte {ue.start} (use --encoding-errors replace)"
+            if err is None and not text.strip():
+                err = f"line {line_no}: empty text"
             if (c := b.add(None, text, err)) is not None:
                 yield c
     if (c := b.flush()) is not None:
@@ -193,13 +208,40 @@ def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: st
     return cols
 
 
-def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+def _decode_column(col, row: int, encoding_errors: str) -> tuple[Any, dict[int, str]]:
+    """A binary column as text: one C-level cast when it is all valid UTF-8, else row by row."""
+    import pyarrow as pa
+
+    try:
+        return col.cast(pa.string()), {}
+    except pa.ArrowInvalid:
+        pass
+    values, bad = [], {}
+    for i, v in enumerate(col.to_pylist()):
+        if v is None:
+            values.append(None)
+            continue
+        try:
+            values.append(v.decode("utf-8"))
+        except UnicodeDecodeError as ue:
+            if encoding_errors == "replace":
+                values.append(v.decode("utf-8", "replace"))
+            else:
+                values.append(None)
+                bad[i] = f"row {row + i}: invalid UTF-8 at byte {ue.start} (use --encoding-errors replace)"
+    return pa.array(values, type=pa.string()), bad
+
+
+def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     row = 0
     for batch in batches:
         col = batch.column(text_field)
+        bad_utf8: dict[int, str] = {}
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            col, bad_utf8 = _decode_column(col, row, encoding_errors)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
             raise InputError(f"{path}: column '{text_field}' has type {col.type}, not text")
         n = batch.num_rows
@@ -213,7 +255,7 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
             empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
             bad = pc.indices_nonzero(pc.or_kleene(pc.is_null(col), pc.fill_null(empty, True))).to_pylist()
         for i in bad:
-            errors[i] = f"row {row + i}: {_text_error(texts[i], text_field)}"
+            errors[i] = bad_utf8.get(i) or f"row {row + i}: {_text_error(texts[i], text_field)}"
             texts[i] = None
         labels = batch.column(label_field).to_pylist() if label_field else None
         for s in range(0, n, chunk_rows):
@@ -222,7 +264,7 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         row += n
 
 
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -235,7 +277,10 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
         raise InputError(f"{path}: cannot read as {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
     cols = _columns_or_fail(path, names, text_field, id_field, label_field)
     id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
-    convert = pacsv.ConvertOptions(include_columns=cols, column_types={c: pa.string() for c in cols}, strings_can_be_null=False)
+    # The text column is read as bytes so that one bad byte sequence marks one row, not the file.
+    types = {c: pa.string() for c in cols}
+    types[text_field] = pa.binary()
+    convert = pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False)
     reader = pacsv.open_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
 
     def batches():
@@ -247,10 +292,10 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
             except pa.ArrowInvalid as exc:
                 raise InputError(f"{path}: malformed CSV: {exc}") from None
 
-    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows)
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
 
 
-def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int) -> Iterator[Chunk]:
+def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -261,7 +306,7 @@ def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, la
         raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
     cols = _columns_or_fail(path, pf.schema_arrow.names, text_field, id_field, label_field)
     id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
-    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows)
+    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
 
 
 def open_reader(
@@ -271,19 +316,28 @@ def open_reader(
     label_field: str | None = None,
     chunk_rows: int = 4096,
     fmt: str | None = None,
+    encoding_errors: str = "strict",
 ) -> Iterator[Chunk]:
-    """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given."""
+    """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
+
+    ``encoding_errors``: ``strict`` marks a row with invalid UTF-8 as an error row; ``replace``
+    substitutes U+FFFD and scores it.
+    """
     path = Path(path)
     _check_input(path)
+    if encoding_errors not in ("strict", "replace"):
+        raise InputError(f"--encoding-errors must be strict or replace, not '{encoding_errors}'")
     dfmt, gz = detect_format(path) if fmt is None else (fmt, path.suffix.lower() == ".gz")
+    if path.stat().st_size == 0:
+        return iter(())  # an empty file has no rows: the output is empty too
     if dfmt == "jsonl":
-        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows)
+        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors)
     if dfmt in ("csv", "tsv"):
-        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows)
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors)
     if dfmt == "parquet":
-        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows)
+        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors)
     if dfmt == "txt":
         if id_field or label_field:
             raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field do not apply")
-        return read_text(path, gz, chunk_rows)
+        return read_text(path, gz, chunk_rows, encoding_errors)
     raise InputError(f"{path}: unknown format '{dfmt}' (choose from {', '.join(FORMATS)})")

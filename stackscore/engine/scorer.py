@@ -27,6 +27,7 @@ class EncodedWindow:
     chunk: Chunk
     valid: np.ndarray  # indices (into the chunk) of rows that have text
     encoded: dict[str, Encoded]  # tokenizer key -> encodings of the valid rows
+    texts: list[str]  # the valid rows' texts (for string-input models)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Scorer:
         self.tokenizers: dict[str, TextTokenizer] = {}
         self.model_tokenizer: dict[str, str] = {}
         for spec in self.manifest.models:
+            if spec.kind == "tfidf":
+                continue
             if not spec.tokenizer:
                 raise ArtifactError(f"model '{spec.name}' names no tokenizer")
             key = f"{self.manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}"
@@ -84,7 +87,7 @@ class Scorer:
         valid = np.fromiter((i for i, e in enumerate(chunk.errors) if e is None), dtype=np.int64)
         texts = [chunk.texts[i] for i in valid] if len(valid) != len(chunk) else chunk.texts
         encoded = {key: tok.encode(texts) for key, tok in self.tokenizers.items()}
-        return EncodedWindow(chunk, valid, encoded)
+        return EncodedWindow(chunk, valid, encoded, texts)
 
     def infer(self, window: EncodedWindow) -> ScoredWindow:
         import time
@@ -97,6 +100,11 @@ class Scorer:
             out.truncated = max(out.truncated, enc.truncated)
         with self._lock:
             for name in self.model_names:
+                if name in self.sessions.text_backends:
+                    t0 = time.perf_counter()
+                    out.logits[name] = self.sessions.text_backends[name].run_texts(window.texts) if n else np.zeros((0, k), np.float32)
+                    out.batch_seconds.append(time.perf_counter() - t0)
+                    continue
                 enc = window.encoded[self.model_tokenizer[name]]
                 logits = np.zeros((n, k), dtype=np.float32)
                 for rows in plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows):

@@ -56,13 +56,43 @@ class OrtBackend:
         return self.session.run([self.output_name], feeds)[0]
 
 
+class TextBackend:
+    """A string-input graph (TF-IDF + linear model): texts in, log-probabilities out."""
+
+    def __init__(self, graph: Path, options: BackendOptions | None = None, rows_per_run: int = 2048):
+        import onnxruntime as ort
+
+        options = options or BackendOptions()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.intra_op_threads or (os.cpu_count() or 1)
+        # String ops run on the CPU whatever the device; the graph is small.
+        self.session = ort.InferenceSession(str(graph), sess_options=so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self.output_name = "probabilities" if "probabilities" in names else names[-1]
+        self.rows_per_run = rows_per_run
+
+    def run_texts(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for s in range(0, len(texts), self.rows_per_run):
+            arr = np.asarray(texts[s : s + self.rows_per_run], dtype=object).reshape(-1, 1)
+            out.append(self.session.run([self.output_name], {self.input_name: arr})[0])
+        proba = np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        return np.log(np.clip(proba, 1e-12, None)).astype(np.float32)
+
+
 class SessionPool:
     """One backend per base model, created from the manifest."""
 
     def __init__(self, manifest: Manifest, artifact_dir: Path, options: BackendOptions | None = None):
         self.options = options or BackendOptions()
         self.backends: dict[str, OrtBackend] = {}
+        self.text_backends: dict[str, TextBackend] = {}
         for spec in manifest.models:
+            if spec.kind == "tfidf":
+                graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
+                self.text_backends[spec.name] = TextBackend(graph, self.options)
+                continue
             if spec.kind != "transformer":
                 raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
             prec = self.options.precision

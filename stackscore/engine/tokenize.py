@@ -44,12 +44,18 @@ class TextTokenizer:
         self.tok.no_padding()
         self.tok.enable_truncation(self.max_length)
         self._encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
+        self.max_chars = max(4096, self.max_length * 64)
 
     @property
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, texts: list[str]) -> Encoded:
+        # A 10 MB row would be normalized and split in full before truncation. Real text has far
+        # more than max_length tokens in max_length * 64 characters, so the cut keeps the ids
+        # (a row of nothing but whitespace for that long is the exception: documented).
+        cap = self.max_chars
+        texts = [t if len(t) <= cap else t[:cap] for t in texts]
         encs = self._encode(texts, add_special_tokens=True)
         lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
         total = int(lengths.sum())

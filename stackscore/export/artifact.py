@@ -42,7 +42,12 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
     specs = []
     for m in state["models"]:
         log(f"  export {m['name']}: ONNX fp32 + parity on {len(samples)} texts")
-        spec = export_transformer(workdir / "models" / m["name"], tmp, m["name"], m["max_length"], samples)
+        if m.get("kind", "transformer") == "tfidf":
+            from ..train.tfidf import export_tfidf
+
+            spec = export_tfidf(workdir / "models" / m["name"], tmp, m["name"])
+        else:
+            spec = export_transformer(workdir / "models" / m["name"], tmp, m["name"], m["max_length"], samples)
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)
 

@@ -39,14 +39,15 @@ def write_engine_tokenizer(tok, path: Path) -> None:
 
 
 def load_for_export(model_dir: Path):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     # Eager attention traces to plain MatMul/Softmax ops that ORT's fusions recognise.
     model = AutoModelForSequenceClassification.from_pretrained(
         str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager"
     ).eval()
-    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
-    return model, tok
+    from ..train.models import load_tokenizer
+
+    return model, load_tokenizer(Path(model_dir))
 
 
 def torch_to_onnx(model, path: Path, pad_id: int, opset: int = OPSET) -> None:

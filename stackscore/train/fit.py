@@ -87,21 +87,46 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     else:
         fit_rows, blend_rows, y_meta = np.arange(len(y)), None, y
 
+    rng = np.random.default_rng(cfg.seed)
+    parity_idx = rng.choice(len(test_texts), size=min(cfg.parity_rows, len(test_texts)), replace=False)
+    parity_texts = [test_texts[i] for i in parity_idx]
     oof: dict[str, np.ndarray] = {}
     test_logits: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     for mcfg in cfg.models:
-        if mcfg.kind != "transformer":
-            raise StackscoreError(f"model '{mcfg.name}': kind '{mcfg.kind}' is not supported yet (transformer)")
+        if mcfg.kind not in ("transformer", "tfidf"):
+            raise StackscoreError(f"model '{mcfg.name}': kind '{mcfg.kind}' is unknown (transformer, tfidf)")
         t0 = time.perf_counter()
-        log(f"model {mcfg.name} ({mcfg.source})")
-        factory, tok = build_model(mcfg, texts, labels, cfg.base_dir)
+        log(f"model {mcfg.name} ({mcfg.kind}{'' if mcfg.kind == 'tfidf' else ', ' + mcfg.source})")
+        if mcfg.kind == "tfidf":
+            from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
 
-        def train(rows: np.ndarray, factory=factory, tok=tok, mcfg=mcfg):
-            return finetune(factory(), tok, take(texts, rows), y[rows], mcfg, log)
+            def train(rows: np.ndarray, mcfg=mcfg):
+                return fit_tfidf(take(texts, rows), y[rows], mcfg)
 
-        def predict(model, rows: np.ndarray, tok=tok, mcfg=mcfg):
-            return predict_logits(model, tok, take(texts, rows), mcfg.max_length)
+            def predict(model, rows: np.ndarray):
+                return tfidf_logits(model, take(texts, rows))
+
+            def predict_texts(model, some: list[str]):
+                return tfidf_logits(model, some)
+
+            def save(model, mcfg=mcfg):
+                save_tfidf(model, out / "models" / mcfg.name, parity_texts)
+        else:
+            factory, tok = build_model(mcfg, texts, labels, cfg.base_dir)
+
+            def train(rows: np.ndarray, factory=factory, tok=tok, mcfg=mcfg):
+                return finetune(factory(), tok, take(texts, rows), y[rows], mcfg, log)
+
+            def predict(model, rows: np.ndarray, tok=tok, mcfg=mcfg):
+                return predict_logits(model, tok, take(texts, rows), mcfg.max_length)
+
+            def predict_texts(model, some: list[str], tok=tok, mcfg=mcfg):
+                return predict_logits(model, tok, some, mcfg.max_length)
+
+            def save(model, tok=tok, mcfg=mcfg):
+                model.save_pretrained(out / "models" / mcfg.name)
+                tok.save_pretrained(out / "models" / mcfg.name)
 
         if f.mode == "kfold":
             oof[mcfg.name] = out_of_fold(train, predict, y, f.folds, cfg.seed, log)
@@ -110,9 +135,8 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
         else:
             final = train(fit_rows)
             oof[mcfg.name] = predict(final, blend_rows)
-        test_logits[mcfg.name] = predict_logits(final, tok, test_texts, mcfg.max_length)
-        final.save_pretrained(out / "models" / mcfg.name)
-        tok.save_pretrained(out / "models" / mcfg.name)
+        test_logits[mcfg.name] = predict_texts(final, test_texts)
+        save(final)
         timings[mcfg.name] = round(time.perf_counter() - t0, 1)
 
     names = [m.name for m in cfg.models]
@@ -135,13 +159,11 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
 
     spec = chosen.to_manifest(out, reason=reason)
     np.savez(out / "oof.npz", y=y_meta, fused_proba=chosen.predict_proba(outs), **{f"logits_{n}": oof[n] for n in names})
-    rng = np.random.default_rng(cfg.seed)
-    parity_idx = rng.choice(len(test_texts), size=min(cfg.parity_rows, len(test_texts)), replace=False)
     state = {
         "labels": labels,
-        "models": [{"name": m.name, "max_length": m.max_length, "source": m.source} for m in cfg.models],
+        "models": [{"name": m.name, "kind": m.kind, "max_length": m.max_length, "source": m.source} for m in cfg.models],
         "fusion": spec.__dict__,
-        "parity_texts": [test_texts[i] for i in parity_idx],
+        "parity_texts": parity_texts,
     }
     (out / "fit_state.json").write_text(json.dumps(state, indent=2) + "\n")
 

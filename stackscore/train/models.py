@@ -8,10 +8,8 @@ that PyPI package ships inside site-packages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 from ..errors import StackscoreError
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -38,7 +36,12 @@ class ModelConfig:
     intermediate_size: int = 128
     dropout: float = 0.1
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # kind = "tfidf" only
+    ngram_max: int = 2
+    min_df: int = 2
+    max_features: int = 200_000
+    C: float = 4.0
+    sublinear_tf: bool = False
 
 
 def train_wordpiece(texts: list[str], vocab_size: int):
@@ -131,8 +134,10 @@ def package_model_dir(package: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise StackscoreError(f"package '{package}' is not installed (pip install {package})")
     root = Path(list(spec.submodule_search_locations)[0])
-    for cfg in sorted(root.rglob("config.json")):
-        return cfg.parent
+    # The shallowest config.json next to weights (sentence-transformers dirs nest other configs).
+    for cfg in sorted(root.rglob("config.json"), key=lambda p: (len(p.parts), str(p))):
+        if any(cfg.parent.glob("*.safetensors")) or any(cfg.parent.glob("*.bin")):
+            return cfg.parent
     raise StackscoreError(f"package '{package}' ships no model directory with a config.json")
 
 
@@ -158,9 +163,37 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
             ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False,
         )
 
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
     return factory, tok
+
+
+def load_tokenizer(path: Path):
+    """AutoTokenizer, or the directory's ``tokenizer.json`` wrapped directly.
+
+    transformers 5 cannot build some older checkpoints' tokenizers (a ``BertTokenizer`` class
+    name plus ``tokenizer.json``, as sentence-transformers ship them) without sentencepiece;
+    the fast tokenizer file is all we need, with the special tokens from the config.
+    """
+    import json
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (ValueError, OSError):
+        if not (path / "tokenizer.json").is_file():
+            raise
+    specials = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        f = path / name
+        if f.is_file():
+            for k, v in json.loads(f.read_text()).items():
+                if k in ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token"):
+                    specials.setdefault(k, v["content"] if isinstance(v, dict) else v)
+    from tokenizers import Tokenizer
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials)
 
 
 def build_model(cfg: ModelConfig, texts: list[str], labels: list[str], base_dir: Path):

@@ -46,6 +46,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(to_markdown(report))
+    plot_report(report, out / "report.png")
 
 
 def to_markdown(r: dict[str, Any]) -> str:
@@ -55,7 +56,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         for name, m in table.items():
             mark = " **(chosen)**" if kind == "fusion" and name == r["chosen"] else ""
             lines.append(f"| {kind} `{name}`{mark} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['log_loss']:.4f} | {m['ece']:.4f} |")
-    lines += ["", f"Verdict: {r['verdict']}.", "", f"Why this fusion: {r['reason']}", ""]
+    lines += ["", f"Verdict: {r['verdict']}.", "", f"Why this fusion: {r['reason']}", "", "![report](report.png)", ""]
     corr = r.get("error_correlation")
     if corr:
         names = list(corr)
@@ -64,3 +65,28 @@ def to_markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {a} | " + " | ".join(f"{corr[a][b]:.3f}" for b in names) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def plot_report(r: dict[str, Any], path: Path) -> None:
+    """Bar chart of accuracy and log-loss for every base model and fusion method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"model:{n}" for n in r["models"]] + [f"fusion:{n}" for n in r["fusions"]]
+    rows = list(r["models"].values()) + list(r["fusions"].values())
+    colors = ["#7f7f7f"] * len(r["models"]) + ["#1f77b4" if n != r["chosen"] else "#d62728" for n in r["fusions"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.5))
+    for ax, key in zip(axes, ("accuracy", "log_loss")):
+        vals = [m[key] for m in rows]
+        ax.barh(names, vals, color=colors)
+        ax.set_title(f"{key} (test split)" + ("  lower is better" if key == "log_loss" else ""))
+        lo, hi = min(vals), max(vals)
+        ax.set_xlim(max(0.0, lo - (hi - lo) * 0.5 - 1e-3), hi + (hi - lo) * 0.2 + 1e-3)
+        ax.invert_yaxis()
+    axes[1].set_yticklabels([])
+    fig.suptitle(f"stackscore fit: chosen fusion '{r['chosen']}' (red)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

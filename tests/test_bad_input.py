@@ -1,0 +1,151 @@
+"""Bad input: every row accounted for, in order, or a clear one-line error naming file/line/field."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.readers import open_reader
+from stackscore.errors import InputError, StackscoreError
+
+
+def score(artifact, src, out, **kw):
+    kw.setdefault("progress", False)
+    stats = score_file(artifact, src, out, ScoreOptions(**kw))
+    return stats, [orjson.loads(l) for l in out.read_bytes().splitlines()]
+
+
+def test_invalid_utf8_is_an_error_row_or_replaced(artifact, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"id": 1, "text": "fine film"}\n{"id": 2, "text": "caf\xe9 bad bytes"}\n{"id": 3, "text": "ok"}\n')
+    stats, rows = score(artifact, src, tmp_path / "a.jsonl")
+    # The undecodable row's id cannot be read: it falls back to its 0-based row number (1).
+    assert [r["id"] for r in rows] == [1, 1, 3]
+    assert "invalid UTF-8" in rows[1]["error"] and "line 2" in rows[1]["error"] and stats.errored == 1
+    stats, rows = score(artifact, src, tmp_path / "b.jsonl", encoding_errors="replace")
+    assert stats.errored == 0 and rows[1]["id"] == 2 and rows[1]["label"] is not None
+    for name, payload in (("t.txt", b"good line\nbad \xff line\n"), ("t.csv", b"id,text\n1,good\n2,bad \xff\n")):
+        p = tmp_path / name
+        p.write_bytes(payload)
+        stats, rows = score(artifact, p, tmp_path / f"{name}.jsonl")
+        assert len(rows) == 2 and rows[0]["error"] is None and "invalid UTF-8" in rows[1]["error"]
+        stats, rows = score(artifact, p, tmp_path / f"{name}.r.jsonl", encoding_errors="replace")
+        assert stats.errored == 0
+
+
+def test_truncated_last_line_crlf_bom_and_blank_lines(artifact, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "great"}\r\n\r\n{"id": "b", "text": "awful"}\r\n{"id": "c", "tex')
+    stats, rows = score(artifact, src, tmp_path / "o.jsonl")
+    assert [r["error"] is None for r in rows] == [True, True, False]
+    assert "line 4: invalid JSON" in rows[2]["error"] and stats.rows == 3
+
+
+def test_enormous_line_is_truncated_not_a_memory_blowup(artifact, tmp_path):
+    src = tmp_path / "in.jsonl"
+    big = ("a very long and rather dull review " * 300_000)[:10_000_000]
+    src.write_bytes(orjson.dumps({"id": "big", "text": big}) + b"\n" + orjson.dumps({"id": "small", "text": "fine"}) + b"\n")
+    stats, rows = score(artifact, src, tmp_path / "o.jsonl")
+    assert [r["id"] for r in rows] == ["big", "small"] and all(r["error"] is None for r in rows)
+    assert stats.truncated >= 1
+
+
+def test_csv_quoted_newlines_ragged_rows_and_missing_columns(artifact, tmp_path):
+    ok = tmp_path / "ok.csv"
+    ok.write_text('id,text\n1,"line one\nline two, with comma"\n2,"say ""hi"""\n')
+    stats, rows = score(artifact, ok, tmp_path / "o.jsonl")
+    assert [r["id"] for r in rows] == ["1", "2"] and stats.errored == 0
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("id,text\n1,fine\n2,too,many,fields\n")
+    with pytest.raises(InputError, match=r"ragged.csv: (cannot read as|malformed) CSV: .*Expected 2 columns, got 4: 2,too,many,fields"):
+        score(artifact, ragged, tmp_path / "r.jsonl")
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_parquet_wrong_type_names_column(artifact, tmp_path):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [1.5, 2.5]}), src)
+    with pytest.raises(InputError, match="column 'text' has type double, not text"):
+        score(artifact, src, tmp_path / "o.jsonl")
+
+
+def test_empty_input_gives_empty_output_in_every_format(artifact, tmp_path):
+    for fmt in ("jsonl", "csv", "parquet", "txt"):
+        src = tmp_path / f"empty.{fmt}"
+        src.write_bytes(b"")
+        out = tmp_path / f"o-{fmt}.parquet"
+        stats = score_file(artifact, src, out, ScoreOptions(progress=False))
+        assert stats.rows == 0 and pq.read_table(out).num_rows == 0
+        assert "prob_positive" in pq.read_table(out).column_names
+
+
+def test_output_path_problems(artifact, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("hello\n")
+    with pytest.raises(StackscoreError, match="does not exist"):
+        score_file(artifact, src, tmp_path / "no" / "dir" / "o.jsonl", ScoreOptions(progress=False))
+    (tmp_path / "adir.jsonl").mkdir()
+    with pytest.raises(StackscoreError, match="is a directory"):
+        score_file(artifact, src, tmp_path / "adir.jsonl", ScoreOptions(progress=False))
+    with pytest.raises(InputError, match="cannot write format 'txt'"):
+        score_file(artifact, src, tmp_path / "o.txt", ScoreOptions(progress=False))
+
+
+def test_jsonl_text_field_missing_lists_fields(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "body": "x"}\n')
+    (chunk,) = list(open_reader(src))
+    assert chunk.errors == ["line 1: missing field 'text' (has: id, body)"]
+
+
+def test_summary_counts_errors_by_reason(artifact, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "good"}\n{"text": null}\n{"text": null}\n{"x": 1}\n')
+    stats = score_file(artifact, src, tmp_path / "o.jsonl", ScoreOptions(progress=False))
+    assert stats.errors["field 'text' is null"] == 2 and stats.scored == 1 and stats.rows == 4
+    summary = stats.summary()
+    assert "errored 3" in summary and "error x2: field 'text' is null" in summary
+
+
+# -- property-based: random rows, random bad rows, random chunk boundaries -------------------
+ROW = st.one_of(
+    st.builds(lambda t: {"text": t}, st.text(min_size=1, max_size=60).filter(lambda t: t.strip())),
+    st.just({"text": None}),
+    st.just({"text": "   "}),
+    st.just({"text": 7}),
+    st.just({"nope": "x"}),
+    st.just("<<not json>>"),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=0, max_size=60), chunk_rows=st.integers(1, 17), budget=st.integers(16, 400), on_error=st.sampled_from(["record", "skip"]), gz=st.booleans())
+def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_rows, budget, on_error, gz):
+    d = tmp_path_factory.mktemp("prop")
+    src = d / ("in.jsonl.gz" if gz else "in.jsonl")
+    lines = []
+    for i, r in enumerate(rows):
+        lines.append(r.encode() if isinstance(r, str) else orjson.dumps({"id": f"r{i}", **r}))
+    payload = b"".join(l + b"\n" for l in lines)
+    src.write_bytes(gzip.compress(payload) if gz else payload)
+    opts = ScoreOptions(progress=False, chunk_rows=chunk_rows, on_error=on_error)
+    opts.engine.token_budget = budget
+    out = d / "o.jsonl"
+    stats = score_file(artifact, src, out, opts)
+    got = [orjson.loads(l) for l in out.read_bytes().splitlines()]
+    good = [i for i, r in enumerate(rows) if isinstance(r, dict) and isinstance(r.get("text"), str) and r["text"].strip()]
+    assert stats.rows == len(rows) and stats.scored == len(good) and stats.errored == len(rows) - len(good)
+    if on_error == "record":
+        assert len(got) == len(rows)
+        assert [g["id"] for g in got] == [f"r{i}" if isinstance(r, dict) else i for i, r in enumerate(rows)]
+        assert [g["error"] is None for g in got] == [i in good for i in range(len(rows))]
+    else:
+        assert [g["id"] for g in got] == [f"r{i}" for i in good]
