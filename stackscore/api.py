@@ -67,9 +67,19 @@ class Ensemble:
                 yield {"label": self.labels[j], "score": float(p[j]), **{f"prob_{l}": float(v) for l, v in zip(self.labels, p)}}
 
     def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
-        """A copy of ``df`` (pandas, index kept) with label/score/prob_<label> columns added."""
-        texts = df[text_column].tolist()
-        ok = np.asarray([isinstance(t, str) and bool(t.strip()) for t in texts], dtype=bool)
+        """A copy of ``df`` (pandas, index kept) with label/score/prob_<label>/error columns added.
+
+        A row whose text is missing, not a string or empty gets no prediction and says why in
+        ``error`` (the same reasons as the file readers give).
+        """
+        from .engine.readers import _text_error
+        from .errors import InputError
+
+        if text_column not in df.columns:
+            raise InputError(f"no column '{text_column}' (columns: {', '.join(map(str, df.columns))})")
+        texts = [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[text_column].tolist()]
+        errors = [_text_error(t, text_column) for t in texts]
+        ok = np.asarray([e is None for e in errors], dtype=bool)
         proba = np.full((len(texts), len(self.labels)), np.nan)
         if ok.any():
             proba[ok] = self.predict_proba([t for t, g in zip(texts, ok) if g])
@@ -79,10 +89,19 @@ class Ensemble:
         out[f"{prefix}score"] = np.where(ok, proba[np.arange(len(texts)), top], np.nan)
         for j, lab in enumerate(self.labels):
             out[f"{prefix}prob_{lab}"] = proba[:, j]
+        out[f"{prefix}error"] = errors
         return out
 
     def score_file(self, input_path: str | Path, output_path: str | Path, **options: Any) -> ScoreStats:
         return score_file(self.scorer, input_path, output_path, ScoreOptions(**options))
+
+
+def pd_isna(value: Any) -> bool:
+    """NaN/None/NA as missing text, without importing pandas for it."""
+    try:
+        return value is None or value != value or type(value).__name__ in ("NAType", "NaTType")
+    except (TypeError, ValueError):
+        return False
 
 
 def _rebuild(artifact_dir: str, args: dict[str, Any]) -> Ensemble:

@@ -84,8 +84,20 @@ def score(
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part."),
     stats_json: Optional[Path] = typer.Option(None, help="Also write the run's statistics as JSON here."),
     quiet: bool = typer.Option(False, help="No progress line."),
+    engine: str = typer.Option("local", help="local (this process) or ray (an actor pool on a Ray cluster)."),
+    address: Optional[str] = typer.Option(None, help="--engine ray: address of an existing cluster (default: start a local one)."),
+    actors: int = typer.Option(2, help="--engine ray: actors in the pool."),
+    cpus_per_actor: float = typer.Option(1.0, help="--engine ray: CPUs reserved per actor."),
 ):
     """Score a file with an artifact; predictions in input order, one row per input row."""
+    if engine == "ray":
+        from .integrations.ray import score_file_ray
+
+        n = score_file_ray(artifact, input, output, text_column=text_field, id_column=id_field, address=address, num_actors=actors, num_cpus_per_actor=cpus_per_actor, overwrite=overwrite)
+        _err(f"rows {n:,} scored on Ray ({actors} actors) -> {output}")
+        return
+    if engine != "local":
+        raise StackscoreError(f"--engine must be local or ray, not '{engine}'")
     from .engine.pipeline import ScoreOptions, score_file
     from .engine.scorer import EngineConfig
     from .engine.session_pool import BackendOptions
