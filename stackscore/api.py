@@ -20,11 +20,12 @@ from .engine.stats import ScoreStats
 
 
 class Ensemble:
-    def __init__(self, artifact_dir: str | Path, precision: str = "fp32", providers: list[str] | None = None, threads: int = 0, token_budget: int = 8192):
+    def __init__(self, artifact_dir: str | Path, precision: str = "fp32", providers: list[str] | None = None, threads: int = 0, token_budget: int = 8192, backend: str = "auto"):
+        """``precision="fp32"`` by default (exact); ``"auto"`` takes the fastest one whose gate passed."""
         self.artifact_dir = Path(artifact_dir)
-        self._args = dict(precision=precision, providers=providers, threads=threads, token_budget=token_budget)
-        backend = BackendOptions(providers=providers or ["CPUExecutionProvider"], intra_op_threads=threads, precision=precision)
-        self.scorer = Scorer(self.artifact_dir, EngineConfig(token_budget=token_budget, backend=backend))
+        self._args = dict(precision=precision, providers=providers, threads=threads, token_budget=token_budget, backend=backend)
+        backend_opts = BackendOptions(providers=providers or ["CPUExecutionProvider"], intra_op_threads=threads, precision=precision, backend=backend)
+        self.scorer = Scorer(self.artifact_dir, EngineConfig(token_budget=token_budget, backend=backend_opts))
 
     @classmethod
     def load(cls, artifact_dir: str | Path, **kwargs: Any) -> "Ensemble":

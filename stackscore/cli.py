@@ -73,9 +73,12 @@ def score(
     label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
     token_budget: int = typer.Option(8192, help="Max padded tokens (rows x length) per batch."),
     chunk_rows: int = typer.Option(4096, help="Rows per window (the length-sorting window)."),
-    precision: str = typer.Option("fp32", help="Graph precision from the manifest."),
+    long_text: str = typer.Option("truncate", help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
+    precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),
+    backend: str = typer.Option("auto", help="auto, onnxruntime or openvino."),
     provider: list[str] = typer.Option(["CPUExecutionProvider"], help="ONNX Runtime execution provider(s), in order."),
     threads: int = typer.Option(0, help="Intra-op threads per session (0 = all cores)."),
+    allow_cpu_fallback: bool = typer.Option(False, help="If the requested GPU providers are missing, run on the CPU (with a warning) instead of failing."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
     encoding_errors: str = typer.Option("strict", help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
@@ -107,12 +110,35 @@ def score(
         with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
         on_error=on_error, resume=resume, encoding_errors=encoding_errors,
         progress=not quiet,
-        engine=EngineConfig(token_budget=token_budget, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision)),
+        engine=EngineConfig(token_budget=token_budget, long_text=long_text, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision, backend=backend, allow_cpu_fallback=allow_cpu_fallback)),
     )
     stats = score_file(artifact, input, output, opts)
     _err(stats.summary())
+    if stats.backends:
+        _err(f"backends: {stats.backends}")
     if stats_json:
         stats_json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+
+
+@app.command()
+def bench(
+    workdir: Path = typer.Argument(..., help="A `stackscore fit --out` (or demo) directory: models/ and artifact/."),
+    data: list[Path] = typer.Option(..., "--data", help="Corpus file(s); several files are mixed in equal shares."),
+    rows: int = typer.Option(5000, help="Rows the engine scores."),
+    baseline_rows: int = typer.Option(500, help="Rows each (slow) baseline scores."),
+    precision: str = typer.Option("auto", help="Engine precision (auto, fp32, int8, bf16)."),
+    backend: str = typer.Option("auto", help="Engine backend (auto, onnxruntime, openvino)."),
+    token_budget: int = typer.Option(8192, help="Engine token budget per batch."),
+    skip: list[str] = typer.Option([], help="Methods to skip: classic, expert_bf16, ortmodel, engine_fp32."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    chart: Optional[Path] = typer.Option(None, help="Write a PNG bar chart here."),
+):
+    """Engine vs PyTorch fp32 / PyTorch bf16 / plain ORT loops on one corpus: a table and ratios."""
+    from .bench import print_table, run_bench, write_outputs
+
+    r = run_bench(workdir, [str(d) for d in data], rows=rows, baseline_rows=baseline_rows, precision=precision, backend=backend, token_budget=token_budget, skip=tuple(skip), log=_err)
+    print_table(r, log=print)
+    write_outputs(r, json_out, chart)
 
 
 @app.command()

@@ -29,23 +29,31 @@ class Batch:
         return int(self.input_ids.size)
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, max_padding: float = 0.05) -> list[np.ndarray]:
     """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
 
-    Rows are taken in ascending length order (stable, so equal lengths keep input order). A row
+    Rows are taken in ascending length order (stable, so equal lengths keep input order). A batch
+    also ends before its padding would exceed ``max_padding`` of its computed tokens, so a window
+    with a wide spread of lengths gives several tight batches rather than one loose one. A row
     longer than the budget on its own still gets a batch of one: nothing is ever dropped.
     """
     lengths = np.asarray(lengths)
     order = np.argsort(lengths, kind="stable")
-    sorted_len = lengths[order]
+    sorted_len = np.maximum(lengths[order], 1)
+    csum = np.concatenate([[0], np.cumsum(sorted_len)])
     groups: list[np.ndarray] = []
     i, n = 0, len(order)
     while i < n:
         hi = min(n, i + max_rows)
         # Sorted ascending, so the last row of a candidate batch is its longest:
         # the cost of taking rows i..j is (j - i + 1) * sorted_len[j], increasing in j.
-        cost = np.arange(1, hi - i + 1) * np.maximum(sorted_len[i:hi], 1)
+        count = np.arange(1, hi - i + 1)
+        cost = count * sorted_len[i:hi]
         take = max(1, int(np.searchsorted(cost, token_budget, side="right")))
+        padding = 1.0 - (csum[i + 1 : hi + 1] - csum[i]) / cost
+        too_loose = np.flatnonzero(padding[:take] > max_padding)
+        if len(too_loose):
+            take = max(1, int(too_loose[0]))
         groups.append(order[i : i + take])
         i += take
     return groups

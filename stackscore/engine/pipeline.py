@@ -254,7 +254,7 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
             print(f"  resuming after {out.rows_done:,} committed rows", file=sys.stderr)
     if opts.on_error == "fail":
         chunks = _fail_fast(chunks, input_path)
-    stats = ScoreStats(resumed_from=out.rows_done)
+    stats = ScoreStats(resumed_from=out.rows_done, backends=scorer.sessions.describe())
     progress = _Progress(opts.progress)
 
     def sink(scored: ScoredWindow) -> None:

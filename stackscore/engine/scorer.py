@@ -47,6 +47,7 @@ class ScoredWindow:
 class EngineConfig:
     token_budget: int = 8192
     max_batch_rows: int = 256
+    long_text: str = "truncate"  # truncate | head-tail | windows (see tokenize.py)
     backend: BackendOptions = field(default_factory=BackendOptions)
 
 
@@ -66,7 +67,7 @@ class Scorer:
             key = f"{self.manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}"
             if key not in self.tokenizers:
                 path = resolve_inside(self.artifact_dir, spec.tokenizer, f"models[{spec.name}].tokenizer")
-                self.tokenizers[key] = TextTokenizer(path, spec.max_length)
+                self.tokenizers[key] = TextTokenizer(path, spec.max_length, self.config.long_text)
             self.model_tokenizer[spec.name] = key
             vocab = spec.parity.get("vocab_size")
             if vocab is not None and self.tokenizers[key].vocab_size > int(vocab):
@@ -106,7 +107,7 @@ class Scorer:
                     out.batch_seconds.append(time.perf_counter() - t0)
                     continue
                 enc = window.encoded[self.model_tokenizer[name]]
-                logits = np.zeros((n, k), dtype=np.float32)
+                logits = np.zeros((len(enc.lengths), k), dtype=np.float32)
                 for rows in plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows):
                     batch = build_batch(enc, rows, self.pad_ids[name])
                     t0 = time.perf_counter()
@@ -114,6 +115,10 @@ class Scorer:
                     out.batch_seconds.append(time.perf_counter() - t0)
                     out.real_tokens += batch.real_tokens
                     out.padded_tokens += batch.padded_tokens
+                if enc.owner is not None:  # windows: average each row's window logits
+                    summed = np.zeros((n, k), dtype=np.float64)
+                    np.add.at(summed, enc.owner, logits)
+                    logits = (summed / np.bincount(enc.owner, minlength=n)[:, None]).astype(np.float32)
                 out.logits[name] = logits
         outs = [out.logits[m] for m in self.model_names]
         out.proba = self.fusion(outs)

@@ -26,6 +26,7 @@ class ScoreStats:
     batch_seconds: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    backends: str = ""  # which backend/precision served each model
     resumed_from: int = 0  # input rows an earlier, interrupted run had committed
 
     def add_errors(self, errors: list[str | None]) -> None:
@@ -79,6 +80,7 @@ class ScoreStats:
                 "p99": round(float(np.percentile(lat, 99)) * 1e3, 2),
             },
             "resumed_from": self.resumed_from,
+            "backends": self.backends,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
             "labelled_rows": self.labelled,
         }

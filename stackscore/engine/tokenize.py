@@ -1,8 +1,16 @@
 """Tokenization stage: the fast tokenizer's batch encode, no padding (the batcher pads).
 
-A window of texts becomes one flat int64 array of token ids plus per-row lengths (CSR layout),
-so the batcher can sort rows and build padded batches with numpy alone, without touching Python
-lists per row. Models that share a tokenizer file (same sha256) share one encoding.
+A window of texts becomes one flat int64 array of token ids plus per-sequence lengths (CSR
+layout), so the batcher can sort rows and build padded batches with numpy alone, without
+touching Python lists per row. Models that share a tokenizer file (same sha256) share one
+encoding.
+
+Long texts (``long_text``):
+- ``truncate`` (default): the first ``max_length`` tokens;
+- ``head-tail``: the first quarter and the last three quarters of the budget (reviews often
+  conclude at the end; head+tail is the known-good recipe for IMDb-length text);
+- ``windows``: overlapping windows (stride half a window, at most ``max_windows``), each scored,
+  logits averaged per row: ``Encoded.owner`` maps every sequence to its row.
 """
 
 from __future__ import annotations
@@ -14,53 +22,104 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from ..errors import StackscoreError
+
+LONG_TEXT_MODES = ("truncate", "head-tail", "windows")
+
 
 @dataclass
 class Encoded:
-    """Token ids of ``len(lengths)`` rows: row i is ``flat[offsets[i]:offsets[i] + lengths[i]]``."""
+    """Token ids of ``len(lengths)`` sequences: sequence i is ``flat[offsets[i]:offsets[i] + lengths[i]]``."""
 
     flat: np.ndarray  # int64
     lengths: np.ndarray  # int64
     offsets: np.ndarray  # int64
     max_length: int
+    owner: np.ndarray | None = None  # row of each sequence (windows mode); None = one per row
+    n_truncated: int | None = None
 
     @property
     def n_rows(self) -> int:
-        return len(self.lengths)
+        return len(self.lengths) if self.owner is None else int(self.owner.max(initial=-1) + 1)
 
     @property
     def truncated(self) -> int:
-        """Rows that reached the length cap (were, or may have been, truncated)."""
+        """Rows longer than ``max_length`` tokens (cut, split into windows, or head+tail)."""
+        if self.n_truncated is not None:
+            return self.n_truncated
         return int(np.sum(self.lengths >= self.max_length))
 
 
-class TextTokenizer:
-    """Wraps one ``tokenizer.json``: truncation at ``max_length``, padding disabled."""
+def _csr(seqs_lengths: np.ndarray) -> np.ndarray:
+    offsets = np.zeros(len(seqs_lengths), dtype=np.int64)
+    if len(seqs_lengths) > 1:
+        np.cumsum(seqs_lengths[:-1], out=offsets[1:])
+    return offsets
 
-    def __init__(self, path: str | Path, max_length: int):
+
+class TextTokenizer:
+    """Wraps one ``tokenizer.json``: truncation at ``max_length`` (or a long-text mode), no padding."""
+
+    def __init__(self, path: str | Path, max_length: int, long_text: str = "truncate", max_windows: int = 8):
+        if long_text not in LONG_TEXT_MODES:
+            raise StackscoreError(f"--long-text must be one of {', '.join(LONG_TEXT_MODES)}, not '{long_text}'")
         self.path = Path(path)
         self.max_length = int(max_length)
+        self.long_text = long_text
+        self.max_windows = max_windows
         self.tok = Tokenizer.from_file(str(self.path))
         self.tok.no_padding()
-        self.tok.enable_truncation(self.max_length)
+        if long_text == "truncate":
+            self.tok.enable_truncation(self.max_length)
+        else:
+            self.tok.no_truncation()
+            specials = self.tok.encode("").ids  # e.g. [CLS, SEP] or [<s>, </s>]
+            self.prefix, self.suffix = specials[:1], specials[1:]
+            self.body = self.max_length - len(specials)
         self._encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
-        self.max_chars = max(4096, self.max_length * 64)
+        # A 10 MB row would be normalized and split in full before truncation. Real text has far
+        # more than max_length tokens in max_length * 64 characters, so the cut keeps the ids
+        # (a row of nothing but whitespace for that long is the exception: documented).
+        windows = 1 if long_text == "truncate" else max_windows
+        self.max_chars = max(4096, self.max_length * 64 * windows)
 
     @property
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, texts: list[str]) -> Encoded:
-        # A 10 MB row would be normalized and split in full before truncation. Real text has far
-        # more than max_length tokens in max_length * 64 characters, so the cut keeps the ids
-        # (a row of nothing but whitespace for that long is the exception: documented).
         cap = self.max_chars
         texts = [t if len(t) <= cap else t[:cap] for t in texts]
+        if self.long_text != "truncate":
+            return self._encode_long(texts)
         encs = self._encode(texts, add_special_tokens=True)
         lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
-        total = int(lengths.sum())
-        flat = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=total)
-        offsets = np.zeros(len(lengths), dtype=np.int64)
-        if len(lengths) > 1:
-            np.cumsum(lengths[:-1], out=offsets[1:])
-        return Encoded(flat, lengths, offsets, self.max_length)
+        flat = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lengths.sum()))
+        return Encoded(flat, lengths, _csr(lengths), self.max_length)
+
+    def _encode_long(self, texts: list[str]) -> Encoded:
+        bodies = [e.ids for e in self._encode(texts, add_special_tokens=False)]
+        pre, suf, n = self.prefix, self.suffix, self.body
+        seqs: list[list[int]] = []
+        owner: list[int] = []
+        cut = 0
+        for row, body in enumerate(bodies):
+            if len(body) <= n:
+                seqs.append(pre + body + suf)
+                owner.append(row)
+                continue
+            cut += 1
+            if self.long_text == "head-tail":
+                head = n // 4
+                seqs.append(pre + body[:head] + body[len(body) - (n - head):] + suf)
+                owner.append(row)
+            else:
+                stride = max(1, n // 2)
+                starts = list(range(0, len(body) - n + stride, stride))[: self.max_windows]
+                for s in starts:
+                    seqs.append(pre + body[s : s + n] + suf)
+                    owner.append(row)
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
+        own = np.asarray(owner, dtype=np.int64) if self.long_text == "windows" else None
+        return Encoded(flat, lengths, _csr(lengths), self.max_length, owner=own, n_truncated=cut)

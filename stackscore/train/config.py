@@ -45,7 +45,7 @@ class FitConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     labels: list[str] | None = None
     seed: int = 0
-    parity_rows: int = 64
+    parity_rows: int = 512  # test-split rows for the parity and precision gates
     base_dir: Path = Path(".")
 
 

@@ -1,0 +1,337 @@
+"""``stackscore bench``: the engine against the loops a user would otherwise write, in one run.
+
+Every way of scoring runs on the same corpus and the same ensemble, on this machine, one after
+another, and is reported as rows/s and as a ratio to the others (ratios measured in one run are
+what to compare on a shared, noisy machine):
+
+- ``classic``: PyTorch fp32, batches of 32 in input order, padded to the batch's longest row
+  (what ``Trainer.predict`` does), every base model, then the fusion;
+- ``expert_bf16``: PyTorch with ``torch.autocast(bfloat16)`` and length-sorted batches of 32;
+- ``ortmodel``: optimum's ``ORTModelForSequenceClassification`` used as a user would. optimum-onnx
+  0.1.0 does not import with transformers 5.x, so a plain ONNX Runtime session on the same
+  exported fp32 graph, fed batches of 32 in input order, stands in for it;
+- ``engine``: ``stackscore score`` from a JSONL file on disk to a predictions file (reading,
+  tokenizing, batching, fusion and writing included), with the requested precision.
+
+The slow baselines run on the first ``baseline_rows`` rows of the same shuffled corpus (rows/s
+does not depend on how many rows are timed once there are enough); agreement is measured on
+those rows against the classic fp32 loop. ``overhead_fraction`` is the engine's wall time over
+the time its sessions alone take on the same pre-tokenized batches, minus one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+
+from .engine.batcher import build_batch, plan_batches
+from .engine.pipeline import ScoreOptions, score_file
+from .engine.readers import open_reader
+from .engine.scorer import EngineConfig, Scorer
+from .engine.session_pool import BackendOptions
+from .errors import StackscoreError
+
+
+@dataclass
+class Method:
+    name: str
+    rows: int
+    seconds: float
+    tokens: int = 0
+    batch_seconds: list[float] = field(default_factory=list)
+    labels: np.ndarray | None = None  # fused top label per row (the timed rows)
+    proba: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    def latency(self) -> dict[str, float]:
+        lat = np.asarray(self.batch_seconds or [0.0]) * 1e3
+        return {q: round(float(np.percentile(lat, int(q[1:]))), 2) for q in ("p50", "p95", "p99")}
+
+
+def load_corpus(files: list[str], rows: int, seed: int = 0, text_field: str = "text") -> list[str]:
+    """Equal shares of ``rows`` from each file (a 50/50 mix for two files), shuffled."""
+    rng = random.Random(seed)
+    per_file = -(-rows // len(files))
+    texts: list[str] = []
+    for f in files:
+        pool = [t for c in open_reader(f, text_field=text_field) for t, e in zip(c.texts, c.errors) if e is None]
+        if not pool:
+            raise StackscoreError(f"{f}: no scorable rows")
+        rng.shuffle(pool)
+        while len(pool) < per_file:  # small files are repeated to fill their share
+            pool = pool + pool
+        texts.extend(pool[:per_file])
+    rng.shuffle(texts)
+    return texts[:rows]
+
+
+class TorchEnsemble:
+    """The fine-tuned Hugging Face models of a fit directory, for the PyTorch baselines."""
+
+    def __init__(self, workdir: Path, scorer: Scorer):
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        from .train.models import load_tokenizer
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.models = {}
+        for spec in scorer.manifest.models:
+            if spec.kind == "tfidf":
+                continue
+            d = workdir / "models" / spec.name
+            model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True).eval()
+            self.models[spec.name] = (model, load_tokenizer(d), spec.max_length)
+        self.text_models = scorer.sessions.text_backends
+        self.fusion = scorer.fusion
+        self.order = scorer.model_names
+
+
+def _fused(ens: TorchEnsemble, logits: dict[str, np.ndarray]) -> np.ndarray:
+    return ens.fusion([logits[n] for n in ens.order])
+
+
+def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16: bool, batch: int = 32) -> Method:
+    import contextlib
+
+    import torch
+
+    t0 = time.perf_counter()
+    logits: dict[str, np.ndarray] = {}
+    lat: list[float] = []
+    tokens = 0
+    for mname, (model, tok, max_len) in ens.models.items():
+        order = np.arange(len(texts))
+        if sort:  # the expert tokenizes once to sort by true length
+            lengths = np.asarray([len(x) for x in tok(texts, truncation=True, max_length=max_len)["input_ids"]])
+            order = np.argsort(lengths, kind="stable")
+        out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            for s in range(0, len(order), batch):
+                idx = order[s : s + batch]
+                b0 = time.perf_counter()
+                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+                tokens += int(enc["attention_mask"].sum())
+                out[idx] = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float().numpy()
+                lat.append(time.perf_counter() - b0)
+        logits[mname] = out
+    for mname, backend in ens.text_models.items():
+        logits[mname] = backend.run_texts(texts)
+    proba = _fused(ens, logits)
+    return Method(name, len(texts), time.perf_counter() - t0, tokens, lat, proba.argmax(1), proba)
+
+
+def ort_input_order(ens: TorchEnsemble, scorer: Scorer, texts: list[str], batch: int = 32) -> Method:
+    """The ORTModel stand-in: the exported fp32 graph, batches of 32 in input order."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = os.cpu_count() or 1
+    t0 = time.perf_counter()
+    logits: dict[str, np.ndarray] = {}
+    lat: list[float] = []
+    tokens = 0
+    for spec in scorer.manifest.models:
+        if spec.kind == "tfidf":
+            logits[spec.name] = ens.text_models[spec.name].run_texts(texts)
+            continue
+        sess = ort.InferenceSession(str(scorer.artifact_dir / spec.graphs["fp32"]), sess_options=so, providers=["CPUExecutionProvider"])
+        _, tok, max_len = ens.models[spec.name]
+        out = []
+        for s in range(0, len(texts), batch):
+            b0 = time.perf_counter()
+            enc = tok(texts[s : s + batch], padding=True, truncation=True, max_length=max_len, return_tensors="np")
+            tokens += int(enc["attention_mask"].sum())
+            out.append(sess.run(["logits"], {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})[0])
+            lat.append(time.perf_counter() - b0)
+        logits[spec.name] = np.concatenate(out)
+    proba = _fused(ens, logits)
+    return Method("ortmodel", len(texts), time.perf_counter() - t0, tokens, lat, proba.argmax(1), proba)
+
+
+def engine_run(artifact: Path, texts: list[str], workdir: Path, backend: BackendOptions, token_budget: int, chunk_rows: int) -> tuple[Method, dict]:
+    src = workdir / "bench-input.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts)))
+    out = workdir / "bench-output.jsonl"
+    scorer = Scorer(artifact, EngineConfig(token_budget=token_budget, backend=backend))
+    t0 = time.perf_counter()
+    stats = score_file(scorer, src, out, ScoreOptions(progress=False, overwrite=True, chunk_rows=chunk_rows))
+    seconds = time.perf_counter() - t0
+    rows = [orjson.loads(l) for l in out.read_bytes().splitlines()]
+    labels = np.asarray([scorer.labels.index(r["label"]) for r in rows])
+    proba = np.asarray([[r[f"prob_{l}"] for l in scorer.labels] for r in rows])
+    m = Method("engine", len(texts), seconds, stats.real_tokens, stats.batch_seconds, labels, proba, {"backends": stats.backends})
+    return m, {"stats": stats.to_dict(), "scorer": scorer}
+
+
+def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) -> float:
+    """The sessions alone on the engine's own pre-tokenized, pre-padded batches."""
+    from .engine.readers import Chunk
+
+    work: list[tuple[str, Any]] = []
+    for s in range(0, len(texts), chunk_rows):
+        part = texts[s : s + chunk_rows]
+        window = scorer.encode(Chunk(s, list(range(len(part))), part, [None] * len(part)))
+        for name in scorer.model_names:
+            if name in scorer.sessions.text_backends:
+                work.append((name, window.texts))
+                continue
+            enc = window.encoded[scorer.model_tokenizer[name]]
+            for rows in plan_batches(enc.lengths, scorer.config.token_budget, scorer.config.max_batch_rows):
+                b = build_batch(enc, rows, scorer.pad_ids[name])
+                work.append((name, (b.input_ids, b.attention_mask)))
+    t0 = time.perf_counter()
+    for name, payload in work:
+        if name in scorer.sessions.text_backends:
+            scorer.sessions.text_backends[name].run_texts(payload)
+        else:
+            scorer.sessions.run(name, *payload)
+    return time.perf_counter() - t0
+
+
+def single_row_latency(scorer: Scorer, texts: list[str], n: int = 50) -> dict[str, float]:
+    lat = []
+    for t in texts[:n]:
+        t0 = time.perf_counter()
+        scorer.score_texts([t])
+        lat.append((time.perf_counter() - t0) * 1e3)
+    return {"p50": round(float(np.percentile(lat, 50)), 2), "p99": round(float(np.percentile(lat, 99)), 2)}
+
+
+def run_bench(
+    workdir: str | Path,
+    data: list[str],
+    rows: int = 5000,
+    baseline_rows: int = 500,
+    precision: str = "auto",
+    backend: str = "auto",
+    token_budget: int = 8192,
+    chunk_rows: int = 4096,
+    skip: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    workdir = Path(workdir)
+    artifact = workdir / "artifact"
+    texts = load_corpus(data, rows)
+    base_texts = texts[: min(baseline_rows, len(texts))]
+    opts = BackendOptions(precision=precision, backend=backend)
+    results: dict[str, Method] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"engine ({precision}): {len(texts):,} rows from {', '.join(data)}")
+        engine, info = engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows)
+        results["engine"] = engine
+        log(f"  {engine.rows_per_s:,.1f} rows/s on {engine.extra['backends']}")
+        scorer: Scorer = info["scorer"]
+        inference_s = pure_inference_seconds(scorer, texts, chunk_rows)
+        if precision != "fp32" and "engine_fp32" not in skip:
+            log("engine (fp32, exact)")
+            results["engine_fp32"], _ = engine_run(artifact, texts, Path(tmp), BackendOptions(precision="fp32", backend="onnxruntime"), token_budget, chunk_rows)
+            results["engine_fp32"].name = "engine_fp32"
+        ens = TorchEnsemble(workdir, scorer)
+        if "classic" not in skip:
+            log(f"classic: PyTorch fp32, batch 32, input order, {len(base_texts)} rows")
+            results["classic"] = torch_loop(ens, base_texts, "classic", sort=False, bf16=False)
+        if "expert_bf16" not in skip:
+            log(f"expert: PyTorch bf16 autocast, sorted batches of 32, {len(base_texts)} rows")
+            results["expert_bf16"] = torch_loop(ens, base_texts, "expert_bf16", sort=True, bf16=True)
+        if "ortmodel" not in skip:
+            log(f"ortmodel stand-in: ORT fp32 session, batch 32, input order, {len(base_texts)} rows")
+            results["ortmodel"] = ort_input_order(ens, scorer, base_texts)
+        single = single_row_latency(scorer, texts)
+    n_base = len(base_texts)
+    reference = results.get("classic")
+    table = {}
+    for name, m in results.items():
+        row = {
+            "rows_timed": m.rows,
+            "rows_per_s": round(m.rows_per_s, 2),
+            "tokens_per_s": round(m.tokens / m.seconds, 1) if m.seconds else 0.0,
+            "batch_latency_ms": m.latency(),
+        }
+        if reference is not None and m.labels is not None:
+            k = min(n_base, len(m.labels))
+            row["agreement_vs_classic_fp32"] = round(float(np.mean(m.labels[:k] == reference.labels[:k])), 4)
+            row["max_prob_error_vs_classic_fp32"] = round(float(np.abs(m.proba[:k] - reference.proba[:k]).max()), 5)
+        table[name] = row
+    eng = results["engine"].rows_per_s
+
+    def ratio(name: str) -> float | None:
+        return round(eng / results[name].rows_per_s, 2) if name in results and results[name].rows_per_s else None
+
+    stats = info["stats"]
+    summary = {
+        "rows": len(texts),
+        "data": data,
+        "precision": precision,
+        "backends": results["engine"].extra["backends"],
+        "engine_rows_per_s": round(eng, 2),
+        "ratio_vs_classic": ratio("classic"),
+        "ratio_vs_expert_bf16": ratio("expert_bf16"),
+        "ratio_vs_ortmodel": ratio("ortmodel"),
+        "ortmodel_is": "plain ONNX Runtime session, fp32 graph, batches of 32 in input order (optimum-onnx 0.1.0 does not import with transformers 5.x)",
+        "padding_fraction": round(1.0 - stats["padding_efficiency"], 4),
+        "overhead_fraction": round(results["engine"].seconds / inference_s - 1.0, 4),
+        "inference_seconds": round(inference_s, 3),
+        "engine_seconds": round(results["engine"].seconds, 3),
+        "agreement": table["engine"].get("agreement_vs_classic_fp32"),
+        "single_row_latency_ms": single,
+        "methods": table,
+        "cpu_count": os.cpu_count(),
+    }
+    return summary
+
+
+def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
+    log(f"\n{r['rows']:,} rows from {', '.join(r['data'])}; engine on {r['backends']}")
+    log("| method | rows/s | tokens/s | engine ratio | p50 / p95 / p99 batch ms | agreement vs classic fp32 | max prob err |")
+    log("|---|---:|---:|---:|---|---:|---:|")
+    eng = r["engine_rows_per_s"]
+    for name, m in r["methods"].items():
+        lat = m["batch_latency_ms"]
+        ratio = eng / m["rows_per_s"] if m["rows_per_s"] else float("nan")
+        log(f"| {name} | {m['rows_per_s']:,.1f} | {m['tokens_per_s']:,.0f} | {ratio:.2f}x | {lat['p50']} / {lat['p95']} / {lat['p99']} | {m.get('agreement_vs_classic_fp32', '-')} | {m.get('max_prob_error_vs_classic_fp32', '-')} |")
+    log(f"padding {r['padding_fraction']:.1%} of computed tokens; engine overhead {r['overhead_fraction']:.1%} over pure inference; "
+        f"single-row latency p50 {r['single_row_latency_ms']['p50']} ms, p99 {r['single_row_latency_ms']['p99']} ms")
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(r["methods"])
+    vals = [r["methods"][n]["rows_per_s"] for n in names]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.5))
+    ax.barh(names, vals, color=["#d62728" if n == "engine" else "#7f7f7f" for n in names])
+    for i, v in enumerate(vals):
+        ax.text(v, i, f" {v:,.0f}", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("rows/s (whole ensemble)")
+    ax.set_title(f"{r['rows']:,} rows; engine {r['ratio_vs_classic']}x classic, {r['ratio_vs_expert_bf16']}x expert bf16")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(r: dict[str, Any], json_path: Path | None, chart: Path | None) -> None:
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(r, indent=2) + "\n")
+    if chart:
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        plot(r, chart)

@@ -1,0 +1,94 @@
+"""Inference backends behind one interface: ``run(input_ids, attention_mask) -> logits``.
+
+- ``ort.OrtBackend``: ONNX Runtime, CPU execution provider by default; CUDA and TensorRT are
+  provider configuration of the same class (GPU path, see ``gpu.py``).
+- ``ov.OpenVinoBackend``: OpenVINO reading the same ONNX file; ``bf16`` runs the fp32 graph with
+  OpenVINO's bf16 inference precision (AVX512-BF16 / AMX CPUs).
+
+``choose`` turns a requested precision ("auto", "fp32", "int8", "bf16", "fp16") into a backend
+and a graph from the manifest. "auto" takes the fastest precision whose export-time accuracy
+gate passed on this hardware (bf16 on OpenVINO > int8 on ONNX Runtime > fp32); the artifact
+stays ONNX + JSON + tokenizer whatever runs it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from ...errors import StackscoreError
+from ...manifest import ModelSpec
+
+PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
+
+
+@dataclass
+class BackendOptions:
+    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    intra_op_threads: int = 0  # 0 = one per core
+    precision: str = "fp32"  # the API's default is exact fp32; the CLI defaults to "auto"
+    backend: str = "auto"  # auto | onnxruntime | openvino
+    allow_cpu_fallback: bool = False  # GPU providers missing: fall back to CPU only if allowed
+
+    @property
+    def threads(self) -> int:
+        return self.intra_op_threads or (os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def have(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def gate_passed(spec: ModelSpec, precision: str) -> bool:
+    gate = spec.parity.get("gates", {}).get(precision)
+    return bool(gate and gate.get("passed"))
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str  # onnxruntime | openvino
+    precision: str
+    graph_key: str  # key into spec.graphs
+
+
+def choose(spec: ModelSpec, options: BackendOptions) -> Choice:
+    prec, backend = options.precision, options.backend
+    if prec not in PRECISIONS:
+        raise StackscoreError(f"precision must be one of {', '.join(PRECISIONS)}, not '{prec}'")
+    if backend not in ("auto", "onnxruntime", "openvino"):
+        raise StackscoreError(f"backend must be auto, onnxruntime or openvino, not '{backend}'")
+    on_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in options.providers)
+    if prec == "auto":
+        if on_gpu:
+            prec = "fp16" if "fp16" in spec.graphs and gate_passed(spec, "fp16") else "fp32"
+        elif backend != "onnxruntime" and have("openvino") and cpu_has_bf16() and gate_passed(spec, "bf16"):
+            prec = "bf16"
+        elif backend != "openvino" and "int8" in spec.graphs and gate_passed(spec, "int8"):
+            prec = "int8"
+        else:
+            prec = "fp32"
+    if prec == "bf16":
+        if backend == "onnxruntime":
+            raise StackscoreError("bf16 runs on the OpenVINO backend; use --backend openvino or auto")
+        if not have("openvino"):
+            raise StackscoreError("bf16 needs OpenVINO: pip install 'stackscore[openvino]'")
+        return Choice("openvino", "bf16", "fp32")
+    if prec not in spec.graphs:
+        raise StackscoreError(f"model '{spec.name}' has no '{prec}' graph (has: {', '.join(spec.graphs)}); choose --precision")
+    if backend == "openvino":
+        if not have("openvino"):
+            raise StackscoreError("the OpenVINO backend needs: pip install 'stackscore[openvino]'")
+        return Choice("openvino", prec, prec)
+    return Choice("onnxruntime", prec, prec)

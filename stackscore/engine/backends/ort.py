@@ -1,0 +1,96 @@
+"""ONNX Runtime backends: transformer graphs (ids + mask in, logits out) and string graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ArtifactError, StackscoreError
+from ...manifest import ModelSpec
+from . import BackendOptions
+
+FEEDABLE = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+def import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise StackscoreError("ONNX Runtime is not installed: pip install 'stackscore[cpu]' (or '[gpu]')") from None
+    return ort
+
+
+def resolve_providers(ort, options: BackendOptions) -> list:
+    """The providers to use: as asked, or CPU when the asked ones are missing and fallback is allowed."""
+    available = set(ort.get_available_providers())
+    names = [p[0] if isinstance(p, tuple) else p for p in options.providers]
+    missing = [p for p in names if p not in available]
+    if not missing:
+        return list(options.providers)
+    msg = (
+        f"execution provider(s) {', '.join(missing)} not available in this onnxruntime "
+        f"(available: {', '.join(sorted(available))}); for CUDA/TensorRT install 'stackscore[gpu]' "
+        "(onnxruntime-gpu, never together with onnxruntime) and the CUDA 12/13 + cuDNN 9 libraries"
+    )
+    if not options.allow_cpu_fallback:
+        raise StackscoreError(msg + "; pass --allow-cpu-fallback to run on the CPU instead")
+    import warnings
+
+    warnings.warn(msg + "; falling back to CPUExecutionProvider as allowed", RuntimeWarning, stacklevel=3)
+    return ["CPUExecutionProvider"]
+
+
+class OrtBackend:
+    """An ONNX Runtime session for one transformer graph."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graph: Path, spec: ModelSpec, options: BackendOptions, precision: str = "fp32"):
+        ort = import_ort()
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+        providers = resolve_providers(ort, options)
+        self.precision = precision
+        self.session = ort.InferenceSession(str(graph), sess_options=so, providers=providers)
+        self.providers = self.session.get_providers()
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.input_names) - FEEDABLE
+        if unknown:
+            raise ArtifactError(f"model '{spec.name}': graph has inputs the engine cannot feed: {sorted(unknown)}")
+        self.output_name = spec.output
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        feeds = {k: v for k, v in feeds.items() if k in self.input_names}
+        return self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)
+
+
+class TextBackend:
+    """A string-input graph (TF-IDF + linear model): texts in, log-probabilities out."""
+
+    name = "onnxruntime"
+
+    def __init__(self, graph: Path, options: BackendOptions | None = None, rows_per_run: int = 2048):
+        ort = import_ort()
+        options = options or BackendOptions()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.threads
+        # String ops run on the CPU whatever the device; the graph is small.
+        self.session = ort.InferenceSession(str(graph), sess_options=so, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        names = [o.name for o in self.session.get_outputs()]
+        self.output_name = "probabilities" if "probabilities" in names else names[-1]
+        self.rows_per_run = rows_per_run
+
+    def run_texts(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for s in range(0, len(texts), self.rows_per_run):
+            arr = np.asarray(texts[s : s + self.rows_per_run], dtype=object).reshape(-1, 1)
+            out.append(self.session.run([self.output_name], {self.input_name: arr})[0])
+        proba = np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        return np.log(np.clip(proba, 1e-12, None)).astype(np.float32)

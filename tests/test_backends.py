@@ -1,0 +1,97 @@
+"""Backend and precision selection, precision gates, and every backend against exact fp32."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stackscore.engine import backends
+from stackscore.engine.backends import BackendOptions, choose
+from stackscore.engine.scorer import EngineConfig, Scorer
+from stackscore.errors import StackscoreError
+from stackscore.manifest import ModelSpec, load_manifest
+
+
+def spec(graphs=("fp32",), gates=None) -> ModelSpec:
+    return ModelSpec(name="m", kind="transformer", graphs={g: f"{g}.onnx" for g in graphs}, tokenizer="t.json", max_length=8, pad_id=0, inputs=["input_ids", "attention_mask"], parity={"gates": gates or {}})
+
+
+@pytest.fixture
+def cpu_with_bf16(monkeypatch):
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(backends, "have", lambda m: True)
+
+
+def test_auto_prefers_bf16_then_int8_then_fp32(cpu_with_bf16, monkeypatch):
+    both = spec(("fp32", "int8"), {"int8": {"passed": True}, "bf16": {"passed": True}})
+    assert choose(both, BackendOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
+    assert choose(both, BackendOptions(precision="auto", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
+    failed_bf16 = spec(("fp32", "int8"), {"int8": {"passed": True}, "bf16": {"passed": False}})
+    assert choose(failed_bf16, BackendOptions(precision="auto")).precision == "int8"
+    assert choose(spec(), BackendOptions(precision="auto")) == backends.Choice("onnxruntime", "fp32", "fp32")
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    assert choose(both, BackendOptions(precision="auto")).precision == "int8"
+
+
+def test_auto_on_gpu_takes_fp16_only_when_its_gate_passed():
+    gpu = BackendOptions(precision="auto", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), gpu).precision == "fp16"
+    assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": False}}), gpu).precision == "fp32"
+
+
+def test_forced_precisions_and_clear_errors(monkeypatch):
+    assert choose(spec(("fp32", "int8")), BackendOptions(precision="int8")).graph_key == "int8"
+    with pytest.raises(StackscoreError, match="no 'int8' graph"):
+        choose(spec(), BackendOptions(precision="int8"))
+    with pytest.raises(StackscoreError, match="OpenVINO backend"):
+        choose(spec(), BackendOptions(precision="bf16", backend="onnxruntime"))
+    monkeypatch.setattr(backends, "have", lambda m: False)
+    with pytest.raises(StackscoreError, match=r"stackscore\[openvino\]"):
+        choose(spec(), BackendOptions(precision="bf16"))
+    with pytest.raises(StackscoreError, match="precision must be one of"):
+        choose(spec(), BackendOptions(precision="fp8"))
+
+
+def test_missing_gpu_provider_fails_clearly_or_falls_back_when_allowed(artifact):
+    gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(StackscoreError, match="CUDAExecutionProvider not available.*allow-cpu-fallback"):
+        Scorer(artifact, EngineConfig(backend=BackendOptions(providers=gpu)))
+    with pytest.warns(RuntimeWarning, match="falling back to CPUExecutionProvider"):
+        s = Scorer(artifact, EngineConfig(backend=BackendOptions(providers=gpu, allow_cpu_fallback=True)))
+    assert all(b.providers == ["CPUExecutionProvider"] for b in s.sessions.backends.values())
+
+
+def test_export_records_gates_and_keeps_only_passing_int8(artifact):
+    m = load_manifest(artifact)
+    for s in m.models:
+        gate = s.parity["gates"]["int8"]
+        assert ("int8" in s.graphs) == gate["passed"]
+        if "label_agreement" in gate:
+            assert gate["passed"] == (gate["label_agreement"] >= 0.995)
+        if "int8" not in s.graphs:
+            assert not (artifact / "models" / s.name / "model.int8.onnx").exists()
+
+
+def every_precision(artifact):
+    m = load_manifest(artifact)
+    precs = ["fp32"]
+    if all("int8" in s.graphs for s in m.models):
+        precs.append("int8")
+    if backends.have("openvino"):
+        precs.append("bf16")
+    return precs
+
+
+def test_every_available_backend_agrees_with_exact_fp32(artifact, corpus_rows):
+    texts = [r["text"] for r in corpus_rows[:300]]
+    exact = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
+    runs = {p: BackendOptions(precision=p) for p in every_precision(artifact)}
+    if backends.have("openvino"):
+        runs["openvino-fp32"] = BackendOptions(precision="fp32", backend="openvino")
+    for name, opts in runs.items():
+        got = Scorer(artifact, EngineConfig(backend=opts)).score_texts(texts)
+        agreement = np.mean(got.proba.argmax(1) == exact.proba.argmax(1))
+        if name in ("fp32", "openvino-fp32"):
+            np.testing.assert_allclose(got.proba, exact.proba, atol=1e-4, err_msg=name)
+        else:
+            assert agreement >= 0.98, (name, agreement)

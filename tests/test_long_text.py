@@ -1,0 +1,61 @@
+"""Long texts: truncate, head+tail, and averaged overlapping windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stackscore.engine.scorer import EngineConfig, Scorer
+from stackscore.engine.tokenize import TextTokenizer
+from stackscore.errors import StackscoreError
+from stackscore.manifest import load_manifest
+
+LONG = " ".join(f"word{i % 50} the plot was good but the ending was dull" for i in range(60))
+
+
+@pytest.fixture(scope="module")
+def bert_tok(artifact):
+    spec = next(s for s in load_manifest(artifact).models if s.name == "bert")
+    return artifact / spec.tokenizer, spec.max_length
+
+
+def test_head_tail_keeps_both_ends(bert_tok):
+    path, max_len = bert_tok
+    full = TextTokenizer(path, 100_000)  # effectively untruncated reference
+    body = full.encode([LONG]).flat[1:-1].tolist()
+    ht = TextTokenizer(path, max_len, "head-tail").encode([LONG, "short one"])
+    seq = ht.flat[: ht.lengths[0]].tolist()
+    n = max_len - 2
+    assert len(seq) == max_len and ht.truncated == 1
+    assert seq[1 : 1 + n // 4] == body[: n // 4] and seq[1 + n // 4 : -1] == body[len(body) - (n - n // 4) :]
+    assert seq[0] == full.encode(["x"]).flat[0] and seq[-1] == full.encode(["x"]).flat[-1]
+
+
+def test_windows_cover_the_text_and_map_to_their_row(bert_tok):
+    path, max_len = bert_tok
+    enc = TextTokenizer(path, max_len, "windows", max_windows=8).encode(["tiny", LONG, "also tiny"])
+    assert enc.owner[0] == 0 and enc.owner[-1] == 2 and (enc.owner == 1).sum() >= 2
+    assert enc.lengths.max() <= max_len and enc.n_rows == 3 and enc.truncated == 1
+
+
+def test_modes_agree_on_short_texts_and_windows_average(artifact, corpus_rows):
+    short = [r["text"] for r in corpus_rows[:40]]
+    scorers = {m: Scorer(artifact, EngineConfig(long_text=m)) for m in ("truncate", "head-tail", "windows")}
+    base = scorers["truncate"].score_texts(short).proba
+    for m, s in scorers.items():
+        np.testing.assert_allclose(s.score_texts(short).proba, base, atol=1e-5, err_msg=m)
+    # One long row under windows = the mean of its windows' logits, scored one by one.
+    sw = scorers["windows"]
+    tok = sw.tokenizers[sw.model_tokenizer["bert"]]
+    enc = tok.encode([LONG])
+    per_window = []
+    for i in range(len(enc.lengths)):
+        ids = enc.flat[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]][None, :]
+        per_window.append(sw.sessions.run("bert", ids, np.ones_like(ids)))
+    got = sw.score_texts([LONG]).logits["bert"]
+    np.testing.assert_allclose(got[0], np.mean(per_window, axis=0)[0], atol=1e-5)
+
+
+def test_unknown_mode_is_a_clear_error(artifact):
+    with pytest.raises(StackscoreError, match="--long-text must be one of"):
+        Scorer(artifact, EngineConfig(long_text="summarize"))
