@@ -48,7 +48,9 @@ def score_dataset(
     import ray.data
 
     if preserve_order:
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
+        # A Dataset snapshots the DataContext when it is created: set it on the dataset itself.
+        ctx = getattr(ds, "context", None) or ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
     threads = max(1, int(num_cpus_per_actor))
     if num_gpus_per_actor and providers is None:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -109,6 +111,7 @@ def score_file_ray(artifact_dir: str | Path, input_path: str | Path, output_path
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         ds = score_dataset(read_dataset(input_path, text_column), artifact_dir, text_column, num_actors, num_cpus_per_actor, batch_size=batch_size)
         partial = output_path.with_name(output_path.name + ".partial")
         writer = open_writer(partial, fmt, gz)
