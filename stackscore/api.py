@@ -20,7 +20,7 @@ from .engine.stats import ScoreStats
 
 
 class Ensemble:
-    def __init__(self, artifact_dir: str | Path, precision: str = "fp32", providers: list[str] | None = None, threads: int = 0, token_budget: int = 8192, backend: str = "auto"):
+    def __init__(self, artifact_dir: str | Path, precision: str = "fp32", providers: list[str] | None = None, threads: int = 0, token_budget: int = 2048, backend: str = "auto"):
         """``precision="fp32"`` by default (exact); ``"auto"`` takes the fastest one whose gate passed."""
         self.artifact_dir = Path(artifact_dir)
         self._args = dict(precision=precision, providers=providers, threads=threads, token_budget=token_budget, backend=backend)

@@ -219,7 +219,7 @@ def run_bench(
     baseline_rows: int = 500,
     precision: str = "auto",
     backend: str = "auto",
-    token_budget: int = 8192,
+    token_budget: int = 2048,
     chunk_rows: int = 4096,
     skip: tuple[str, ...] = (),
     log: Callable[[str], None] = print,

@@ -71,7 +71,7 @@ def score(
     text_field: str = typer.Option("text", help="Column/field holding the text."),
     id_field: Optional[str] = typer.Option(None, help="Column/field holding the row id (default: 'id' if present, else row number)."),
     label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
-    token_budget: int = typer.Option(8192, help="Max padded tokens (rows x length) per batch."),
+    token_budget: int = typer.Option(2048, help="Max padded tokens (rows x length) per batch (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md)."),
     chunk_rows: int = typer.Option(4096, help="Rows per window (the length-sorting window)."),
     long_text: str = typer.Option("truncate", help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
     precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),
@@ -128,7 +128,7 @@ def bench(
     baseline_rows: int = typer.Option(500, help="Rows each (slow) baseline scores."),
     precision: str = typer.Option("auto", help="Engine precision (auto, fp32, int8, bf16)."),
     backend: str = typer.Option("auto", help="Engine backend (auto, onnxruntime, openvino)."),
-    token_budget: int = typer.Option(8192, help="Engine token budget per batch."),
+    token_budget: int = typer.Option(2048, help="Engine token budget per batch."),
     skip: list[str] = typer.Option([], help="Methods to skip: classic, expert_bf16, ortmodel, engine_fp32."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     chart: Optional[Path] = typer.Option(None, help="Write a PNG bar chart here."),
@@ -158,6 +158,10 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
         sizes = {p: m.files.get(g, {}).get("size", 0) for p, g in spec.graphs.items()}
         print(f"  model {spec.name}: {spec.kind}, max_length {spec.max_length}, opset {spec.opset}, "
               f"graphs {', '.join(f'{p} ({s / 1e6:.1f} MB)' for p, s in sizes.items())}, parity {spec.parity.get('max_abs_diff')}")
+        for prec, gate in spec.parity.get("gates", {}).items():
+            verdict = "passed" if gate.get("passed") else "failed"
+            detail = gate.get("error") or f"agreement {gate.get('label_agreement', 0):.2%}, max prob error {gate.get('max_prob_error', 0):.4f}"
+            print(f"    gate {prec}: {verdict} ({detail})")
     print(f"  fusion {m.fusion.method}: {json.dumps({k: v for k, v in m.fusion.params.items() if k != 'linear_coef'})}")
     print(f"    why: {m.fusion.reason}")
     print(f"checksums: {status} ({len(m.files)} files)")
