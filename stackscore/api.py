@@ -68,7 +68,7 @@ class Ensemble:
                 yield {"label": self.labels[j], "score": float(p[j]), **{f"prob_{l}": float(v) for l, v in zip(self.labels, p)}}
 
     def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
-        """A copy of ``df`` (pandas, index kept) with label/score/prob_<label>/error columns added.
+        """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added.
 
         A row whose text is missing, not a string or empty gets no prediction and says why in
         ``error`` (the same reasons as the file readers give).
@@ -76,6 +76,10 @@ class Ensemble:
         from .engine.readers import _text_error
         from .errors import InputError
 
+        if type(df).__module__.startswith("pyarrow"):
+            import pyarrow as pa
+
+            return pa.Table.from_pandas(self.score_dataframe(df.to_pandas(), text_column, prefix), preserve_index=False)
         if text_column not in df.columns:
             raise InputError(f"no column '{text_column}' (columns: {', '.join(map(str, df.columns))})")
         texts = [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[text_column].tolist()]

@@ -112,7 +112,11 @@ def score(
         progress=not quiet,
         engine=EngineConfig(token_budget=token_budget, long_text=long_text, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision, backend=backend, allow_cpu_fallback=allow_cpu_fallback)),
     )
-    stats = score_file(artifact, input, output, opts)
+    try:
+        stats = score_file(artifact, input, output, opts)
+    except KeyboardInterrupt:
+        _err(f"interrupted: the parts committed so far are kept; rerun with --resume to continue ({output}.parts/)")
+        raise typer.Exit(130) from None
     _err(stats.summary())
     if stats.backends:
         _err(f"backends: {stats.backends}")

@@ -39,3 +39,13 @@ def test_pickles_by_reference(artifact):
     assert len(blob) < 2000  # path and options only, no weights
     again = pickle.loads(blob)
     np.testing.assert_allclose(again.predict_proba(["fine"]), e.predict_proba(["fine"]))
+
+
+def test_score_arrow_table(artifact):
+    import pyarrow as pa
+
+    e = Ensemble.load(artifact)
+    table = pa.table({"text": ["a great film", "dull"], "n": [1, 2]})
+    out = e.score_dataframe(table)
+    assert isinstance(out, pa.Table) and out.column("n").to_pylist() == [1, 2]
+    np.testing.assert_allclose(out.column("prob_positive").to_numpy(), e.predict_proba(["a great film", "dull"])[:, 1], atol=1e-6)

@@ -140,6 +140,8 @@ def test_engine_logits_match_pytorch_and_stack_matches_sklearn(fitted, corpus_ro
             ref = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.numpy()
         engine = np.array([[g[f"logit_{name}_negative"], g[f"logit_{name}_positive"]] for g in got])
         assert np.abs(engine - ref).max() <= 1e-4, name
+        probs = np.array([[g[f"prob_{name}_negative"], g[f"prob_{name}_positive"]] for g in got])
+        np.testing.assert_allclose(probs, torch.softmax(torch.from_numpy(ref), -1).numpy(), atol=1e-5)
         logits[name] = engine
     # Refit the scikit-learn meta-learner on the saved out-of-fold logits (deterministic) and
     # compare its probabilities with the engine's ONNX meta-learner on the same logits.

@@ -66,3 +66,14 @@ def test_cli_export_rebuilds_an_identical_scoring_artifact(fitted, tmp_path):
     assert "artifact written" in res.stderr
     texts = ["a clever and moving film", "the pacing was not good", "It runs a little over two hours."]
     np.testing.assert_allclose(Ensemble.load(out).predict_proba(texts), Ensemble.load(fitted / "artifact").predict_proba(texts), atol=1e-6)
+
+
+def test_folder_dataset_layout_loads_labels_from_subfolders(tmp_path):
+    from stackscore.train.data import load_labelled
+
+    for label, texts in (("neg", ["bad film", "awful"]), ("pos", ["great film"])):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+        for i, t in enumerate(texts):
+            (tmp_path / "ds" / label / f"{i}_1.txt").write_text(t + "\n")
+    texts, labels = load_labelled(tmp_path / "ds")
+    assert sorted(zip(labels, texts)) == [("neg", "awful"), ("neg", "bad film"), ("pos", "great film")]

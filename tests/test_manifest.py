@@ -94,3 +94,13 @@ def test_inspect_reports_failed_checksums(copy):
         fh.write(b"x")
     res = subprocess.run([sys.executable, "-m", "stackscore", "inspect", str(copy)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 1 and "checksums: FAILED" in res.stdout and "fusion/meta.onnx" in res.stdout
+
+
+def test_symlink_pointing_out_of_the_artifact_is_refused(copy, tmp_path):
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    tok = copy / "models" / "bert" / "tokenizer.json"
+    tok.unlink()
+    tok.symlink_to(outside)
+    with pytest.raises(ArtifactError, match="outside the artifact"):
+        load_manifest(copy)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import InputError, StackscoreError
+from ..metrics import softmax
 from .committer import CommittedOutput
 from .readers import Chunk, open_reader
 from .scorer import EngineConfig, Scorer, ScoredWindow
@@ -74,8 +75,11 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
     if opts.with_model_outputs:
         for m in model_names:
             full = scatter(scored.logits[m])
+            probs = scatter(softmax(scored.logits[m]))
             for j, lab in enumerate(labels):
                 cols[f"logit_{m}_{lab}"] = full[:, j]
+            for j, lab in enumerate(labels):
+                cols[f"prob_{m}_{lab}"] = probs[:, j]
     if opts.with_contributions and scored.contributions is not None:
         contrib = scatter(scored.contributions)
         for i, m in enumerate(model_names):
