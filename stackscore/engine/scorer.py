@@ -8,6 +8,7 @@ directly for in-memory texts.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +92,6 @@ class Scorer:
         return EncodedWindow(chunk, valid, encoded, texts)
 
     def infer(self, window: EncodedWindow) -> ScoredWindow:
-        import time
-
         cfg = self.config
         n = len(window.valid)
         k = len(self.labels)
