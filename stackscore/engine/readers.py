@@ -9,7 +9,7 @@ Parsing is delegated to orjson (JSONL) and pyarrow (CSV, Parquet).
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -56,7 +56,6 @@ class Chunk:
     texts: list[str | None]
     errors: list[str | None]
     labels: list[Any] | None = None  # passthrough of --label-field, for accuracy
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -63,7 +63,6 @@ def block_to_table(block: ResultBlock, id_type=None):
 class Writer:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.rows = 0
 
     def write(self, block: ResultBlock) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -90,7 +89,6 @@ class JsonlWriter(Writer):
         lines = [dumps({"id": rid, **dict(zip(names, vals))}) for rid, *vals in zip(block.ids, *cols)]
         if lines:
             self.fh.write(b"\n".join(lines) + b"\n")
-        self.rows += len(block)
 
     def close(self) -> None:
         self.fh.close()
@@ -125,7 +123,6 @@ class ArrowWriter(Writer):
                 opts = pacsv.WriteOptions(delimiter="\t" if self.fmt == "tsv" else ",", include_header=self.header)
                 self.writer = pacsv.CSVWriter(self.sink, table.schema, write_options=opts)
         self.writer.write_table(table)
-        self.rows += len(block)
 
     def close(self) -> None:
         if self.writer is not None:
