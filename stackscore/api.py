@@ -73,7 +73,8 @@ class Ensemble:
         A row whose text is missing, not a string or empty gets no prediction and says why in
         ``error`` (the same reasons as the file readers give).
         """
-        from .engine.readers import _text_error
+        from .engine.pipeline import result_block
+        from .engine.readers import Chunk, _text_error
         from .errors import InputError
 
         if type(df).__module__.startswith("pyarrow"):
@@ -82,19 +83,15 @@ class Ensemble:
             return pa.Table.from_pandas(self.score_dataframe(df.to_pandas(), text_column, prefix), preserve_index=False)
         if text_column not in df.columns:
             raise InputError(f"no column '{text_column}' (columns: {', '.join(map(str, df.columns))})")
+        # The file pipeline's own window -> columns step, so both paths give the same columns.
         texts = [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[text_column].tolist()]
         errors = [_text_error(t, text_column) for t in texts]
-        ok = np.asarray([e is None for e in errors], dtype=bool)
-        proba = np.full((len(texts), len(self.labels)), np.nan)
-        if ok.any():
-            proba[ok] = self.predict_proba([t for t, g in zip(texts, ok) if g])
+        chunk = Chunk(0, list(range(len(texts))), [t if e is None else None for t, e in zip(texts, errors)], errors)
+        scored = self.scorer.infer(self.scorer.encode(chunk))
+        block = result_block(scored, self.labels, self.model_names, ScoreOptions())
         out = df.copy()
-        top = np.where(ok, np.nan_to_num(proba, nan=-1).argmax(axis=1), 0)
-        out[f"{prefix}label"] = [self.labels[j] if g else None for j, g in zip(top, ok)]
-        out[f"{prefix}score"] = np.where(ok, proba[np.arange(len(texts)), top], np.nan)
-        for j, lab in enumerate(self.labels):
-            out[f"{prefix}prob_{lab}"] = proba[:, j]
-        out[f"{prefix}error"] = errors
+        for name, values in block.columns.items():
+            out[f"{prefix}{name}"] = values
         return out
 
     def score_file(self, input_path: str | Path, output_path: str | Path, **options: Any) -> ScoreStats:

@@ -234,7 +234,9 @@ def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions) -> dict[st
         "options": {
             "text_field": opts.text_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
             "on_error": opts.on_error, "encoding_errors": opts.encoding_errors, "with_model_outputs": opts.with_model_outputs,
-            "with_contributions": opts.with_contributions, "precision": scorer.config.backend.precision,
+            "with_contributions": opts.with_contributions, "long_text": scorer.config.long_text,
+            # the backend/precision each model actually runs on: "auto" may resolve differently elsewhere
+            "backends": scorer.sessions.describe(),
         },
     }
 
