@@ -33,6 +33,19 @@ def test_auto_prefers_bf16_then_int8_then_fp32(cpu_with_bf16, monkeypatch):
     assert choose(both, BackendOptions(precision="auto")).precision == "int8"
 
 
+def test_auto_takes_static_int8_on_openvino_first(cpu_with_bf16):
+    gates = {"int8": {"passed": True}, "bf16": {"passed": True}, "int8_static": {"passed": True}}
+    m = spec(("fp32", "int8", "int8_static"), gates)
+    assert choose(m, BackendOptions(precision="auto")) == backends.Choice("openvino", "int8", "int8_static")
+    assert choose(m, BackendOptions(precision="int8")) == backends.Choice("openvino", "int8", "int8_static")
+    # Forced onto ONNX Runtime, int8 means the dynamic graph.
+    assert choose(m, BackendOptions(precision="int8", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
+    assert choose(m, BackendOptions(precision="auto", backend="onnxruntime")).graph_key == "int8"
+    # A static graph whose gate failed is never chosen by auto.
+    failed = spec(("fp32", "int8_static"), {**gates, "int8_static": {"passed": False}})
+    assert choose(failed, BackendOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
+
+
 def test_auto_on_gpu_takes_fp16_only_when_its_gate_passed():
     gpu = BackendOptions(precision="auto", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), gpu).precision == "fp16"
@@ -72,6 +85,29 @@ def test_export_records_gates_and_keeps_only_passing_int8(artifact):
             assert not (artifact / "models" / s.name / "model.int8.onnx").exists()
 
 
+@pytest.mark.skipif(not (backends.have("nncf") and backends.have("openvino")), reason="needs the openvino extra (nncf)")
+def test_export_writes_static_int8_qdq_graph_with_a_gate(artifact):
+    import onnx
+
+    for s in load_manifest(artifact).models:
+        gate = s.parity["gates"]["int8_static"]
+        assert gate["method"] == "nncf-static-qdq" and gate["calibration"] == "training sample", gate
+        assert gate["passed"] == (gate["label_agreement"] >= 0.995)
+        assert ("int8_static" in s.graphs) == gate["passed"]
+        if gate["passed"]:
+            ops = {n.op_type for n in onnx.load(str(artifact / s.graphs["int8_static"])).graph.node}
+            assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_last_layer_scope_names_the_last_encoder_layer_and_head(artifact):
+    from stackscore.export.onnx_graph import last_layer_scope
+
+    m = load_manifest(artifact)
+    scope = last_layer_scope(artifact / m.models[0].graphs["fp32"])
+    assert scope[0] == r".*layers?\.0/.*"  # the tiny test models have one layer
+    assert r".*classifier.*" in scope
+
+
 def every_precision(artifact):
     m = load_manifest(artifact)
     precs = ["fp32"]
@@ -79,13 +115,21 @@ def every_precision(artifact):
         precs.append("int8")
     if backends.have("openvino"):
         precs.append("bf16")
+    if backends.have("openvino") and all("int8_static" in s.graphs for s in m.models):
+        precs.append("int8-static")
     return precs
 
 
 def test_every_available_backend_agrees_with_exact_fp32(artifact, corpus_rows):
     texts = [r["text"] for r in corpus_rows[:300]]
     exact = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
-    runs = {p: BackendOptions(precision=p) for p in every_precision(artifact)}
+    options = {
+        "fp32": BackendOptions(precision="fp32"),
+        "int8": BackendOptions(precision="int8", backend="onnxruntime"),  # dynamic int8
+        "bf16": BackendOptions(precision="bf16"),
+        "int8-static": BackendOptions(precision="int8", backend="openvino"),  # NNCF static int8
+    }
+    runs = {p: options[p] for p in every_precision(artifact)}
     if backends.have("openvino"):
         runs["openvino-fp32"] = BackendOptions(precision="fp32", backend="openvino")
     for name, opts in runs.items():

@@ -138,45 +138,125 @@ def quantize_int8(fp32: Path, int8: Path) -> None:
     )
 
 
-def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list[str], ref: np.ndarray, min_agreement: float, log) -> tuple[dict[str, Any], dict[str, str]]:
+def last_layer_scope(graph: Path) -> list[str]:
+    """Name patterns of the last encoder layer and the classifier head (kept fp32 on a retry).
+
+    Static int8 errors accumulate towards the output, and the last layer and the head decide
+    the label; keeping just those in fp32 recovered the gate on MiniLM (99.25 % -> 99.6 %)
+    at most of the speed.
+    """
+    import re
+
+    import onnx
+
+    names = [n.name for n in onnx.load(str(graph), load_external_data=False).graph.node]
+    layers = {int(m.group(1)) for n in names if (m := re.search(r"layers?\.(\d+)/", n))}
+    scope = [r".*classifier.*", r".*pooler.*"]
+    if layers:
+        scope.insert(0, rf".*layers?\.{max(layers)}/.*")
+    return scope
+
+
+def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarray]], ignored: list[str] | None = None) -> None:
+    """Static int8 (NNCF, QDQ in ONNX): activations calibrated on training texts.
+
+    OpenVINO runs the QDQ graph with int8 kernels (VNNI/AMX), which ONNX Runtime's dynamic
+    quantization cannot give it; the artifact stays plain ONNX.
+    """
+    import logging
+
+    import nncf
+    import onnx
+
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    kw = {"ignored_scope": nncf.IgnoredScope(patterns=ignored, validate=False)} if ignored else {}
+    q = nncf.quantize(
+        onnx.load(str(fp32)), nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(calibration), **kw,
+    )
+    onnx.save(q, str(out))
+
+
+def calibration_batches(tok_path: Path, max_length: int, pad_id: int, texts: list[str], rows: int = 8) -> list[dict[str, np.ndarray]]:
+    """The engine's own padded batches of ``texts``, as graph feeds, for calibration."""
+    from ..engine.batcher import build_batch, plan_batches
+    from ..engine.tokenize import TextTokenizer
+
+    enc = TextTokenizer(tok_path, max_length).encode(texts)
+    batches = (build_batch(enc, r, pad_id) for r in plan_batches(enc.lengths, rows * max_length, rows))
+    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches]
+
+
+def _gate(name: str, run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, **extra) -> dict[str, Any]:
+    try:
+        got = engine_logits(run(), tok_path, max_length, pad_id, texts)
+        gate = {**compare(ref, got), "min_agreement": min_agreement, **extra}
+    except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
+        gate = {"error": f"{type(exc).__name__}: {exc}", **extra}
+    gate["passed"] = gate.get("label_agreement", 0.0) >= min_agreement
+    return gate
+
+
+def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list[str], ref: np.ndarray, min_agreement: float, log, calibration_texts: list[str] | None = None, static_int8: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions; keep each only if it agrees with PyTorch fp32 on the sample.
 
-    int8 (ONNX Runtime dynamic quantization) is written as a graph only when its gate passes;
-    bf16 (OpenVINO inference precision on the fp32 graph) needs no graph, only the record.
-    Returns (gates, extra graphs by precision).
+    - ``int8``: ONNX Runtime dynamic quantization (a graph, kept only if its gate passes);
+    - ``bf16``: OpenVINO's bf16 inference precision on the fp32 graph (a record, no graph);
+    - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
+      the whole graph fails the gate, retried with the last layer and the head kept in fp32.
+    Returns (gates, extra graphs by key).
     """
     import onnxruntime as ort
 
-    gates: dict[str, Any] = {}
+    from ..engine.backends import BackendOptions, cpu_has_bf16, have
+    from ..manifest import ModelSpec
+
     graphs: dict[str, str] = {}
+    gates: dict[str, Any] = {}
     int8 = graph_dir / "model.int8.onnx"
-    try:
+
+    def ort_int8():
         quantize_int8(fp32, int8)
         sess = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
-        got = engine_logits(lambda i, m: sess.run(["logits"], {"input_ids": i, "attention_mask": m})[0], tok_path, max_length, pad_id, texts)
-        gates["int8"] = {**compare(ref, got), "min_agreement": min_agreement}
-    except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
-        gates["int8"] = {"error": f"{type(exc).__name__}: {exc}"}
-    gates["int8"]["passed"] = gates["int8"].get("label_agreement", 0.0) >= min_agreement
+        return lambda i, m: sess.run(["logits"], {"input_ids": i, "attention_mask": m})[0]
+
+    gates["int8"] = _gate("int8", ort_int8, ref, texts, tok_path, max_length, pad_id, min_agreement, method="dynamic")
     if gates["int8"]["passed"]:
         graphs["int8"] = int8.name
     elif int8.exists():
         int8.unlink()  # fall back: the artifact keeps only precisions that passed
-    from ..engine.backends import cpu_has_bf16, have
 
     if have("openvino"):
-        try:
-            from ..engine.backends import BackendOptions
-            from ..engine.backends.ov import OpenVinoBackend
-            from ..manifest import ModelSpec
+        from ..engine.backends.ov import OpenVinoBackend
 
-            spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=INPUTS)
-            ov = OpenVinoBackend(fp32, spec, BackendOptions(), "bf16")
-            got = engine_logits(ov.run, tok_path, max_length, pad_id, texts)
-            gates["bf16"] = {**compare(ref, got), "min_agreement": min_agreement, "cpu_bf16": cpu_has_bf16()}
-        except Exception as exc:  # noqa: BLE001
-            gates["bf16"] = {"error": f"{type(exc).__name__}: {exc}"}
-        gates["bf16"]["passed"] = gates["bf16"].get("label_agreement", 0.0) >= min_agreement
+        spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=INPUTS)
+        gates["bf16"] = _gate(
+            "bf16", lambda: OpenVinoBackend(fp32, spec, BackendOptions(), "bf16").run, ref, texts, tok_path,
+            max_length, pad_id, min_agreement, cpu_bf16=cpu_has_bf16(),
+        )
+        if static_int8 and have("nncf"):
+            static = graph_dir / "model.int8-static.onnx"
+            calib = calibration_batches(tok_path, max_length, pad_id, calibration_texts or texts)
+            for ignored in (None, last_layer_scope(fp32)):
+
+                def ov_static(ignored=ignored):
+                    quantize_static(fp32, static, calib, ignored)
+                    return OpenVinoBackend(static, spec, BackendOptions(), "int8").run
+
+                gate = _gate(
+                    "int8_static", ov_static, ref, texts, tok_path, max_length, pad_id, min_agreement,
+                    method="nncf-static-qdq", fp32_scope=ignored or [], calibration_rows=len(calibration_texts or texts),
+                    calibration="training sample" if calibration_texts else "gate sample (old fit state)",
+                )
+                gates["int8_static"] = gate
+                if not ignored and not gate["passed"] and "label_agreement" in gate:
+                    log(f"    int8_static: agreement {gate['label_agreement']:.2%}; retrying with the last layer and the head in fp32")
+                if gate["passed"] or "error" in gate:
+                    break
+            if gates["int8_static"]["passed"]:
+                graphs["int8_static"] = static.name
+            elif static.exists():
+                static.unlink()
     for prec, g in gates.items():
         if "error" in g:
             log(f"    {prec}: not available ({g['error'][:120]})")
@@ -185,7 +265,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
     return gates, graphs
 
 
-def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list[str], tol: float = 1e-4, min_agreement: float = 0.995, log=print) -> ModelSpec:
+def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list[str], tol: float = 1e-4, min_agreement: float = 0.995, log=print, calibration_texts: list[str] | None = None, static_int8: bool = True) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ int8 if its gate passes) and ``tokenizer.json``."""
     model, tok = load_for_export(Path(model_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -199,7 +279,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     torch_to_onnx(copy.deepcopy(model), graph, pad_id)
     parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol)
     parity["vocab_size"] = int(model.config.vocab_size)
-    gates, extra = precision_gates(graph.parent, graph, tok_path, max_length, pad_id, sample_texts, ref, min_agreement, log)
+    gates, extra = precision_gates(graph.parent, graph, tok_path, max_length, pad_id, sample_texts, ref, min_agreement, log, calibration_texts, static_int8)
     parity["gates"] = gates
     graphs = {"fp32": (rel / "model.fp32.onnx").as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}
     return ModelSpec(

@@ -46,6 +46,8 @@ class FitConfig:
     labels: list[str] | None = None
     seed: int = 0
     parity_rows: int = 512  # test-split rows for the parity and precision gates
+    calibration_rows: int = 256  # training rows that calibrate static int8 (never the gate rows)
+    static_int8: bool = True  # try NNCF static int8 for OpenVINO at export (needs the openvino extra)
     base_dir: Path = Path(".")
 
 

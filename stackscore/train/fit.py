@@ -90,6 +90,8 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     rng = np.random.default_rng(cfg.seed)
     parity_idx = rng.choice(len(test_texts), size=min(cfg.parity_rows, len(test_texts)), replace=False)
     parity_texts = [test_texts[i] for i in parity_idx]
+    calib_idx = rng.choice(len(texts), size=min(cfg.calibration_rows, len(texts)), replace=False)
+    calibration_texts = [texts[i] for i in calib_idx]
     oof: dict[str, np.ndarray] = {}
     test_logits: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
@@ -164,6 +166,8 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
         "models": [{"name": m.name, "kind": m.kind, "max_length": m.max_length, "source": m.source} for m in cfg.models],
         "fusion": spec.__dict__,
         "parity_texts": parity_texts,
+        "calibration_texts": calibration_texts,
+        "static_int8": cfg.static_int8,
     }
     (out / "fit_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
