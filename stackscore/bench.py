@@ -191,8 +191,8 @@ def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) ->
                 work.append((name, window.texts))
                 continue
             enc = window.encoded[scorer.model_tokenizer[name]]
-            for rows in plan_batches(enc.lengths, scorer.config.token_budget, scorer.config.max_batch_rows):
-                b = build_batch(enc, rows, scorer.pad_ids[name])
+            for rows in plan_batches(enc.lengths, scorer.config.token_budget, scorer.config.max_batch_rows, buckets=scorer.buckets[name]):
+                b = build_batch(enc, rows, scorer.pad_ids[name], scorer.buckets[name])
                 work.append((name, (b.input_ids, b.attention_mask)))
     t0 = time.perf_counter()
     for name, payload in work:

@@ -76,7 +76,11 @@ def score(
     long_text: str = typer.Option("truncate", help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
     precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),
     backend: str = typer.Option("auto", help="auto, onnxruntime or openvino."),
-    provider: list[str] = typer.Option(["CPUExecutionProvider"], help="ONNX Runtime execution provider(s), in order."),
+    device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
+    gpus: str = typer.Option("0", help="GPU ids for --device cuda/tensorrt, comma-separated: one session per model per GPU, batches dealt across them."),
+    trt_cache: Optional[Path] = typer.Option(None, help="TensorRT engine cache directory (default: <output>.trt-cache/, reused by later runs)."),
+    gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
+    provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
     threads: int = typer.Option(0, help="Intra-op threads per session (0 = all cores)."),
     allow_cpu_fallback: bool = typer.Option(False, help="If the requested GPU providers are missing, run on the CPU (with a warning) instead of failing."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
@@ -101,16 +105,29 @@ def score(
         return
     if engine != "local":
         raise StackscoreError(f"--engine must be local or ray, not '{engine}'")
+    from .engine.backends.gpu import GpuOptions, providers_for_device
     from .engine.pipeline import ScoreOptions, score_file
     from .engine.scorer import EngineConfig
     from .engine.session_pool import BackendOptions
 
+    try:
+        device_ids = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise StackscoreError(f"--gpus must be comma-separated GPU ids like 0,1, not '{gpus}'") from None
+    gpu = GpuOptions(
+        device_ids=device_ids or [0], mem_limit_bytes=int(gpu_mem_limit_gb * (1 << 30)),
+        trt_cache_dir=trt_cache or output.with_name(output.name + ".trt-cache"),
+    )
+    backend_opts = BackendOptions(
+        providers=list(provider) or providers_for_device(device), intra_op_threads=threads, precision=precision,
+        backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu,
+    )
     opts = ScoreOptions(
         text_field=text_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
         with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
         on_error=on_error, resume=resume, encoding_errors=encoding_errors,
         progress=not quiet,
-        engine=EngineConfig(token_budget=token_budget, long_text=long_text, backend=BackendOptions(providers=list(provider), intra_op_threads=threads, precision=precision, backend=backend, allow_cpu_fallback=allow_cpu_fallback)),
+        engine=EngineConfig(token_budget=token_budget, long_text=long_text, backend=backend_opts),
     )
     try:
         stats = score_file(artifact, input, output, opts)

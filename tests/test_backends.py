@@ -99,13 +99,20 @@ def test_export_writes_static_int8_qdq_graph_with_a_gate(artifact):
             assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
-def test_last_layer_scope_names_the_last_encoder_layer_and_head(artifact):
-    from stackscore.export.onnx_graph import last_layer_scope
+def test_static_int8_ladder_keeps_more_in_fp32_each_try(artifact):
+    import re
+
+    import onnx
+
+    from stackscore.export.onnx_graph import FFN_OUT, fp32_scopes
 
     m = load_manifest(artifact)
-    scope = last_layer_scope(artifact / m.models[0].graphs["fp32"])
-    assert scope[0] == r".*layers?\.0/.*"  # the tiny test models have one layer
-    assert r".*classifier.*" in scope
+    graph = artifact / m.models[0].graphs["fp32"]
+    ladder = fp32_scopes(graph)
+    assert ladder[0] == [] and ladder[1] == [FFN_OUT]
+    assert set(ladder[1]) < set(ladder[2]) and r".*layers?\.0/.*" in ladder[2]  # one-layer test models
+    names = [n.name for n in onnx.load(str(graph)).graph.node if n.op_type == "MatMul"]
+    assert any(re.match(FFN_OUT, n) for n in names), names  # the pattern names real nodes
 
 
 def every_precision(artifact):

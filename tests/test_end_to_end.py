@@ -68,7 +68,7 @@ def test_fit_writes_report_contract_and_artifact(fitted):
     assert m.labels == ["negative", "positive"] and m.fusion.method == "stack" and m.fusion.graph
     for s in m.models:
         assert s.parity["max_abs_diff"] <= 1e-4 and s.parity["label_agreement"] == 1.0
-        assert "fp32" in s.graphs and set(s.graphs) <= {"fp32", "int8"} and s.tokenizer in m.files
+        assert "fp32" in s.graphs and set(s.graphs) <= {"fp32", "int8", "int8_static", "fp16"} and s.tokenizer in m.files
     assert m.fusion.parity["max_abs_diff_vs_training"] <= 1e-4
     assert all(len(v["sha256"]) == 64 for v in m.files.values())
 

@@ -29,14 +29,42 @@ class Batch:
         return int(self.input_ids.size)
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, max_padding: float = 0.05) -> list[np.ndarray]:
+def bucket_width(length: int, buckets: tuple[int, ...]) -> int:
+    """The smallest bucket that holds ``length`` (the largest bucket if none does)."""
+    i = int(np.searchsorted(buckets, length, side="left"))
+    return int(buckets[min(i, len(buckets) - 1)])
+
+
+def plan_bucketed(lengths: np.ndarray, token_budget: int, max_rows: int, buckets: tuple[int, ...]) -> list[np.ndarray]:
+    """Batches whose rows share one length bucket, ``rows x bucket <= token_budget``.
+
+    For backends that compile or plan per shape (CUDA arenas, TensorRT profiles), a few fixed
+    widths beat tight padding: the extra padding is bounded by the bucket spacing, and every
+    shape is seen again and again. Rows are in ascending length order, equal lengths in input order.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable")
+    b = np.asarray(buckets)
+    which = np.minimum(np.searchsorted(b, np.maximum(lengths[order], 1), side="left"), len(b) - 1)
+    groups: list[np.ndarray] = []
+    for k in np.unique(which):
+        rows = order[which == k]
+        per = max(1, min(max_rows, token_budget // int(b[k])))
+        groups.extend(rows[s : s + per] for s in range(0, len(rows), per))
+    return groups
+
+
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, max_padding: float = 0.05, buckets: tuple[int, ...] | None = None) -> list[np.ndarray]:
     """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
 
     Rows are taken in ascending length order (stable, so equal lengths keep input order). A batch
     also ends before its padding would exceed ``max_padding`` of its computed tokens, so a window
     with a wide spread of lengths gives several tight batches rather than one loose one. A row
     longer than the budget on its own still gets a batch of one: nothing is ever dropped.
+    With ``buckets`` (GPU backends), batches are cut per length bucket instead (``plan_bucketed``).
     """
+    if buckets:
+        return plan_bucketed(lengths, token_budget, max_rows, buckets)
     lengths = np.asarray(lengths)
     order = np.argsort(lengths, kind="stable")
     sorted_len = np.maximum(lengths[order], 1)
@@ -59,10 +87,12 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, ma
     return groups
 
 
-def build_batch(enc: Encoded, rows: np.ndarray, pad_id: int) -> Batch:
-    """Pad the given rows to their longest length, with numpy fancy indexing only."""
+def build_batch(enc: Encoded, rows: np.ndarray, pad_id: int, buckets: tuple[int, ...] | None = None) -> Batch:
+    """Pad the given rows to their longest length (or its bucket), with numpy fancy indexing only."""
     lens = enc.lengths[rows]
     width = int(lens.max()) if len(lens) else 0
+    if buckets and len(lens):
+        width = max(width, bucket_width(width, buckets))
     mask = np.arange(width)[None, :] < lens[:, None]
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     # Source positions of every real token, row by row, in the flat array.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..manifest import Manifest, load_manifest, resolve_inside
+from .backends.gpu import buckets_for
 from .batcher import build_batch, plan_batches
 from .fusion_stage import FusionStage
 from .readers import Chunk
@@ -50,6 +52,7 @@ class EngineConfig:
     max_batch_rows: int = 256
     long_text: str = "truncate"  # truncate | head-tail | windows (see tokenize.py)
     backend: BackendOptions = field(default_factory=BackendOptions)
+    bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
 
 
 class Scorer:
@@ -77,7 +80,16 @@ class Scorer:
                     f"the model's embedding has {vocab}"
                 )
         self.pad_ids = {spec.name: spec.pad_id for spec in self.manifest.models}
-        self.sessions = SessionPool(self.manifest, self.artifact_dir, self.config.backend)
+        opts, cfg = self.config.backend, self.config
+        # One pool per device: GPUs each get a session per model; the CPU gets one pool.
+        self.pools = [
+            SessionPool(self.manifest, self.artifact_dir, opts, device_id=d, token_budget=cfg.token_budget, max_rows=cfg.max_batch_rows)
+            for d in opts.devices
+        ]
+        self.sessions = self.pools[0]
+        bucketed = cfg.bucket_lengths if cfg.bucket_lengths is not None else opts.on_gpu
+        self.buckets = {s.name: buckets_for(s.max_length) if bucketed else None for s in self.manifest.models}
+        self._workers = ThreadPoolExecutor(len(self.pools), thread_name_prefix="device") if len(self.pools) > 1 else None
         self.fusion = FusionStage(self.manifest, self.artifact_dir)
         self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
 
@@ -107,13 +119,22 @@ class Scorer:
                     continue
                 enc = window.encoded[self.model_tokenizer[name]]
                 logits = np.zeros((len(enc.lengths), k), dtype=np.float32)
-                for rows in plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows):
-                    batch = build_batch(enc, rows, self.pad_ids[name])
-                    t0 = time.perf_counter()
-                    logits[rows] = self.sessions.run(name, batch.input_ids, batch.attention_mask)
-                    out.batch_seconds.append(time.perf_counter() - t0)
-                    out.real_tokens += batch.real_tokens
-                    out.padded_tokens += batch.padded_tokens
+                plans = plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows, buckets=self.buckets[name])
+                if self._workers is None:
+                    self._run_batches(self.sessions, name, enc, plans, logits, out)
+                else:  # one worker per device, batches dealt round-robin; rows say where each goes
+                    n_dev = len(self.pools)
+                    parts = [ScoredWindow(window.chunk, window.valid, out.proba, {}, None) for _ in range(n_dev)]
+                    futures = [
+                        self._workers.submit(self._run_batches, pool, name, enc, plans[i::n_dev], logits, parts[i])
+                        for i, pool in enumerate(self.pools)
+                    ]
+                    for f in futures:
+                        f.result()
+                    for p in parts:
+                        out.batch_seconds += p.batch_seconds
+                        out.real_tokens += p.real_tokens
+                        out.padded_tokens += p.padded_tokens
                 if enc.owner is not None:  # windows: average each row's window logits
                     summed = np.zeros((n, k), dtype=np.float64)
                     np.add.at(summed, enc.owner, logits)
@@ -123,6 +144,17 @@ class Scorer:
         out.proba = self.fusion(outs)
         out.contributions = self.fusion.contributions(outs)
         return out
+
+    def _run_batches(self, pool: SessionPool, name: str, enc: Encoded, plans: list[np.ndarray], logits: np.ndarray, out: ScoredWindow) -> None:
+        """Run ``plans`` of model ``name`` on one device; writes rows of ``logits`` in place."""
+        buckets = self.buckets[name]
+        for rows in plans:
+            batch = build_batch(enc, rows, self.pad_ids[name], buckets)
+            t0 = time.perf_counter()
+            logits[rows] = pool.run(name, batch.input_ids, batch.attention_mask)
+            out.batch_seconds.append(time.perf_counter() - t0)
+            out.real_tokens += batch.real_tokens
+            out.padded_tokens += batch.padded_tokens
 
     def score_texts(self, texts: list[str]) -> ScoredWindow:
         """Score in-memory texts (every one must be a non-empty string)."""

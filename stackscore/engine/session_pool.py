@@ -21,10 +21,15 @@ __all__ = ["BackendOptions", "SessionPool", "OrtBackend", "TextBackend"]
 
 
 class SessionPool:
-    """One backend per base model, created from the manifest."""
+    """One backend per base model, created from the manifest, on one device.
 
-    def __init__(self, manifest: Manifest, artifact_dir: Path, options: BackendOptions | None = None):
+    On a multi-GPU machine the scorer holds one pool per GPU (``device_id``) and spreads the
+    batches of a window over them.
+    """
+
+    def __init__(self, manifest: Manifest, artifact_dir: Path, options: BackendOptions | None = None, device_id: int | None = None, token_budget: int = 2048, max_rows: int = 256):
         self.options = options or BackendOptions()
+        self.device_id = device_id
         self.backends: dict[str, object] = {}
         self.text_backends: dict[str, TextBackend] = {}
         self.choices = {}
@@ -42,11 +47,12 @@ class SessionPool:
 
                 self.backends[spec.name] = OpenVinoBackend(graph, spec, self.options, choice.precision)
             else:
-                self.backends[spec.name] = OrtBackend(graph, spec, self.options, choice.precision)
+                self.backends[spec.name] = OrtBackend(graph, spec, self.options, choice.precision, device_id, token_budget, max_rows)
             self.choices[spec.name] = choice
 
     def describe(self) -> str:
-        parts = [f"{n}: {c.backend}/{c.precision}" for n, c in self.choices.items()]
+        where = f" on GPU {self.device_id}" if self.device_id is not None else ""
+        parts = [f"{n}: {c.backend}/{c.precision}{where}" for n, c in self.choices.items()]
         parts += [f"{n}: onnxruntime/tfidf" for n in self.text_backends]
         return ", ".join(parts)
 

@@ -50,6 +50,7 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
             spec = export_transformer(
                 workdir / "models" / m["name"], tmp, m["name"], m["max_length"], samples, log=log,
                 calibration_texts=state.get("calibration_texts"), static_int8=state.get("static_int8", True),
+                fp16=state.get("fp16", True), int8=state.get("int8", True),
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)

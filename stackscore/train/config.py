@@ -47,7 +47,9 @@ class FitConfig:
     seed: int = 0
     parity_rows: int = 512  # test-split rows for the parity and precision gates
     calibration_rows: int = 256  # training rows that calibrate static int8 (never the gate rows)
+    int8: bool = True  # try ONNX Runtime dynamic int8 at export (gated)
     static_int8: bool = True  # try NNCF static int8 for OpenVINO at export (needs the openvino extra)
+    fp16: bool = True  # write the fused fp16 graph for GPUs (gated at 99.9 % agreement)
     base_dir: Path = Path(".")
 
 

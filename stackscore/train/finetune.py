@@ -22,13 +22,21 @@ def _set_threads() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
 
+def _device() -> str:
+    """Train on a GPU when torch sees one (the GPU check fits BERT-base-sized models there)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def finetune(model, tok, texts: list[str], y: np.ndarray, cfg: ModelConfig, log=None):
     """Fine-tune ``model`` in place on (texts, y); returns it in eval mode."""
     import torch
 
     _set_threads()
     rng = np.random.default_rng(cfg.seed)
-    model.train()
+    device = _device()
+    model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(texts) / cfg.batch_size)
@@ -48,16 +56,16 @@ def finetune(model, tok, texts: list[str], y: np.ndarray, cfg: ModelConfig, log=
             enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
             if not accept_tt:
                 enc.pop("token_type_ids", None)
-            out = model(**enc, labels=y_t[idx])
+            out = model(**enc.to(device), labels=y_t[idx].to(device))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(out.loss))
+            losses.append(float(out.loss.detach()))
         if log:
             log(f"    {cfg.name} epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} ({time.perf_counter() - t0:.0f}s)")
-    return model.eval()
+    return model.to("cpu").eval()  # saving and ONNX export happen on the CPU
 
 
 def _forward_args(model) -> set[str]:
@@ -71,7 +79,8 @@ def predict_logits(model, tok, texts: list[str], max_length: int, token_budget: 
     import torch
 
     _set_threads()
-    model.eval()
+    device = _device()
+    model.to(device).eval()
     lengths = np.asarray([len(t) for t in texts])
     order = np.argsort(lengths, kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
@@ -86,6 +95,7 @@ def predict_logits(model, tok, texts: list[str], max_length: int, token_budget: 
             enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
             if not accept_tt:
                 enc.pop("token_type_ids", None)
-            out[idx] = model(**enc).logits.float().numpy()
+            out[idx] = model(**enc.to(device)).logits.float().cpu().numpy()
             s += bs
+    model.to("cpu")
     return out

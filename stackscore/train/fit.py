@@ -167,7 +167,9 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
         "fusion": spec.__dict__,
         "parity_texts": parity_texts,
         "calibration_texts": calibration_texts,
+        "int8": cfg.int8,
         "static_int8": cfg.static_int8,
+        "fp16": cfg.fp16,
     }
     (out / "fit_state.json").write_text(json.dumps(state, indent=2) + "\n")
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 from ...errors import StackscoreError
 from ...manifest import ModelSpec
+from .gpu import GpuOptions, on_gpu
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
 
@@ -31,6 +32,17 @@ class BackendOptions:
     precision: str = "fp32"  # the API's default is exact fp32; the CLI defaults to "auto"
     backend: str = "auto"  # auto | onnxruntime | openvino
     allow_cpu_fallback: bool = False  # GPU providers missing: fall back to CPU only if allowed
+    gpu: GpuOptions = field(default_factory=GpuOptions)  # devices, TensorRT cache, memory limit
+    io_binding: bool | None = None  # None: on for GPU providers (outputs stay on the device)
+
+    @property
+    def on_gpu(self) -> bool:
+        return on_gpu(self.providers)
+
+    @property
+    def devices(self) -> list[int | None]:
+        """One session per model per entry: GPU ids on GPU, a single CPU slot otherwise."""
+        return list(self.gpu.device_ids) if self.on_gpu else [None]
 
     @property
     def threads(self) -> int:
@@ -69,10 +81,10 @@ def choose(spec: ModelSpec, options: BackendOptions) -> Choice:
         raise StackscoreError(f"precision must be one of {', '.join(PRECISIONS)}, not '{prec}'")
     if backend not in ("auto", "onnxruntime", "openvino"):
         raise StackscoreError(f"backend must be auto, onnxruntime or openvino, not '{backend}'")
-    on_gpu = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in options.providers)
-    ov_ok = backend != "onnxruntime" and not on_gpu and have("openvino")
+    gpu = options.on_gpu
+    ov_ok = backend != "onnxruntime" and not gpu and have("openvino")
     if prec == "auto":
-        if on_gpu:
+        if gpu:
             prec = "fp16" if "fp16" in spec.graphs and gate_passed(spec, "fp16") else "fp32"
         elif ov_ok and "int8_static" in spec.graphs and gate_passed(spec, "int8_static"):
             prec = "int8"

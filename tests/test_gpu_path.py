@@ -1,0 +1,147 @@
+"""The GPU path, checked on the CPU: provider options, length buckets, IOBinding, fp16 graphs,
+and batches dealt over several devices (two CPU "devices" stand in for two GPUs).
+
+What needs a real GPU (CUDA kernels, TensorRT engines, the speed) is measured by
+``benchmarks/gpu_check.sh`` when a GPU is lent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stackscore.engine.backends import BackendOptions, choose
+from stackscore.engine.backends.gpu import CPU, CUDA, TENSORRT, GpuOptions, buckets_for, provider_list, tensorrt_options
+from stackscore.engine.batcher import build_batch, plan_batches
+from stackscore.engine.scorer import EngineConfig, Scorer
+from stackscore.manifest import load_manifest
+
+from test_batcher import encoded_from
+
+
+def test_buckets_end_at_max_length():
+    assert buckets_for(512) == (16, 32, 64, 128, 256, 384, 512)
+    assert buckets_for(200) == (16, 32, 64, 128, 200)
+    assert buckets_for(16) == (16,)
+
+
+def test_tensorrt_profile_spans_every_batch_the_batcher_can_make(tmp_path):
+    opts = tensorrt_options(1, GpuOptions(trt_cache_dir=tmp_path / "trt"), ["input_ids", "attention_mask"], max_length=512, max_rows=256, token_budget=8192)
+    assert opts["device_id"] == "1" and opts["trt_fp16_enable"] == "1"
+    assert opts["trt_profile_min_shapes"] == "input_ids:1x16,attention_mask:1x16"
+    assert opts["trt_profile_opt_shapes"] == "input_ids:64x128,attention_mask:64x128"
+    assert opts["trt_profile_max_shapes"] == "input_ids:256x512,attention_mask:256x512"
+    assert opts["trt_engine_cache_enable"] == "1" and (tmp_path / "trt").is_dir()
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "trt")
+
+
+def test_provider_list_orders_tensorrt_cuda_cpu_with_device_options():
+    gpu = GpuOptions(mem_limit_bytes=8 << 30)
+    kw = dict(input_names=["input_ids", "attention_mask"], max_length=128, max_rows=64, token_budget=4096)
+    trt = provider_list([TENSORRT, CUDA, CPU], 3, gpu, **kw)
+    assert [p if isinstance(p, str) else p[0] for p in trt] == [TENSORRT, CUDA, CPU]
+    assert trt[0][1]["device_id"] == "3" and "trt_engine_cache_enable" not in trt[0][1]
+    cuda = provider_list([CUDA], 0, gpu, **kw)
+    assert cuda[0] == (CUDA, {
+        "device_id": "0", "arena_extend_strategy": "kSameAsRequested", "cudnn_conv_algo_search": "HEURISTIC",
+        "do_copy_in_default_stream": "1", "gpu_mem_limit": str(8 << 30),
+    })
+    assert cuda[1] == CPU
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=300), min_size=0, max_size=300),
+    budget=st.integers(min_value=16, max_value=8192),
+    max_rows=st.integers(min_value=1, max_value=64),
+)
+def test_bucketed_batches_cover_every_row_once_at_bucket_widths(lengths, budget, max_rows):
+    buckets = buckets_for(300)
+    enc = encoded_from(lengths, 300)
+    groups = plan_batches(enc.lengths, budget, max_rows, buckets=buckets)
+    seen = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    for g in groups:
+        b = build_batch(enc, g, pad_id=0, buckets=buckets)
+        width = b.input_ids.shape[1]
+        assert width in buckets  # one of a few shapes, never a new one
+        assert len(g) <= max_rows and (len(g) == 1 or len(g) * width <= budget)
+        # the real tokens are all there, in order, followed by padding
+        for row, r in zip(b.input_ids, g):
+            n = lengths[r]
+            assert row[:n].tolist() == enc.flat[enc.offsets[r] : enc.offsets[r] + n].tolist()
+            assert not row[n:].any()
+
+
+def test_io_binding_gives_the_same_logits_as_plain_run(artifact, corpus_rows):
+    texts = [r["text"] for r in corpus_rows[:200]]
+    plain = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
+    bound_scorer = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime", io_binding=True)))
+    assert all(b.io_binding for b in bound_scorer.sessions.backends.values())
+    bound = bound_scorer.score_texts(texts)
+    np.testing.assert_array_equal(bound.proba, plain.proba)
+
+
+def test_two_devices_share_the_batches_and_keep_row_order(artifact, corpus_rows):
+    """Two GPUs requested, none present: with fallback allowed, two CPU pools play the GPUs."""
+    texts = [r["text"] for r in corpus_rows]
+    one = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32"), bucket_lengths=True)).score_texts(texts)
+    opts = BackendOptions(precision="fp32", providers=[CUDA, CPU], allow_cpu_fallback=True, gpu=GpuOptions(device_ids=[0, 1]))
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        two = Scorer(artifact, EngineConfig(backend=opts, token_budget=256))
+    assert len(two.pools) == 2 and two._workers is not None
+    assert all(w in two.buckets["bert"] for w in (16, 32, 64))  # GPU providers asked: lengths bucketed
+    got = two.score_texts(texts)
+    np.testing.assert_allclose(got.proba, one.proba, atol=1e-5)
+    assert got.padded_tokens >= got.real_tokens > 0
+
+
+def test_fp16_graph_is_fused_gated_and_runs(artifact, corpus_rows):
+    import onnx
+
+    m = load_manifest(artifact)
+    for s in m.models:
+        gate = s.parity["gates"]["fp16"]
+        assert gate["min_agreement"] == 0.999 and gate["device"] == "cpu"
+        assert gate["passed"] == (gate["label_agreement"] >= 0.999)
+        assert ("fp16" in s.graphs) == gate["passed"]
+        assert gate["fused_ops"].get("Attention", 0) >= 1, gate["fused_ops"]
+        if gate["passed"]:
+            g = onnx.load(str(artifact / s.graphs["fp16"])).graph
+            assert any(n.op_type == "Attention" for n in g.node)
+            assert {i.type.tensor_type.elem_type for i in g.input} == {onnx.TensorProto.INT64}
+            assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    if all("fp16" in s.graphs for s in m.models):
+        texts = [r["text"] for r in corpus_rows[:200]]
+        exact = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
+        half = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp16"))).score_texts(texts)
+        assert np.abs(half.proba - exact.proba).max() < 0.01
+        assert np.mean(half.proba.argmax(1) == exact.proba.argmax(1)) >= 0.99
+
+
+def test_gpu_auto_precision_is_fp16_on_gpu_providers(artifact):
+    gpu = BackendOptions(precision="auto", providers=[CUDA, CPU])
+    for s in load_manifest(artifact).models:
+        assert choose(s, gpu).precision == ("fp16" if "fp16" in s.graphs else "fp32")
+        assert choose(s, gpu).backend == "onnxruntime"  # never OpenVINO on a GPU request
+
+
+def test_cli_device_cuda_without_a_gpu_fails_clearly_then_falls_back_when_allowed(artifact, corpus_rows, tmp_path):
+    import json
+
+    from test_end_to_end import run_cli
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:50]))
+    out = tmp_path / "out.jsonl"
+    res = run_cli("score", str(artifact), str(src), "-o", str(out), "--device", "cuda", "--quiet")
+    assert res.returncode == 2, res.stderr
+    assert "CUDAExecutionProvider not available" in res.stderr and "--allow-cpu-fallback" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli("score", str(artifact), str(src), "-o", str(out), "--device", "cuda", "--gpus", "0,1", "--allow-cpu-fallback", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert len(out.read_text().splitlines()) == 50
+    bad = run_cli("score", str(artifact), str(src), "-o", str(out), "--device", "tpu", "--overwrite", "--quiet")
+    assert bad.returncode == 2 and "--device must be cpu, cuda or tensorrt" in bad.stderr
