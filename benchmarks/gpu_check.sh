@@ -14,7 +14,8 @@ if [ ! -d "$SITE/onnxruntime" ] || ! grep -q gpu "$SITE"/onnxruntime*/METADATA 2
     mkdir -p "$SITE"
     if [ -f .whl/parts/SHA256SUMS ]; then
         (cd .whl/parts && sha256sum -c --quiet SHA256SUMS) || { echo "a part of onnxruntime-gpu is missing or damaged"; exit 3; }
-        cat .whl/parts/ort-gpu.tar.xz.* | xz -dc -T0 | tar -C "$SITE" -xf - || exit 3
+        # Python's own tarfile/lzma: no dependence on the image having xz.
+        cat .whl/parts/ort-gpu.tar.xz.* | python3 -c "import sys, tarfile; tarfile.open(fileobj=sys.stdin.buffer, mode='r|xz').extractall(sys.argv[1], filter='data')" "$SITE" || exit 3
     fi
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 3
 fi

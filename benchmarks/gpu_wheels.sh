@@ -6,9 +6,13 @@
 #
 #   bash benchmarks/gpu_wheels.sh          # -> .whl/*.whl (small wheels) and .whl/parts/ort-gpu.tar.xz.NN
 #
-# Then, on the device (one call per part while the machine stays warm; parts already sent stay
-# there as ignored files): carry [".whl/parts/ort-gpu.tar.xz.00"], command "true"; ... and the
-# last call carries the last part plus the small wheels and runs benchmarks/gpu_check.sh.
+# Then three device calls, back to back (the machine stays warm 30 s after each; parts already
+# sent stay there as ignored files, and each call carries at most 64 MiB):
+#   1. carry [".whl/parts/ort-gpu.tar.xz.00"]                          command: true
+#   2. carry [".whl/parts/ort-gpu.tar.xz.01"]                          command: true
+#   3. carry [".whl/parts/ort-gpu.tar.xz.02", ".whl/parts/SHA256SUMS",
+#             ".whl/orjson-3.13.0-cp312-...whl", ".whl/skl2onnx-1.20.0-py3-none-any.whl"]
+#      command: bash benchmarks/gpu_check.sh          (timeout_s 560; logs + gpu_check.json in $OUT)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl/parts
@@ -23,5 +27,5 @@ tar -C "$tmp" -cf - . | xz -9e -T0 > .whl/ort-gpu.tar.xz
 rm -rf "$tmp" .whl/parts/ort-gpu.tar.xz.*
 split -b 61M -d .whl/ort-gpu.tar.xz .whl/parts/ort-gpu.tar.xz.
 rm .whl/ort-gpu.tar.xz .whl/onnxruntime_gpu-1.31.1-*.whl
-sha256sum .whl/parts/ort-gpu.tar.xz.* > .whl/parts/SHA256SUMS
+(cd .whl/parts && sha256sum ort-gpu.tar.xz.* > SHA256SUMS)
 ls -la .whl .whl/parts

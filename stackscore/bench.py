@@ -15,8 +15,10 @@ what to compare on a shared, noisy machine):
 
 The slow baselines run on the first ``baseline_rows`` rows of the same shuffled corpus (rows/s
 does not depend on how many rows are timed once there are enough); agreement is measured on
-those rows against the classic fp32 loop. ``overhead_fraction`` is the engine's wall time over
-the time its sessions alone take on the same pre-tokenized batches, minus one.
+those rows against the classic fp32 loop. ``overhead_fraction`` is the engine's wall time (a
+second, warm run, file to file) over the time its sessions alone take on the same pre-tokenized
+batches (also warm), minus one; the first run's cold start (kernel selection per new shape)
+counts against the engine in the ratios, not in the overhead.
 """
 
 from __future__ import annotations
@@ -163,11 +165,11 @@ def ort_input_order(ens: TorchEnsemble, scorer: Scorer, texts: list[str], batch:
     return Method("ortmodel", len(texts), time.perf_counter() - t0, tokens, lat, proba.argmax(1), proba)
 
 
-def engine_run(artifact: Path, texts: list[str], workdir: Path, backend: BackendOptions, token_budget: int, chunk_rows: int) -> tuple[Method, dict]:
+def engine_run(artifact: Path, texts: list[str], workdir: Path, backend: BackendOptions, token_budget: int, chunk_rows: int, scorer: Scorer | None = None) -> tuple[Method, dict]:
     src = workdir / "bench-input.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts)))
     out = workdir / "bench-output.jsonl"
-    scorer = Scorer(artifact, EngineConfig(token_budget=token_budget, backend=backend))
+    scorer = scorer or Scorer(artifact, EngineConfig(token_budget=token_budget, backend=backend))
     t0 = time.perf_counter()
     stats = score_file(scorer, src, out, ScoreOptions(progress=False, overwrite=True, chunk_rows=chunk_rows))
     seconds = time.perf_counter() - t0
@@ -236,7 +238,16 @@ def run_bench(
         results["engine"] = engine
         log(f"  {engine.rows_per_s:,.1f} rows/s on {engine.extra['backends']}")
         scorer: Scorer = info["scorer"]
-        inference_s = pure_inference_seconds(scorer, texts, chunk_rows)
+        # Overhead compares like with like: the engine run again, now warm (OpenVINO and ORT
+        # spend the first batch of every new shape on kernel selection), against the sessions
+        # alone, also warm, on the same batches. The ratios above use the cold first run.
+        # Best of two of each, alternating, so that a noisy neighbour on the machine hits both.
+        warm_runs, pure_runs = [], []
+        for _ in range(2):
+            warm_runs.append(engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows, scorer=scorer)[0])
+            pure_runs.append(pure_inference_seconds(scorer, texts, chunk_rows))
+        warm = min(warm_runs, key=lambda m: m.seconds)
+        inference_s = min(pure_runs)
         if precision != "fp32" and "engine_fp32" not in skip:
             log("engine (fp32, exact)")
             results["engine_fp32"], _ = engine_run(artifact, texts, Path(tmp), BackendOptions(precision="fp32", backend="onnxruntime"), token_budget, chunk_rows)
@@ -284,9 +295,10 @@ def run_bench(
         "ratio_vs_ortmodel": ratio("ortmodel"),
         "ortmodel_is": "plain ONNX Runtime session, fp32 graph, batches of 32 in input order (optimum-onnx 0.1.0 does not import with transformers 5.x)",
         "padding_fraction": round(1.0 - stats["padding_efficiency"], 4),
-        "overhead_fraction": round(results["engine"].seconds / inference_s - 1.0, 4),
+        "overhead_fraction": round(warm.seconds / inference_s - 1.0, 4),
         "inference_seconds": round(inference_s, 3),
         "engine_seconds": round(results["engine"].seconds, 3),
+        "engine_warm_seconds": round(warm.seconds, 3),
         "agreement": table["engine"].get("agreement_vs_classic_fp32"),
         "single_row_latency_ms": single,
         "methods": table,
