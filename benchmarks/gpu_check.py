@@ -38,12 +38,12 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def make_corpus(work: Path, rows: int, seed: int = 0) -> tuple[Path, Path, Path]:
+def make_corpus(work: Path, rows: int, train_rows: int = 2000, seed: int = 0) -> tuple[Path, Path, Path]:
     from stackscore.train.corpus import generate, write_jsonl
 
     data = work / "data"
     data.mkdir(parents=True, exist_ok=True)
-    write_jsonl(data / "train.jsonl", generate(2000, seed=1))
+    write_jsonl(data / "train.jsonl", generate(train_rows, seed=1))
     write_jsonl(data / "test.jsonl", generate(512, seed=2, start=10_000))
     rng = random.Random(seed)
     pool = [e.text for e in generate(20_000, seed=3, start=20_000)]
@@ -157,12 +157,13 @@ def main() -> int:
     ap.add_argument("--baseline-rows", type=int, default=20_000)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--token-budget", type=int, default=32768)
-    ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU, 2,000 rows: tests this script without a GPU")
+    ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU: tests this script without a GPU")
     args = ap.parse_args()
     device = "cpu" if args.smoke else "cuda"
     size = TINY if args.smoke else BASE
     if args.smoke:
         args.rows, args.baseline_rows, args.token_budget = min(args.rows, 2000), min(args.baseline_rows, 500), 4096
+        args.max_length = min(args.max_length, 64)
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict = {"device": device, "rows": args.rows, "max_length": args.max_length, "model_size": size}
@@ -178,7 +179,7 @@ def main() -> int:
         log(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}, GPU {result['gpu']}")
 
     t0 = time.perf_counter()
-    train, test, src = make_corpus(args.work, args.rows)
+    train, test, src = make_corpus(args.work, args.rows, train_rows=400 if args.smoke else 2000)
     log(f"corpus: {args.rows:,} rows to score ({time.perf_counter() - t0:.0f}s)")
     t0 = time.perf_counter()
     fitted = fit_ensemble(args.work, train, test, size, args.max_length)

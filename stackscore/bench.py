@@ -15,10 +15,10 @@ what to compare on a shared, noisy machine):
 
 The slow baselines run on the first ``baseline_rows`` rows of the same shuffled corpus (rows/s
 does not depend on how many rows are timed once there are enough); agreement is measured on
-those rows against the classic fp32 loop. ``overhead_fraction`` is the engine's wall time (a
-second, warm run, file to file) over the time its sessions alone take on the same pre-tokenized
-batches (also warm), minus one; the first run's cold start (kernel selection per new shape)
-counts against the engine in the ratios, not in the overhead.
+those rows against the classic fp32 loop. Every method is timed best of two (first passes pay
+for per-shape kernel selection in every runtime); the engine's cold first run is reported as
+``engine_cold_rows_per_s``. ``overhead_fraction`` is the warm engine's wall time, file to file,
+over the time its sessions alone take on the same pre-tokenized batches, minus one.
 """
 
 from __future__ import annotations
@@ -234,34 +234,41 @@ def run_bench(
     results: dict[str, Method] = {}
     with tempfile.TemporaryDirectory() as tmp:
         log(f"engine ({precision}): {len(texts):,} rows from {', '.join(data)}")
-        engine, info = engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows)
-        results["engine"] = engine
-        log(f"  {engine.rows_per_s:,.1f} rows/s on {engine.extra['backends']}")
+        cold, info = engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows)
         scorer: Scorer = info["scorer"]
-        # Overhead compares like with like: the engine run again, now warm (OpenVINO and ORT
-        # spend the first batch of every new shape on kernel selection), against the sessions
-        # alone, also warm, on the same batches. The ratios above use the cold first run.
-        # Best of two of each, alternating, so that a noisy neighbour on the machine hits both.
+        # Every method is timed best of two (the first pass of any runtime pays for kernel
+        # selection per new shape: oneDNN under PyTorch, ORT, OpenVINO alike), and the engine's
+        # overhead compares like with like: the warm engine, file to file, against its
+        # sessions alone on the same batches, alternating so a noisy neighbour hits both.
         warm_runs, pure_runs = [], []
         for _ in range(2):
             warm_runs.append(engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows, scorer=scorer)[0])
             pure_runs.append(pure_inference_seconds(scorer, texts, chunk_rows))
-        warm = min(warm_runs, key=lambda m: m.seconds)
+        engine = min(warm_runs, key=lambda m: m.seconds)
         inference_s = min(pure_runs)
+        results["engine"] = engine
+        log(f"  {engine.rows_per_s:,.1f} rows/s warm ({cold.rows_per_s:,.1f} cold) on {engine.extra['backends']}")
         if precision != "fp32" and "engine_fp32" not in skip:
             log("engine (fp32, exact)")
-            results["engine_fp32"], _ = engine_run(artifact, texts, Path(tmp), BackendOptions(precision="fp32", backend="onnxruntime"), token_budget, chunk_rows)
+            fp32_opts = BackendOptions(precision="fp32", backend="onnxruntime")
+            first, fp32_info = engine_run(artifact, texts, Path(tmp), fp32_opts, token_budget, chunk_rows)
+            second, _ = engine_run(artifact, texts, Path(tmp), fp32_opts, token_budget, chunk_rows, scorer=fp32_info["scorer"])
+            results["engine_fp32"] = min(first, second, key=lambda m: m.seconds)
             results["engine_fp32"].name = "engine_fp32"
         ens = TorchEnsemble(workdir, scorer)
+
+        def best_of_two(fn: Callable[[], Method]) -> Method:
+            return min((fn(), fn()), key=lambda m: m.seconds)
+
         if "classic" not in skip:
-            log(f"classic: PyTorch fp32, batch 32, input order, {len(base_texts)} rows")
-            results["classic"] = torch_loop(ens, base_texts, "classic", sort=False, bf16=False)
+            log(f"classic: PyTorch fp32, batch 32, input order, {len(base_texts)} rows (best of 2)")
+            results["classic"] = best_of_two(lambda: torch_loop(ens, base_texts, "classic", sort=False, bf16=False))
         if "expert_bf16" not in skip:
-            log(f"expert: PyTorch bf16 autocast, sorted batches of 32, {len(base_texts)} rows")
-            results["expert_bf16"] = torch_loop(ens, base_texts, "expert_bf16", sort=True, bf16=True)
+            log(f"expert: PyTorch bf16 autocast, sorted batches of 32, {len(base_texts)} rows (best of 2)")
+            results["expert_bf16"] = best_of_two(lambda: torch_loop(ens, base_texts, "expert_bf16", sort=True, bf16=True))
         if "ortmodel" not in skip:
-            log(f"ortmodel stand-in: ORT fp32 session, batch 32, input order, {len(base_texts)} rows")
-            results["ortmodel"] = ort_input_order(ens, scorer, base_texts)
+            log(f"ortmodel stand-in: ORT fp32 session, batch 32, input order, {len(base_texts)} rows (best of 2)")
+            results["ortmodel"] = best_of_two(lambda: ort_input_order(ens, scorer, base_texts))
         single = single_row_latency(scorer, texts)
     n_base = len(base_texts)
     reference = results.get("classic")
@@ -295,10 +302,10 @@ def run_bench(
         "ratio_vs_ortmodel": ratio("ortmodel"),
         "ortmodel_is": "plain ONNX Runtime session, fp32 graph, batches of 32 in input order (optimum-onnx 0.1.0 does not import with transformers 5.x)",
         "padding_fraction": round(1.0 - stats["padding_efficiency"], 4),
-        "overhead_fraction": round(warm.seconds / inference_s - 1.0, 4),
+        "overhead_fraction": round(engine.seconds / inference_s - 1.0, 4),
         "inference_seconds": round(inference_s, 3),
-        "engine_seconds": round(results["engine"].seconds, 3),
-        "engine_warm_seconds": round(warm.seconds, 3),
+        "engine_seconds": round(engine.seconds, 3),
+        "engine_cold_rows_per_s": round(cold.rows_per_s, 2),
         "agreement": table["engine"].get("agreement_vs_classic_fp32"),
         "single_row_latency_ms": single,
         "methods": table,

@@ -31,7 +31,7 @@ LONG_TEXT_MODES = ("truncate", "head-tail", "windows")
 class Encoded:
     """Token ids of ``len(lengths)`` sequences: sequence i is ``flat[offsets[i]:offsets[i] + lengths[i]]``."""
 
-    flat: np.ndarray  # int64
+    flat: np.ndarray  # int32 (vocabularies are far below 2**31; batches are built as int64)
     lengths: np.ndarray  # int64
     offsets: np.ndarray  # int64
     max_length: int
@@ -55,6 +55,9 @@ def _csr(seqs_lengths: np.ndarray) -> np.ndarray:
     if len(seqs_lengths) > 1:
         np.cumsum(seqs_lengths[:-1], out=offsets[1:])
     return offsets
+
+
+SLICE = 1024  # rows per encode_batch call (bounds the tokenizer's transient memory)
 
 
 class TextTokenizer:
@@ -92,9 +95,18 @@ class TextTokenizer:
         texts = [t if len(t) <= cap else t[:cap] for t in texts]
         if self.long_text != "truncate":
             return self._encode_long(texts)
-        encs = self._encode(texts, add_special_tokens=True)
-        lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
-        flat = np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int64, count=int(lengths.sum()))
+        # Slices of SLICE rows: the Encoding objects (tokens, offsets, overflow) cost ~100x the
+        # ids they carry, so they are turned into numpy and freed a slice at a time; the
+        # window (the sorting unit) can then be large without a large transient peak.
+        lengths_parts, flat_parts = [], []
+        for s in range(0, len(texts), SLICE):
+            encs = self._encode(texts[s : s + SLICE], add_special_tokens=True)
+            lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+            flat_parts.append(np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum())))
+            lengths_parts.append(lens)
+            del encs
+        lengths = np.concatenate(lengths_parts) if lengths_parts else np.zeros(0, dtype=np.int64)
+        flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int32)
         return Encoded(flat, lengths, _csr(lengths), self.max_length)
 
     def _encode_long(self, texts: list[str]) -> Encoded:
@@ -120,6 +132,6 @@ class TextTokenizer:
                     seqs.append(pre + body[s : s + n] + suf)
                     owner.append(row)
         lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-        flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
+        flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int32, count=int(lengths.sum()))
         own = np.asarray(owner, dtype=np.int64) if self.long_text == "windows" else None
         return Encoded(flat, lengths, _csr(lengths), self.max_length, owner=own, n_truncated=cut)

@@ -81,6 +81,8 @@ class OrtBackend:
         self._ort = ort
 
     def feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
+        # The graphs take int64; ids straight from an Encoded window are int32 (no copy if int64).
+        input_ids, attention_mask = input_ids.astype(np.int64, copy=False), attention_mask.astype(np.int64, copy=False)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)

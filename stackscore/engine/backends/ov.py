@@ -37,6 +37,7 @@ class OpenVinoBackend:
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        input_ids, attention_mask = input_ids.astype(np.int64, copy=False), attention_mask.astype(np.int64, copy=False)
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
