@@ -50,6 +50,9 @@ def test_auto_on_gpu_takes_fp16_only_when_its_gate_passed():
     gpu = BackendOptions(precision="auto", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), gpu).precision == "fp16"
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": False}}), gpu).precision == "fp32"
+    # TensorRT makes its own fp16 engine from the unfused fp32 graph
+    trt = BackendOptions(precision="auto", providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+    assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), trt) == backends.Choice("onnxruntime", "fp32", "fp32")
 
 
 def test_forced_precisions_and_clear_errors(monkeypatch):

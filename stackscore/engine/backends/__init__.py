@@ -83,8 +83,14 @@ def choose(spec: ModelSpec, options: BackendOptions) -> Choice:
         raise StackscoreError(f"backend must be auto, onnxruntime or openvino, not '{backend}'")
     gpu = options.on_gpu
     ov_ok = backend != "onnxruntime" and not gpu and have("openvino")
+    tensorrt = any((p[0] if isinstance(p, tuple) else p) == "TensorrtExecutionProvider" for p in options.providers)
     if prec == "auto":
-        if gpu:
+        if tensorrt:
+            # TensorRT builds its own fp16 engine from the plain fp32 graph (trt_fp16_enable);
+            # the fp16 graph's ORT-fused contrib ops (Attention, SkipLayerNorm) are not TensorRT ops
+            # and would split the graph between TensorRT and CUDA.
+            prec = "fp32"
+        elif gpu:
             prec = "fp16" if "fp16" in spec.graphs and gate_passed(spec, "fp16") else "fp32"
         elif ov_ok and "int8_static" in spec.graphs and gate_passed(spec, "int8_static"):
             prec = "int8"
