@@ -121,20 +121,18 @@ class Scorer:
                 logits = np.zeros((len(enc.lengths), k), dtype=np.float32)
                 plans = plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows, buckets=self.buckets[name])
                 if self._workers is None:
-                    self._run_batches(self.sessions, name, enc, plans, logits, out)
+                    done = [self._run_batches(self.sessions, name, enc, plans, logits)]
                 else:  # one worker per device, batches dealt round-robin; rows say where each goes
                     n_dev = len(self.pools)
-                    parts = [ScoredWindow(window.chunk, window.valid, out.proba, {}, None) for _ in range(n_dev)]
                     futures = [
-                        self._workers.submit(self._run_batches, pool, name, enc, plans[i::n_dev], logits, parts[i])
+                        self._workers.submit(self._run_batches, pool, name, enc, plans[i::n_dev], logits)
                         for i, pool in enumerate(self.pools)
                     ]
-                    for f in futures:
-                        f.result()
-                    for p in parts:
-                        out.batch_seconds += p.batch_seconds
-                        out.real_tokens += p.real_tokens
-                        out.padded_tokens += p.padded_tokens
+                    done = [f.result() for f in futures]
+                for seconds, real, padded in done:
+                    out.batch_seconds += seconds
+                    out.real_tokens += real
+                    out.padded_tokens += padded
                 if enc.owner is not None:  # windows: average each row's window logits
                     summed = np.zeros((n, k), dtype=np.float64)
                     np.add.at(summed, enc.owner, logits)
@@ -145,16 +143,22 @@ class Scorer:
         out.contributions = self.fusion.contributions(outs)
         return out
 
-    def _run_batches(self, pool: SessionPool, name: str, enc: Encoded, plans: list[np.ndarray], logits: np.ndarray, out: ScoredWindow) -> None:
-        """Run ``plans`` of model ``name`` on one device; writes rows of ``logits`` in place."""
+    def _run_batches(self, pool: SessionPool, name: str, enc: Encoded, plans: list[np.ndarray], logits: np.ndarray) -> tuple[list[float], int, int]:
+        """Run ``plans`` of model ``name`` on one device, writing rows of ``logits`` in place.
+
+        Returns (per-batch seconds, real tokens, padded tokens) for the window's statistics.
+        """
         buckets = self.buckets[name]
+        seconds: list[float] = []
+        real = padded = 0
         for rows in plans:
             batch = build_batch(enc, rows, self.pad_ids[name], buckets)
             t0 = time.perf_counter()
             logits[rows] = pool.run(name, batch.input_ids, batch.attention_mask)
-            out.batch_seconds.append(time.perf_counter() - t0)
-            out.real_tokens += batch.real_tokens
-            out.padded_tokens += batch.padded_tokens
+            seconds.append(time.perf_counter() - t0)
+            real += batch.real_tokens
+            padded += batch.padded_tokens
+        return seconds, real, padded
 
     def score_texts(self, texts: list[str]) -> ScoredWindow:
         """Score in-memory texts (every one must be a non-empty string)."""

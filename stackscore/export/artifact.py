@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__, fusion
 from ..errors import StackscoreError
 from ..manifest import FusionSpec, Manifest, load_manifest, write_manifest
-from .onnx_graph import ParityError, export_transformer
+from .onnx_graph import ParityError, Variants, export_transformer
 
 FIT_STATE = "fit_state.json"
 
@@ -49,8 +49,7 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
         else:
             spec = export_transformer(
                 workdir / "models" / m["name"], tmp, m["name"], m["max_length"], samples, log=log,
-                calibration_texts=state.get("calibration_texts"), static_int8=state.get("static_int8", True),
-                fp16=state.get("fp16", True), int8=state.get("int8", True),
+                variants=Variants.from_state(state),
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)

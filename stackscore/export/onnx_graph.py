@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,14 @@ def engine_logits(run, tokenizer_json: Path, max_length: int, pad_id: int, texts
     return out
 
 
+def ort_runner(graph: Path):
+    """``run(ids, mask) -> logits`` through a CPU ONNX Runtime session on ``graph``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    return lambda ids, mask: sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+
+
 def torch_runner(model):
     import torch
 
@@ -116,11 +125,8 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
 
 def check_parity(model, graph: Path, tokenizer_json: Path, max_length: int, pad_id: int, texts: list[str], tol: float) -> tuple[dict[str, Any], np.ndarray]:
     """fp32 gate: max |ONNX - PyTorch| logit difference on the engine's batches of ``texts``."""
-    import onnxruntime as ort
-
     ref = engine_logits(torch_runner(model), tokenizer_json, max_length, pad_id, texts)
-    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    got = engine_logits(lambda i, m: sess.run(["logits"], {"input_ids": i, "attention_mask": m})[0], tokenizer_json, max_length, pad_id, texts)
+    got = engine_logits(ort_runner(graph), tokenizer_json, max_length, pad_id, texts)
     result = {"precision": "fp32", **compare(ref, got), "tolerance": tol}
     if result["max_abs_diff"] > tol:
         raise ParityError(f"ONNX/PyTorch parity failed for {graph}: max |diff| {result['max_abs_diff']:.2e} > {tol:.0e}")
@@ -146,8 +152,7 @@ def fp32_scopes(graph: Path) -> list[list[str]]:
 
     1. nothing (the whole graph int8);
     2. every layer's FFN down-projection: its input carries the activation outliers that
-       per-tensor int8 clips (pretrained MiniLM-L6 on rt-polarity: 98.05 % -> 99.75 %
-       agreement with fp32, still 1.25x bf16's speed);
+       per-tensor int8 clips (the usual culprit in BERT-family int8);
     3. that, plus the last encoder layer and the classifier head, which decide the label.
     """
     import re
@@ -182,7 +187,7 @@ def fp16_graph(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[
     return fused
 
 
-def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarray]], ignored: list[str] | None = None) -> None:
+def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarray]], ignored: list[str] | None = None, **nncf_options) -> None:
     """Static int8 (NNCF, QDQ in ONNX): activations calibrated on training texts.
 
     OpenVINO runs the QDQ graph with int8 kernels (VNNI/AMX), which ONNX Runtime's dynamic
@@ -197,7 +202,7 @@ def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarra
     kw = {"ignored_scope": nncf.IgnoredScope(patterns=ignored, validate=False)} if ignored else {}
     q = nncf.quantize(
         onnx.load(str(fp32)), nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration), **kw,
+        subset_size=len(calibration), **kw, **nncf_options,
     )
     onnx.save(q, str(out))
 
@@ -212,7 +217,7 @@ def calibration_batches(tok_path: Path, max_length: int, pad_id: int, texts: lis
     return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches]
 
 
-def _gate(name: str, run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, **extra) -> dict[str, Any]:
+def _gate(run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, **extra) -> dict[str, Any]:
     try:
         got = engine_logits(run(), tok_path, max_length, pad_id, texts)
         gate = {**compare(ref, got), "min_agreement": min_agreement, **extra}
@@ -222,7 +227,34 @@ def _gate(name: str, run, ref: np.ndarray, texts, tok_path, max_length, pad_id, 
     return gate
 
 
-def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list[str], ref: np.ndarray, min_agreement: float, log, calibration_texts: list[str] | None = None, static_int8: bool = True, fp16_shape: tuple[int, int] | None = None, fp16_agreement: float = 0.999, int8: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+def _keep(gate: dict[str, Any], path: Path, key: str, graphs: dict[str, str]) -> None:
+    """A graph stays in the artifact only if its gate passed (fall back: the file goes)."""
+    if gate["passed"]:
+        graphs[key] = path.name
+    elif path.exists():
+        path.unlink()
+
+
+@dataclass
+class Variants:
+    """Which faster graphs export tries, and their gates (from the fit config / fit state)."""
+
+    int8: bool = True  # ONNX Runtime dynamic int8
+    static_int8: bool = True  # NNCF static int8 for OpenVINO
+    fp16: bool = True  # fused fp16 graph for GPUs
+    min_agreement: float = 0.995  # gate for int8, static int8, bf16
+    fp16_agreement: float = 0.999
+    calibration_texts: list[str] | None = None  # training texts for static int8
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Variants":
+        return cls(
+            int8=state.get("int8", True), static_int8=state.get("static_int8", True), fp16=state.get("fp16", True),
+            calibration_texts=state.get("calibration_texts"),
+        )
+
+
+def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list[str], ref: np.ndarray, log, variants: Variants, fp16_shape: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions; keep each only if it agrees with PyTorch fp32 on the sample.
 
     - ``int8``: ONNX Runtime dynamic quantization (a graph, kept only if its gate passes);
@@ -230,56 +262,47 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
     - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
       the whole graph fails the gate, retried with sensitive layers kept in fp32 (``fp32_scopes``);
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
-      ``fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
+      ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
     Returns (gates, extra graphs by key).
     """
-    import onnxruntime as ort
-
     from ..engine.backends import BackendOptions, cpu_has_bf16, have
     from ..manifest import ModelSpec
 
     graphs: dict[str, str] = {}
     gates: dict[str, Any] = {}
-    int8_path = graph_dir / "model.int8.onnx"
+    min_agreement, calibration_texts = variants.min_agreement, variants.calibration_texts
+    if variants.int8:
+        int8_path = graph_dir / "model.int8.onnx"
 
-    def ort_int8():
-        quantize_int8(fp32, int8_path)
-        sess = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
-        return lambda i, m: sess.run(["logits"], {"input_ids": i, "attention_mask": m})[0]
+        def ort_int8():
+            quantize_int8(fp32, int8_path)
+            return ort_runner(int8_path)
 
-    if int8:
-        gates["int8"] = _gate("int8", ort_int8, ref, texts, tok_path, max_length, pad_id, min_agreement, method="dynamic")
-        if gates["int8"]["passed"]:
-            graphs["int8"] = int8_path.name
-        elif int8_path.exists():
-            int8_path.unlink()  # fall back: the artifact keeps only precisions that passed
+        gates["int8"] = _gate(ort_int8, ref, texts, tok_path, max_length, pad_id, min_agreement, method="dynamic")
+        _keep(gates["int8"], int8_path, "int8", graphs)
 
-    if fp16_shape:
+    if variants.fp16 and fp16_shape:
         fp16 = graph_dir / "model.fp16.onnx"
         fused: dict[str, int] = {}
 
         def ort_fp16():
             fused.update(fp16_graph(fp32, fp16, *fp16_shape))
-            sess = ort.InferenceSession(str(fp16), providers=["CPUExecutionProvider"])
-            return lambda i, m: sess.run(["logits"], {"input_ids": i, "attention_mask": m})[0]
+            return ort_runner(fp16)
 
-        gates["fp16"] = _gate("fp16", ort_fp16, ref, texts, tok_path, max_length, pad_id, fp16_agreement, device="cpu")
+        gates["fp16"] = _gate(ort_fp16, ref, texts, tok_path, max_length, pad_id, variants.fp16_agreement, device="cpu")
         gates["fp16"]["fused_ops"] = fused
-        if gates["fp16"]["passed"]:
-            graphs["fp16"] = fp16.name
-        elif fp16.exists():
-            fp16.unlink()
+        _keep(gates["fp16"], fp16, "fp16", graphs)
 
     if have("openvino"):
         from ..engine.backends.ov import OpenVinoBackend
 
         spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=INPUTS)
         gates["bf16"] = _gate(
-            "bf16", lambda: OpenVinoBackend(fp32, spec, BackendOptions(), "bf16").run, ref, texts, tok_path,
+            lambda: OpenVinoBackend(fp32, spec, BackendOptions(), "bf16").run, ref, texts, tok_path,
             max_length, pad_id, min_agreement, cpu_bf16=cpu_has_bf16(),
         )
-        if static_int8 and have("nncf"):
+        if variants.static_int8 and have("nncf"):
             static = graph_dir / "model.int8-static.onnx"
             calib = calibration_batches(tok_path, max_length, pad_id, calibration_texts or texts)
             for ignored in fp32_scopes(fp32):
@@ -289,7 +312,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
                     return OpenVinoBackend(static, spec, BackendOptions(), "int8").run
 
                 gate = _gate(
-                    "int8_static", ov_static, ref, texts, tok_path, max_length, pad_id, min_agreement,
+                    ov_static, ref, texts, tok_path, max_length, pad_id, min_agreement,
                     method="nncf-static-qdq", fp32_scope=ignored, calibration_rows=len(calibration_texts or texts),
                     calibration="training sample" if calibration_texts else "gate sample (old fit state)",
                 )
@@ -298,10 +321,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
                     log(f"    int8_static (fp32: {ignored or 'none'}): agreement {gate['label_agreement']:.2%}")
                 if gate["passed"] or "error" in gate:
                     break
-            if gates["int8_static"]["passed"]:
-                graphs["int8_static"] = static.name
-            elif static.exists():
-                static.unlink()
+            _keep(gates["int8_static"], static, "int8_static", graphs)
     for prec, g in gates.items():
         if "error" in g:
             log(f"    {prec}: not available ({g['error'][:120]})")
@@ -310,7 +330,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
     return gates, graphs
 
 
-def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list[str], tol: float = 1e-4, min_agreement: float = 0.995, log=print, calibration_texts: list[str] | None = None, static_int8: bool = True, fp16: bool = True, int8: bool = True) -> ModelSpec:
+def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list[str], tol: float = 1e-4, log=print, variants: Variants | None = None) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ int8 if its gate passes) and ``tokenizer.json``."""
     model, tok = load_for_export(Path(model_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -325,8 +345,8 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol)
     parity["vocab_size"] = int(model.config.vocab_size)
     gates, extra = precision_gates(
-        graph.parent, graph, tok_path, max_length, pad_id, sample_texts, ref, min_agreement, log, calibration_texts, static_int8,
-        fp16_shape=(int(model.config.num_attention_heads), int(model.config.hidden_size)) if fp16 else None, int8=int8,
+        graph.parent, graph, tok_path, max_length, pad_id, sample_texts, ref, log, variants or Variants(),
+        fp16_shape=(int(model.config.num_attention_heads), int(model.config.hidden_size)),
     )
     parity["gates"] = gates
     graphs = {"fp32": (rel / "model.fp32.onnx").as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}

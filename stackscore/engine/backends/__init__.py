@@ -18,9 +18,11 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+import numpy as np
+
 from ...errors import StackscoreError
 from ...manifest import ModelSpec
-from .gpu import GpuOptions, on_gpu
+from .gpu import TENSORRT, GpuOptions, on_gpu, provider_names
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
 
@@ -63,6 +65,15 @@ def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def graph_feeds(input_ids: np.ndarray, attention_mask: np.ndarray, input_names: list[str]) -> dict[str, np.ndarray]:
+    """What a transformer graph is fed: int64 ids and mask (windows hold int32 ids; no copy
+    when already int64), zero ``token_type_ids`` if the graph has that input."""
+    feeds = {"input_ids": input_ids.astype(np.int64, copy=False), "attention_mask": attention_mask.astype(np.int64, copy=False)}
+    if "token_type_ids" in input_names:
+        feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+    return {k: v for k, v in feeds.items() if k in input_names}
+
+
 def gate_passed(spec: ModelSpec, precision: str) -> bool:
     gate = spec.parity.get("gates", {}).get(precision)
     return bool(gate and gate.get("passed"))
@@ -83,7 +94,7 @@ def choose(spec: ModelSpec, options: BackendOptions) -> Choice:
         raise StackscoreError(f"backend must be auto, onnxruntime or openvino, not '{backend}'")
     gpu = options.on_gpu
     ov_ok = backend != "onnxruntime" and not gpu and have("openvino")
-    tensorrt = any((p[0] if isinstance(p, tuple) else p) == "TensorrtExecutionProvider" for p in options.providers)
+    tensorrt = TENSORRT in provider_names(options.providers)
     if prec == "auto":
         if tensorrt:
             # TensorRT builds its own fp16 engine from the plain fp32 graph (trt_fp16_enable);

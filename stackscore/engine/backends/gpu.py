@@ -99,7 +99,7 @@ def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, inpu
     TensorRT is always followed by CUDA (for the ops TensorRT does not take) and CPU last, as
     ONNX Runtime recommends; CUDA alone is followed by CPU.
     """
-    names = [p[0] if isinstance(p, tuple) else p for p in requested]
+    names = provider_names(requested)
     out: list = []
     if TENSORRT in names:
         out.append((TENSORRT, tensorrt_options(device_id, gpu, input_names, max_length, max_rows, token_budget)))
@@ -119,5 +119,10 @@ def providers_for_device(device: str) -> list[str]:
     return table[device]
 
 
+def provider_names(providers: list) -> list[str]:
+    """Names of ``providers``, which ONNX Runtime accepts as names or (name, options) pairs."""
+    return [p[0] if isinstance(p, tuple) else p for p in providers]
+
+
 def on_gpu(providers: list) -> bool:
-    return any((p[0] if isinstance(p, tuple) else p) in GPU_PROVIDERS for p in providers)
+    return any(name in GPU_PROVIDERS for name in provider_names(providers))

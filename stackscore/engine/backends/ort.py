@@ -8,7 +8,8 @@ import numpy as np
 
 from ...errors import ArtifactError, StackscoreError
 from ...manifest import ModelSpec
-from . import BackendOptions
+from . import BackendOptions, graph_feeds
+from .gpu import provider_list, provider_names
 
 FEEDABLE = {"input_ids", "attention_mask", "token_type_ids"}
 
@@ -24,7 +25,7 @@ def import_ort():
 def resolve_providers(ort, options: BackendOptions) -> list:
     """The providers to use: as asked, or CPU when the asked ones are missing and fallback is allowed."""
     available = set(ort.get_available_providers())
-    names = [p[0] if isinstance(p, tuple) else p for p in options.providers]
+    names = provider_names(options.providers)
     missing = [p for p in names if p not in available]
     if not missing:
         return list(options.providers)
@@ -53,8 +54,6 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, graph: Path, spec: ModelSpec, options: BackendOptions, precision: str = "fp32", device_id: int | None = None, token_budget: int = 2048, max_rows: int = 256):
-        from .gpu import provider_list
-
         ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -80,16 +79,8 @@ class OrtBackend:
         self.io_binding = bool(use_binding)
         self._ort = ort
 
-    def feeds(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        # The graphs take int64; ids straight from an Encoded window are int32 (no copy if int64).
-        input_ids, attention_mask = input_ids.astype(np.int64, copy=False), attention_mask.astype(np.int64, copy=False)
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        return {k: v for k, v in feeds.items() if k in self.input_names}
-
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = self.feeds(input_ids, attention_mask)
+        feeds = graph_feeds(input_ids, attention_mask, self.input_names)
         if self.io_binding:
             return self.run_bound(feeds)
         return self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)

@@ -2,7 +2,7 @@
 
 OpenVINO compiles for dynamic shapes once and reuses kernels across lengths, and on CPUs with
 AVX512-BF16/AMX its bf16 execution of an fp32 graph is fast; a static int8 graph (NNCF QDQ,
-``int8_static`` in the manifest) is faster still (measured 1.3-1.5x bf16 on MiniLM-sized models).
+``int8_static`` in the manifest) is faster still (~1.3x bf16 on MiniLM: benchmarks/int8_probe.py).
 It does not speed up ONNX Runtime's *dynamically* quantized graphs, which stay on ONNX Runtime.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...manifest import ModelSpec
-from . import BackendOptions, cpu_has_bf16
+from . import BackendOptions, cpu_has_bf16, graph_feeds
 
 
 class OpenVinoBackend:
@@ -37,9 +37,5 @@ class OpenVinoBackend:
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        input_ids, attention_mask = input_ids.astype(np.int64, copy=False), attention_mask.astype(np.int64, copy=False)
-        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.input_names:
-            feeds["token_type_ids"] = np.zeros_like(input_ids)
-        res = self.request.infer({k: v for k, v in feeds.items() if k in self.input_names})
+        res = self.request.infer(graph_feeds(input_ids, attention_mask, self.input_names))
         return np.asarray(res[self.output], dtype=np.float32)
