@@ -145,3 +145,16 @@ def test_cli_device_cuda_without_a_gpu_fails_clearly_then_falls_back_when_allowe
     assert len(out.read_text().splitlines()) == 50
     bad = run_cli("score", str(artifact), str(src), "-o", str(out), "--device", "tpu", "--overwrite", "--quiet")
     assert bad.returncode == 2 and "--device must be cpu, cuda or tensorrt" in bad.stderr
+
+
+def test_a_provider_lost_at_session_start_is_refused_unless_fallback_is_allowed():
+    """ORT drops a GPU provider whose libraries fail to load and retries: that must not pass silently."""
+    from stackscore.engine.backends.ort import check_active_providers
+    from stackscore.errors import StackscoreError
+
+    asked = [TENSORRT, CUDA, CPU]
+    check_active_providers("m", asked, [TENSORRT, CUDA, CPU], allow_fallback=False)  # all there: fine
+    with pytest.raises(StackscoreError, match="could not start TensorrtExecutionProvider"):
+        check_active_providers("m", asked, [CUDA, CPU], allow_fallback=False)
+    with pytest.warns(RuntimeWarning, match="TensorrtExecutionProvider"):
+        check_active_providers("m", asked, [CUDA, CPU], allow_fallback=True)

@@ -42,6 +42,27 @@ def resolve_providers(ort, options: BackendOptions) -> list:
     return ["CPUExecutionProvider"]
 
 
+def check_active_providers(model: str, requested: list[str], active: list[str], allow_fallback: bool) -> None:
+    """Refuse a session that silently lost a requested GPU provider.
+
+    ONNX Runtime's Python API retries without a provider whose libraries fail to load (seen on an
+    H200 image without TensorRT: ``libnvinfer.so.10`` missing -> "Falling back to CUDA and
+    retrying"), so a ``--device tensorrt`` run would otherwise report CUDA figures as TensorRT's.
+    """
+    lost = [p for p in requested if p not in active and p != "CPUExecutionProvider"]
+    if not lost:
+        return
+    msg = (
+        f"model '{model}': ONNX Runtime could not start {', '.join(lost)} (its libraries failed to load; "
+        f"the session runs on {', '.join(active)})"
+    )
+    if not allow_fallback:
+        raise StackscoreError(msg + "; install the provider's libraries or pass --allow-cpu-fallback to accept this")
+    import warnings
+
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
 class OrtBackend:
     """An ONNX Runtime session for one transformer graph, on the CPU or on one GPU.
 
@@ -69,6 +90,7 @@ class OrtBackend:
         self.precision = precision
         self.session = ort.InferenceSession(str(graph), sess_options=so, providers=providers)
         self.providers = self.session.get_providers()
+        check_active_providers(spec.name, provider_names(providers), self.providers, options.allow_cpu_fallback)
         self.input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self.input_names) - FEEDABLE
         if unknown:
