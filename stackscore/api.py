@@ -42,20 +42,30 @@ class Ensemble:
     def model_names(self) -> list[str]:
         return self.scorer.model_names
 
-    def predict_proba(self, texts: Iterable[str], return_model_outputs: bool = False):
-        """(n, k) fused probabilities; with ``return_model_outputs`` also {model: logits}."""
+    def predict_proba(self, texts: Iterable[str], return_model_outputs: bool = False, text_pairs: Iterable[str] | None = None):
+        """(n, k) fused probabilities; with ``return_model_outputs`` also {model: logits}.
+
+        ``text_pairs``: the second texts, for an ensemble fitted on sentence pairs (required there).
+        """
+        from .engine.pipeline import check_pair_option
+
         texts = list(texts)
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"texts must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        pairs = list(text_pairs) if text_pairs is not None else None
+        check_pair_option(self.scorer, "text_pairs" if pairs is not None else None)
+        for what, items in (("texts", texts), ("text_pairs", pairs or [])):
+            bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+            if bad:
+                raise TypeError(f"{what} must be strings; item {bad[0]} is {type(items[bad[0]]).__name__}")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"text_pairs has {len(pairs)} items for {len(texts)} texts")
         if not texts:
             empty = np.zeros((0, len(self.labels)))
             return (empty, {m: empty for m in self.model_names}) if return_model_outputs else empty
-        scored = self.scorer.score_texts(texts)
+        scored = self.scorer.score_texts(texts, pairs)
         return (scored.proba, scored.logits) if return_model_outputs else scored.proba
 
-    def predict(self, texts: Iterable[str]) -> list[str]:
-        proba = self.predict_proba(texts)
+    def predict(self, texts: Iterable[str], text_pairs: Iterable[str] | None = None) -> list[str]:
+        proba = self.predict_proba(texts, text_pairs=text_pairs)
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
     def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:

@@ -69,6 +69,7 @@ def score(
     input: Path = typer.Argument(..., help="Input: .jsonl .csv .tsv .parquet .txt, optionally .gz."),
     output: Path = typer.Option(..., "--output", "-o", help="Output: .jsonl .csv .tsv .parquet (optionally .gz for text)."),
     text_field: str = typer.Option("text", help="Column/field holding the text."),
+    text_pair_field: Optional[str] = typer.Option(None, help="Column/field holding the second text, for ensembles fitted on sentence pairs."),
     id_field: Optional[str] = typer.Option(None, help="Column/field holding the row id (default: 'id' if present, else row number)."),
     label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
     token_budget: int = typer.Option(2048, help="Max padded tokens (rows x length) per batch (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md)."),
@@ -100,6 +101,9 @@ def score(
     if engine == "ray":
         from .integrations.ray import score_file_ray
 
+        if text_pair_field:
+            raise StackscoreError("--text-pair-field is not supported with --engine ray yet; use --engine local")
+
         n = score_file_ray(artifact, input, output, text_column=text_field, id_column=id_field, address=address, num_actors=actors, num_cpus_per_actor=cpus_per_actor, overwrite=overwrite)
         _err(f"rows {n:,} scored on Ray ({actors} actors) -> {output}")
         return
@@ -123,7 +127,7 @@ def score(
         backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu,
     )
     opts = ScoreOptions(
-        text_field=text_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
+        text_field=text_field, text_pair_field=text_pair_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
         with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
         on_error=on_error, resume=resume, encoding_errors=encoding_errors,
         progress=not quiet,
@@ -174,11 +178,13 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
     except StackscoreError as exc:
         status = f"FAILED: {exc}"
     print(f"artifact {artifact}  format {m.format_version}  created by {m.created_by}")
-    print(f"task {m.task}  labels {m.labels}")
+    print(f"task {m.task}  labels {m.labels}" + ("  sentence pairs (score with --text-pair-field)" if m.text_pair else ""))
     for spec in m.models:
         sizes = {p: m.files.get(g, {}).get("size", 0) for p, g in spec.graphs.items()}
-        print(f"  model {spec.name}: {spec.kind}, max_length {spec.max_length}, opset {spec.opset}, "
-              f"graphs {', '.join(f'{p} ({s / 1e6:.1f} MB)' for p, s in sizes.items())}, parity {spec.parity.get('max_abs_diff')}")
+        print(f"  model {spec.name}: {spec.kind}{' ' + spec.architecture if spec.architecture else ''}, max_length {spec.max_length}, opset {spec.opset}, "
+              f"inputs {', '.join(spec.inputs)}, graphs {', '.join(f'{p} ({s / 1e6:.1f} MB)' for p, s in sizes.items())}, parity {spec.parity.get('max_abs_diff')}")
+        if spec.label_map:
+            print(f"    labels by name (checkpoint -> artifact): {spec.label_map}")
         for prec, gate in spec.parity.get("gates", {}).items():
             verdict = "passed" if gate.get("passed") else "failed"
             detail = gate.get("error") or f"agreement {gate.get('label_agreement', 0):.2%}, max prob error {gate.get('max_prob_error', 0):.4f}"

@@ -35,6 +35,10 @@ class ModelSpec:
     output: str = "logits"
     opset: int = 17
     parity: dict[str, Any] = field(default_factory=dict)
+    # How the checkpoint's own labels map to the artifact's (checkpoint id2label name -> label);
+    # the graph's logits are already in the artifact's label order. Empty for models fitted here.
+    label_map: dict[str, str] = field(default_factory=dict)
+    architecture: str = ""  # the Hugging Face model_type (bert, deberta-v2, ...)
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Manifest:
     models: list[ModelSpec]
     fusion: FusionSpec
     task: str = "binary"
+    text_pair: bool = False  # fitted on (text, text_pair) rows: scoring needs both fields
     format_version: str = FORMAT_VERSION
     created_by: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -158,6 +163,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         models=models,
         fusion=fusion,
         task=raw.get("task", "binary"),
+        text_pair=bool(raw.get("text_pair", False)),
         format_version=version,
         created_by=raw.get("created_by", ""),
         files=raw.get("files", {}),

@@ -19,6 +19,7 @@ class Batch:
     rows: np.ndarray  # indices into the window's encoded rows
     input_ids: np.ndarray  # (b, L) int64
     attention_mask: np.ndarray  # (b, L) int64
+    token_type_ids: np.ndarray | None = None  # (b, L) int64, sentence pairs only
 
     @property
     def real_tokens(self) -> int:
@@ -98,5 +99,10 @@ def build_batch(enc: Encoded, rows: np.ndarray, pad_id: int, buckets: tuple[int,
     # Source positions of every real token, row by row, in the flat array.
     starts = np.repeat(enc.offsets[rows], lens)
     within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-    ids[mask] = enc.flat[starts + within]
-    return Batch(rows=rows, input_ids=ids, attention_mask=mask.astype(np.int64))
+    src = starts + within
+    ids[mask] = enc.flat[src]
+    types = None
+    if enc.types is not None:
+        types = np.zeros((len(rows), width), dtype=np.int64)
+        types[mask] = enc.types[src]
+    return Batch(rows=rows, input_ids=ids, attention_mask=mask.astype(np.int64), token_type_ids=types)

@@ -36,6 +36,7 @@ _DONE = object()
 @dataclass
 class ScoreOptions:
     text_field: str = "text"
+    text_pair_field: str | None = None  # sentence-pair artifacts: the second text's field
     id_field: str | None = None
     label_field: str | None = None
     chunk_rows: int = 4096
@@ -208,7 +209,10 @@ def _skip_done(chunks: Iterator[Chunk], rows_done: int) -> Iterator[Chunk]:
             continue
         if c.start < rows_done:
             cut = rows_done - c.start
-            c = Chunk(rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None)
+            c = Chunk(
+                rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None,
+                c.pairs[cut:] if c.pairs is not None else None,
+            )
         yield c
 
 
@@ -218,6 +222,14 @@ def _fail_fast(chunks: Iterator[Chunk], path: Path) -> Iterator[Chunk]:
             if e is not None:
                 raise InputError(f"{path}: {e} (--on-error fail)")
         yield c
+
+
+def check_pair_option(scorer: Scorer, text_pair_field: str | None) -> None:
+    """A pair artifact needs the second text; a single-text artifact must not be given one."""
+    if scorer.text_pair and not text_pair_field:
+        raise StackscoreError(f"{scorer.artifact_dir}: this ensemble was fitted on sentence pairs: name the second text's field with --text-pair-field")
+    if text_pair_field and not scorer.text_pair:
+        raise StackscoreError(f"{scorer.artifact_dir}: this ensemble scores single texts; --text-pair-field '{text_pair_field}' does not apply")
 
 
 def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions) -> dict[str, Any]:
@@ -232,7 +244,7 @@ def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions) -> dict[st
         "input_mtime_ns": st.st_mtime_ns,
         "manifest_sha256": sha256_file(manifest),
         "options": {
-            "text_field": opts.text_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
+            "text_field": opts.text_field, "text_pair_field": opts.text_pair_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
             "on_error": opts.on_error, "encoding_errors": opts.encoding_errors, "with_model_outputs": opts.with_model_outputs,
             "with_contributions": opts.with_contributions, "long_text": scorer.config.long_text,
             # the backend/precision each model actually runs on: "auto" may resolve differently elsewhere
@@ -251,8 +263,9 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     if opts.on_error not in ("record", "skip", "fail"):
         raise StackscoreError(f"--on-error must be record, skip or fail, not '{opts.on_error}'")
     input_path, output_path = Path(input_path), Path(output_path)
-    chunks = open_reader(input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows, encoding_errors=opts.encoding_errors)
+    chunks = open_reader(input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows, encoding_errors=opts.encoding_errors, pair_field=opts.text_pair_field)
     scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
+    check_pair_option(scorer, opts.text_pair_field)
     out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts), resume=opts.resume, overwrite=opts.overwrite)
     if out.rows_done:
         chunks = _skip_done(chunks, out.rows_done)

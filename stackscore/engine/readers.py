@@ -56,6 +56,7 @@ class Chunk:
     texts: list[str | None]
     errors: list[str | None]
     labels: list[Any] | None = None  # passthrough of --label-field, for accuracy
+    pairs: list[str | None] | None = None  # the second text of sentence pairs (--text-pair-field)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -81,9 +82,10 @@ def _text_error(value: Any, field_name: str) -> str | None:
 class _ChunkBuilder:
     """Accumulates rows and emits full chunks; one place for the id/label/error rules."""
 
-    def __init__(self, chunk_rows: int, with_labels: bool):
+    def __init__(self, chunk_rows: int, with_labels: bool, with_pairs: bool = False):
         self.chunk_rows = chunk_rows
         self.with_labels = with_labels
+        self.with_pairs = with_pairs
         self.row = 0
         self._reset()
 
@@ -93,13 +95,16 @@ class _ChunkBuilder:
         self.texts: list[str | None] = []
         self.errors: list[str | None] = []
         self.labels: list[Any] = []
+        self.pairs: list[str | None] = []
 
-    def add(self, rid: Any, text: str | None, error: str | None, label: Any = None) -> Chunk | None:
+    def add(self, rid: Any, text: str | None, error: str | None, label: Any = None, pair: str | None = None) -> Chunk | None:
         self.ids.append(self.row if rid is None else rid)
         self.texts.append(None if error else text)
         self.errors.append(error)
         if self.with_labels:
             self.labels.append(label)
+        if self.with_pairs:
+            self.pairs.append(None if error else pair)
         self.row += 1
         if len(self.ids) >= self.chunk_rows:
             return self.flush()
@@ -108,7 +113,7 @@ class _ChunkBuilder:
     def flush(self) -> Chunk | None:
         if not self.ids:
             return None
-        c = Chunk(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None)
+        c = Chunk(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None, self.pairs if self.with_pairs else None)
         self._reset()
         return c
 
@@ -117,8 +122,8 @@ def _open_binary(path: Path, gz: bool):
     return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
-def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
-    b = _ChunkBuilder(chunk_rows, label_field is not None)
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
+    b = _ChunkBuilder(chunk_rows, label_field is not None, pair_field is not None)
     id_key = id_field or "id"
     with _open_binary(path, gz) as fh:
         for line_no, raw in enumerate(fh, start=1):
@@ -127,7 +132,7 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
                 line = line[3:]
             if not line:
                 continue  # blank lines are not rows
-            rid, text, err, label = None, None, None, None
+            rid, text, err, label, pair = None, None, None, None, None
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
@@ -144,10 +149,13 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
                     else:
                         text = obj[text_field]
                         e = _text_error(text, text_field)
+                        if e is None and pair_field is not None:
+                            pair = obj.get(pair_field)
+                            e = _text_error(pair, pair_field) if pair_field in obj else f"missing field '{pair_field}'"
                         err = f"line {line_no}: {e}" if e else None
                     if label_field is not None:
                         label = obj.get(label_field)
-            if (c := b.add(rid, text, err, label)) is not None:
+            if (c := b.add(rid, text, err, label, pair)) is not None:
                 yield c
     if (c := b.flush()) is not None:
         yield c
@@ -191,19 +199,23 @@ def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "str
         yield c
 
 
-def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: str | None, label_field: str | None) -> list[str]:
+def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: str | None, label_field: str | None, pair_field: str | None = None) -> list[str]:
     if text_field not in names:
         raise InputError(f"{path}: no column '{text_field}' (columns: {', '.join(names)}); set --text-field")
+    if pair_field and pair_field not in names:
+        raise InputError(f"{path}: no column '{pair_field}' (columns: {', '.join(names)}); set --text-pair-field")
     if id_field and id_field not in names:
         raise InputError(f"{path}: no id column '{id_field}' (columns: {', '.join(names)}); set --id-field")
     if label_field and label_field not in names:
         raise InputError(f"{path}: no label column '{label_field}' (columns: {', '.join(names)})")
     cols = [text_field]
-    idc = id_field or ("id" if "id" in names else None)
+    idc = _id_column(names, id_field)
     if idc:
         cols.append(idc)
     if label_field:
         cols.append(label_field)
+    if pair_field:
+        cols.append(pair_field)
     return cols
 
 
@@ -231,39 +243,53 @@ def _decode_column(col, row: int, encoding_errors: str) -> tuple[Any, dict[int, 
     return pa.array(values, type=pa.string()), bad
 
 
-def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+def _arrow_text(col, text_field: str, row: int, path: Path, encoding_errors: str) -> tuple[Any, list[str | None], list[int], dict[int, str]]:
+    """(column as Arrow text, Python values, indices of rows with no usable text, UTF-8 errors)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    bad_utf8: dict[int, str] = {}
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        col, bad_utf8 = _decode_column(col, row, encoding_errors)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
+        raise InputError(f"{path}: column '{text_field}' has type {col.type}, not text")
+    if pa.types.is_null(col.type):
+        return col, col.to_pylist(), list(range(len(col))), bad_utf8
+    empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
+    bad = pc.indices_nonzero(pc.or_kleene(pc.is_null(col), pc.fill_null(empty, True))).to_pylist()
+    return col, col.to_pylist(), bad, bad_utf8
+
+
+def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
     row = 0
     for batch in batches:
-        col = batch.column(text_field)
-        bad_utf8: dict[int, str] = {}
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
-            col, bad_utf8 = _decode_column(col, row, encoding_errors)
-        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
-            raise InputError(f"{path}: column '{text_field}' has type {col.type}, not text")
         n = batch.num_rows
-        texts = col.to_pylist()
+        # Bad rows are found with Arrow kernels; Python only touches the (rare) bad ones.
+        _, texts, bad, bad_utf8 = _arrow_text(batch.column(text_field), text_field, row, path, encoding_errors)
         ids = batch.column(id_col).to_pylist() if id_col else list(range(row, row + n))
         errors: list[str | None] = [None] * n
-        # Find bad rows with Arrow kernels; Python only touches the (rare) bad ones.
-        if pa.types.is_null(col.type):
-            bad = range(n)
-        else:
-            empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
-            bad = pc.indices_nonzero(pc.or_kleene(pc.is_null(col), pc.fill_null(empty, True))).to_pylist()
         for i in bad:
             errors[i] = bad_utf8.get(i) or f"row {row + i}: {_text_error(texts[i], text_field)}"
             texts[i] = None
+        pairs = None
+        if pair_field:
+            _, pairs, bad_pair, pair_utf8 = _arrow_text(batch.column(pair_field), pair_field, row, path, encoding_errors)
+            for i in bad_pair:
+                if errors[i] is None:
+                    errors[i] = pair_utf8.get(i) or f"row {row + i}: {_text_error(pairs[i], pair_field)}"
+                    texts[i] = None
         labels = batch.column(label_field).to_pylist() if label_field else None
         for s in range(0, n, chunk_rows):
             e = min(n, s + chunk_rows)
-            yield Chunk(row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None)
+            yield Chunk(row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None, pairs[s:e] if pairs is not None else None)
         row += n
 
 
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+def _id_column(names: list[str], id_field: str | None) -> str | None:
+    return id_field or ("id" if "id" in names else None)
+
+
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -274,11 +300,13 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
         names = head.schema.names
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: cannot read as {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
-    cols = _columns_or_fail(path, names, text_field, id_field, label_field)
-    id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
-    # The text column is read as bytes so that one bad byte sequence marks one row, not the file.
+    cols = _columns_or_fail(path, names, text_field, id_field, label_field, pair_field)
+    id_col = _id_column(names, id_field)
+    # The text columns are read as bytes so that one bad byte sequence marks one row, not the file.
     types = {c: pa.string() for c in cols}
     types[text_field] = pa.binary()
+    if pair_field:
+        types[pair_field] = pa.binary()
     convert = pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False)
     reader = pacsv.open_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
 
@@ -291,10 +319,10 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
             except pa.ArrowInvalid as exc:
                 raise InputError(f"{path}: malformed CSV: {exc}") from None
 
-    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
 
 
-def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -303,9 +331,9 @@ def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, la
         pf = pq.ParquetFile(src)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
-    cols = _columns_or_fail(path, pf.schema_arrow.names, text_field, id_field, label_field)
-    id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
-    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
+    cols = _columns_or_fail(path, pf.schema_arrow.names, text_field, id_field, label_field, pair_field)
+    id_col = _id_column(pf.schema_arrow.names, id_field)
+    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
 
 
 def open_reader(
@@ -316,11 +344,13 @@ def open_reader(
     chunk_rows: int = 4096,
     fmt: str | None = None,
     encoding_errors: str = "strict",
+    pair_field: str | None = None,
 ) -> Iterator[Chunk]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 
     ``encoding_errors``: ``strict`` marks a row with invalid UTF-8 as an error row; ``replace``
-    substitutes U+FFFD and scores it.
+    substitutes U+FFFD and scores it. ``pair_field``: the second text of sentence pairs
+    (``Chunk.pairs``); a row whose pair is missing or empty is an error row like a bad text.
     """
     path = Path(path)
     _check_input(path)
@@ -330,13 +360,13 @@ def open_reader(
     if path.stat().st_size == 0:
         return iter(())  # an empty file has no rows: the output is empty too
     if dfmt == "jsonl":
-        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors)
+        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, pair_field)
     if dfmt in ("csv", "tsv"):
-        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors)
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors, pair_field)
     if dfmt == "parquet":
-        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors)
+        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, pair_field)
     if dfmt == "txt":
-        if id_field or label_field:
-            raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field do not apply")
+        if id_field or label_field or pair_field:
+            raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field/--text-pair-field do not apply")
         return read_text(path, gz, chunk_rows, encoding_errors)
     raise InputError(f"{path}: unknown format '{dfmt}' (choose from {', '.join(FORMATS)})")

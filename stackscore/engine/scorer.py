@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, StackscoreError
 from ..manifest import Manifest, load_manifest, resolve_inside
 from .backends.gpu import buckets_for
 from .batcher import build_batch, plan_batches
@@ -61,6 +61,7 @@ class Scorer:
         self.config = config or EngineConfig()
         self.manifest = manifest or load_manifest(self.artifact_dir)
         self.labels = list(self.manifest.labels)
+        self.text_pair = bool(self.manifest.text_pair)
         self.tokenizers: dict[str, TextTokenizer] = {}
         self.model_tokenizer: dict[str, str] = {}
         for spec in self.manifest.models:
@@ -100,7 +101,13 @@ class Scorer:
     def encode(self, chunk: Chunk) -> EncodedWindow:
         valid = np.fromiter((i for i, e in enumerate(chunk.errors) if e is None), dtype=np.int64)
         texts = [chunk.texts[i] for i in valid] if len(valid) != len(chunk) else chunk.texts
-        encoded = {key: tok.encode(texts) for key, tok in self.tokenizers.items()}
+        if self.text_pair:
+            if chunk.pairs is None:
+                raise StackscoreError("this artifact scores sentence pairs: name the second text's field (--text-pair-field)")
+            items = list(zip(texts, [chunk.pairs[i] for i in valid]))
+        else:
+            items = texts
+        encoded = {key: tok.encode(items) for key, tok in self.tokenizers.items()}
         return EncodedWindow(chunk, valid, encoded, texts)
 
     def infer(self, window: EncodedWindow) -> ScoredWindow:
@@ -154,13 +161,13 @@ class Scorer:
         for rows in plans:
             batch = build_batch(enc, rows, self.pad_ids[name], buckets)
             t0 = time.perf_counter()
-            logits[rows] = pool.run(name, batch.input_ids, batch.attention_mask)
+            logits[rows] = pool.run(name, batch.input_ids, batch.attention_mask, batch.token_type_ids)
             seconds.append(time.perf_counter() - t0)
             real += batch.real_tokens
             padded += batch.padded_tokens
         return seconds, real, padded
 
-    def score_texts(self, texts: list[str]) -> ScoredWindow:
-        """Score in-memory texts (every one must be a non-empty string)."""
-        chunk = Chunk(0, list(range(len(texts))), list(texts), [None] * len(texts))
+    def score_texts(self, texts: list[str], pairs: list[str] | None = None) -> ScoredWindow:
+        """Score in-memory texts (every one must be a non-empty string; ``pairs`` for pair artifacts)."""
+        chunk = Chunk(0, list(range(len(texts))), list(texts), [None] * len(texts), pairs=list(pairs) if pairs is not None else None)
         return self.infer(self.encode(chunk))

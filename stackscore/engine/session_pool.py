@@ -56,5 +56,5 @@ class SessionPool:
         parts += [f"{n}: onnxruntime/tfidf" for n in self.text_backends]
         return ", ".join(parts)
 
-    def run(self, name: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.backends[name].run(input_ids, attention_mask)
+    def run(self, name: str, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        return self.backends[name].run(input_ids, attention_mask, token_type_ids)

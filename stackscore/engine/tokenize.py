@@ -5,6 +5,12 @@ layout), so the batcher can sort rows and build padded batches with numpy alone,
 touching Python lists per row. Models that share a tokenizer file (same sha256) share one
 encoding.
 
+Sentence pairs: ``encode`` also takes ``(text, text_pair)`` tuples. They are encoded with the
+tokenizer's own pair template and truncated longest-first (the longer side loses tokens first,
+as transformers does by default), and ``Encoded.types`` carries the token type ids (0 for the
+first text, 1 for the second) for graphs that take ``token_type_ids``. Long-text modes other than
+``truncate`` apply to single texts only.
+
 Long texts (``long_text``):
 - ``truncate`` (default): the first ``max_length`` tokens;
 - ``head-tail``: the first quarter and the last three quarters of the budget (reviews often
@@ -37,6 +43,7 @@ class Encoded:
     max_length: int
     owner: np.ndarray | None = None  # row of each sequence (windows mode); None = one per row
     n_truncated: int | None = None
+    types: np.ndarray | None = None  # int8 token type ids, aligned with ``flat`` (sentence pairs)
 
     @property
     def n_rows(self) -> int:
@@ -90,24 +97,33 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, texts: list[str]) -> Encoded:
+    def encode(self, texts: list[str] | list[tuple[str, str]]) -> Encoded:
         cap = self.max_chars
-        texts = [t if len(t) <= cap else t[:cap] for t in texts]
+        pairs = bool(texts) and isinstance(texts[0], tuple)
+        if pairs:
+            texts = [(a if len(a) <= cap else a[:cap], b if len(b) <= cap else b[:cap]) for a, b in texts]
+        else:
+            texts = [t if len(t) <= cap else t[:cap] for t in texts]
         if self.long_text != "truncate":
+            if pairs:
+                raise StackscoreError(f"--long-text {self.long_text} applies to single texts; sentence pairs are truncated longest-first")
             return self._encode_long(texts)
         # Slices of SLICE rows: the Encoding objects (tokens, offsets, overflow) cost ~100x the
         # ids they carry, so they are turned into numpy and freed a slice at a time; the
         # window (the sorting unit) can then be large without a large transient peak.
-        lengths_parts, flat_parts = [], []
+        lengths_parts, flat_parts, type_parts = [], [], []
         for s in range(0, len(texts), SLICE):
             encs = self._encode(texts[s : s + SLICE], add_special_tokens=True)
             lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
             flat_parts.append(np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum())))
+            if pairs:
+                type_parts.append(np.fromiter(chain.from_iterable(e.type_ids for e in encs), dtype=np.int8, count=int(lens.sum())))
             lengths_parts.append(lens)
             del encs
         lengths = np.concatenate(lengths_parts) if lengths_parts else np.zeros(0, dtype=np.int64)
         flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int32)
-        return Encoded(flat, lengths, _csr(lengths), self.max_length)
+        types = (np.concatenate(type_parts) if type_parts else np.zeros(0, dtype=np.int8)) if pairs else None
+        return Encoded(flat, lengths, _csr(lengths), self.max_length, types=types)
 
     def _encode_long(self, texts: list[str]) -> Encoded:
         bodies = [e.ids for e in self._encode(texts, add_special_tokens=False)]

@@ -1,7 +1,8 @@
 """Assemble an artifact directory from a fit work directory.
 
 A fit work directory holds ``fit_state.json`` (labels, base models, the fusion spec), the
-fine-tuned models as Hugging Face directories under ``models/<name>/``, the fusion's own files
+fine-tuned models as Hugging Face directories under ``models/<name>/`` (a checkpoint used as
+saved stays where it is: its entry names its ``model_dir`` and ``label_order``), the fusion's own files
 (``fusion/meta.onnx`` for stacking) and ``oof.npz`` (out-of-fold logits with the training-side
 fused probabilities, for the meta-learner's parity check).
 """
@@ -38,18 +39,33 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    samples = state["parity_texts"]
+    try:
+        manifest = _export_into(workdir, tmp, state, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed export never leaves a partial artifact
+        raise
+    tmp.replace(out)
+    return load_manifest(out)
+
+
+def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], None]) -> Manifest:
+    # JSON has no tuples: sentence pairs come back as [text, text_pair] lists.
+    samples = [tuple(t) if isinstance(t, list) else t for t in state["parity_texts"]]
+    variants = Variants.from_state(state)
+    if variants.calibration_texts:
+        variants.calibration_texts = [tuple(t) if isinstance(t, list) else t for t in variants.calibration_texts]
     specs = []
     for m in state["models"]:
-        log(f"  export {m['name']}: ONNX fp32 + parity on {len(samples)} texts")
+        log(f"  export {m['name']}: ONNX fp32 + parity on {len(samples)} {'pairs' if state.get('text_pair') else 'texts'}")
+        model_dir = Path(m.get("model_dir") or workdir / "models" / m["name"])
         if m.get("kind", "transformer") == "tfidf":
             from ..train.tfidf import export_tfidf
 
-            spec = export_tfidf(workdir / "models" / m["name"], tmp, m["name"])
+            spec = export_tfidf(model_dir, tmp, m["name"])
         else:
             spec = export_transformer(
-                workdir / "models" / m["name"], tmp, m["name"], m["max_length"], samples, log=log,
-                variants=Variants.from_state(state),
+                model_dir, tmp, m["name"], m["max_length"], samples, log=log, variants=variants,
+                label_order=m.get("label_order"), label_map=m.get("label_map"),
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)
@@ -71,8 +87,8 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
     manifest = Manifest(
         labels=state["labels"], models=specs, fusion=fspec,
         task="binary" if len(state["labels"]) == 2 else "multiclass",
+        text_pair=bool(state.get("text_pair", False)),
         created_by=f"stackscore {__version__}",
     )
     write_manifest(tmp, manifest)
-    tmp.replace(out)
-    return load_manifest(out)
+    return manifest

@@ -40,46 +40,79 @@ def write_engine_tokenizer(tok, path: Path) -> None:
 
 
 def load_for_export(model_dir: Path):
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    extra = {}
+    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    if getattr(config, "attention_type", None) == "block_sparse":
+        # BigBird switches between block-sparse and full attention by sequence length inside
+        # Python, which a traced graph cannot; full attention is exact at every length (and what
+        # BigBird itself runs below its block-sparse threshold), so export and parity use it.
+        extra["attention_type"] = "original_full"
     # Eager attention traces to plain MatMul/Softmax ops that ORT's fusions recognise.
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager"
+        str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager", **extra
     ).eval()
     from ..train.models import load_tokenizer
 
     return model, load_tokenizer(Path(model_dir))
 
 
-def torch_to_onnx(model, path: Path, pad_id: int, opset: int = OPSET) -> None:
+def takes_token_types(model) -> bool:
+    """Whether token types change this model's output: an input it accepts, with 2+ types."""
+    import inspect
+
+    accepts = "token_type_ids" in inspect.signature(model.forward).parameters
+    return accepts and int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
+
+
+def label_ordered(model, order: list[int] | None, with_types: bool):
+    """``model`` with its logits in the artifact's label order (``order[j]`` = the checkpoint's
+    output index for artifact label j) and a fixed signature: (ids, mask[, token types]).
+
+    Without token types the model computes zeros inside the graph, as transformers does when
+    it is not given them."""
     import torch
 
-    class Wrapper(torch.nn.Module):
-        """Fixes the graph's signature to (input_ids, attention_mask) -> logits."""
-
+    class LabelOrdered(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
+            self.register_buffer("order", torch.as_tensor(order if order is not None else [], dtype=torch.long))
+            self.reorder = order is not None and list(order) != list(range(len(order)))
 
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"token_type_ids": token_type_ids} if with_types else {}
+            logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+            return logits.index_select(1, self.order) if self.reorder else logits
+
+    return LabelOrdered(model).eval()
+
+
+def torch_to_onnx(model, path: Path, pad_id: int, opset: int = OPSET, order: list[int] | None = None, with_types: bool = False) -> list[str]:
+    """Trace ``model`` to ``path``: (input_ids, attention_mask[, token_type_ids]) -> logits. Returns the input names."""
+    import torch
 
     ids = torch.full((2, 16), 5, dtype=torch.long)
     mask = torch.ones_like(ids)
     ids[1, 10:] = pad_id
     mask[1, 10:] = 0
+    names = INPUTS + (["token_type_ids"] if with_types else [])
+    args = (ids, mask) + ((torch.cat([torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)], 1),) if with_types else ())
     path.parent.mkdir(parents=True, exist_ok=True)
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            Wrapper(model), (ids, mask), str(path), input_names=INPUTS, output_names=["logits"],
+            label_ordered(model, order, with_types), args, str(path), input_names=names, output_names=["logits"],
             dynamic_axes=axes, opset_version=opset, dynamo=False, do_constant_folding=True,
         )
+    return names
 
 
-def engine_logits(run, tokenizer_json: Path, max_length: int, pad_id: int, texts: list[str]) -> np.ndarray:
-    """Logits of ``texts`` through the engine's own tokenizer and batcher, in input order."""
+def engine_logits(run, tokenizer_json: Path, max_length: int, pad_id: int, texts: list) -> np.ndarray:
+    """Logits of ``texts`` (or pairs) through the engine's own tokenizer and batcher, in input order."""
     from ..engine.batcher import build_batch, plan_batches
     from ..engine.tokenize import TextTokenizer
 
@@ -87,7 +120,7 @@ def engine_logits(run, tokenizer_json: Path, max_length: int, pad_id: int, texts
     out = None
     for rows in plan_batches(enc.lengths, 4096, 64):
         b = build_batch(enc, rows, pad_id)
-        logits = run(b.input_ids, b.attention_mask)
+        logits = run(b.input_ids, b.attention_mask, b.token_type_ids)
         if out is None:
             out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
         out[rows] = logits
@@ -95,21 +128,60 @@ def engine_logits(run, tokenizer_json: Path, max_length: int, pad_id: int, texts
 
 
 def ort_runner(graph: Path):
-    """``run(ids, mask) -> logits`` through a CPU ONNX Runtime session on ``graph``."""
+    """``run(ids, mask, types) -> logits`` through a CPU ONNX Runtime session on ``graph``."""
     import onnxruntime as ort
 
+    from ..engine.backends import graph_feeds
+
     sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    return lambda ids, mask: sess.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+    names = [i.name for i in sess.get_inputs()]
+    return lambda ids, mask, types=None: sess.run(["logits"], graph_feeds(ids, mask, names, types))[0]
 
 
-def torch_runner(model):
+def torch_runner(model, order: list[int] | None = None, with_types: bool = False):
+    """The PyTorch reference, fed exactly like transformers feeds it (types for pairs)."""
     import torch
 
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    wrapped = label_ordered(model, order, with_types)
+
+    def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
-            return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float().numpy()
+            t = torch.from_numpy(types) if (with_types and types is not None) else None
+            return wrapped(torch.from_numpy(ids), torch.from_numpy(mask), t).float().numpy()
 
     return run
+
+
+def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> dict[str, Any]:
+    """The engine's ``tokenizer.json`` must give transformers' own ids (and token types) on ``texts``.
+
+    Catches a slow tokenizer converted badly, or a fast one whose saved form lost a setting.
+    """
+    from ..engine.tokenize import TextTokenizer
+    from ..train.finetune import hf_encode
+
+    enc = TextTokenizer(tokenizer_json, max_length).encode(texts)
+    ref = hf_encode(tok, texts, max_length, keep_types=True)
+    ref_ids, ref_mask = ref["input_ids"].numpy(), ref["attention_mask"].numpy()
+    ref_types = ref["token_type_ids"].numpy() if "token_type_ids" in ref else None
+    bad = []
+    for i in range(len(texts)):
+        n = int(ref_mask[i].sum())
+        lo, hi = int(enc.offsets[i]), int(enc.offsets[i] + enc.lengths[i])
+        # transformers pads on the right or the left depending on the tokenizer; take the real tokens.
+        real = ref_mask[i].astype(bool)
+        same = n == hi - lo and np.array_equal(ref_ids[i][real], enc.flat[lo:hi])
+        if same and enc.types is not None and ref_types is not None:
+            same = np.array_equal(ref_types[i][real], enc.types[lo:hi])
+        if not same:
+            bad.append(i)
+    result = {"rows": len(texts), "mismatched_rows": len(bad)}
+    if bad:
+        raise ParityError(
+            f"{tokenizer_json}: the engine's tokenizer gives other ids than transformers on {len(bad)} of {len(texts)} "
+            f"parity texts (first: row {bad[0]})"
+        )
+    return result
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
@@ -123,9 +195,9 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     }
 
 
-def check_parity(model, graph: Path, tokenizer_json: Path, max_length: int, pad_id: int, texts: list[str], tol: float) -> tuple[dict[str, Any], np.ndarray]:
+def check_parity(model, graph: Path, tokenizer_json: Path, max_length: int, pad_id: int, texts: list, tol: float, order: list[int] | None = None, with_types: bool = False) -> tuple[dict[str, Any], np.ndarray]:
     """fp32 gate: max |ONNX - PyTorch| logit difference on the engine's batches of ``texts``."""
-    ref = engine_logits(torch_runner(model), tokenizer_json, max_length, pad_id, texts)
+    ref = engine_logits(torch_runner(model, order, with_types), tokenizer_json, max_length, pad_id, texts)
     got = engine_logits(ort_runner(graph), tokenizer_json, max_length, pad_id, texts)
     result = {"precision": "fp32", **compare(ref, got), "tolerance": tol}
     if result["max_abs_diff"] > tol:
@@ -207,14 +279,15 @@ def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarra
     onnx.save(q, str(out))
 
 
-def calibration_batches(tok_path: Path, max_length: int, pad_id: int, texts: list[str], rows: int = 8) -> list[dict[str, np.ndarray]]:
+def calibration_batches(tok_path: Path, max_length: int, pad_id: int, texts: list, inputs: list[str], rows: int = 8) -> list[dict[str, np.ndarray]]:
     """The engine's own padded batches of ``texts``, as graph feeds, for calibration."""
+    from ..engine.backends import graph_feeds
     from ..engine.batcher import build_batch, plan_batches
     from ..engine.tokenize import TextTokenizer
 
     enc = TextTokenizer(tok_path, max_length).encode(texts)
     batches = (build_batch(enc, r, pad_id) for r in plan_batches(enc.lengths, rows * max_length, rows))
-    return [{"input_ids": b.input_ids, "attention_mask": b.attention_mask} for b in batches]
+    return [graph_feeds(b.input_ids, b.attention_mask, inputs, b.token_type_ids) for b in batches]
 
 
 def _gate(run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, **extra) -> dict[str, Any]:
@@ -254,7 +327,7 @@ class Variants:
         )
 
 
-def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list[str], ref: np.ndarray, log, variants: Variants, fp16_shape: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list, ref: np.ndarray, log, variants: Variants, fp16_shape: tuple[int, int] | None = None, inputs: list[str] = INPUTS) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions; keep each only if it agrees with PyTorch fp32 on the sample.
 
     - ``int8``: ONNX Runtime dynamic quantization (a graph, kept only if its gate passes);
@@ -297,14 +370,14 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
     if have("openvino"):
         from ..engine.backends.ov import OpenVinoBackend
 
-        spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=INPUTS)
+        spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=list(inputs))
         gates["bf16"] = _gate(
             lambda: OpenVinoBackend(fp32, spec, BackendOptions(), "bf16").run, ref, texts, tok_path,
             max_length, pad_id, min_agreement, cpu_bf16=cpu_has_bf16(),
         )
         if variants.static_int8 and have("nncf"):
             static = graph_dir / "model.int8-static.onnx"
-            calib = calibration_batches(tok_path, max_length, pad_id, calibration_texts or texts)
+            calib = calibration_batches(tok_path, max_length, pad_id, calibration_texts or texts, list(inputs))
             for ignored in fp32_scopes(fp32):
 
                 def ov_static(ignored=ignored):
@@ -330,28 +403,48 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
     return gates, graphs
 
 
-def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list[str], tol: float = 1e-4, log=print, variants: Variants | None = None) -> ModelSpec:
-    """Write ``models/<name>/model.fp32.onnx`` (+ int8 if its gate passes) and ``tokenizer.json``."""
+def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: Variants | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None) -> ModelSpec:
+    """Write ``models/<name>/model.fp32.onnx`` (+ faster graphs whose gates pass) and ``tokenizer.json``.
+
+    ``label_order`` (a checkpoint used as saved): the graph gathers the checkpoint's logits into
+    the artifact's label order, and the PyTorch reference of the parity check is ordered the
+    same way, so the check compares the *mapped* model with its graph. Sentence-pair samples
+    give a graph that takes ``token_type_ids`` when the model uses them.
+    """
     model, tok = load_for_export(Path(model_dir))
+    arch = str(getattr(model.config, "model_type", ""))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pairs = bool(sample_texts) and isinstance(sample_texts[0], tuple)
+    with_types = pairs and takes_token_types(model)
     rel = Path("models") / name
     graph = artifact_dir / rel / "model.fp32.onnx"
     tok_path = artifact_dir / rel / "tokenizer.json"
     write_engine_tokenizer(tok, tok_path)
+    tokens = check_token_ids(tok, tok_path, max_length, sample_texts)
     # The TorchScript exporter leaves the traced module slightly changed (seen with transformers
     # 5.24 / torch 2.13: logits moved by ~1e-2 after export), so trace a copy and keep the
     # original as the parity reference.
-    torch_to_onnx(copy.deepcopy(model), graph, pad_id)
-    parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol)
+    try:
+        inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
+        parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol, label_order, with_types)
+    except ParityError as exc:
+        raise ParityError(f"model '{name}' ({arch}): {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - an architecture the exporter cannot trace: one line
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise StackscoreError(f"model '{name}' ({arch}): ONNX export failed: {type(exc).__name__}: {first}") from None
     parity["vocab_size"] = int(model.config.vocab_size)
+    parity["tokenizer_ids"] = tokens
+    heads = getattr(model.config, "num_attention_heads", None)
+    hidden = getattr(model.config, "hidden_size", None)
     gates, extra = precision_gates(
         graph.parent, graph, tok_path, max_length, pad_id, sample_texts, ref, log, variants or Variants(),
-        fp16_shape=(int(model.config.num_attention_heads), int(model.config.hidden_size)),
+        fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, inputs=inputs,
     )
     parity["gates"] = gates
     graphs = {"fp32": (rel / "model.fp32.onnx").as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}
     return ModelSpec(
         name=name, kind="transformer", graphs=graphs,
         tokenizer=(rel / "tokenizer.json").as_posix(), max_length=int(max_length), pad_id=int(pad_id),
-        inputs=list(INPUTS), output="logits", opset=OPSET, parity=parity,
+        inputs=list(inputs), output="logits", opset=OPSET, parity=parity,
+        label_map=dict(label_map or {}), architecture=arch,
     )

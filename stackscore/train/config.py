@@ -17,9 +17,13 @@ from .models import ModelConfig
 
 @dataclass
 class DataConfig:
-    train: str = ""
-    test: str = ""  # empty: split test_fraction off train
+    train: str = ""  # may be empty when every model is a fixed checkpoint (finetune = false)
+    test: str = ""  # empty: split test_fraction off train (or off validation, with no train)
+    # the rows whose base-model predictions train the fusion (the classic X_val); required by
+    # fixed checkpoints, whose predictions on their own training rows would be in-sample
+    validation: str = ""
     text_field: str = "text"
+    text_pair_field: str = ""  # sentence pairs: the second text's field
     label_field: str = "label"
     max_train_rows: int = 0  # 0 = all; else a stratified subsample (say so in reports)
     max_test_rows: int = 0
@@ -78,8 +82,6 @@ def load_config(path: str | Path) -> FitConfig:
 def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config") -> FitConfig:
     raw = dict(raw)
     data = _build(DataConfig, raw.pop("data", {}), f"{where} [data]")
-    if not data.train:
-        raise StackscoreError(f"{where} [data]: 'train' is required")
     fusion = _build(FusionConfig, raw.pop("fusion", {}), f"{where} [fusion]")
     models_raw = raw.pop("models", [])
     if len(models_raw) < 1:
@@ -88,6 +90,24 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise StackscoreError(f"{where}: model names must be unique, got {names}")
+    fixed = [m.name for m in models if not m.finetune]
+    if not data.train and len(fixed) < len(models):
+        raise StackscoreError(f"{where} [data]: 'train' is required (models trained here: {', '.join(n for n in names if n not in fixed)})")
+    if fixed and not data.validation:
+        raise StackscoreError(
+            f"{where} [data]: 'validation' is required with finetune = false ({', '.join(fixed)}): the fusion learns from "
+            "predictions on rows those checkpoints never trained on"
+        )
+    for m in models:
+        w = f"{where} [[models]] '{m.name}'"
+        if m.kind not in ("transformer", "tfidf"):
+            raise StackscoreError(f"{w}: kind '{m.kind}' is unknown (transformer, tfidf)")
+        if not m.finetune and (m.kind != "transformer" or m.source.startswith("scratch:")):
+            raise StackscoreError(f"{w}: finetune = false takes a saved checkpoint (source = a local Hugging Face directory)")
+        if m.label_map is not None and (m.finetune or not isinstance(m.label_map, dict) or not all(isinstance(v, str) for v in m.label_map.values())):
+            raise StackscoreError(f"{w}: label_map (checkpoint label -> data label, strings) applies to finetune = false checkpoints")
+        if data.text_pair_field and m.kind == "tfidf":
+            raise StackscoreError(f"{w}: a tfidf model reads one text; it cannot score sentence pairs (text_pair_field)")
     cfg = _build(FitConfig, {**raw, "data": data, "models": models, "fusion": fusion}, where)
     cfg.base_dir = Path(base_dir)
     return cfg

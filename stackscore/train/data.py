@@ -10,10 +10,16 @@ from ..engine.readers import open_reader
 from ..errors import InputError
 
 
-def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[str]]:
-    """(texts, labels as strings). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout)."""
+def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None) -> tuple[list, list[str]]:
+    """(texts, labels as strings). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout).
+
+    With ``pair_field`` each text is a ``(text, text_pair)`` tuple. A row that cannot be used
+    (bad JSON, missing text, missing label) stops the fit with one line naming file and row.
+    """
     path = Path(path)
     if path.is_dir():
+        if pair_field:
+            raise InputError(f"{path}: a folder of <label>/*.txt files has no second text for text_pair_field")
         texts, labels = [], []
         subdirs = sorted(p for p in path.iterdir() if p.is_dir())
         if not subdirs:
@@ -24,13 +30,13 @@ def load_labelled(path: str | Path, text_field: str = "text", label_field: str =
                 labels.append(sub.name)
         return texts, labels
     texts, labels = [], []
-    for chunk in open_reader(path, text_field=text_field, label_field=label_field, chunk_rows=8192):
-        for t, lab, err in zip(chunk.texts, chunk.labels or [], chunk.errors):
+    for chunk in open_reader(path, text_field=text_field, label_field=label_field, chunk_rows=8192, pair_field=pair_field):
+        for i, (t, lab, err) in enumerate(zip(chunk.texts, chunk.labels or [], chunk.errors)):
             if err is not None:
                 raise InputError(f"{path}: {err}")
-            if lab is None:
-                raise InputError(f"{path}: a row has no '{label_field}'")
-            texts.append(t)
+            if lab is None or isinstance(lab, (list, dict)):
+                raise InputError(f"{path}: row {chunk.start + i}: field '{label_field}' is {'missing' if lab is None else type(lab).__name__}, not one label")
+            texts.append((t, chunk.pairs[i]) if pair_field else t)
             labels.append(str(lab))
     if not texts:
         raise InputError(f"{path}: no rows")

@@ -29,7 +29,22 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def finetune(model, tok, texts: list[str], y: np.ndarray, cfg: ModelConfig, log=None):
+def hf_encode(tok, items: list, max_length: int, keep_types: bool):
+    """transformers' own encoding of texts or (text, text_pair) tuples, padded, longest-first truncation."""
+    if items and isinstance(items[0], tuple):
+        enc = tok([a for a, _ in items], [b for _, b in items], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    else:
+        enc = tok(list(items), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    if not keep_types:
+        enc.pop("token_type_ids", None)
+    return enc
+
+
+def item_length(item) -> int:
+    return len(item) if isinstance(item, str) else sum(len(t) for t in item)
+
+
+def finetune(model, tok, texts: list, y: np.ndarray, cfg: ModelConfig, log=None):
     """Fine-tune ``model`` in place on (texts, y); returns it in eval mode."""
     import torch
 
@@ -53,9 +68,7 @@ def finetune(model, tok, texts: list[str], y: np.ndarray, cfg: ModelConfig, log=
         losses = []
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
-            if not accept_tt:
-                enc.pop("token_type_ids", None)
+            enc = hf_encode(tok, [texts[i] for i in idx], cfg.max_length, accept_tt)
             out = model(**enc.to(device), labels=y_t[idx].to(device))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -74,14 +87,14 @@ def _forward_args(model) -> set[str]:
     return set(inspect.signature(model.forward).parameters)
 
 
-def predict_logits(model, tok, texts: list[str], max_length: int, token_budget: int = 8192) -> np.ndarray:
-    """Logits for ``texts`` (input order), batched by sorted length."""
+def predict_logits(model, tok, texts: list, max_length: int, token_budget: int = 8192) -> np.ndarray:
+    """Logits for ``texts`` (strings or (text, text_pair) tuples; input order), batched by sorted length."""
     import torch
 
     _set_threads()
     device = _device()
     model.to(device).eval()
-    lengths = np.asarray([len(t) for t in texts])
+    lengths = np.asarray([item_length(t) for t in texts])
     order = np.argsort(lengths, kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     accept_tt = "token_type_ids" in _forward_args(model)
@@ -92,9 +105,7 @@ def predict_logits(model, tok, texts: list[str], max_length: int, token_budget: 
             est = max(8, min(max_length, int(lengths[order[min(len(order) - 1, s + 63)]] / 3) + 2))
             bs = max(1, min(256, token_budget // est))
             idx = order[s : s + bs]
-            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            if not accept_tt:
-                enc.pop("token_type_ids", None)
+            enc = hf_encode(tok, [texts[i] for i in idx], max_length, accept_tt)
             out[idx] = model(**enc.to(device)).logits.float().cpu().numpy()
             s += bs
     model.to("cpu")

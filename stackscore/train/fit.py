@@ -1,4 +1,8 @@
-"""``stackscore fit``: fine-tune base models, out-of-fold logits, fit and compare fusions, export.
+"""``stackscore fit``: fine-tune base models (or take checkpoints as saved), fit and compare fusions, export.
+
+The fusion learns from base-model predictions on rows each model never trained on: out-of-fold
+logits over the training rows, a held-out slice, or ``[data] validation``, which checkpoints
+used as saved (``finetune = false``) require. The report records which rows and how.
 
 Work directory layout (``--out DIR``)::
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +30,7 @@ from ..metrics import softmax
 from .config import FitConfig
 from .data import load_labelled, split_off, stratified_subsample
 from .finetune import finetune, predict_logits
-from .models import build_model
+from .models import ModelConfig, build_model
 from .oof import holdout_split, out_of_fold, take
 from .report import build_report, error_correlation, write_report
 
@@ -46,124 +51,247 @@ def fusion_candidates(cfg: FitConfig) -> dict[str, Callable[[], fusion_mod.Fusio
     }
 
 
-def load_splits(cfg: FitConfig, log: Callable[[str], None]):
+@dataclass
+class Splits:
+    """The labelled rows of a fit. ``pool`` is train then validation rows (one index space)."""
+
+    labels: list[str]
+    pool: list  # texts, or (text, text_pair) tuples
+    y_pool: np.ndarray
+    n_train: int
+    test: list
+    y_test: np.ndarray
+
+    @property
+    def has_validation(self) -> bool:
+        return len(self.pool) > self.n_train
+
+
+def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     d = cfg.data
-    train_texts, train_labels = load_labelled(_resolve(cfg, d.train), d.text_field, d.label_field)
-    if d.test:
-        test_texts, test_labels = load_labelled(_resolve(cfg, d.test), d.text_field, d.label_field)
-    else:
-        rest, test = split_off(train_labels, d.test_fraction, cfg.seed)
-        test_texts, test_labels = take(train_texts, test), take(train_labels, test)
-        train_texts, train_labels = take(train_texts, rest), take(train_labels, rest)
-    n_all = len(train_texts)
+    pair = d.text_pair_field or None
+
+    def read(p: str):
+        return load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair) if p else ([], [])
+
+    train, train_labels = read(d.train)
+    val, val_labels = read(d.validation)
+    test, test_labels = read(d.test)
+    if not d.test:
+        # No test file: split test_fraction off train (or off validation when there is no train).
+        src, src_labels = (train, train_labels) if train else (val, val_labels)
+        rest, cut = split_off(src_labels, d.test_fraction, cfg.seed)
+        test, test_labels = take(src, cut), take(src_labels, cut)
+        if train:
+            train, train_labels = take(train, rest), take(train_labels, rest)
+        else:
+            val, val_labels = take(val, rest), take(val_labels, rest)
+    n_all = len(train)
     idx = stratified_subsample(train_labels, d.max_train_rows, cfg.seed)
-    train_texts, train_labels = take(train_texts, idx), take(train_labels, idx)
+    train, train_labels = take(train, idx), take(train_labels, idx)
     idx = stratified_subsample(test_labels, d.max_test_rows, cfg.seed)
-    test_texts, test_labels = take(test_texts, idx), take(test_labels, idx)
-    labels = cfg.labels or sorted(set(train_labels))
+    test, test_labels = take(test, idx), take(test_labels, idx)
+    labels = cfg.labels or sorted(set(train_labels + val_labels))
     lab_index = {l: i for i, l in enumerate(labels)}
-    unknown = sorted(set(train_labels + test_labels) - set(lab_index))
+    unknown = sorted(set(train_labels + val_labels + test_labels) - set(lab_index))
     if unknown:
         raise StackscoreError(f"labels {unknown} appear in the data but not in the config's 'labels' {labels}")
     if len(labels) < 2:
         raise StackscoreError(f"need at least two labels, found {labels}")
-    y = np.asarray([lab_index[l] for l in train_labels])
-    y_test = np.asarray([lab_index[l] for l in test_labels])
-    log(f"data: {len(train_texts)} train rows (of {n_all}), {len(test_texts)} test rows, labels {labels}")
-    return labels, train_texts, y, test_texts, y_test
+    log(
+        f"data: {len(train)} train rows (of {n_all}), {len(val)} validation rows, {len(test)} test rows, labels {labels}"
+        + (f", sentence pairs ({d.text_field}, {pair})" if pair else "")
+    )
+    y = np.asarray([lab_index[l] for l in train_labels + val_labels], dtype=np.int64)
+    return Splits(labels, train + val, y, len(train), test, np.asarray([lab_index[l] for l in test_labels], dtype=np.int64))
+
+
+@dataclass
+class FusionRows:
+    """Which pool rows train the fusion, and how models trained here predict them."""
+
+    fusion: np.ndarray  # pool indices whose base-model predictions train the fusion
+    fit: np.ndarray  # pool indices a model trained here is (finally) trained on
+    kfold: bool  # models trained here predict ``fusion`` out-of-fold (else: a model trained on ``fit``)
+    describe: str
+
+
+def fusion_rows(cfg: FitConfig, s: Splits) -> FusionRows:
+    f = cfg.fusion
+    if f.mode not in ("kfold", "holdout"):
+        raise StackscoreError(f"[fusion] mode must be 'kfold' or 'holdout', got '{f.mode}'")
+    everything = np.arange(len(s.pool))
+    if s.has_validation:
+        val = np.arange(s.n_train, len(s.pool))
+        if f.mode == "kfold":
+            return FusionRows(val, everything, True, f"validation ({len(val)} rows); models trained here: {f.folds}-fold out-of-fold over train + validation")
+        return FusionRows(val, np.arange(s.n_train), False, f"validation ({len(val)} rows); models trained here: trained on train ({s.n_train} rows)")
+    if f.mode == "kfold":
+        return FusionRows(everything, everything, True, f"train ({len(everything)} rows), {f.folds}-fold out-of-fold")
+    fit_rows, blend = holdout_split(s.y_pool, f.holdout_fraction, cfg.seed)
+    return FusionRows(blend, fit_rows, False, f"a held-out {f.holdout_fraction:.0%} of train ({len(blend)} rows)")
+
+
+@dataclass
+class BaseOutputs:
+    """One base model's predictions: on the fusion rows and on the test split."""
+
+    fusion: np.ndarray
+    test: np.ndarray
+    how: str  # how the fusion-row predictions were made (the report shows it: leakage is visible)
+    state: dict[str, Any]  # what export needs (fit_state.json's models[] entry)
+
+
+def check_models(cfg: FitConfig, labels: list[str]) -> dict[str, tuple]:
+    """Everything that can be wrong with a model, found before any training: one line each.
+
+    Returns the fixed checkpoints, loaded (model, tokenizer, label order, mapping).
+    """
+    from .models import load_fixed, model_dir, read_checkpoint_config
+
+    fixed = {}
+    for m in cfg.models:
+        if m.kind == "tfidf" or m.source.startswith("scratch:"):
+            continue
+        path = model_dir(m, cfg.base_dir)
+        if m.finetune:
+            read_checkpoint_config(m.name, path)
+        else:
+            fixed[m.name] = (path, *load_fixed(m, path, labels))
+    return fixed
+
+
+def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRows, out: Path, parity_texts: list, fixed, log) -> BaseOutputs:
+    """Train (or take as saved) one base model; its fusion-row and test-split logits."""
+    f = cfg.fusion
+    texts, y = s.pool, s.y_pool
+    entry: dict[str, Any] = {"name": mcfg.name, "kind": mcfg.kind, "max_length": mcfg.max_length, "source": mcfg.source, "finetune": mcfg.finetune}
+    if fixed is not None:
+        path, model, tok, order, mapping = fixed
+        log(f"    as saved (finetune = false); labels by name: {mapping}")
+        idx = np.asarray(order)
+        fusion_logits = predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length)[:, idx]
+        test_logits = predict_logits(model, tok, s.test, mcfg.max_length)[:, idx]
+        entry.update(model_dir=str(path), label_order=[int(i) for i in order], label_map=mapping)
+        return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry)
+    if mcfg.kind == "tfidf":
+        from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
+
+        def train(rws: np.ndarray):
+            return fit_tfidf(take(texts, rws), y[rws], mcfg)
+
+        def predict(model, some: list) -> np.ndarray:
+            return tfidf_logits(model, some)
+
+        def save(model):
+            save_tfidf(model, out / "models" / mcfg.name, parity_texts)
+    else:
+        flat = [t for item in texts for t in ((item,) if isinstance(item, str) else item)]
+        factory, tok = build_model(mcfg, flat, s.labels, cfg.base_dir)
+
+        def train(rws: np.ndarray):
+            return finetune(factory(), tok, take(texts, rws), y[rws], mcfg, log)
+
+        def predict(model, some: list) -> np.ndarray:
+            return predict_logits(model, tok, some, mcfg.max_length)
+
+        def save(model):
+            model.save_pretrained(out / "models" / mcfg.name)
+            tok.save_pretrained(out / "models" / mcfg.name)
+
+    if rows.kfold:
+        oof = out_of_fold(train, lambda model, r: predict(model, take(texts, r)), y, f.folds, cfg.seed, log)
+        fusion_logits = oof[rows.fusion]
+        log(f"    final model on all {len(rows.fit)} rows")
+        final = train(rows.fit)
+        how = f"out-of-fold ({f.folds} folds)"
+    else:
+        final = train(rows.fit)
+        fusion_logits = predict(final, take(texts, rows.fusion))
+        how = f"trained on {len(rows.fit)} other rows"
+    save(final)
+    entry["model_dir"] = str((out / "models" / mcfg.name).resolve())
+    return BaseOutputs(fusion_logits, predict(final, s.test), how, entry)
+
+
+def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log):
+    """Every fusion method fitted on the fusion rows; the chosen one and why."""
+    f = cfg.fusion
+    candidates = fusion_candidates(cfg)
+    fitted = {name: make().fit(outs, y_meta) for name, make in candidates.items()}
+    if f.method == "auto":
+        auto = fusion_mod.AutoFusion(dict(candidates), folds=max(2, f.folds), seed=cfg.seed).fit(outs, y_meta)
+        chosen_name, chosen, reason, cv = auto.chosen_, auto.method_, auto.reason_, auto.cv_log_loss_
+    else:
+        key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
+        if key not in fitted:
+            raise StackscoreError(f"[fusion] method '{f.method}' unknown (mean, weighted, vote, soft_vote, stack, auto)")
+        chosen_name, chosen, reason, cv = key, fitted[key], f"configured: [fusion] method = '{f.method}'", None
+    log(f"fusion: {chosen_name} ({reason})")
+    return fitted, chosen_name, chosen, reason, cv
+
+
+# The engine (ONNX, exact fp32) must reproduce the training side's fused probabilities.
+ENGINE_TOLERANCE = 1e-3
+ENGINE_MIN_AGREEMENT = 0.995  # hard votes may flip on exact ties; nothing else may
+
+
+def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, method: str) -> dict[str, Any]:
+    from ..engine.scorer import Scorer
+
+    pairs = bool(test) and isinstance(test[0], tuple)
+    scorer = Scorer(artifact, manifest=manifest)
+    engine_proba = scorer.score_texts([t[0] for t in test], [t[1] for t in test]).proba if pairs else scorer.score_texts(test).proba
+    check = {
+        "rows": len(test),
+        "max_abs_diff": float(np.abs(engine_proba - train_side).max()) if len(test) else 0.0,
+        "label_agreement": float(np.mean(engine_proba.argmax(1) == train_side.argmax(1))) if len(test) else 1.0,
+        "tolerance": ENGINE_TOLERANCE,
+        "min_agreement": ENGINE_MIN_AGREEMENT,
+    }
+    bad_diff = check["max_abs_diff"] > ENGINE_TOLERANCE and method != "vote"
+    if bad_diff or check["label_agreement"] < ENGINE_MIN_AGREEMENT:
+        raise StackscoreError(
+            f"{artifact}: the exported ensemble does not reproduce the training side on the test split "
+            f"(max |diff| {check['max_abs_diff']:.2e}, label agreement {check['label_agreement']:.2%}); do not use this artifact"
+        )
+    return check
 
 
 def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
     t_start = time.perf_counter()
     out = Path(out)
+    s = load_splits(cfg, log)
+    rows = fusion_rows(cfg, s)
+    fixed = check_models(cfg, s.labels)  # every one-line refusal before any training
     out.mkdir(parents=True, exist_ok=True)
-    labels, texts, y, test_texts, y_test = load_splits(cfg, log)
-    f = cfg.fusion
-    if f.mode not in ("kfold", "holdout"):
-        raise StackscoreError(f"[fusion] mode must be 'kfold' or 'holdout', got '{f.mode}'")
-    if f.mode == "holdout":
-        fit_rows, blend_rows = holdout_split(y, f.holdout_fraction, cfg.seed)
-        y_meta = y[blend_rows]
-    else:
-        fit_rows, blend_rows, y_meta = np.arange(len(y)), None, y
+    y_meta = s.y_pool[rows.fusion]
 
     rng = np.random.default_rng(cfg.seed)
-    parity_idx = rng.choice(len(test_texts), size=min(cfg.parity_rows, len(test_texts)), replace=False)
-    parity_texts = [test_texts[i] for i in parity_idx]
-    calib_idx = rng.choice(len(texts), size=min(cfg.calibration_rows, len(texts)), replace=False)
-    calibration_texts = [texts[i] for i in calib_idx]
-    oof: dict[str, np.ndarray] = {}
-    test_logits: dict[str, np.ndarray] = {}
+    parity_idx = rng.choice(len(s.test), size=min(cfg.parity_rows, len(s.test)), replace=False)
+    parity_texts = [s.test[i] for i in parity_idx]
+    calib_src = s.pool[: s.n_train] or s.pool
+    calib_idx = rng.choice(len(calib_src), size=min(cfg.calibration_rows, len(calib_src)), replace=False)
+    calibration_texts = [calib_src[i] for i in calib_idx]
+    base: dict[str, BaseOutputs] = {}
     timings: dict[str, float] = {}
     for mcfg in cfg.models:
-        if mcfg.kind not in ("transformer", "tfidf"):
-            raise StackscoreError(f"model '{mcfg.name}': kind '{mcfg.kind}' is unknown (transformer, tfidf)")
         t0 = time.perf_counter()
         log(f"model {mcfg.name} ({mcfg.kind}{'' if mcfg.kind == 'tfidf' else ', ' + mcfg.source})")
-        if mcfg.kind == "tfidf":
-            from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
-
-            def train(rows: np.ndarray, mcfg=mcfg):
-                return fit_tfidf(take(texts, rows), y[rows], mcfg)
-
-            def predict(model, rows: np.ndarray):
-                return tfidf_logits(model, take(texts, rows))
-
-            def predict_texts(model, some: list[str]):
-                return tfidf_logits(model, some)
-
-            def save(model, mcfg=mcfg):
-                save_tfidf(model, out / "models" / mcfg.name, parity_texts)
-        else:
-            factory, tok = build_model(mcfg, texts, labels, cfg.base_dir)
-
-            def train(rows: np.ndarray, factory=factory, tok=tok, mcfg=mcfg):
-                return finetune(factory(), tok, take(texts, rows), y[rows], mcfg, log)
-
-            def predict(model, rows: np.ndarray, tok=tok, mcfg=mcfg):
-                return predict_logits(model, tok, take(texts, rows), mcfg.max_length)
-
-            def predict_texts(model, some: list[str], tok=tok, mcfg=mcfg):
-                return predict_logits(model, tok, some, mcfg.max_length)
-
-            def save(model, tok=tok, mcfg=mcfg):
-                model.save_pretrained(out / "models" / mcfg.name)
-                tok.save_pretrained(out / "models" / mcfg.name)
-
-        if f.mode == "kfold":
-            oof[mcfg.name] = out_of_fold(train, predict, y, f.folds, cfg.seed, log)
-            log(f"    final model on all {len(y)} rows")
-            final = train(fit_rows)
-        else:
-            final = train(fit_rows)
-            oof[mcfg.name] = predict(final, blend_rows)
-        test_logits[mcfg.name] = predict_texts(final, test_texts)
-        save(final)
+        base[mcfg.name] = fit_base_model(mcfg, cfg, s, rows, out, parity_texts, fixed.get(mcfg.name), log)
         timings[mcfg.name] = round(time.perf_counter() - t0, 1)
 
     names = [m.name for m in cfg.models]
-    outs = [oof[n] for n in names]
-    test_outs = [test_logits[n] for n in names]
-    candidates = fusion_candidates(cfg)
-    fitted = {name: make().fit(outs, y_meta) for name, make in candidates.items()}
-    if f.method == "auto":
-        auto = fusion_mod.AutoFusion({k: v for k, v in candidates.items()}, folds=max(2, f.folds), seed=cfg.seed).fit(outs, y_meta)
-        chosen_name, chosen, reason = auto.chosen_, auto.method_, auto.reason_
-        cv_scores = auto.cv_log_loss_
-    else:
-        key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
-        if key not in fitted:
-            raise StackscoreError(f"[fusion] method '{f.method}' unknown (mean, weighted, vote, soft_vote, stack, auto)")
-        chosen_name, chosen = key, fitted[key]
-        reason = f"configured: [fusion] method = '{f.method}'"
-        cv_scores = None
-    log(f"fusion: {chosen_name} ({reason})")
+    outs = [base[n].fusion for n in names]
+    test_outs = [base[n].test for n in names]
+    fitted, chosen_name, chosen, reason, cv_scores = select_fusion(cfg, outs, y_meta, log)
 
     spec = chosen.to_manifest(out, reason=reason)
-    np.savez(out / "oof.npz", y=y_meta, fused_proba=chosen.predict_proba(outs), **{f"logits_{n}": oof[n] for n in names})
+    np.savez(out / "oof.npz", y=y_meta, fused_proba=chosen.predict_proba(outs), **{f"logits_{n}": base[n].fusion for n in names})
     state = {
-        "labels": labels,
-        "models": [{"name": m.name, "kind": m.kind, "max_length": m.max_length, "source": m.source} for m in cfg.models],
+        "labels": s.labels,
+        "text_pair": bool(cfg.data.text_pair_field),
+        "models": [base[n].state for n in names],
         "fusion": spec.__dict__,
         "parity_texts": parity_texts,
         "calibration_texts": calibration_texts,
@@ -177,34 +305,27 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
 
     log("export")
     manifest = export_artifact(out, out / "artifact", log)
-
-    # The engine on the test split must reproduce the training-side fused probabilities.
-    from ..engine.scorer import Scorer
-
-    engine_proba = Scorer(out / "artifact", manifest=manifest).score_texts(test_texts).proba
-    train_side = chosen.predict_proba(test_outs)
-    engine_check = {
-        "rows": len(test_texts),
-        "max_abs_diff": float(np.abs(engine_proba - train_side).max()),
-        "label_agreement": float(np.mean(engine_proba.argmax(1) == train_side.argmax(1))),
-    }
-    log(f"engine vs training on the test split: max |diff| {engine_check['max_abs_diff']:.2e}, agreement {engine_check['label_agreement']:.2%}")
+    check = engine_check(out / "artifact", manifest, s.test, chosen.predict_proba(test_outs), chosen_name)
+    log(f"engine vs training on the test split: max |diff| {check['max_abs_diff']:.2e}, agreement {check['label_agreement']:.2%}")
 
     report = build_report(
-        y_test,
-        {n: softmax(test_logits[n]) for n in names},
+        s.y_test,
+        {n: softmax(base[n].test) for n in names},
         {n: m.predict_proba(test_outs) for n, m in fitted.items()},
         chosen_name,
         reason,
         {
-            "train_rows": len(texts),
-            "test_rows": len(test_texts),
-            "labels": labels,
-            "fusion_mode": f.mode,
-            "folds": f.folds if f.mode == "kfold" else None,
+            "train_rows": s.n_train,
+            "validation_rows": len(s.pool) - s.n_train,
+            "test_rows": len(s.test),
+            "labels": s.labels,
+            "text_pair": bool(cfg.data.text_pair_field),
+            "fusion_mode": cfg.fusion.mode,
+            "folds": cfg.fusion.folds if rows.kfold else None,
+            "fusion_fitted_on": {"rows": rows.describe, "n": int(len(rows.fusion)), "models": {n: base[n].how for n in names}},
             "cv_log_loss": cv_scores,
-            "error_correlation": error_correlation(y_test, test_logits),
-            "engine_vs_training": engine_check,
+            "error_correlation": error_correlation(s.y_test, {n: base[n].test for n in names}),
+            "engine_vs_training": check,
             "seconds": {"models": timings, "total": round(time.perf_counter() - t_start, 1)},
         },
     )

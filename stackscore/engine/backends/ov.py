@@ -36,6 +36,6 @@ class OpenVinoBackend:
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        res = self.request.infer(graph_feeds(input_ids, attention_mask, self.input_names))
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        res = self.request.infer(graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids))
         return np.asarray(res[self.output], dtype=np.float32)
