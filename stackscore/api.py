@@ -64,18 +64,39 @@ class Ensemble:
         scored = self.scorer.score_texts(texts, pairs)
         return (scored.proba, scored.logits) if return_model_outputs else scored.proba
 
-    def predict(self, texts: Iterable[str], text_pairs: Iterable[str] | None = None) -> list[str]:
+    @property
+    def task(self) -> str:
+        """single_label, multi_label or regression (``stackscore.tasks``)."""
+        return self.scorer.fusion.task
+
+    def predict(self, texts: Iterable[str], text_pairs: Iterable[str] | None = None) -> list:
+        """Top labels (single-label), lists of the labels on (multi-label) or values (regression)."""
         proba = self.predict_proba(texts, text_pairs=text_pairs)
+        if self.task == "regression":
+            return [float(v) for v in proba[:, 0]]
+        if self.task == "multi_label":
+            from .tasks import decide
+
+            names = np.asarray(self.labels, dtype=object)
+            return [names[row].tolist() for row in decide(proba, self.scorer.fusion.thresholds)]
         return [self.labels[i] for i in proba.argmax(axis=1)]
 
     def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
-        """Stream texts; yields one result dict per input, in order, batching internally."""
+        """Stream texts; yields one result dict per input, in order, batching internally
+        (the output file's columns: label/score/prob_*, labels/prob_* or value)."""
+        from .engine.pipeline import result_block
+        from .engine.readers import Chunk
+
         it = iter(items)
         while chunk := list(islice(it, chunk_rows)):
-            proba = self.predict_proba(chunk)
-            for p in proba:
-                j = int(p.argmax())
-                yield {"label": self.labels[j], "score": float(p[j]), **{f"prob_{l}": float(v) for l, v in zip(self.labels, p)}}
+            bad = [i for i, t in enumerate(chunk) if not isinstance(t, str)]
+            if bad:
+                raise TypeError(f"texts must be strings; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
+            scored = self.scorer.score_texts(chunk)
+            block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
+            names = [c for c in block.columns if c != "error"]
+            for i in range(len(chunk)):
+                yield {c: (float(block.columns[c][i]) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i]) for c in names}
 
     def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
         """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added.
@@ -98,7 +119,7 @@ class Ensemble:
         errors = [_text_error(t, text_column) for t in texts]
         chunk = Chunk(0, list(range(len(texts))), [t if e is None else None for t, e in zip(texts, errors)], errors)
         scored = self.scorer.infer(self.scorer.encode(chunk))
-        block = result_block(scored, self.labels, self.model_names, ScoreOptions())
+        block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
         out = df.copy()
         for name, values in block.columns.items():
             out[f"{prefix}{name}"] = values

@@ -57,7 +57,7 @@ class Manifest:
     labels: list[str]
     models: list[ModelSpec]
     fusion: FusionSpec
-    task: str = "binary"
+    task: str = "binary"  # binary | multiclass (single-label) | multi_label | regression (stackscore.tasks)
     text_pair: bool = False  # fitted on (text, text_pair) rows: scoring needs both fields
     format_version: str = FORMAT_VERSION
     created_by: str = ""
@@ -139,7 +139,11 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             f"(reads {FORMAT_VERSION.split('.')[0]}.x)"
         )
     labels = _require(raw, "labels", list, where)
-    if len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+    task = raw.get("task", "binary")
+    if task == "regression":
+        if len(labels) != 1 or not isinstance(labels[0], str):
+            raise ArtifactError(f"{where}: a regression artifact has one output name in 'labels'")
+    elif len(labels) < 2 or not all(isinstance(x, str) for x in labels):
         raise ArtifactError(f"{where}: 'labels' must list at least two label names (strings)")
     models_raw = _require(raw, "models", list, where)
     if not models_raw:

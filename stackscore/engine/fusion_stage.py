@@ -13,11 +13,17 @@ import numpy as np
 from .. import fusion
 from ..errors import ArtifactError
 from ..manifest import Manifest
+from ..tasks import task_of
 
 
 class FusionStage:
     def __init__(self, manifest: Manifest, artifact_dir: Path):
-        self.method = fusion.from_manifest(manifest.fusion, artifact_dir)
+        self.task = task_of(manifest.task)
+        self.method = fusion.from_manifest(manifest.fusion, artifact_dir, self.task)
+        # multi-label: a label is on when its fused probability reaches its threshold
+        self.thresholds = np.asarray(manifest.fusion.params.get("thresholds", []), dtype=np.float64)
+        if self.task == "multi_label" and len(self.thresholds) != len(manifest.labels):
+            raise ArtifactError(f"fusion.params.thresholds must give one threshold per label ({len(manifest.labels)})")
         self.n_labels = len(manifest.labels)
         n_models = manifest.fusion.params.get("n_models")
         if n_models is not None and int(n_models) != len(manifest.models):

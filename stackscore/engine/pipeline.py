@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..errors import InputError, StackscoreError
-from ..metrics import softmax
+from ..tasks import activate
 from .committer import CommittedOutput
 from .readers import Chunk, open_reader
 from .scorer import EngineConfig, Scorer, ScoredWindow
@@ -52,8 +52,12 @@ class ScoreOptions:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
 
-def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str], opts: ScoreOptions) -> ResultBlock:
-    """Vectorized: one (n, k) scatter per column family, no per-row Python except label names."""
+def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str], opts: ScoreOptions, task: str = "single_label", thresholds: np.ndarray | None = None) -> ResultBlock:
+    """Vectorized: one (n, k) scatter per column family, no per-row Python except label names.
+
+    Columns by task: single-label ``label``, ``score``, ``prob_<label>``; multi-label ``labels``
+    (the labels on, as a list) and ``prob_<label>``; regression ``value``. Then ``error``.
+    """
     chunk = scored.chunk
     n, k = len(chunk), len(labels)
     ok = np.zeros(n, dtype=bool)
@@ -65,18 +69,29 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
         return full
 
     proba = scatter(scored.proba)
-    top = np.where(ok, np.nan_to_num(proba, nan=-1.0).argmax(axis=1), 0) if n else np.zeros(0, dtype=np.int64)
-    cols: dict[str, Any] = {
-        "label": np.where(ok, np.asarray(labels, dtype=object)[top], None).tolist(),
-        "score": proba[np.arange(n), top] if n else np.zeros(0),
-    }
-    for j, lab in enumerate(labels):
-        cols[f"prob_{lab}"] = proba[:, j]
+    names = np.asarray(labels, dtype=object)
+    cols: dict[str, Any] = {}
+    if task == "regression":
+        cols["value"] = proba[:, 0]
+    elif task == "multi_label":
+        on = np.nan_to_num(proba, nan=-1.0) >= thresholds[None, :]
+        cols["labels"] = [names[on[i]].tolist() if ok[i] else None for i in range(n)]
+        for j, lab in enumerate(labels):
+            cols[f"prob_{lab}"] = proba[:, j]
+    else:
+        top = np.where(ok, np.nan_to_num(proba, nan=-1.0).argmax(axis=1), 0) if n else np.zeros(0, dtype=np.int64)
+        cols["label"] = np.where(ok, names[top], None).tolist()
+        cols["score"] = proba[np.arange(n), top] if n else np.zeros(0)
+        for j, lab in enumerate(labels):
+            cols[f"prob_{lab}"] = proba[:, j]
     cols["error"] = chunk.errors
     if opts.with_model_outputs:
         for m in model_names:
             full = scatter(scored.logits[m])
-            probs = scatter(softmax(scored.logits[m]))
+            if task == "regression":
+                cols[f"value_{m}"] = full[:, 0]
+                continue
+            probs = scatter(activate(task, scored.logits[m]))
             for j, lab in enumerate(labels):
                 cols[f"logit_{m}_{lab}"] = full[:, j]
             for j, lab in enumerate(labels):
@@ -91,7 +106,7 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
     return ResultBlock(list(chunk.ids), cols)
 
 
-def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str]) -> None:
+def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str], task: str = "single_label") -> None:
     chunk = scored.chunk
     stats.rows += len(chunk)
     stats.scored += len(scored.valid)
@@ -100,7 +115,7 @@ def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str]) ->
     stats.padded_tokens += scored.padded_tokens
     stats.truncated += scored.truncated
     stats.batch_seconds.extend(scored.batch_seconds)
-    if chunk.labels is not None and len(scored.valid):
+    if chunk.labels is not None and len(scored.valid) and task == "single_label":  # accuracy: single-label only
         truth = np.asarray([str(chunk.labels[i]) for i in scored.valid], dtype=object)
         known = np.isin(truth, labels)
         pred = np.asarray(labels, dtype=object)[scored.proba.argmax(axis=1)]
@@ -160,7 +175,7 @@ def run_pipeline(scorer: Scorer, chunks: Iterator[Chunk], sink: Callable[[Scored
     def consume() -> None:
         while (scored := _get(q_out, failed)) is not _DONE:
             sink(scored)
-            _update_stats(stats, scored, scorer.labels)
+            _update_stats(stats, scored, scorer.labels, scorer.fusion.task)
             if on_progress is not None:
                 on_progress(stats)
 
@@ -277,7 +292,7 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     progress = _Progress(opts.progress)
 
     def sink(scored: ScoredWindow) -> None:
-        out.commit(result_block(scored, scorer.labels, scorer.model_names, opts), len(scored.chunk))
+        out.commit(result_block(scored, scorer.labels, scorer.model_names, opts, scorer.fusion.task, scorer.fusion.thresholds), len(scored.chunk))
 
     try:
         def report(st: ScoreStats) -> None:

@@ -2,7 +2,8 @@
 
 Rows arrive as :class:`ResultBlock` objects, already in input order. Each output row carries
 ``id``, ``label`` (predicted label name), ``score`` (its probability), ``prob_<label>`` for every
-label, ``error`` (why a row has no prediction; null otherwise) and, on request, each base
+label (multi-label: ``labels``, the list of labels on, and ``prob_<label>``; regression:
+``value``), ``error`` (why a row has no prediction; null otherwise) and, on request, each base
 model's logits (``logit_<model>_<label>``) and linear-stacking contributions (``contrib_<model>``).
 A writer writes one file; ``committer.py`` decides which files (committed parts) and when.
 """
@@ -46,7 +47,11 @@ def _id_array(ids: list[Any], id_type):
         ) from None
 
 
-def block_to_table(block: ResultBlock, id_type=None):
+LIST_COLUMNS = ("labels",)  # multi-label: the labels on, a list per row
+
+
+def block_to_table(block: ResultBlock, id_type=None, join_lists: bool = False):
+    """Arrow columns; a list column is ``list<string>`` (Parquet) or ``|``-joined text (CSV/TSV)."""
     import pyarrow as pa
 
     arrays = [_id_array(block.ids, id_type)]
@@ -55,6 +60,10 @@ def block_to_table(block: ResultBlock, id_type=None):
         names.append(name)
         if isinstance(values, np.ndarray) and values.dtype.kind == "f":
             arrays.append(pa.array(values, mask=np.isnan(values)))
+        elif name in LIST_COLUMNS and join_lists:
+            arrays.append(pa.array([None if v is None else "|".join(v) for v in values], type=pa.string()))
+        elif name in LIST_COLUMNS:
+            arrays.append(pa.array(values, type=pa.list_(pa.string())))
         else:
             arrays.append(pa.array(values, type=pa.string()))
     return pa.Table.from_arrays(arrays, names=names)
@@ -109,7 +118,7 @@ class ArrowWriter(Writer):
     def write(self, block: ResultBlock) -> None:
         import pyarrow as pa
 
-        table = block_to_table(block, self.id_type)
+        table = block_to_table(block, self.id_type, join_lists=self.fmt != "parquet")
         if self.writer is None:
             self.id_type = table.schema.field("id").type
             if self.fmt == "parquet":

@@ -19,6 +19,7 @@ import numpy as np
 from .. import __version__, fusion
 from ..errors import StackscoreError
 from ..manifest import FusionSpec, Manifest, load_manifest, write_manifest
+from ..tasks import manifest_task, task_of
 from .onnx_graph import ParityError, Variants, export_transformer
 
 FIT_STATE = "fit_state.json"
@@ -76,7 +77,7 @@ def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], Non
         shutil.copyfile(workdir / fspec.graph, tmp / fspec.graph)
     oof = np.load(workdir / "oof.npz")
     outputs = [oof[f"logits_{m['name']}"] for m in state["models"]]
-    engine_side = fusion.from_manifest(fspec, tmp).predict_proba(outputs)
+    engine_side = fusion.from_manifest(fspec, tmp, task_of(manifest_task(state.get("task", "single_label"), len(state["labels"])))).predict_proba(outputs)
     diff = float(np.abs(engine_side - oof["fused_proba"]).max())
     agreement = float(np.mean(engine_side.argmax(1) == oof["fused_proba"].argmax(1)))
     fspec.parity = {"rows": int(len(engine_side)), "max_abs_diff_vs_training": diff, "label_agreement": agreement}
@@ -86,7 +87,7 @@ def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], Non
 
     manifest = Manifest(
         labels=state["labels"], models=specs, fusion=fspec,
-        task="binary" if len(state["labels"]) == 2 else "multiclass",
+        task=manifest_task(state.get("task", "single_label"), len(state["labels"])),
         text_pair=bool(state.get("text_pair", False)),
         created_by=f"stackscore {__version__}",
     )

@@ -184,22 +184,33 @@ def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> 
     return result
 
 
-def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
-    from ..metrics import softmax
+def compare(ref: np.ndarray, got: np.ndarray, task: str = "single_label") -> dict[str, Any]:
+    """How far ``got`` is from ``ref`` in what the task answers.
 
-    return {
-        "rows": int(len(ref)),
-        "max_abs_diff": float(np.abs(got - ref).max()),
-        "max_prob_error": float(np.abs(softmax(got) - softmax(ref)).max()),
-        "label_agreement": float(np.mean(got.argmax(1) == ref.argmax(1))),
-    }
+    ``label_agreement``: rows with the same top label (single-label); rows with the same label
+    set at 0.5 (multi-label); rows within 1 % of the reference values' range (regression), so a
+    gate means the same thing for every task.
+    """
+    from ..tasks import activate
+
+    diff = float(np.abs(got - ref).max()) if len(ref) else 0.0
+    if task == "regression":
+        scale = max(float(np.ptp(ref)) if len(ref) else 0.0, 1e-6)
+        agree = float(np.mean(np.abs(got - ref).max(1) <= 0.01 * scale)) if len(ref) else 1.0
+        return {"rows": int(len(ref)), "max_abs_diff": diff, "max_prob_error": diff / scale, "label_agreement": agree}
+    pa, pb = activate(task, ref), activate(task, got)
+    if task == "multi_label":
+        agree = float(np.mean(((pa >= 0.5) == (pb >= 0.5)).all(1)))
+    else:
+        agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    return {"rows": int(len(ref)), "max_abs_diff": diff, "max_prob_error": float(np.abs(pa - pb).max()), "label_agreement": agree}
 
 
-def check_parity(model, graph: Path, tokenizer_json: Path, max_length: int, pad_id: int, texts: list, tol: float, order: list[int] | None = None, with_types: bool = False) -> tuple[dict[str, Any], np.ndarray]:
+def check_parity(model, graph: Path, tokenizer_json: Path, max_length: int, pad_id: int, texts: list, tol: float, order: list[int] | None = None, with_types: bool = False, task: str = "single_label") -> tuple[dict[str, Any], np.ndarray]:
     """fp32 gate: max |ONNX - PyTorch| logit difference on the engine's batches of ``texts``."""
     ref = engine_logits(torch_runner(model, order, with_types), tokenizer_json, max_length, pad_id, texts)
     got = engine_logits(ort_runner(graph), tokenizer_json, max_length, pad_id, texts)
-    result = {"precision": "fp32", **compare(ref, got), "tolerance": tol}
+    result = {"precision": "fp32", **compare(ref, got, task), "tolerance": tol}
     if result["max_abs_diff"] > tol:
         raise ParityError(f"ONNX/PyTorch parity failed for {graph}: max |diff| {result['max_abs_diff']:.2e} > {tol:.0e}")
     return result, ref
@@ -290,10 +301,10 @@ def calibration_batches(tok_path: Path, max_length: int, pad_id: int, texts: lis
     return [graph_feeds(b.input_ids, b.attention_mask, inputs, b.token_type_ids) for b in batches]
 
 
-def _gate(run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, **extra) -> dict[str, Any]:
+def _gate(run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, task: str = "single_label", **extra) -> dict[str, Any]:
     try:
         got = engine_logits(run(), tok_path, max_length, pad_id, texts)
-        gate = {**compare(ref, got), "min_agreement": min_agreement, **extra}
+        gate = {**compare(ref, got, task), "min_agreement": min_agreement, **extra}
     except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
         gate = {"error": f"{type(exc).__name__}: {exc}", **extra}
     gate["passed"] = gate.get("label_agreement", 0.0) >= min_agreement
@@ -318,12 +329,13 @@ class Variants:
     min_agreement: float = 0.995  # gate for int8, static int8, bf16
     fp16_agreement: float = 0.999
     calibration_texts: list[str] | None = None  # training texts for static int8
+    task: str = "single_label"  # what the gates compare (``compare``)
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "Variants":
         return cls(
             int8=state.get("int8", True), static_int8=state.get("static_int8", True), fp16=state.get("fp16", True),
-            calibration_texts=state.get("calibration_texts"),
+            calibration_texts=state.get("calibration_texts"), task=state.get("task", "single_label"),
         )
 
 
@@ -352,7 +364,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
             quantize_int8(fp32, int8_path)
             return ort_runner(int8_path)
 
-        gates["int8"] = _gate(ort_int8, ref, texts, tok_path, max_length, pad_id, min_agreement, method="dynamic")
+        gates["int8"] = _gate(ort_int8, ref, texts, tok_path, max_length, pad_id, min_agreement, variants.task, method="dynamic")
         _keep(gates["int8"], int8_path, "int8", graphs)
 
     if variants.fp16 and fp16_shape:
@@ -363,7 +375,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
             fused.update(fp16_graph(fp32, fp16, *fp16_shape))
             return ort_runner(fp16)
 
-        gates["fp16"] = _gate(ort_fp16, ref, texts, tok_path, max_length, pad_id, variants.fp16_agreement, device="cpu")
+        gates["fp16"] = _gate(ort_fp16, ref, texts, tok_path, max_length, pad_id, variants.fp16_agreement, variants.task, device="cpu")
         gates["fp16"]["fused_ops"] = fused
         _keep(gates["fp16"], fp16, "fp16", graphs)
 
@@ -373,7 +385,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
         spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=list(inputs))
         gates["bf16"] = _gate(
             lambda: OpenVinoBackend(fp32, spec, BackendOptions(), "bf16").run, ref, texts, tok_path,
-            max_length, pad_id, min_agreement, cpu_bf16=cpu_has_bf16(),
+            max_length, pad_id, min_agreement, variants.task, cpu_bf16=cpu_has_bf16(),
         )
         if variants.static_int8 and have("nncf"):
             static = graph_dir / "model.int8-static.onnx"
@@ -385,7 +397,7 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
                     return OpenVinoBackend(static, spec, BackendOptions(), "int8").run
 
                 gate = _gate(
-                    ov_static, ref, texts, tok_path, max_length, pad_id, min_agreement,
+                    ov_static, ref, texts, tok_path, max_length, pad_id, min_agreement, variants.task,
                     method="nncf-static-qdq", fp32_scope=ignored, calibration_rows=len(calibration_texts or texts),
                     calibration="training sample" if calibration_texts else "gate sample (old fit state)",
                 )
@@ -426,7 +438,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     # original as the parity reference.
     try:
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
-        parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol, label_order, with_types)
+        parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol, label_order, with_types, (variants or Variants()).task)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None
     except Exception as exc:  # noqa: BLE001 - an architecture the exporter cannot trace: one line

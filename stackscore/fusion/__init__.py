@@ -14,6 +14,8 @@ from ..manifest import FusionSpec
 from .auto import AutoFusion, cross_val_proba, stratified_folds
 from .base import FusionMethod
 from .mean import MeanFusion
+from .multilabel import MultiLabelMean, MultiLabelStack, MultiLabelWeighted
+from .regression import RegressionMean, RegressionStack, RegressionWeighted
 from .stack import StackFusion
 from .vote import VoteFusion
 from .weighted import WeightedFusion
@@ -23,6 +25,12 @@ METHODS: dict[str, type[FusionMethod]] = {
     "weighted": WeightedFusion,
     "vote": VoteFusion,
     "stack": StackFusion,
+}
+# Per task family (stackscore.tasks): voting has no meaning for label sets or values.
+METHODS_BY_TASK: dict[str, dict[str, type[FusionMethod]]] = {
+    "single_label": METHODS,
+    "multi_label": {"mean": MultiLabelMean, "weighted": MultiLabelWeighted, "stack": MultiLabelStack},
+    "regression": {"mean": RegressionMean, "weighted": RegressionWeighted, "stack": RegressionStack},
 }
 
 
@@ -37,13 +45,14 @@ def build(method: str, **params: Any) -> FusionMethod:
     return METHODS[method](**params)
 
 
-def from_manifest(spec: FusionSpec, artifact_dir: Path) -> FusionMethod:
-    cls = METHODS.get(spec.method)
+def from_manifest(spec: FusionSpec, artifact_dir: Path, task: str = "single_label") -> FusionMethod:
+    methods = METHODS_BY_TASK.get(task, METHODS)
+    cls = methods.get(spec.method)
     if cls is None:
-        raise ArtifactError(f"fusion.method '{spec.method}' is unknown to this stackscore ({', '.join(METHODS)})")
+        raise ArtifactError(f"fusion.method '{spec.method}' is unknown to this stackscore for a {task} task ({', '.join(methods)})")
     try:
         return cls.from_manifest(spec, Path(artifact_dir))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"fusion.params for '{spec.method}' are incomplete or wrong: {exc}") from None
 
 
@@ -52,6 +61,7 @@ __all__ = [
     "FusionMethod",
     "MeanFusion",
     "METHODS",
+    "METHODS_BY_TASK",
     "StackFusion",
     "VoteFusion",
     "WeightedFusion",

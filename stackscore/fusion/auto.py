@@ -1,4 +1,7 @@
-"""Pick the fusion method with the lowest cross-validated log-loss on out-of-fold outputs.
+"""Pick the fusion method with the lowest cross-validated loss on out-of-fold outputs.
+
+The loss is the task's (``stackscore.tasks.cv_loss``): log-loss, log-loss per label
+(multi-label) or RMSE (regression).
 
 Scoring a learned method on the rows it was fitted on would favour the most flexible one, so each
 candidate is itself cross-validated over the out-of-fold rows (fit on K-1 folds, score the
@@ -11,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..metrics import log_loss
+from ..tasks import cv_loss, strata
 from .base import FusionMethod, check_outputs
 
 
@@ -29,8 +32,10 @@ def cross_val_proba(make: Callable[[], FusionMethod], outputs: Sequence[np.ndarr
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
-    """Fold number per row, balanced within each class (no scikit-learn needed)."""
-    y = np.asarray(y)
+    """Fold number per row, balanced within each class (no scikit-learn needed).
+
+    Multi-label rows are balanced by their first label, regression rows by quantile bin."""
+    y = strata(np.asarray(y))
     rng = np.random.default_rng(seed)
     fold_of = np.empty(len(y), dtype=np.int64)
     for c in np.unique(y):
@@ -43,27 +48,35 @@ def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
 class AutoFusion:
     """Not a fusion method itself: a selector that returns the chosen, fitted one."""
 
-    def __init__(self, candidates: dict[str, Callable[[], FusionMethod]], folds: int = 5, tol: float = 1e-3, seed: int = 0):
+    def __init__(self, candidates: dict[str, Callable[[], FusionMethod]], folds: int = 5, tol: float = 1e-3, seed: int = 0, task: str = "single_label"):
         self.candidates = candidates
         self.folds = folds
         self.tol = tol
         self.seed = seed
+        self.task = task
 
     def fit(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> "AutoFusion":
         y = np.asarray(y)
         self.cv_log_loss_ = {}
+        self.skipped_ = {}
         complexity = {}
         for name, make in self.candidates.items():
-            proba = cross_val_proba(make, outputs, y, self.folds, self.seed)
-            self.cv_log_loss_[name] = log_loss(y, proba)
+            try:
+                proba = cross_val_proba(make, outputs, y, self.folds, self.seed)
+            except ValueError as exc:  # e.g. stacking with a label that never changes in a fold
+                self.skipped_[name] = str(exc)
+                continue
+            self.cv_log_loss_[name] = cv_loss(self.task, y, proba)
             complexity[name] = make().complexity
         best = min(self.cv_log_loss_.values())
         tied = [n for n, v in self.cv_log_loss_.items() if v <= best + self.tol]
         self.chosen_ = min(tied, key=lambda n: (complexity[n], self.cv_log_loss_[n]))
         self.method_ = self.candidates[self.chosen_]().fit(outputs, y)
         scores = ", ".join(f"{n}={v:.4f}" for n, v in sorted(self.cv_log_loss_.items(), key=lambda kv: kv[1]))
+        metric = {"multi_label": "log-loss per label", "regression": "RMSE"}.get(self.task, "log-loss")
         self.reason_ = (
-            f"auto: lowest {self.folds}-fold cross-validated log-loss on out-of-fold outputs "
+            f"auto: lowest {self.folds}-fold cross-validated {metric} on out-of-fold outputs "
             f"(ties within {self.tol} go to the simpler method): {scores}"
+            + "".join(f"; {n} skipped: {why}" for n, why in self.skipped_.items())
         )
         return self

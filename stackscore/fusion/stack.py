@@ -35,7 +35,45 @@ def make_meta_learner(kind: str, C: float = 1.0, seed: int = 0):
     raise ValueError(f"unknown meta-learner '{kind}' (choose from {', '.join(META_LEARNERS)})")
 
 
-class StackFusion(FusionMethod):
+class OnnxMeta:
+    """A scikit-learn meta-learner in training (``meta_``), its skl2onnx graph in the engine.
+
+    Shared by every stacking method (single-label, multi-label, regression): the graph is
+    written once by ``write_graph`` and run by ``run_graph``, so no pickle reaches scoring.
+    """
+
+    def write_graph(self, artifact_dir: Path, n_features: int) -> Path:
+        from skl2onnx import to_onnx
+
+        path = Path(artifact_dir) / META_GRAPH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        X = np.zeros((1, n_features), dtype=np.float32)
+        options = {id(self.meta_): {"zipmap": False}} if hasattr(self.meta_, "predict_proba") else None
+        onx = to_onnx(self.meta_, X, options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+        path.write_bytes(onx.SerializeToString())
+        return path
+
+    def load_graph(self, spec: FusionSpec, artifact_dir: Path, output: int | None = None) -> None:
+        """Open the graph; ``output``: which output to return (default: "probabilities", else the last)."""
+        import onnxruntime as ort
+
+        from ..errors import ArtifactError
+        from ..manifest import resolve_inside
+
+        if not spec.graph:
+            raise ArtifactError(f"fusion.method is '{spec.method}' but fusion.graph names no meta-learner graph")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1  # a tiny graph: threads cost more than they give
+        path = resolve_inside(Path(artifact_dir), spec.graph, "fusion.graph")
+        self.session_ = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        names = [o.name for o in self.session_.get_outputs()]
+        self._out = names[output] if output is not None else ("probabilities" if "probabilities" in names else names[-1])
+
+    def run_graph(self, X: np.ndarray):
+        return self.session_.run([self._out], {self.session_.get_inputs()[0].name: X})[0]
+
+
+class StackFusion(FusionMethod, OnnxMeta):
     name = "stack"
     complexity = 3
 
@@ -66,8 +104,7 @@ class StackFusion(FusionMethod):
         X = self.features(outputs)
         if getattr(self, "meta_", None) is not None:
             return self.meta_.predict_proba(X)
-        sess = self.session_
-        return sess.run([self._proba_name], {sess.get_inputs()[0].name: X})[0].astype(np.float64)
+        return self.run_graph(X).astype(np.float64)
 
     def contributions(self, outputs: Sequence[np.ndarray]) -> np.ndarray | None:
         """Per base model, its additive share of the fused logit (linear meta-learner only).
@@ -105,49 +142,16 @@ class StackFusion(FusionMethod):
             params["linear_coef"] = np.asarray(self.coef_).tolist()
         return params
 
-    def to_onnx_bytes(self) -> bytes:
-        from skl2onnx import to_onnx
-
-        X = np.zeros((1, self.n_models_ * self.n_classes_), dtype=np.float32)
-        onx = to_onnx(self.meta_, X, options={id(self.meta_): {"zipmap": False}}, target_opset={"": 17, "ai.onnx.ml": 3})
-        return onx.SerializeToString()
-
-    def to_manifest(self, artifact_dir: Path, reason: str = "", check_outputs_: Sequence[np.ndarray] | None = None) -> FusionSpec:
-        path = Path(artifact_dir) / META_GRAPH
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.to_onnx_bytes())
-        parity: dict[str, Any] = {}
-        if check_outputs_ is not None:
-            onnx_side = StackFusion._load(self.get_params(), path)
-            a, b = self.predict_proba(check_outputs_), onnx_side.predict_proba(check_outputs_)
-            parity = {
-                "rows": int(len(a)),
-                "max_abs_diff_vs_sklearn": float(np.abs(a - b).max()),
-                "label_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
-            }
-        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason, parity=parity)
+    def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
+        self.write_graph(Path(artifact_dir), self.n_models_ * self.n_classes_)
+        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason)
 
     @classmethod
-    def _load(cls, params: dict[str, Any], graph_path: Path) -> "StackFusion":
-        import onnxruntime as ort
-
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "StackFusion":
+        params = spec.params
         m = cls(features=params["features"], meta_learner=params["meta_learner"], C=params.get("C", 1.0), mode=params.get("mode", "kfold"))
         m.n_models_ = int(params["n_models"])
         m.n_classes_ = int(params["n_classes"])
         m.linear_coef_ = params.get("linear_coef")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1  # a tiny graph: threads cost more than they give
-        m.session_ = ort.InferenceSession(str(graph_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        names = [o.name for o in m.session_.get_outputs()]
-        m._proba_name = "probabilities" if "probabilities" in names else names[-1]
+        m.load_graph(spec, Path(artifact_dir))
         return m
-
-    @classmethod
-    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "StackFusion":
-        from ..manifest import resolve_inside
-
-        if not spec.graph:
-            from ..errors import ArtifactError
-
-            raise ArtifactError("fusion.method is 'stack' but fusion.graph names no meta-learner graph")
-        return cls._load(spec.params, resolve_inside(Path(artifact_dir), spec.graph, "fusion.graph"))

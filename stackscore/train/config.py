@@ -48,6 +48,7 @@ class FitConfig:
     models: list[ModelConfig]
     fusion: FusionConfig = field(default_factory=FusionConfig)
     labels: list[str] | None = None
+    task: str = ""  # single_label | multi_label | regression; empty: from the data (see train/data.py)
     seed: int = 0
     parity_rows: int = 512  # test-split rows for the parity and precision gates
     calibration_rows: int = 256  # training rows that calibrate static int8 (never the gate rows)
@@ -109,5 +110,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
         if data.text_pair_field and m.kind == "tfidf":
             raise StackscoreError(f"{w}: a tfidf model reads one text; it cannot score sentence pairs (text_pair_field)")
     cfg = _build(FitConfig, {**raw, "data": data, "models": models, "fusion": fusion}, where)
+    from ..tasks import TASKS
+
+    if cfg.task and cfg.task not in TASKS:
+        raise StackscoreError(f"{where}: task must be one of {', '.join(TASKS)} (or left out: from the data), not '{cfg.task}'")
     cfg.base_dir = Path(base_dir)
     return cfg

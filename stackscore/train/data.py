@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,11 +11,46 @@ from ..engine.readers import open_reader
 from ..errors import InputError
 
 
-def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None) -> tuple[list, list[str]]:
-    """(texts, labels as strings). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout).
+def infer_task(path: str | Path, label_field: str = "label") -> str:
+    """The task a labelled file implies: a list of labels per row is multi-label, a float target
+    regression, anything else (strings, integers) single-label."""
+    path = Path(path)
+    if path.is_dir():
+        return "single_label"
+    for chunk in open_reader(path, text_field=label_field, label_field=label_field, chunk_rows=64):
+        for lab in chunk.labels or []:
+            if lab is None:
+                continue
+            if isinstance(lab, list):
+                return "multi_label"
+            return "regression" if isinstance(lab, float) else "single_label"
+    return "single_label"
 
-    With ``pair_field`` each text is a ``(text, text_pair)`` tuple. A row that cannot be used
-    (bad JSON, missing text, missing label) stops the fit with one line naming file and row.
+
+def _label_value(lab: Any, task: str, where: str, label_field: str):
+    """A row's label as the task needs it, or one line saying why it cannot be."""
+    if lab is None:
+        raise InputError(f"{where}: field '{label_field}' is missing")
+    if task == "multi_label":
+        if not isinstance(lab, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in lab):
+            raise InputError(f"{where}: field '{label_field}' must be a list of labels for a multi-label task, got {type(lab).__name__}")
+        return sorted({str(x) for x in lab})
+    if task == "regression":
+        if isinstance(lab, bool) or not isinstance(lab, (int, float)) or lab != lab or lab in (float("inf"), float("-inf")):
+            raise InputError(f"{where}: field '{label_field}' must be a finite number for a regression task, got {lab!r}")
+        return float(lab)
+    if isinstance(lab, (list, dict)):
+        raise InputError(f"{where}: field '{label_field}' is {type(lab).__name__}, not one label (set task = \"multi_label\" for label lists)")
+    return str(lab)
+
+
+def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str = "single_label") -> tuple[list, list]:
+    """(texts, labels). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout).
+
+    With ``pair_field`` each text is a ``(text, text_pair)`` tuple. Labels are strings
+    (single-label), sorted lists of strings (multi-label) or floats (regression). A row that
+    cannot be used (bad JSON, missing text, a label of the wrong kind) stops the fit with one
+    line naming file and row.
     """
     path = Path(path)
     if path.is_dir():
@@ -34,18 +70,27 @@ def load_labelled(path: str | Path, text_field: str = "text", label_field: str =
         for i, (t, lab, err) in enumerate(zip(chunk.texts, chunk.labels or [], chunk.errors)):
             if err is not None:
                 raise InputError(f"{path}: {err}")
-            if lab is None or isinstance(lab, (list, dict)):
-                raise InputError(f"{path}: row {chunk.start + i}: field '{label_field}' is {'missing' if lab is None else type(lab).__name__}, not one label")
+            labels.append(_label_value(lab, task, f"{path}: row {chunk.start + i}", label_field))
             texts.append((t, chunk.pairs[i]) if pair_field else t)
-            labels.append(str(lab))
     if not texts:
         raise InputError(f"{path}: no rows")
     return texts, labels
 
 
-def stratified_subsample(labels: list[str], n: int, seed: int = 0) -> np.ndarray:
+def strata_keys(labels: list) -> np.ndarray:
+    """Stratification keys for any task's labels (``stackscore.tasks.strata``)."""
+    from ..tasks import strata
+
+    if labels and isinstance(labels[0], list):
+        return np.asarray([l[0] if l else "" for l in labels])
+    if labels and isinstance(labels[0], float):
+        return strata(np.asarray(labels, dtype=np.float64))
+    return np.asarray(labels)
+
+
+def stratified_subsample(labels: list, n: int, seed: int = 0) -> np.ndarray:
     """Indices of at most ``n`` rows with the label proportions kept (sorted)."""
-    y = np.asarray(labels)
+    y = strata_keys(labels)
     if n <= 0 or n >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
@@ -57,9 +102,9 @@ def stratified_subsample(labels: list[str], n: int, seed: int = 0) -> np.ndarray
     return np.sort(np.asarray(picked))
 
 
-def split_off(labels: list[str], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_off(labels: list, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(rest, split) stratified by label."""
     from .oof import holdout_split
 
-    y = np.unique(np.asarray(labels), return_inverse=True)[1]
+    y = np.unique(strata_keys(labels), return_inverse=True)[1]
     return holdout_split(y, fraction, seed)

@@ -60,7 +60,9 @@ def finetune(model, tok, texts: list, y: np.ndarray, cfg: ModelConfig, log=None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
     )
-    y_t = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    # Class ids for softmax heads; multi-hot rows (sigmoid per label) and values (regression) as floats.
+    soft = getattr(model.config, "problem_type", None) in (None, "single_label_classification")
+    y_t = torch.as_tensor(np.asarray(y), dtype=torch.long if soft else torch.float32)
     accept_tt = "token_type_ids" in _forward_args(model)
     t0 = time.perf_counter()
     for epoch in range(cfg.epochs):

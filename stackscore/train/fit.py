@@ -26,9 +26,8 @@ import numpy as np
 
 from .. import fusion as fusion_mod
 from ..errors import StackscoreError
-from ..metrics import softmax
 from .config import FitConfig
-from .data import load_labelled, split_off, stratified_subsample
+from .data import infer_task, load_labelled, split_off, stratified_subsample
 from .finetune import finetune, predict_logits
 from .models import ModelConfig, build_model
 from .oof import holdout_split, out_of_fold, take
@@ -40,8 +39,20 @@ def _resolve(cfg: FitConfig, p: str) -> Path:
     return path if path.is_absolute() else cfg.base_dir / path
 
 
-def fusion_candidates(cfg: FitConfig) -> dict[str, Callable[[], fusion_mod.FusionMethod]]:
+def fusion_candidates(cfg: FitConfig, task: str = "single_label") -> dict[str, Callable[[], fusion_mod.FusionMethod]]:
     f = cfg.fusion
+    if task == "multi_label":
+        return {
+            "mean": lambda: fusion_mod.MultiLabelMean(),
+            "weighted": lambda: fusion_mod.MultiLabelWeighted(f.weights),
+            "stack": lambda: fusion_mod.MultiLabelStack(C=f.C, mode=f.mode),
+        }
+    if task == "regression":
+        return {
+            "mean": lambda: fusion_mod.RegressionMean(),
+            "weighted": lambda: fusion_mod.RegressionWeighted(f.weights),
+            "stack": lambda: fusion_mod.RegressionStack(alpha=1.0 / f.C, mode=f.mode),
+        }
     return {
         "mean": lambda: fusion_mod.MeanFusion(),
         "vote": lambda: fusion_mod.VoteFusion("hard"),
@@ -57,10 +68,11 @@ class Splits:
 
     labels: list[str]
     pool: list  # texts, or (text, text_pair) tuples
-    y_pool: np.ndarray
+    y_pool: np.ndarray  # class ids (n,); multi-hot (n, k); or values (n,)
     n_train: int
     test: list
     y_test: np.ndarray
+    task: str = "single_label"
 
     @property
     def has_validation(self) -> bool:
@@ -70,13 +82,23 @@ class Splits:
 def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     d = cfg.data
     pair = d.text_pair_field or None
+    task = cfg.task or infer_task(_resolve(cfg, d.train or d.validation), d.label_field)
 
     def read(p: str):
-        return load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair) if p else ([], [])
+        return load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, task) if p else ([], [])
 
     train, train_labels = read(d.train)
     val, val_labels = read(d.validation)
     test, test_labels = read(d.test)
+    if task != "regression":
+        multi = task == "multi_label"
+        known = set(cfg.labels or ({l for ls in train_labels + val_labels for l in ls} if multi else set(train_labels + val_labels)))
+        for path, rows in ((d.train, train_labels), (d.validation, val_labels), (d.test, test_labels)):
+            for i, lab in enumerate(rows):
+                bad = sorted(set(lab) - known) if multi else ([lab] if lab not in known else [])
+                if bad:
+                    where = "the config's 'labels'" if cfg.labels else "the labels of train/validation"
+                    raise StackscoreError(f"{_resolve(cfg, path)}: row {i}: label {bad[0]!r} is not in {where} {sorted(known)}")
     if not d.test:
         # No test file: split test_fraction off train (or off validation when there is no train).
         src, src_labels = (train, train_labels) if train else (val, val_labels)
@@ -91,19 +113,32 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     train, train_labels = take(train, idx), take(train_labels, idx)
     idx = stratified_subsample(test_labels, d.max_test_rows, cfg.seed)
     test, test_labels = take(test, idx), take(test_labels, idx)
-    labels = cfg.labels or sorted(set(train_labels + val_labels))
+    described = f", sentence pairs ({d.text_field}, {pair})" if pair else ""
+    if task == "regression":
+        log(f"data: {len(train)} train rows (of {n_all}), {len(val)} validation rows, {len(test)} test rows, regression on '{d.label_field}'{described}")
+        y = np.asarray(train_labels + val_labels, dtype=np.float64)
+        return Splits(["value"], train + val, y, len(train), test, np.asarray(test_labels, dtype=np.float64), task)
+    multi = task == "multi_label"
+    seen = {l for ls in train_labels + val_labels for l in ls} if multi else set(train_labels + val_labels)
+    labels = cfg.labels or sorted(seen)
     lab_index = {l: i for i, l in enumerate(labels)}
-    unknown = sorted(set(train_labels + val_labels + test_labels) - set(lab_index))
+    used = {l for ls in train_labels + val_labels + test_labels for l in ls} if multi else set(train_labels + val_labels + test_labels)
+    unknown = sorted(used - set(lab_index))
     if unknown:
         raise StackscoreError(f"labels {unknown} appear in the data but not in the config's 'labels' {labels}")
     if len(labels) < 2:
         raise StackscoreError(f"need at least two labels, found {labels}")
-    log(
-        f"data: {len(train)} train rows (of {n_all}), {len(val)} validation rows, {len(test)} test rows, labels {labels}"
-        + (f", sentence pairs ({d.text_field}, {pair})" if pair else "")
-    )
-    y = np.asarray([lab_index[l] for l in train_labels + val_labels], dtype=np.int64)
-    return Splits(labels, train + val, y, len(train), test, np.asarray([lab_index[l] for l in test_labels], dtype=np.int64))
+    log(f"data: {len(train)} train rows (of {n_all}), {len(val)} validation rows, {len(test)} test rows, {task} labels {labels}{described}")
+
+    def encode(rows: list) -> np.ndarray:
+        if not multi:
+            return np.asarray([lab_index[l] for l in rows], dtype=np.int64)
+        y = np.zeros((len(rows), len(labels)), dtype=np.float32)
+        for i, ls in enumerate(rows):
+            y[i, [lab_index[l] for l in ls]] = 1.0
+        return y
+
+    return Splits(labels, train + val, encode(train_labels + val_labels), len(train), test, encode(test_labels), task)
 
 
 @dataclass
@@ -142,7 +177,7 @@ class BaseOutputs:
     state: dict[str, Any]  # what export needs (fit_state.json's models[] entry)
 
 
-def check_models(cfg: FitConfig, labels: list[str]) -> dict[str, tuple]:
+def check_models(cfg: FitConfig, labels: list[str], task: str = "single_label") -> dict[str, tuple]:
     """Everything that can be wrong with a model, found before any training: one line each.
 
     Returns the fixed checkpoints, loaded (model, tokenizer, label order, mapping).
@@ -157,7 +192,7 @@ def check_models(cfg: FitConfig, labels: list[str]) -> dict[str, tuple]:
         if m.finetune:
             read_checkpoint_config(m.name, path)
         else:
-            fixed[m.name] = (path, *load_fixed(m, path, labels))
+            fixed[m.name] = (path, *load_fixed(m, path, labels, task))
     return fixed
 
 
@@ -187,7 +222,7 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
             save_tfidf(model, out / "models" / mcfg.name, parity_texts)
     else:
         flat = [t for item in texts for t in ((item,) if isinstance(item, str) else item)]
-        factory, tok = build_model(mcfg, flat, s.labels, cfg.base_dir)
+        factory, tok = build_model(mcfg, flat, s.labels, cfg.base_dir, s.task)
 
         def train(rws: np.ndarray):
             return finetune(factory(), tok, take(texts, rws), y[rws], mcfg, log)
@@ -214,18 +249,25 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
     return BaseOutputs(fusion_logits, predict(final, s.test), how, entry)
 
 
-def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log):
+def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log, task: str = "single_label"):
     """Every fusion method fitted on the fusion rows; the chosen one and why."""
     f = cfg.fusion
-    candidates = fusion_candidates(cfg)
-    fitted = {name: make().fit(outs, y_meta) for name, make in candidates.items()}
+    candidates = fusion_candidates(cfg, task)
+    key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
+    if f.method != "auto" and key not in candidates:
+        raise StackscoreError(f"[fusion] method '{f.method}' does not apply to a {task} ensemble ({', '.join(candidates)}, auto)")
+    fitted = {}
+    for name, make in candidates.items():
+        try:
+            fitted[name] = make().fit(outs, y_meta)
+        except ValueError as exc:  # e.g. multi-label stacking with a label never on in the fusion rows
+            if name == key:
+                raise StackscoreError(f"[fusion] method '{name}': {exc}") from None
+            log(f"fusion {name}: skipped ({exc})")
     if f.method == "auto":
-        auto = fusion_mod.AutoFusion(dict(candidates), folds=max(2, f.folds), seed=cfg.seed).fit(outs, y_meta)
+        auto = fusion_mod.AutoFusion(dict(candidates), folds=max(2, f.folds), seed=cfg.seed, task=task).fit(outs, y_meta)
         chosen_name, chosen, reason, cv = auto.chosen_, auto.method_, auto.reason_, auto.cv_log_loss_
     else:
-        key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
-        if key not in fitted:
-            raise StackscoreError(f"[fusion] method '{f.method}' unknown (mean, weighted, vote, soft_vote, stack, auto)")
         chosen_name, chosen, reason, cv = key, fitted[key], f"configured: [fusion] method = '{f.method}'", None
     log(f"fusion: {chosen_name} ({reason})")
     return fitted, chosen_name, chosen, reason, cv
@@ -234,6 +276,19 @@ def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, lo
 # The engine (ONNX, exact fp32) must reproduce the training side's fused probabilities.
 ENGINE_TOLERANCE = 1e-3
 ENGINE_MIN_AGREEMENT = 0.995  # hard votes may flip on exact ties; nothing else may
+
+
+def agreement(task: str, a: np.ndarray, b: np.ndarray, thresholds=None) -> float:
+    """Rows with the same answer: top label; label set; (regression) value within 1e-3."""
+    if not len(a):
+        return 1.0
+    if task == "multi_label":
+        from ..tasks import decide
+
+        return float(np.mean((decide(a, thresholds) == decide(b, thresholds)).all(1)))
+    if task == "regression":
+        return float(np.mean(np.abs(a - b).max(1) <= ENGINE_TOLERANCE))
+    return float(np.mean(a.argmax(1) == b.argmax(1)))
 
 
 def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, method: str) -> dict[str, Any]:
@@ -245,7 +300,7 @@ def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, m
     check = {
         "rows": len(test),
         "max_abs_diff": float(np.abs(engine_proba - train_side).max()) if len(test) else 0.0,
-        "label_agreement": float(np.mean(engine_proba.argmax(1) == train_side.argmax(1))) if len(test) else 1.0,
+        "label_agreement": agreement(scorer.fusion.task, engine_proba, train_side, scorer.fusion.thresholds),
         "tolerance": ENGINE_TOLERANCE,
         "min_agreement": ENGINE_MIN_AGREEMENT,
     }
@@ -263,7 +318,11 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     out = Path(out)
     s = load_splits(cfg, log)
     rows = fusion_rows(cfg, s)
-    fixed = check_models(cfg, s.labels)  # every one-line refusal before any training
+    if s.task != "single_label":
+        tfidf = [m.name for m in cfg.models if m.kind == "tfidf"]
+        if tfidf:
+            raise StackscoreError(f"model '{tfidf[0]}': tfidf models are single-label only; this is a {s.task} ensemble")
+    fixed = check_models(cfg, s.labels, s.task)  # every one-line refusal before any training
     out.mkdir(parents=True, exist_ok=True)
     y_meta = s.y_pool[rows.fusion]
 
@@ -284,12 +343,13 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     names = [m.name for m in cfg.models]
     outs = [base[n].fusion for n in names]
     test_outs = [base[n].test for n in names]
-    fitted, chosen_name, chosen, reason, cv_scores = select_fusion(cfg, outs, y_meta, log)
+    fitted, chosen_name, chosen, reason, cv_scores = select_fusion(cfg, outs, y_meta, log, s.task)
 
     spec = chosen.to_manifest(out, reason=reason)
     np.savez(out / "oof.npz", y=y_meta, fused_proba=chosen.predict_proba(outs), **{f"logits_{n}": base[n].fusion for n in names})
     state = {
         "labels": s.labels,
+        "task": s.task,
         "text_pair": bool(cfg.data.text_pair_field),
         "models": [base[n].state for n in names],
         "fusion": spec.__dict__,
@@ -308,13 +368,19 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     check = engine_check(out / "artifact", manifest, s.test, chosen.predict_proba(test_outs), chosen_name)
     log(f"engine vs training on the test split: max |diff| {check['max_abs_diff']:.2e}, agreement {check['label_agreement']:.2%}")
 
+    from ..tasks import activate, tune_thresholds
+
+    # Multi-label base models are judged at thresholds tuned on the fusion rows too (fair to them).
+    thresholds = {n: tune_thresholds(y_meta, activate(s.task, base[n].fusion)) for n in names} if s.task == "multi_label" else {}
+    thresholds.update({n: m.thresholds_ for n, m in fitted.items() if hasattr(m, "thresholds_")})
     report = build_report(
         s.y_test,
-        {n: softmax(base[n].test) for n in names},
+        {n: activate(s.task, base[n].test) for n in names},
         {n: m.predict_proba(test_outs) for n, m in fitted.items()},
         chosen_name,
         reason,
         {
+            "task": s.task,
             "train_rows": s.n_train,
             "validation_rows": len(s.pool) - s.n_train,
             "test_rows": len(s.test),
@@ -324,10 +390,12 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
             "folds": cfg.fusion.folds if rows.kfold else None,
             "fusion_fitted_on": {"rows": rows.describe, "n": int(len(rows.fusion)), "models": {n: base[n].how for n in names}},
             "cv_log_loss": cv_scores,
-            "error_correlation": error_correlation(s.y_test, {n: base[n].test for n in names}),
+            "error_correlation": error_correlation(s.y_test, {n: base[n].test for n in names}) if s.task == "single_label" else None,
             "engine_vs_training": check,
             "seconds": {"models": timings, "total": round(time.perf_counter() - t_start, 1)},
         },
+        task=s.task,
+        thresholds=thresholds,
     )
     write_report(out, report)
     log(report["verdict"])

@@ -81,7 +81,10 @@ def train_byte_bpe(texts: list[str], vocab_size: int):
     return tok
 
 
-def build_scratch(cfg: ModelConfig, texts: list[str], labels: list[str]):
+PROBLEM_TYPE = {"single_label": "single_label_classification", "multi_label": "multi_label_classification", "regression": "regression"}
+
+
+def build_scratch(cfg: ModelConfig, texts: list[str], labels: list[str], task: str = "single_label"):
     """A factory of randomly initialised classifiers and their locally trained tokenizer."""
     import torch
     from transformers import (
@@ -104,6 +107,7 @@ def build_scratch(cfg: ModelConfig, texts: list[str], labels: list[str]):
         num_labels=len(labels),
         id2label=id2label,
         label2id={v: k for k, v in id2label.items()},
+        problem_type=PROBLEM_TYPE[task],
     )
     arch = cfg.source.split(":", 1)[1]
     if arch == "bert":
@@ -229,7 +233,21 @@ def label_order(name: str, id2label: dict, labels: list[str], label_map: dict[st
     return [index[inverse[l]] for l in labels], mapping
 
 
-def load_fixed(cfg: ModelConfig, path: Path, labels: list[str]):
+def check_problem_type(name: str, config, task: str) -> None:
+    """A checkpoint's head must be the task's: softmax, sigmoid per label, or one value."""
+    pt = getattr(config, "problem_type", None)
+    where = f"model '{name}'"
+    if task == "regression":
+        if config.num_labels != 1 or pt not in (None, "regression"):
+            raise StackscoreError(f"{where}: a regression ensemble needs a one-output regression head; the checkpoint has {config.num_labels} labels, problem_type {pt}")
+    elif task == "multi_label":
+        if pt != "multi_label_classification":
+            raise StackscoreError(f"{where}: a multi-label ensemble needs problem_type 'multi_label_classification' (sigmoid per label); the checkpoint says {pt!r}")
+    elif pt not in (None, "single_label_classification"):
+        raise StackscoreError(f"{where}: a single-label ensemble needs a softmax head; the checkpoint's problem_type is {pt!r} (set task to match)")
+
+
+def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "single_label"):
     """A fine-tuned checkpoint exactly as saved: (model, tokenizer, label order, label mapping).
 
     Refused when transformers would initialise any weight at random (a head saved without its
@@ -239,7 +257,11 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str]):
     from transformers.utils import logging as hf_logging
 
     config = read_checkpoint_config(cfg.name, path)
-    order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
+    check_problem_type(cfg.name, config, task)
+    if task == "regression":
+        order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
+    else:
+        order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report is turned into our own one-line error
     try:
@@ -261,7 +283,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str]):
     return model.eval(), tok, order, mapping
 
 
-def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
+def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: str = "single_label"):
     """A local HF directory (never a hub id) with a fresh classification head."""
     from transformers import AutoModelForSequenceClassification
 
@@ -275,7 +297,7 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path):
         torch.manual_seed(cfg.seed)  # the new head starts the same in every fold
         return AutoModelForSequenceClassification.from_pretrained(
             str(path), num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-            ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False,
+            problem_type=PROBLEM_TYPE[task], ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False,
         )
 
     tok = load_tokenizer(path)
@@ -320,12 +342,12 @@ def load_tokenizer(path: Path):
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials)
 
 
-def build_model(cfg: ModelConfig, texts: list[str], labels: list[str], base_dir: Path):
+def build_model(cfg: ModelConfig, texts: list[str], labels: list[str], base_dir: Path, task: str = "single_label"):
     """(factory, tokenizer): ``factory()`` returns a fresh, untrained-head model each call.
 
     The tokenizer is trained once on all training texts (unsupervised, so no label leaks into
     out-of-fold predictions); each fold then fine-tunes its own fresh model.
     """
     if cfg.source.startswith("scratch:"):
-        return build_scratch(cfg, texts, labels)
-    return load_pretrained(cfg, labels, base_dir)
+        return build_scratch(cfg, texts, labels, task)
+    return load_pretrained(cfg, labels, base_dir, task)

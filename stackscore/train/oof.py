@@ -43,7 +43,9 @@ def out_of_fold(
 
 def holdout_split(y: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit rows, blend rows), stratified: the classic blending recipe's holdout."""
-    y = np.asarray(y)
+    from ..tasks import strata
+
+    y = strata(np.asarray(y))
     rng = np.random.default_rng(seed)
     blend: list[int] = []
     for c in np.unique(y):

@@ -26,19 +26,47 @@ def error_correlation(y: np.ndarray, logits: dict[str, np.ndarray]) -> dict[str,
     return out
 
 
-def build_report(y: np.ndarray, model_probs: dict[str, np.ndarray], fusion_probs: dict[str, np.ndarray], chosen: str, reason: str, extra: dict[str, Any]) -> dict[str, Any]:
-    models = {n: all_metrics(y, p) for n, p in model_probs.items()}
-    fusions = {n: all_metrics(y, p) for n, p in fusion_probs.items()}
-    best_model = min(models, key=lambda n: models[n]["log_loss"])
-    ch = fusions.get(chosen)
-    helps = ch is not None and ch["log_loss"] < models[best_model]["log_loss"] and ch["accuracy"] >= models[best_model]["accuracy"]
-    verdict = (
-        f"the chosen fusion '{chosen}' {'beats' if helps else 'does NOT beat'} the best base model "
-        f"'{best_model}' on the test split (log-loss {ch['log_loss']:.4f} vs {models[best_model]['log_loss']:.4f}, "
-        f"accuracy {ch['accuracy']:.4f} vs {models[best_model]['accuracy']:.4f})"
-        if ch
-        else ""
-    )
+# Per task: the metric that ranks models and decides the verdict, and whether higher is better.
+PRIMARY = {"single_label": ("log_loss", False), "multi_label": ("micro_f1", True), "regression": ("rmse", False)}
+
+
+def task_metrics(task: str, y: np.ndarray, pred: np.ndarray, thresholds=None) -> dict[str, float]:
+    from ..tasks import multilabel_metrics, regression_metrics
+
+    if task == "multi_label":
+        return multilabel_metrics(y, pred, thresholds if thresholds is not None else np.full(pred.shape[1], 0.5))
+    if task == "regression":
+        return regression_metrics(y, pred)
+    return all_metrics(y, pred)
+
+
+def build_report(y: np.ndarray, model_probs: dict[str, np.ndarray], fusion_probs: dict[str, np.ndarray], chosen: str, reason: str, extra: dict[str, Any], task: str = "single_label", thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every base model and fusion on the test split, with the task's metrics, and a verdict.
+
+    Single-label: the chosen fusion helps when its log-loss is lower and its accuracy no worse than
+    the best base model's (by log-loss); multi-label: a higher micro-F1 than the best base model's
+    (each judged at its own thresholds, tuned on the fusion rows); regression: a lower RMSE.
+    """
+    thresholds = thresholds or {}
+    models = {n: task_metrics(task, y, p, thresholds.get(n)) for n, p in model_probs.items()}
+    fusions = {n: task_metrics(task, y, p, thresholds.get(n)) for n, p in fusion_probs.items()}
+    key, higher = PRIMARY[task]
+    rank = (lambda n: -models[n][key]) if higher else (lambda n: models[n][key])
+    best_model = min(models, key=rank)
+    ch, best = fusions.get(chosen), models[best_model]
+    if ch is None:
+        helps, verdict = False, ""
+    else:
+        if task == "single_label":
+            helps = ch["log_loss"] < best["log_loss"] and ch["accuracy"] >= best["accuracy"]
+            detail = f"log-loss {ch['log_loss']:.4f} vs {best['log_loss']:.4f}, accuracy {ch['accuracy']:.4f} vs {best['accuracy']:.4f}"
+        elif task == "multi_label":
+            helps = ch["micro_f1"] > best["micro_f1"]
+            detail = f"micro-F1 {ch['micro_f1']:.4f} vs {best['micro_f1']:.4f}, log-loss per label {ch['log_loss']:.4f} vs {best['log_loss']:.4f}"
+        else:
+            helps = ch["rmse"] < best["rmse"]
+            detail = f"RMSE {ch['rmse']:.4f} vs {best['rmse']:.4f}, Pearson {ch['pearson']:.4f} vs {best['pearson']:.4f}"
+        verdict = f"the chosen fusion '{chosen}' {'beats' if helps else 'does NOT beat'} the best base model '{best_model}' on the test split ({detail})"
     return {"models": models, "fusions": fusions, "chosen": chosen, "reason": reason, "best_model": best_model, "ensemble_helps": bool(helps), "verdict": verdict, **extra}
 
 
@@ -55,11 +83,12 @@ def to_markdown(r: dict[str, Any]) -> str:
     if rows:
         lines += [f"Every fusion was fitted on: {rows['rows']}. How each base model predicted those rows:", ""]
         lines += [f"- `{name}`: {how}" for name, how in rows["models"].items()] + [""]
-    lines += ["| | accuracy | macro-F1 | log-loss | ECE |", "|---|---:|---:|---:|---:|"]
+    keys = list(next(iter(r["models"].values())))
+    lines += ["| | " + " | ".join(keys) + " |", "|---" + "|---:" * len(keys) + "|"]
     for kind, table in (("model", r["models"]), ("fusion", r["fusions"])):
         for name, m in table.items():
             mark = " **(chosen)**" if kind == "fusion" and name == r["chosen"] else ""
-            lines.append(f"| {kind} `{name}`{mark} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {m['log_loss']:.4f} | {m['ece']:.4f} |")
+            lines.append(f"| {kind} `{name}`{mark} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |")
     lines += ["", f"Verdict: {r['verdict']}.", "", f"Why this fusion: {r['reason']}", "", "![report](report.png)", ""]
     corr = r.get("error_correlation")
     if corr:
@@ -82,10 +111,11 @@ def plot_report(r: dict[str, Any], path: Path) -> None:
     rows = list(r["models"].values()) + list(r["fusions"].values())
     colors = ["#7f7f7f"] * len(r["models"]) + ["#1f77b4" if n != r["chosen"] else "#d62728" for n in r["fusions"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.5))
-    for ax, key in zip(axes, ("accuracy", "log_loss")):
+    keys = {"multi_label": ("micro_f1", "log_loss"), "regression": ("pearson", "rmse")}.get(r.get("task", "single_label"), ("accuracy", "log_loss"))
+    for ax, key in zip(axes, keys):
         vals = [m[key] for m in rows]
         ax.barh(names, vals, color=colors)
-        ax.set_title(f"{key} (test split)" + ("  lower is better" if key == "log_loss" else ""))
+        ax.set_title(f"{key} (test split)" + ("  lower is better" if key in ("log_loss", "rmse") else ""))
         lo, hi = min(vals), max(vals)
         ax.set_xlim(max(0.0, lo - (hi - lo) * 0.5 - 1e-3), hi + (hi - lo) * 0.2 + 1e-3)
         ax.invert_yaxis()

@@ -1,0 +1,120 @@
+"""Fusion for regression ensembles: one value per row from each base model's single output.
+
+mean; weighted (least squares with the weights on the simplex); stacking with a linear
+meta-learner (ridge regression, run in the engine as its skl2onnx graph; its coefficients also
+give each base model's contribution).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..manifest import FusionSpec
+from .base import FusionMethod, check_outputs
+from .stack import META_GRAPH, OnnxMeta
+
+
+def _column(outputs) -> np.ndarray:
+    """(n, m): each base model's one output."""
+    outs = check_outputs(outputs)
+    if outs[0].shape[1] != 1:
+        raise ValueError(f"regression base models have one output, got {outs[0].shape[1]}")
+    return np.concatenate(outs, axis=1)
+
+
+class RegressionMean(FusionMethod):
+    name = "mean"
+    complexity = 0
+    task = "regression"
+
+    def predict_proba(self, outputs) -> np.ndarray:
+        return _column(outputs).mean(axis=1, keepdims=True)
+
+    @classmethod
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "RegressionMean":
+        return cls()
+
+
+class RegressionWeighted(FusionMethod):
+    """Least squares with the weights on the simplex (non-negative, summing to one)."""
+
+    name = "weighted"
+    complexity = 2
+    task = "regression"
+
+    def __init__(self, weights: Sequence[float] | None = None):
+        self.weights = None if weights is None else [float(w) for w in weights]
+
+    def fit(self, outputs, y):
+        super().fit(outputs, y)
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            self.weights_ = w / w.sum()
+            return self
+        from scipy.optimize import minimize  # training world only
+
+        from ..metrics import softmax
+
+        X, t = _column(outputs), np.asarray(y, dtype=np.float64)
+        res = minimize(lambda th: float(np.mean((X @ softmax(th) - t) ** 2)), np.zeros(X.shape[1]), method="L-BFGS-B")
+        self.weights_ = softmax(res.x)
+        return self
+
+    def predict_proba(self, outputs) -> np.ndarray:
+        return (_column(outputs) @ self.weights_)[:, None]
+
+    def get_params(self) -> dict:
+        return {"weights": [float(w) for w in self.weights_]}
+
+    @classmethod
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "RegressionWeighted":
+        m = cls(weights=spec.params["weights"])
+        m.weights_ = np.asarray(spec.params["weights"], dtype=np.float64)
+        return m
+
+
+class RegressionStack(FusionMethod, OnnxMeta):
+    name = "stack"
+    complexity = 3
+    task = "regression"
+
+    def __init__(self, alpha: float = 1.0, mode: str = "kfold"):
+        self.alpha = alpha
+        self.mode = mode
+
+    def fit(self, outputs, y):
+        from sklearn.linear_model import Ridge
+
+        super().fit(outputs, y)
+        self.meta_ = Ridge(alpha=self.alpha).fit(_column(outputs).astype(np.float32), np.asarray(y, dtype=np.float64))
+        self.coef_ = np.asarray(self.meta_.coef_, dtype=np.float64)
+        return self
+
+    def predict_proba(self, outputs) -> np.ndarray:
+        X = _column(outputs).astype(np.float32)
+        if getattr(self, "meta_", None) is not None:
+            return self.meta_.predict(X).astype(np.float64)[:, None]
+        return np.asarray(self.run_graph(X), dtype=np.float64).reshape(-1, 1)
+
+    def contributions(self, outputs) -> np.ndarray:
+        """Each base model's additive share of the stacked value (intercept not included)."""
+        return _column(outputs) * self.coef_[None, :]
+
+    def get_params(self) -> dict:
+        return {"alpha": self.alpha, "mode": self.mode, "n_models": self.n_models_, "n_classes": 1, "linear_coef": self.coef_.tolist()}
+
+    def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
+        self.write_graph(Path(artifact_dir), self.n_models_)
+        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason)
+
+    @classmethod
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "RegressionStack":
+        p = spec.params
+        m = cls(alpha=p.get("alpha", 1.0), mode=p.get("mode", "kfold"))
+        m.n_models_, m.n_classes_ = int(p["n_models"]), 1
+        m.coef_ = np.asarray(p["linear_coef"], dtype=np.float64)
+        m.load_graph(spec, Path(artifact_dir), output=0)
+        return m

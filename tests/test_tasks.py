@@ -1,0 +1,179 @@
+"""Multi-label and regression ensembles, end to end on tiny models: fit, export, engine, outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from checkpoints import make_checkpoint  # noqa: E402
+from test_checkpoints import FAST, run_fit  # noqa: E402
+
+TINY = {"max_length": 64, "epochs": 2, "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 400}
+
+
+def _rows(n: int, seed: int, start: int, task: str) -> list[dict]:
+    from stackscore.train.corpus import generate
+
+    out = []
+    for e in generate(n, seed=seed, start=start):
+        words = len(e.text.split())
+        if task == "multi_label":  # three labels, each on or off on its own
+            labels = [e.label] + (["long"] if words > 14 else []) + (["but"] if " but " in e.text else [])
+            out.append({"id": e.id, "text": e.text, "labels": labels})
+        else:  # a score: the sentiment, moved by length
+            out.append({"id": e.id, "text": e.text, "target": (4.0 if e.label == "positive" else 1.0) + 0.05 * words})
+    return out
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def multi_fit(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("multi")
+    data = {k: _write(root / f"{k}.jsonl", _rows(n, s, st, "multi_label")) for k, n, s, st in (("train", 240, 41, 0), ("test", 60, 42, 9000))}
+    raw = {
+        "seed": 0, **FAST,
+        "data": {"train": str(data["train"]), "test": str(data["test"]), "label_field": "labels"},
+        "fusion": {"method": "auto", "folds": 2},
+        "models": [{"name": "bert", "source": "scratch:bert", **TINY}, {"name": "roberta", "source": "scratch:roberta", "seed": 1, **TINY}],
+    }
+    report = run_fit(raw, root / "work")
+    assert report["task"] == "multi_label"
+    return root
+
+
+def test_multi_label_fit_report_and_manifest(multi_fit):
+    report = json.loads((multi_fit / "work/report.json").read_text())
+    assert set(report["models"]["bert"]) == {"micro_f1", "macro_f1", "subset_accuracy", "log_loss"}
+    assert set(report["fusions"]) == {"mean", "weighted", "stack"}
+    assert "micro-F1" in report["verdict"]
+    m = json.loads((multi_fit / "work/artifact/manifest.json").read_text())
+    assert m["task"] == "multi_label" and m["labels"] == ["but", "long", "negative", "positive"]
+    assert len(m["fusion"]["params"]["thresholds"]) == 4
+    assert report["engine_vs_training"]["max_abs_diff"] <= 1e-3 and report["engine_vs_training"]["label_agreement"] >= 0.995
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_multi_label_outputs_in_every_format(multi_fit, tmp_path, suffix):
+    import pyarrow.parquet as pq
+
+    from stackscore import Ensemble
+
+    src = multi_fit / "test.jsonl"
+    out = tmp_path / f"p{suffix}"
+    r = subprocess.run([sys.executable, "-m", "stackscore", "score", str(multi_fit / "work/artifact"), str(src), "-o", str(out), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ens = Ensemble.load(multi_fit / "work/artifact")
+    texts = [json.loads(l)["text"] for l in src.read_text().splitlines()]
+    expected = ens.predict(texts)  # lists of labels, at the manifest's thresholds
+    if suffix == ".jsonl":
+        got = [json.loads(l)["labels"] for l in out.read_text().splitlines()]
+    elif suffix == ".csv":
+        import pyarrow.csv as pacsv
+
+        col = pacsv.read_csv(out).column("labels").to_pylist()
+        got = [[] if not v else v.split("|") for v in col]
+    else:
+        table = pq.read_table(out)
+        import pyarrow as pa
+
+        t = table.schema.field("labels").type
+        assert pa.types.is_list(t) and pa.types.is_string(t.value_type)
+        got = table.column("labels").to_pylist()
+    assert got == expected
+    proba = ens.predict_proba(texts)
+    thresholds = np.asarray(json.loads((multi_fit / "work/artifact/manifest.json").read_text())["fusion"]["params"]["thresholds"])
+    assert [sorted(np.asarray(ens.labels)[p >= thresholds].tolist()) for p in proba] == [sorted(g) for g in got]
+
+
+@pytest.fixture(scope="module")
+def reg_fit(tmp_path_factory) -> Path:
+    """A fixed regression checkpoint (one output) + a BERT fine-tuned here, stacked with ridge."""
+    root = tmp_path_factory.mktemp("reg")
+    data = {k: _write(root / f"{k}.jsonl", _rows(n, s, st, "regression")) for k, n, s, st in (("train", 200, 51, 0), ("validation", 80, 52, 5000), ("test", 60, 53, 9000))}
+    ckpt = make_checkpoint(root / "ckpt", "bert", {0: "LABEL_0"}, problem_type="regression")
+    raw = {
+        "seed": 0, **FAST,
+        "data": {k: str(v) for k, v in data.items()} | {"label_field": "target"},
+        "fusion": {"method": "stack", "folds": 2},
+        "models": [
+            {"name": "fixed", "source": str(ckpt), "finetune": False, "max_length": 64},
+            {"name": "bert", "source": "scratch:bert", **TINY, "learning_rate": 1e-3},
+        ],
+    }
+    report = run_fit(raw, root / "work")
+    assert report["task"] == "regression"
+    return root
+
+
+def test_regression_fit_engine_and_outputs(reg_fit, tmp_path):
+    from stackscore import Ensemble
+
+    report = json.loads((reg_fit / "work/report.json").read_text())
+    assert set(report["models"]["bert"]) == {"rmse", "mae", "pearson", "spearman"} and "RMSE" in report["verdict"]
+    m = json.loads((reg_fit / "work/artifact/manifest.json").read_text())
+    assert m["task"] == "regression" and m["labels"] == ["value"] and m["fusion"]["method"] == "stack"
+    out = tmp_path / "p.jsonl"
+    src = reg_fit / "test.jsonl"
+    r = subprocess.run([sys.executable, "-m", "stackscore", "score", str(reg_fit / "work/artifact"), str(src), "-o", str(out), "--with-contributions", "--with-model-outputs", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    texts = [json.loads(l)["text"] for l in src.read_text().splitlines()]
+    values = Ensemble.load(reg_fit / "work/artifact").predict(texts)
+    assert np.allclose([r["value"] for r in rows], values, atol=1e-5)
+    coef = np.asarray(m["fusion"]["params"]["linear_coef"])
+    for row in rows[:5]:  # contributions: each model's output times its ridge coefficient
+        assert np.isclose(row["contrib_fixed"], coef[0] * row["value_fixed"], atol=1e-4)
+        assert np.isclose(row["contrib_bert"], coef[1] * row["value_bert"], atol=1e-4)
+    assert set(rows[0]) >= {"id", "value", "error", "value_fixed", "value_bert"}
+
+
+@pytest.mark.parametrize(
+    "rows, extra, message",
+    [
+        ([{"text": "fine", "target": "high"}], {"task": "regression"}, "must be a finite number for a regression task, got 'high'"),
+        ([{"text": "fine", "labels": ["joy", "awe"]}], {"labels": ["but", "joy", "long", "negative", "positive"]}, "train.jsonl: row 10: label 'awe' is not in the config's 'labels'"),
+        ([{"text": "fine", "labels": "joy"}], {"task": "multi_label"}, "must be a list of labels for a multi-label task"),
+    ],
+)
+def test_bad_task_input_is_one_line_exit_2(tmp_path, rows, extra, message):
+    good = _rows(20, 61, 0, "multi_label" if "labels" in rows[0] else "regression")
+    field = "labels" if "labels" in rows[0] else "target"
+    _write(tmp_path / "train.jsonl", good[:10] + rows + good[10:])
+    lines = [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    cfg = tmp_path / "fit.toml"
+    cfg.write_text("\n".join(lines) + f'\n[data]\ntrain = "train.jsonl"\nlabel_field = "{field}"\n[[models]]\nname = "b"\nsource = "scratch:bert"\n')
+    r = subprocess.run([sys.executable, "-m", "stackscore", "fit", str(cfg), "--out", str(tmp_path / "w")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    err = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and message in err[0], r.stderr
+
+
+def test_fixed_checkpoint_head_must_match_the_task(tmp_path):
+    from stackscore.errors import StackscoreError
+    from stackscore.train.models import ModelConfig, load_fixed
+
+    single = make_checkpoint(tmp_path / "s", "bert", {0: "a", 1: "b"})
+    with pytest.raises(StackscoreError, match="needs problem_type 'multi_label_classification'"):
+        load_fixed(ModelConfig(name="s", source=str(single), finetune=False), single, ["a", "b"], "multi_label")
+    with pytest.raises(StackscoreError, match="one-output regression head"):
+        load_fixed(ModelConfig(name="s", source=str(single), finetune=False), single, ["value"], "regression")
+
+
+def test_thresholds_are_tuned_for_f1_per_label():
+    from stackscore.tasks import f1_scores, tune_thresholds
+
+    y = np.array([[1, 0], [1, 0], [0, 1], [0, 0], [0, 1]], dtype=float)
+    p = np.array([[0.30, 0.9], [0.35, 0.1], [0.10, 0.8], [0.12, 0.2], [0.05, 0.7]])
+    t = tune_thresholds(y, p)
+    assert 0.12 < t[0] <= 0.30  # label 0: on at 0.30 and 0.35, off at 0.12 and below
+    assert f1_scores(y, p >= t)[1] > f1_scores(y, p >= 0.5)[1]
