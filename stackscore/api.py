@@ -43,7 +43,11 @@ class Ensemble:
         return self.scorer.model_names
 
     def predict_proba(self, texts: Iterable[str], return_model_outputs: bool = False):
-        """(n, k) fused probabilities; with ``return_model_outputs`` also {model: logits}."""
+        """(n, k) fused probabilities; with ``return_model_outputs`` also {model: logits}.
+
+        A row whose model output is not finite (NaN/inf) comes back as a row of NaN, never as
+        numbers that look like a prediction.
+        """
         texts = list(texts)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
@@ -52,11 +56,23 @@ class Ensemble:
             empty = np.zeros((0, len(self.labels)))
             return (empty, {m: empty for m in self.model_names}) if return_model_outputs else empty
         scored = self.scorer.score_texts(texts)
-        return (scored.proba, scored.logits) if return_model_outputs else scored.proba
+        n = len(texts)
 
-    def predict(self, texts: Iterable[str]) -> list[str]:
+        def full(values: np.ndarray) -> np.ndarray:
+            if len(scored.valid) == n:
+                return values
+            out = np.full((n, values.shape[1]), np.nan)
+            out[scored.valid] = values
+            return out
+
+        proba = full(scored.proba)
+        return (proba, {m: full(v) for m, v in scored.logits.items()}) if return_model_outputs else proba
+
+    def predict(self, texts: Iterable[str]) -> list[str | None]:
+        """Top labels; None for a row without a finite model output."""
         proba = self.predict_proba(texts)
-        return [self.labels[i] for i in proba.argmax(axis=1)]
+        ok = np.isfinite(proba).all(axis=1)
+        return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba, nan=-1.0).argmax(axis=1), ok)]
 
     def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
         """Stream texts; yields one result dict per input, in order, batching internally."""
@@ -64,8 +80,11 @@ class Ensemble:
         while chunk := list(islice(it, chunk_rows)):
             proba = self.predict_proba(chunk)
             for p in proba:
+                if not np.isfinite(p).all():
+                    yield {"label": None, "score": None, **{f"prob_{l}": None for l in self.labels}, "error": "non-finite model output"}
+                    continue
                 j = int(p.argmax())
-                yield {"label": self.labels[j], "score": float(p[j]), **{f"prob_{l}": float(v) for l, v in zip(self.labels, p)}}
+                yield {"label": self.labels[j], "score": float(p[j]), **{f"prob_{l}": float(v) for l, v in zip(self.labels, p)}, "error": None}
 
     def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
         """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added.

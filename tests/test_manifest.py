@@ -82,7 +82,7 @@ def test_tokenizer_larger_than_embedding_is_refused(copy):
     edit(copy, f)
     from stackscore.engine.scorer import Scorer
 
-    with pytest.raises(ArtifactError, match="tokenizer has .* tokens, the model's embedding has 10"):
+    with pytest.raises(ArtifactError, match=r"tokenizer has .* tokens with ids up to .*, the model.s embedding has 10 rows"):
         Scorer(copy)
 
 

@@ -43,7 +43,7 @@ def from_manifest(spec: FusionSpec, artifact_dir: Path) -> FusionMethod:
         raise ArtifactError(f"fusion.method '{spec.method}' is unknown to this stackscore ({', '.join(METHODS)})")
     try:
         return cls.from_manifest(spec, Path(artifact_dir))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"fusion.params for '{spec.method}' are incomplete or wrong: {exc}") from None
 
 

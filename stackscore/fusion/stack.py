@@ -137,9 +137,19 @@ class StackFusion(FusionMethod):
         m.linear_coef_ = params.get("linear_coef")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # a tiny graph: threads cost more than they give
-        m.session_ = ort.InferenceSession(str(graph_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        names = [o.name for o in m.session_.get_outputs()]
-        m._proba_name = "probabilities" if "probabilities" in names else names[-1]
+        try:
+            m.session_ = ort.InferenceSession(str(graph_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
+            from ..engine.backends import session_error
+
+            raise session_error(graph_path, "ONNX Runtime", exc) from None
+        outputs = {o.name: o.shape for o in m.session_.get_outputs()}
+        m._proba_name = "probabilities" if "probabilities" in outputs else list(outputs)[-1]
+        width = (outputs[m._proba_name] or [None])[-1]
+        if isinstance(width, int) and width != m.n_classes_:
+            from ..errors import ArtifactError
+
+            raise ArtifactError(f"{graph_path}: the meta-learner outputs {width} classes per row, fusion.params.n_classes is {m.n_classes_}")
         return m
 
     @classmethod
