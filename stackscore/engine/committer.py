@@ -41,7 +41,6 @@ class CommittedOutput:
         self.fingerprint = fingerprint
         self.rows_done = 0  # input rows committed (skipped rows included)
         self.parts = 0
-        self.id_type: str | None = None
         if self.output.exists() and not overwrite:
             raise StackscoreError(f"{self.output}: output exists; pass --overwrite to replace it")
         if self.dir.exists():
@@ -69,14 +68,14 @@ class CommittedOutput:
                 f"{self.output}: cannot resume: the input file, artifact or options differ from the interrupted "
                 f"run's (recorded {rec.get('fingerprint')}); use --overwrite to start over"
             )
-        self.rows_done, self.parts, self.id_type = rec["rows"], rec["parts"], rec.get("id_type")
+        self.rows_done, self.parts = rec["rows"], rec["parts"]
         for p in self.dir.iterdir():  # parts written after the last commit
             if p.name != PROGRESS and (not p.name.startswith("part-") or int(p.name[5:11]) >= self.parts):
                 p.unlink()
 
     def _save_progress(self) -> None:
         tmp = self.dir / (PROGRESS + ".tmp")
-        rec = {"rows": self.rows_done, "parts": self.parts, "id_type": self.id_type, "fingerprint": self.fingerprint}
+        rec = {"rows": self.rows_done, "parts": self.parts, "fingerprint": self.fingerprint}
         tmp.write_text(json.dumps(rec))
         os.replace(tmp, self.dir / PROGRESS)
 
@@ -86,15 +85,10 @@ class CommittedOutput:
 
     def commit(self, block: ResultBlock, input_rows: int) -> None:
         """Write ``block`` as the next part, then record ``input_rows`` more rows as done."""
-        import pyarrow as pa
-
         tmp = self.dir / f"writing{self.ext}"
-        id_type = {"int64": pa.int64(), "string": pa.string()}.get(self.id_type or "")
-        w = open_writer(tmp, self.fmt, self.gz, header=self.parts == 0, id_type=id_type)
+        w = open_writer(tmp, self.fmt, self.gz, header=self.parts == 0)
         w.write(block)
         w.close()
-        if self.fmt != "jsonl" and self.id_type is None:
-            self.id_type = "int64" if pa.types.is_integer(w.id_type) else "string"
         os.replace(tmp, self.part_path(self.parts))
         self.parts += 1
         self.rows_done += input_rows

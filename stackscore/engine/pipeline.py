@@ -84,10 +84,11 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
         contrib = scatter(scored.contributions)
         for i, m in enumerate(model_names):
             cols[f"contrib_{m}"] = contrib[:, i]
+    rows = np.arange(chunk.start, chunk.start + n, dtype=np.int64)
     if opts.on_error == "skip" and not ok.all():  # counted in the stats, left out of the output
         keep = np.flatnonzero(ok)
-        return ResultBlock([chunk.ids[i] for i in keep], {c: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for c, v in cols.items()})
-    return ResultBlock(list(chunk.ids), cols)
+        return ResultBlock([chunk.ids[i] for i in keep], {c: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for c, v in cols.items()}, rows[keep], chunk.id_type)
+    return ResultBlock(list(chunk.ids), cols, rows, chunk.id_type)
 
 
 def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str]) -> None:
@@ -208,7 +209,7 @@ def _skip_done(chunks: Iterator[Chunk], rows_done: int) -> Iterator[Chunk]:
             continue
         if c.start < rows_done:
             cut = rows_done - c.start
-            c = Chunk(rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None)
+            c = Chunk(rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None, c.id_type)
         yield c
 
 

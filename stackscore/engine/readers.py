@@ -4,11 +4,16 @@ Every reader yields :class:`Chunk` objects of at most ``chunk_rows`` rows, so me
 grow with the file. A row that cannot be scored (bad JSON, missing or non-string text) is not
 dropped: it travels as an error record with its row number, and the writer emits it in place.
 Parsing is delegated to orjson (JSONL) and pyarrow (CSV, Parquet).
+
+Ids are the id field's values as read, never made up: a row without one (or whose id cannot be
+read) has ``None``, and the row number travels separately (``Chunk.start + i``), so an output
+column never mixes the input's ids with row numbers.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,15 +52,38 @@ def detect_format(path: str | Path) -> tuple[str, bool]:
     return fmt, gz
 
 
+class RawNumber:
+    """A JSON number id kept as its source text.
+
+    orjson reads integers beyond 64 bits as floats (``10**30`` -> ``1e+30``); an id must
+    round-trip exactly, so such ids keep their digits and are written back verbatim.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"RawNumber({self.text})"
+
+
 @dataclass
 class Chunk:
     """Up to ``chunk_rows`` consecutive input rows. ``texts[i]`` is None when ``errors[i]`` says why."""
 
     start: int  # 0-based row number of the first row in the input
-    ids: list[Any]
+    ids: list[Any]  # the id field's values as read; None where a row has none or it is unreadable
     texts: list[str | None]
     errors: list[str | None]
     labels: list[Any] | None = None  # passthrough of --label-field, for accuracy
+    id_type: Any = None  # Arrow type of a columnar input's id column; None: JSON values (or no ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,7 +123,7 @@ class _ChunkBuilder:
         self.labels: list[Any] = []
 
     def add(self, rid: Any, text: str | None, error: str | None, label: Any = None) -> Chunk | None:
-        self.ids.append(self.row if rid is None else rid)
+        self.ids.append(rid)
         self.texts.append(None if error else text)
         self.errors.append(error)
         if self.with_labels:
@@ -132,11 +160,15 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 obj, err = _retry_undecodable(line, line_no, exc, encoding_errors)
+                if obj is None:  # invalid UTF-8 (strict): the id may still be readable
+                    rid = _id_despite_bad_bytes(line, id_key)
             if err is None:
                 if not isinstance(obj, dict):
                     err = f"line {line_no}: expected a JSON object, got {type(obj).__name__}"
                 else:
                     rid = obj.get(id_key)
+                    if isinstance(rid, float):
+                        rid = _exact_number(line, id_key, rid)
                     if id_field and id_key not in obj:
                         err = f"line {line_no}: missing id field '{id_key}'"
                     elif text_field not in obj:
@@ -167,8 +199,34 @@ def _retry_undecodable(line: bytes, line_no: int, exc: Exception, encoding_error
     return None, f"line {line_no}: invalid JSON ({getattr(exc, 'msg', exc)})"
 
 
+def _exact_number(line: bytes, id_key: str, parsed: float) -> Any:
+    """A numeric id as its source text (see :class:`RawNumber`); rare, so a second parse is fine."""
+    try:
+        obj = json.loads(line.decode("utf-8", "replace"), parse_int=RawNumber, parse_float=RawNumber)
+    except ValueError:
+        return parsed
+    rid = obj.get(id_key) if isinstance(obj, dict) else None
+    return rid if isinstance(rid, RawNumber) else parsed
+
+
+def _id_despite_bad_bytes(line: bytes, id_key: str) -> Any:
+    """The id of a row whose *other* fields hold invalid UTF-8; None if the id itself does."""
+    try:
+        obj = orjson.loads(line.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    rid = obj.get(id_key)
+    if isinstance(rid, str) and "\ufffd" in rid and rid.encode() not in line:
+        return None  # the replacement character stands for bytes of the id itself
+    if isinstance(rid, float):
+        rid = _exact_number(line, id_key, rid)
+    return rid
+
+
 def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
-    """One text per line (LF or CRLF); the id is the 0-based line number."""
+    """One text per line (LF or CRLF); no ids (the output's ``row`` is the 0-based line number)."""
     b = _ChunkBuilder(chunk_rows, False)
     with _open_binary(path, gz) as fh:
         for line_no, raw in enumerate(fh, start=1):
@@ -231,21 +289,38 @@ def _decode_column(col, row: int, encoding_errors: str) -> tuple[Any, dict[int, 
     return pa.array(values, type=pa.string()), bad
 
 
+def _plain(col):
+    """A column without Arrow's alternative encodings: dictionary-encoded columns (what a
+    Parquet file written from a dictionary column reads back as) are decoded, and
+    ``string_view`` / ``binary_view`` become ``string`` / ``binary``, with Arrow kernels."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_string_view(col.type):
+        col = col.cast(pa.string())
+    elif pa.types.is_binary_view(col.type):
+        col = col.cast(pa.binary())
+    return col
+
+
 def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     row = 0
     for batch in batches:
-        col = batch.column(text_field)
+        col = _plain(batch.column(text_field))
         bad_utf8: dict[int, str] = {}
-        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or pa.types.is_fixed_size_binary(col.type):
             col, bad_utf8 = _decode_column(col, row, encoding_errors)
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
             raise InputError(f"{path}: column '{text_field}' has type {col.type}, not text")
         n = batch.num_rows
         texts = col.to_pylist()
-        ids = batch.column(id_col).to_pylist() if id_col else list(range(row, row + n))
+        id_arr = _plain(batch.column(id_col)) if id_col else None
+        ids = id_arr.to_pylist() if id_arr is not None else [None] * n
+        id_type = id_arr.type if id_arr is not None else None
         errors: list[str | None] = [None] * n
         # Find bad rows with Arrow kernels; Python only touches the (rare) bad ones.
         if pa.types.is_null(col.type):
@@ -259,7 +334,7 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         labels = batch.column(label_field).to_pylist() if label_field else None
         for s in range(0, n, chunk_rows):
             e = min(n, s + chunk_rows)
-            yield Chunk(row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None)
+            yield Chunk(row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None, id_type)
         row += n
 
 

@@ -120,13 +120,13 @@ def score_file_ray(artifact_dir: str | Path, input_path: str | Path, output_path
         for batch in ds.iter_batches(batch_format="pandas", batch_size=batch_size):
             if id_col is None and "id" in batch.columns:
                 id_col = "id"
-            ids = batch[id_col].tolist() if id_col else list(range(rows, rows + len(batch)))
+            ids = batch[id_col].tolist() if id_col else [None] * len(batch)  # as the local engine: no made-up ids
             cols: dict[str, Any] = {}
             for c in batch.columns:
                 if c in ("label", "score", "error") or c.startswith("prob_"):
                     v = batch[c]
                     cols[c] = v.to_numpy(dtype=float) if c == "score" or c.startswith("prob_") else [None if pd.isna(x) else x for x in v]
-            writer.write(ResultBlock(ids, {k: cols[k] for k in ["label", "score", *[c for c in cols if c.startswith("prob_")], "error"]}))
+            writer.write(ResultBlock(ids, {k: cols[k] for k in ["label", "score", *[c for c in cols if c.startswith("prob_")], "error"]}, list(range(rows, rows + len(batch)))))
             rows += len(batch)
         writer.close()
         partial.replace(output_path)
