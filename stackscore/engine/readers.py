@@ -13,7 +13,11 @@ column never mixes the input's ids with row numbers.
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import sys
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -141,15 +145,122 @@ class _ChunkBuilder:
         return c
 
 
-def _open_binary(path: Path, gz: bool):
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+class Snapshot:
+    """The input as it was when the run started: its size and mtime, and reads of that many bytes.
+
+    A file still being written (a log, an export in progress) would otherwise be scored in part
+    and end with a torn line. Readers read exactly the bytes the file had at the start (so the
+    last line is complete if it was complete then) and, at the end, compare size and mtime:
+    a changed file stops the run in one line, or, with ``allow_growing``, the snapshot is
+    scored with a warning (a last line that was still being written is left out).
+    """
+
+    def __init__(self, path: str | Path, allow_growing: bool = False):
+        self.path = Path(path)
+        st = self.path.stat()
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        self.allow_growing = allow_growing
+        self.warned = False
+
+    def change(self) -> str | None:
+        """How the file differs from the snapshot, or None."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return "it was removed"
+        if st.st_size != self.size:
+            return f"{self.size:,} bytes at the start, {st.st_size:,} now"
+        if st.st_mtime_ns != self.mtime_ns:
+            return "modified in place"
+        return None
+
+    def changed(self, detail: str = "") -> None:
+        """The file changed during the run: refuse, or (allowed) warn once and go on."""
+        what = self.change() or "modified"
+        if not self.allow_growing:
+            raise InputError(
+                f"{self.path}: the file changed while it was read ({what}{'; ' + detail if detail else ''}); "
+                f"score it once it is complete, or pass --allow-growing-input to score the {self.size:,} bytes it had at the start"
+            )
+        if not self.warned:
+            self.warned = True
+            print(f"warning: {self.path}: the file changed while it was read ({what}); scored the {self.size:,} bytes it had at the start"
+                  f"{'; ' + detail if detail else ''}", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.change() is not None:
+            self.changed()
+
+    def open(self) -> io.BufferedReader:
+        """A binary file object that ends after ``size`` bytes, whatever is appended later."""
+        return io.BufferedReader(_Limited(open(self.path, "rb", buffering=0), self.size), buffer_size=1 << 20)
 
 
-def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+class _Limited(io.RawIOBase):
+    def __init__(self, raw, limit: int):
+        self.raw, self.left = raw, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.left)
+        if n <= 0:
+            return 0
+        got = self.raw.readinto(memoryview(buf)[:n]) or 0
+        self.left -= got
+        return got
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+@contextmanager
+def _open_binary(snap: Snapshot, gz: bool):
+    with snap.open() as fh:
+        if gz:
+            with gzip.GzipFile(fileobj=fh, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield fh
+
+
+def _arrow_stream(snap: Snapshot, gz: bool):
+    """The snapshot as an Arrow input stream (gunzipped by Arrow when ``gz``)."""
+    import pyarrow as pa
+
+    stream = pa.PythonFile(snap.open(), mode="r")
+    return pa.CompressedInputStream(stream, "gzip") if gz else stream
+
+
+def _lines(fh, snap: Snapshot, gz: bool) -> Iterator[bytes]:
+    """The snapshot's lines; unreadable compressed data and a changed file are one-line errors."""
+    n = 0
+    try:
+        for raw in fh:
+            if not raw.endswith(b"\n") and snap.change() is not None:
+                snap.changed(f"its last line was still being written at the start and is left out (line {n + 1})")
+                break
+            n += 1
+            yield raw
+    except EOFError:
+        if snap.change() is not None:
+            snap.changed("the compressed stream was still being written")
+            return
+        raise InputError(f"{snap.path}: truncated gzip file: the compressed data ends after line {n}, before its end marker") from None
+    except (OSError, zlib.error) as exc:
+        what = "not a gzip file" if gz and n == 0 and isinstance(exc, gzip.BadGzipFile) else ("corrupt gzip data" if gz else "read error")
+        raise InputError(f"{snap.path}: {what} after line {n}: {exc}") from None
+    snap.finish()
+
+
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Chunk]:
     b = _ChunkBuilder(chunk_rows, label_field is not None)
     id_key = id_field or "id"
-    with _open_binary(path, gz) as fh:
-        for line_no, raw in enumerate(fh, start=1):
+    snap = snapshot or Snapshot(path)
+    with _open_binary(snap, gz) as fh:
+        for line_no, raw in enumerate(_lines(fh, snap, gz), start=1):
             line = raw.strip()
             if line.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM on the first line
                 line = line[3:]
@@ -225,11 +336,12 @@ def _id_despite_bad_bytes(line: bytes, id_key: str) -> Any:
     return rid
 
 
-def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Chunk]:
     """One text per line (LF or CRLF); no ids (the output's ``row`` is the 0-based line number)."""
     b = _ChunkBuilder(chunk_rows, False)
-    with _open_binary(path, gz) as fh:
-        for line_no, raw in enumerate(fh, start=1):
+    snap = snapshot or Snapshot(path)
+    with _open_binary(snap, gz) as fh:
+        for line_no, raw in enumerate(_lines(fh, snap, gz), start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             raw = raw.rstrip(b"\r\n")
@@ -338,49 +450,71 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         row += n
 
 
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    snap = snapshot or Snapshot(path)
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, quote_char='"' if delimiter == "," else False)
     opts = pacsv.ReadOptions(block_size=1 << 22)
+    what = "CSV" if delimiter == "," else "TSV"
     try:
-        head = pacsv.open_csv(path, read_options=opts, parse_options=parse)
+        head = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse)
         names = head.schema.names
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: cannot read as {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read as {what}{' (gzip)' if gz else ''}: {exc}") from None
     cols = _columns_or_fail(path, names, text_field, id_field, label_field)
     id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
     # The text column is read as bytes so that one bad byte sequence marks one row, not the file.
     types = {c: pa.string() for c in cols}
     types[text_field] = pa.binary()
     convert = pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False)
-    reader = pacsv.open_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
+    reader = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse, convert_options=convert)
 
     def batches():
         while True:
             try:
-                yield reader.read_next_batch()
+                batch = reader.read_next_batch()
             except StopIteration:
+                snap.finish()
                 return
-            except pa.ArrowInvalid as exc:
-                raise InputError(f"{path}: malformed CSV: {exc}") from None
+            except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+                if snap.change() is not None:
+                    snap.changed()
+                    return
+                raise InputError(f"{path}: malformed {what}{' or corrupt gzip data' if gz else ''}: {exc}") from None
+            yield batch
 
     yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
 
 
-def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
+def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    snap = snapshot or Snapshot(path)
+    errors = (pa.ArrowInvalid, OSError, EOFError, zlib.error)
     src = gzip.open(path, "rb") if gz else path
     try:
         pf = pq.ParquetFile(src)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except errors as exc:
         raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
     cols = _columns_or_fail(path, pf.schema_arrow.names, text_field, id_field, label_field)
     id_col = cols[1] if len(cols) > 1 and cols[1] != label_field else None
-    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
+
+    def batches():
+        it = pf.iter_batches(batch_size=chunk_rows, columns=cols)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                snap.finish()  # a Parquet file is read by its footer: a change is only detected
+                return
+            except errors as exc:
+                raise InputError(f"{path}: corrupt Parquet data: {exc}") from None
+            yield batch
+
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors)
 
 
 def open_reader(
@@ -391,27 +525,31 @@ def open_reader(
     chunk_rows: int = 4096,
     fmt: str | None = None,
     encoding_errors: str = "strict",
+    snapshot: Snapshot | None = None,
+    allow_growing_input: bool = False,
 ) -> Iterator[Chunk]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 
     ``encoding_errors``: ``strict`` marks a row with invalid UTF-8 as an error row; ``replace``
-    substitutes U+FFFD and scores it.
+    substitutes U+FFFD and scores it. The file is read as it was when this is called (see
+    :class:`Snapshot`; pass one to share it with the caller).
     """
     path = Path(path)
     _check_input(path)
     if encoding_errors not in ("strict", "replace"):
         raise InputError(f"--encoding-errors must be strict or replace, not '{encoding_errors}'")
     dfmt, gz = detect_format(path) if fmt is None else (fmt, path.suffix.lower() == ".gz")
-    if path.stat().st_size == 0:
+    snap = snapshot or Snapshot(path, allow_growing_input)
+    if snap.size == 0:
         return iter(())  # an empty file has no rows: the output is empty too
     if dfmt == "jsonl":
-        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors)
+        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap)
     if dfmt in ("csv", "tsv"):
-        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors)
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap)
     if dfmt == "parquet":
-        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors)
+        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap)
     if dfmt == "txt":
         if id_field or label_field:
             raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field do not apply")
-        return read_text(path, gz, chunk_rows, encoding_errors)
+        return read_text(path, gz, chunk_rows, encoding_errors, snapshot=snap)
     raise InputError(f"{path}: unknown format '{dfmt}' (choose from {', '.join(FORMATS)})")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import InputError, StackscoreError
+from ..errors import InputError
 from .readers import RawNumber, detect_format
 
 
