@@ -100,13 +100,22 @@ def score_file_ray(artifact_dir: str | Path, input_path: str | Path, output_path
     """
     import ray
 
-    from ..engine.writers import ResultBlock, open_writer, output_format
+    from ..engine.committer import OutputLock, check_output_path
+    from ..engine.writers import output_format
     from ..errors import StackscoreError
 
     output_path = Path(output_path)
+    check_output_path(output_path, Path(input_path))
     if output_path.exists() and not overwrite:
         raise StackscoreError(f"{output_path}: output exists; pass --overwrite to replace it")
     fmt, gz = output_format(output_path)
+    with OutputLock(output_path):
+        return _score_file_ray(ray, artifact_dir, input_path, output_path, fmt, gz, text_column, id_column, address, num_actors, num_cpus_per_actor, batch_size)
+
+
+def _score_file_ray(ray, artifact_dir, input_path, output_path: Path, fmt: str, gz: bool, text_column: str, id_column: str | None, address: str | None, num_actors: int, num_cpus_per_actor: float, batch_size: int) -> int:
+    from ..engine.writers import ResultBlock, open_writer
+
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
