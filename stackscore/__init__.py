@@ -8,6 +8,10 @@ worker can be installed without the training stack.
 
 from __future__ import annotations
 
+from .offline import disable_telemetry
+
+disable_telemetry()  # before anything imports onnxruntime, openvino or nncf (see offline.py)
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "Ensemble"]

@@ -43,9 +43,11 @@ class Ensemble:
         return self.scorer.model_names
 
     def predict_proba(self, texts: Iterable[str], return_model_outputs: bool = False, text_pairs: Iterable[str] | None = None):
-        """(n, k) fused probabilities; with ``return_model_outputs`` also {model: logits}.
+        """(n, k) fused probabilities (regression: values); with ``return_model_outputs`` also {model: logits}.
 
         ``text_pairs``: the second texts, for an ensemble fitted on sentence pairs (required there).
+        A row whose model output is not finite (NaN/inf) comes back as a row of NaN, never as
+        numbers that look like a prediction.
         """
         from .engine.pipeline import check_pair_option
 
@@ -62,7 +64,17 @@ class Ensemble:
             empty = np.zeros((0, len(self.labels)))
             return (empty, {m: empty for m in self.model_names}) if return_model_outputs else empty
         scored = self.scorer.score_texts(texts, pairs)
-        return (scored.proba, scored.logits) if return_model_outputs else scored.proba
+        n = len(texts)
+
+        def full(values: np.ndarray) -> np.ndarray:
+            if len(scored.valid) == n:
+                return values
+            out = np.full((n, values.shape[1]), np.nan)
+            out[scored.valid] = values
+            return out
+
+        proba = full(scored.proba)
+        return (proba, {m: full(v) for m, v in scored.logits.items()}) if return_model_outputs else proba
 
     @property
     def task(self) -> str:
@@ -70,16 +82,18 @@ class Ensemble:
         return self.scorer.fusion.task
 
     def predict(self, texts: Iterable[str], text_pairs: Iterable[str] | None = None) -> list:
-        """Top labels (single-label), lists of the labels on (multi-label) or values (regression)."""
+        """Top labels (single-label), lists of the labels on (multi-label) or values (regression);
+        None for a row without a finite model output."""
         proba = self.predict_proba(texts, text_pairs=text_pairs)
+        ok = np.isfinite(proba).all(axis=1)
         if self.task == "regression":
-            return [float(v) for v in proba[:, 0]]
+            return [float(v) if good else None for v, good in zip(proba[:, 0], ok)]
         if self.task == "multi_label":
             from .tasks import decide
 
             names = np.asarray(self.labels, dtype=object)
-            return [names[row].tolist() for row in decide(proba, self.scorer.fusion.thresholds)]
-        return [self.labels[i] for i in proba.argmax(axis=1)]
+            return [names[row].tolist() if good else None for row, good in zip(decide(np.nan_to_num(proba, nan=-1.0), self.scorer.fusion.thresholds), ok)]
+        return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba, nan=-1.0).argmax(axis=1), ok)]
 
     def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
         """Stream texts; yields one result dict per input, in order, batching internally
@@ -92,11 +106,11 @@ class Ensemble:
             bad = [i for i, t in enumerate(chunk) if not isinstance(t, str)]
             if bad:
                 raise TypeError(f"texts must be strings; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
-            scored = self.scorer.score_texts(chunk)
+            scored = self.scorer.infer(self.scorer.encode(Chunk(0, list(range(len(chunk))), chunk, [None] * len(chunk))))
             block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
-            names = [c for c in block.columns if c != "error"]
+            names = [c for c in block.columns if c != "row"]
             for i in range(len(chunk)):
-                yield {c: (float(block.columns[c][i]) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i]) for c in names}
+                yield {c: (None if block.columns[c][i] != block.columns[c][i] else float(block.columns[c][i])) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i] for c in names}
 
     def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
         """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added.

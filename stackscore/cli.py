@@ -1,12 +1,13 @@
 """Command line: thin wrappers that parse arguments and call the Python API.
 
 User errors (``StackscoreError``) are printed as one line on stderr with exit code 2, never as a
-traceback. Progress and summaries go to stderr; the output file holds predictions only.
+traceback; anything else (a bug) is one line with exit code 1 unless ``STACKSCORE_TRACEBACK=1``. Progress and summaries go to stderr; the output file holds predictions only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -90,6 +91,7 @@ def score(
     on_error: str = typer.Option("record", help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part."),
+    allow_growing_input: bool = typer.Option(False, help="If the input changes while it is read, warn and score the bytes it had at the start (default: stop with an error)."),
     stats_json: Optional[Path] = typer.Option(None, help="Also write the run's statistics as JSON here."),
     quiet: bool = typer.Option(False, help="No progress line."),
     engine: str = typer.Option("local", help="local (this process) or ray (an actor pool on a Ray cluster)."),
@@ -129,7 +131,7 @@ def score(
     opts = ScoreOptions(
         text_field=text_field, text_pair_field=text_pair_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
         with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
-        on_error=on_error, resume=resume, encoding_errors=encoding_errors,
+        on_error=on_error, resume=resume, encoding_errors=encoding_errors, allow_growing_input=allow_growing_input,
         progress=not quiet,
         engine=EngineConfig(token_budget=token_budget, long_text=long_text, backend=backend_opts),
     )
@@ -138,6 +140,8 @@ def score(
     except KeyboardInterrupt:
         _err(f"interrupted: the parts committed so far are kept; rerun with --resume to continue ({output}.parts/)")
         raise typer.Exit(130) from None
+    except EOFError as exc:  # click would print only "Aborted!"
+        raise StackscoreError(f"{input}: the data ends unexpectedly ({exc})") from None
     _err(stats.summary())
     if stats.backends:
         _err(f"backends: {stats.backends}")
@@ -205,6 +209,12 @@ def main() -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user error: still one line unless asked
+        if os.environ.get("STACKSCORE_TRACEBACK"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        _err(f"error: unexpected {type(exc).__name__}: {first} (this is a bug in stackscore; STACKSCORE_TRACEBACK=1 shows where)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

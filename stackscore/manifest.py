@@ -11,13 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "2.0"
+# 1.x: single-label, single-text artifacts (what every stackscore reads). An artifact that an
+# older reader would silently mis-score (sentence pairs, multi-label, regression) is written as
+# 2.0, which 1.x readers refuse; this reader reads both.
+READABLE_MAJORS = ("1", "2")
+TASK_VALUES = ("binary", "multiclass", "multi_label", "regression")
+
+
+def format_version_for(manifest: "Manifest") -> str:
+    return "2.0" if manifest.text_pair or manifest.task in ("multi_label", "regression") else "1.0"
 MANIFEST_NAME = "manifest.json"
 
 
@@ -59,7 +69,7 @@ class Manifest:
     fusion: FusionSpec
     task: str = "binary"  # binary | multiclass (single-label) | multi_label | regression (stackscore.tasks)
     text_pair: bool = False  # fitted on (text, text_pair) rows: scoring needs both fields
-    format_version: str = FORMAT_VERSION
+    format_version: str = "1.0"  # set by write_manifest (format_version_for)
     created_by: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -81,6 +91,7 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
     Written last and atomically, so a directory with a manifest is a complete artifact.
     """
     directory = Path(directory)
+    manifest.format_version = format_version_for(manifest)
     files: dict[str, dict[str, Any]] = {}
     for p in sorted(directory.rglob("*")):
         if p.is_file() and p.name != MANIFEST_NAME and not p.name.endswith(".tmp"):
@@ -97,16 +108,128 @@ def _require(obj: dict, key: str, typ: type | tuple[type, ...], where: str) -> A
     if key not in obj:
         raise ArtifactError(f"{where}: missing field '{key}'")
     val = obj[key]
-    if not isinstance(val, typ):
+    if not isinstance(val, typ) or (isinstance(val, bool) and bool not in (typ if isinstance(typ, tuple) else (typ,))):
         names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
         raise ArtifactError(f"{where}: field '{key}' must be {names}, got {type(val).__name__}")
     return val
+
+
+# -- the typed schema ---------------------------------------------------------------------------
+# Every field the engine reads is checked here, by type, before any tokenizer or session is
+# opened: a manifest edited by hand (or by another tool) must fail with one line naming the
+# field, not with a traceback from deep inside the engine. Unknown fields are ignored, so a
+# newer 1.x minor version stays readable.
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+
+
+def _kind(value: Any) -> str:
+    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+class _Fields:
+    """Typed access to one JSON object of the manifest, naming ``where.field`` in every error."""
+
+    def __init__(self, obj: Any, where: str, name: str):
+        if not isinstance(obj, dict):
+            raise ArtifactError(f"{where}: '{name}' must be an object, got {_kind(obj)}")
+        self.obj, self.where, self.name = obj, where, name
+
+    def get(self, key: str, typ: type, default: Any = ..., nullable: bool = False, check=None, what: str | None = None) -> Any:
+        if key not in self.obj:
+            if default is ...:
+                raise ArtifactError(f"{self.where}: missing field '{self._path(key)}'")
+            return default
+        value = self.obj[key]
+        if value is None and nullable:
+            return None
+        ok = isinstance(value, typ) and not (isinstance(value, bool) and typ is not bool)
+        if ok and check is not None:
+            ok = check(value)
+        if not ok:
+            shown = repr(value) if isinstance(value, (str, int, float)) and len(repr(value)) < 60 else _kind(value)
+            raise ArtifactError(f"{self.where}: field '{self._path(key)}' must be {what or _TYPE_NAMES[typ]}{' or null' if nullable else ''}, got {shown}")
+        return value
+
+    def path(self, key: str, nullable: bool = False, default: Any = ...) -> str | None:
+        return self.get(key, str, default, nullable, _is_relpath, "a path (non-empty, no NUL byte)")
+
+    def _path(self, key: str) -> str:
+        return f"{self.name}.{key}" if self.name else key
+
+
+def _is_relpath(value: str) -> bool:
+    """Non-empty and without NUL; ``resolve_inside`` refuses absolute paths and escapes by name."""
+    return bool(value) and "\x00" not in value
+
+
+def _str_list(value: Any) -> bool:
+    return all(isinstance(v, str) for v in value)
+
+
+def _model_from(raw: Any, where: str, i: int) -> ModelSpec:
+    f = _Fields(raw, where, f"models[{i}]")
+    name = f.get("name", str, check=lambda v: bool(v) and "\x00" not in v, what="a non-empty string")
+    kind = f.get("kind", str)
+    graphs = f.get("graphs", dict, check=lambda v: bool(v), what="a non-empty object (precision -> path)")
+    g = _Fields(graphs, where, f"models[{i}].graphs")
+    for prec in graphs:
+        g.path(prec)
+    tokenizer = f.path("tokenizer", nullable=True, default=None)
+    if kind == "transformer" and tokenizer is None:
+        raise ArtifactError(f"{where}: field 'models[{i}].tokenizer' must name the tokenizer.json of a transformer model")
+    parity = f.get("parity", dict, default={})
+    p = _Fields(parity, where, f"models[{i}].parity")
+    p.get("vocab_size", int, default=None, nullable=True, check=lambda v: v > 0, what="a positive integer")
+    p.get("gates", dict, default={})
+    known = set(ModelSpec.__dataclass_fields__)
+    values = {k: v for k, v in raw.items() if k in known}
+    values.update(
+        name=name, kind=kind, graphs=graphs, tokenizer=tokenizer, parity=parity,
+        max_length=f.get("max_length", int, check=lambda v: v > 0 or (v == 0 and kind != "transformer"), what="a positive integer"),
+        pad_id=f.get("pad_id", int, check=lambda v: v >= 0, what="a non-negative integer"),
+        inputs=f.get("inputs", list, check=_str_list, what="a list of input names"),
+        output=f.get("output", str, default="logits"),
+        opset=f.get("opset", int, default=17),
+        label_map=f.get("label_map", dict, default={}, check=lambda v: _str_list(list(v.values())), what="an object (checkpoint label -> label)"),
+        architecture=f.get("architecture", str, default=""),
+    )
+    return ModelSpec(**values)
+
+
+def _fusion_from(raw: Any, where: str) -> FusionSpec:
+    f = _Fields(raw, where, "fusion")
+    known = set(FusionSpec.__dataclass_fields__)
+    values = {k: v for k, v in raw.items() if k in known}
+    values.update(
+        method=f.get("method", str),
+        params=f.get("params", dict, default={}),
+        graph=f.path("graph", nullable=True, default=None) or None,
+        reason=f.get("reason", str, default=""),
+        parity=f.get("parity", dict, default={}),
+    )
+    for key in ("n_models", "n_classes"):
+        _Fields(values["params"], where, "fusion.params").get(key, int, default=None, nullable=True, check=lambda v: v > 0, what="a positive integer")
+    return FusionSpec(**values)
+
+
+def _files_from(raw: Any, where: str) -> dict[str, dict[str, Any]]:
+    files = _Fields(raw, where, "").get("files", dict, what="an object (path -> {sha256, size})")
+    for rel, meta in files.items():
+        if not _is_relpath(rel):
+            raise ArtifactError(f"{where}: field 'files' has the path {rel!r}, which is empty or contains a NUL byte")
+        m = _Fields(meta, where, f"files[{rel!r}]")
+        m.get("sha256", str, check=lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v), what="64 lowercase hex digits")
+        m.get("size", int, check=lambda v: v >= 0, what="a non-negative integer")
+    return files
 
 
 def resolve_inside(root: Path, rel: str, where: str) -> Path:
     """Resolve ``rel`` under ``root`` and refuse anything that leaves it (abs paths, .., symlinks)."""
     if not isinstance(rel, str) or not rel:
         raise ArtifactError(f"{where}: empty path")
+    if "\x00" in rel:
+        raise ArtifactError(f"{where}: path {rel!r} contains a NUL byte")
     if Path(rel).is_absolute() or rel.startswith(("/", "\\")):
         raise ArtifactError(f"{where}: absolute path '{rel}' is not allowed in an artifact")
     root_r = root.resolve()
@@ -133,44 +256,34 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     where = str(mpath)
     version = _require(raw, "format_version", str, where)
     major = version.split(".")[0]
-    if major != FORMAT_VERSION.split(".")[0]:
+    if major not in READABLE_MAJORS:
         raise ArtifactError(
             f"{where}: format_version {version} is not supported by this stackscore "
-            f"(reads {FORMAT_VERSION.split('.')[0]}.x)"
+            f"(reads {', '.join(m + '.x' for m in READABLE_MAJORS)})"
         )
-    labels = _require(raw, "labels", list, where)
-    task = raw.get("task", "binary")
+    top = _Fields(raw, where, "")
+    task = top.get("task", str, default="binary", check=lambda v: v in TASK_VALUES, what=" or ".join(TASK_VALUES))
     if task == "regression":
-        if len(labels) != 1 or not isinstance(labels[0], str):
-            raise ArtifactError(f"{where}: a regression artifact has one output name in 'labels'")
-    elif len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-        raise ArtifactError(f"{where}: 'labels' must list at least two label names (strings)")
-    models_raw = _require(raw, "models", list, where)
-    if not models_raw:
-        raise ArtifactError(f"{where}: 'models' is empty")
-    models = []
-    for i, m in enumerate(models_raw):
-        w = f"{where}: models[{i}]"
-        if not isinstance(m, dict):
-            raise ArtifactError(f"{w}: must be an object")
-        _require(m, "name", str, w)
-        _require(m, "kind", str, w)
-        _require(m, "graphs", dict, w)
-        known = {f for f in ModelSpec.__dataclass_fields__}
-        models.append(ModelSpec(**{k: v for k, v in m.items() if k in known}))
-    fusion_raw = _require(raw, "fusion", dict, where)
-    _require(fusion_raw, "method", str, f"{where}: fusion")
-    known = {f for f in FusionSpec.__dataclass_fields__}
-    fusion = FusionSpec(**{k: v for k, v in fusion_raw.items() if k in known})
+        labels = top.get("labels", list, check=lambda v: len(v) == 1 and _str_list(v) and all(v), what="one output name (regression)")
+    else:
+        labels = top.get("labels", list, check=lambda v: len(v) >= 2 and _str_list(v) and all(v), what="a list of at least two label names (non-empty strings)")
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ArtifactError(f"{where}: field 'labels' lists {', '.join(map(repr, dupes))} more than once (each label is one output column)")
+    models_raw = top.get("models", list, check=lambda v: bool(v), what="a non-empty list of models")
+    models = [_model_from(m, where, i) for i, m in enumerate(models_raw)]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ArtifactError(f"{where}: field 'models' has two models named {next(n for n in names if names.count(n) > 1)!r}")
     manifest = Manifest(
         labels=labels,
         models=models,
-        fusion=fusion,
-        task=raw.get("task", "binary"),
-        text_pair=bool(raw.get("text_pair", False)),
+        fusion=_fusion_from(top.get("fusion", dict), where),
+        task=task,
+        text_pair=top.get("text_pair", bool, default=False),
         format_version=version,
-        created_by=raw.get("created_by", ""),
-        files=raw.get("files", {}),
+        created_by=top.get("created_by", str, default=""),
+        files=_files_from(raw, where),
     )
     if verify:
         verify_files(directory, manifest)
@@ -191,16 +304,105 @@ def referenced_files(manifest: Manifest) -> list[tuple[str, str]]:
 
 
 def verify_files(directory: Path, manifest: Manifest) -> None:
-    """Every referenced file exists inside the directory and matches its recorded sha256."""
+    """Every file the runtime may open is listed in ``files``, inside the directory, and intact.
+
+    Three rules, so that nothing unchecked reaches a session: (1) every referenced file has a
+    checksum and every listed file has its recorded size and sha256; (2) the directory holds
+    nothing that is not listed (an ONNX graph may name *external data* files, which the
+    runtimes open next to the graph; an unlisted weights file would be loaded unchecked);
+    (3) every external-data location named inside a graph is a listed file of this artifact.
+    """
+    directory = Path(directory)
     where = str(directory / MANIFEST_NAME)
     for rel, named in referenced_files(manifest):
         if rel not in manifest.files:
             raise ArtifactError(f"{where}: {named} = '{rel}' has no checksum in 'files'")
+    listed = set()
     for rel, meta in manifest.files.items():
         path = resolve_inside(directory, rel, f"{where}: files")
+        listed.add(path)
         if not path.is_file():
             raise ArtifactError(f"{where}: file '{rel}' is missing from the artifact")
         if path.stat().st_size != meta.get("size"):
             raise ArtifactError(f"{where}: file '{rel}' has size {path.stat().st_size}, manifest says {meta.get('size')}")
         if sha256_file(path) != meta.get("sha256"):
             raise ArtifactError(f"{where}: checksum mismatch for '{rel}' (file changed or corrupted)")
+    extra = unlisted_files(directory, manifest)
+    if extra:
+        raise ArtifactError(
+            f"{where}: '{extra[0]}' is in the artifact directory but not listed in 'files' (every file the "
+            "runtime may open must be listed and checksummed: remove it, or re-export the artifact)"
+        )
+    root = directory.resolve()
+    for rel, named in referenced_files(manifest):
+        if not rel.endswith(".onnx"):
+            continue
+        graph = resolve_inside(directory, rel, f"{where}: {named}")
+        for loc in external_data_locations(graph):
+            w = f"{where}: {named} = '{rel}' names external data {loc!r}"
+            if not loc or "\x00" in loc or Path(loc).is_absolute():
+                raise ArtifactError(f"{w}, which is not a relative path")
+            target = (graph.parent / loc).resolve()
+            if root not in target.parents:
+                raise ArtifactError(f"{w}, which points outside the artifact directory")
+            if target not in listed:
+                raise ArtifactError(f"{w}, which is not listed in 'files'")
+
+
+def unlisted_files(directory: Path, manifest: Manifest) -> list[str]:
+    """Relative paths of files (and links) in ``directory`` that ``files`` does not list."""
+    listed = {Path(rel).as_posix() for rel in manifest.files}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(directory):  # does not follow symlinked dirs
+        base = Path(dirpath)
+        for name in sorted(filenames) + sorted(d for d in dirnames if (base / d).is_symlink()):
+            rel = (base / name).relative_to(directory).as_posix()
+            if rel != MANIFEST_NAME and rel not in listed:
+                found.append(rel)
+    return found
+
+
+_LOCATION_ENTRY = b"\n\x08location\x12"  # StringStringEntryProto{key: "location", value: ...}
+
+
+def external_data_locations(graph: Path) -> list[str]:
+    """The external-data file names an ONNX graph refers to (empty for self-contained graphs).
+
+    With the ``onnx`` package (training installs) the graph is parsed without loading its
+    external data. The scoring install has no ``onnx``: there the serialized protobuf is
+    scanned for the entry ``key: "location"`` that every external tensor carries, encoded as
+    protobuf serializers write it (field 1 = "location", then field 2 = the path). A crafted
+    graph could encode it otherwise, but a crafted graph is already covered by the manifest's
+    own checksum; the scan is there for tampering with, or forgetting, the data files.
+    """
+    try:
+        import onnx
+        from onnx.external_data_helper import _get_all_tensors, uses_external_data
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            model = onnx.load(str(graph), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - any parse error is a broken graph
+            raise ArtifactError(f"{graph}: not a readable ONNX graph ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        locs = []
+        for t in _get_all_tensors(model):
+            if uses_external_data(t):
+                entries = {e.key: e.value for e in t.external_data}
+                locs.append(entries.get("location", ""))
+        return sorted(set(locs))
+    data = graph.read_bytes()
+    locs, i = set(), data.find(_LOCATION_ENTRY)
+    while i >= 0:
+        j = i + len(_LOCATION_ENTRY)
+        size = shift = 0
+        while j < len(data):  # varint length of the value
+            byte = data[j]
+            size |= (byte & 0x7F) << shift
+            shift += 7
+            j += 1
+            if not byte & 0x80:
+                break
+        locs.add(data[j : j + size].decode("utf-8", "replace"))
+        i = data.find(_LOCATION_ENTRY, j)
+    return sorted(locs)

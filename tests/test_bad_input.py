@@ -27,8 +27,9 @@ def test_invalid_utf8_is_an_error_row_or_replaced(artifact, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(b'{"id": 1, "text": "fine film"}\n{"id": 2, "text": "caf\xe9 bad bytes"}\n{"id": 3, "text": "ok"}\n')
     stats, rows = score(artifact, src, tmp_path / "a.jsonl")
-    # The undecodable row's id cannot be read: it falls back to its 0-based row number (1).
-    assert [r["id"] for r in rows] == [1, 1, 3]
+    # The bad bytes are in the text, not the id: the id stays readable (it used to become the
+    # row number, 1, beside real ids).
+    assert [r["id"] for r in rows] == [1, 2, 3] and [r["row"] for r in rows] == [0, 1, 2]
     assert "invalid UTF-8" in rows[1]["error"] and "line 2" in rows[1]["error"] and stats.errored == 1
     stats, rows = score(artifact, src, tmp_path / "b.jsonl", encoding_errors="replace")
     assert stats.errored == 0 and rows[1]["id"] == 2 and rows[1]["label"] is not None
@@ -145,7 +146,9 @@ def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_
     assert stats.rows == len(rows) and stats.scored == len(good) and stats.errored == len(rows) - len(good)
     if on_error == "record":
         assert len(got) == len(rows)
-        assert [g["id"] for g in got] == [f"r{i}" if isinstance(r, dict) else i for i, r in enumerate(rows)]
+        # An unparseable row has no readable id: null, never its row number; `row` says where it was.
+        assert [g["id"] for g in got] == [f"r{i}" if isinstance(r, dict) else None for i, r in enumerate(rows)]
+        assert [g["row"] for g in got] == list(range(len(rows)))
         assert [g["error"] is None for g in got] == [i in good for i in range(len(rows))]
     else:
-        assert [g["id"] for g in got] == [f"r{i}" for i in good]
+        assert [g["id"] for g in got] == [f"r{i}" for i in good] and [g["row"] for g in got] == good

@@ -82,8 +82,8 @@ def test_every_input_format_scores_all_rows_in_order(artifact, corpus_rows, tmp_
     stats = score_file(artifact, src, out, ScoreOptions(chunk_rows=128, progress=False))
     got = read_output(out)
     assert stats.rows == len(got) == len(rows)
-    expected_ids = list(range(len(rows))) if name.startswith("in.txt") else [r["id"] for r in rows]
-    assert [g["id"] for g in got] == expected_ids
+    expected_ids = [None] * len(rows) if name.startswith("in.txt") else [r["id"] for r in rows]  # text files have no ids
+    assert [g["id"] for g in got] == expected_ids and [g["row"] for g in got] == list(range(len(rows)))
     probs = np.array([[g["prob_negative"], g["prob_positive"]] for g in got])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert all(g["label"] == ("positive" if p[1] > p[0] else "negative") for g, p in zip(got, probs))
@@ -168,7 +168,8 @@ def test_bad_rows_are_reported_not_dropped(artifact, tmp_path):
     stats = score_file(artifact, src, out, ScoreOptions(progress=False))
     got = read_output(out)
     assert len(got) == stats.rows == 7 and stats.scored == 2 and stats.errored == 5
-    assert [g["id"] for g in got] == ["a", "b", 2, "d", "e", "f", "g"]
+    assert [g["id"] for g in got] == ["a", "b", None, "d", "e", "f", "g"]  # one id type: no row number for "{not json}"
+    assert [g["row"] for g in got] == list(range(7))
     assert got[0]["error"] is None and got[0]["label"] in ("negative", "positive")
     assert "missing field 'text'" in got[1]["error"] and "line 2" in got[1]["error"]
     assert "invalid JSON" in got[2]["error"] and got[2]["label"] is None and got[2]["prob_positive"] is None

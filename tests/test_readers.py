@@ -26,10 +26,11 @@ def test_detect_format():
         detect_format("x.xlsx")
 
 
-def test_jsonl_bom_crlf_blank_lines_and_default_ids(tmp_path):
+def test_jsonl_bom_crlf_blank_lines_and_no_ids(tmp_path):
     p = tmp_path / "a.jsonl"
     p.write_bytes(b'\xef\xbb\xbf{"text": "one"}\r\n\r\n{"text": "two"}\r\n   \n{"text": "three"}')
-    assert rows_of(p) == [(0, "one", None), (1, "two", None), (2, "three", None)]
+    # No id field: ids stay None (never the row number); the row number is Chunk.start + i.
+    assert rows_of(p) == [(None, "one", None), (None, "two", None), (None, "three", None)]
 
 
 def test_jsonl_id_field_and_labels(tmp_path):
@@ -66,7 +67,7 @@ def test_parquet_wrong_type_and_nulls(tmp_path):
     p = tmp_path / "a.parquet"
     pq.write_table(pa.table({"text": ["ok", None, "fine"]}), p)
     got = rows_of(p)
-    assert [g[0] for g in got] == [0, 1, 2] and got[1][1] is None and "null" in got[1][2]
+    assert [g[0] for g in got] == [None, None, None] and got[1][1] is None and "null" in got[1][2]
     q = tmp_path / "b.parquet"
     pq.write_table(pa.table({"text": [1, 2]}), q)
     with pytest.raises(InputError, match="type int64, not text"):
@@ -85,3 +86,23 @@ def test_gzip_text(tmp_path):
 def test_missing_or_directory_input(tmp_path, setup, msg):
     with pytest.raises(InputError, match=msg):
         rows_of(setup(tmp_path))
+
+
+@pytest.mark.parametrize("encoding", ["dictionary", "large_string", "string_view", "large_binary"])
+def test_parquet_text_column_in_every_arrow_string_encoding(tmp_path, encoding):
+    texts = ["good film", None, "  ", "good film", "bad"]
+    arr = pa.array(texts)
+    arr = {
+        "dictionary": lambda: arr.dictionary_encode(),
+        "large_string": lambda: arr.cast(pa.large_string()),
+        "string_view": lambda: arr.cast(pa.string_view()),
+        "large_binary": lambda: arr.cast(pa.large_binary()),
+    }[encoding]()
+    p = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3, 4, 5], "text": arr}), p)
+    if encoding == "dictionary":  # what pyarrow reads back when the Arrow schema is stored
+        assert pa.types.is_dictionary(pq.read_schema(p).field("text").type)
+    got = rows_of(p)
+    assert [g[0] for g in got] == [1, 2, 3, 4, 5]
+    assert [g[1] for g in got] == ["good film", None, None, "good film", "bad"]
+    assert [g[2] is None for g in got] == [True, False, False, True, True]

@@ -9,13 +9,20 @@ Lines and CSV, row groups for Parquet) and the parts directory is removed. A cle
 through the same parts, so a resumed run's output is byte-identical to an uninterrupted one's.
 
 Safe against process crashes (``kill -9``, Ctrl-C); no fsync, so not against power loss.
+
+One run per output: ``OUTPUT.lock`` (created with O_EXCL, holding the owner's pid) keeps a second
+run, a ``--resume`` or an ``--overwrite`` away from a live run's parts; a lock whose process is
+gone (killed) is stale and taken over. An output that is the input (same file, also through a
+symlink or hard link) is refused before anything is written.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +32,129 @@ from .writers import ResultBlock, open_writer, output_format
 PROGRESS = "progress.json"
 
 
+def check_output_path(output: Path, input_path: Path | None = None) -> None:
+    """Refuse an output that cannot be written, or that is the input itself."""
+    output_format(output)
+    parent = output.parent
+    if not parent.is_dir():
+        raise StackscoreError(f"{output}: output directory {parent} does not exist")
+    if output.is_dir():
+        raise StackscoreError(f"{output}: output path is a directory")
+    if not os.access(parent, os.W_OK):
+        raise StackscoreError(f"{output}: output directory {parent} is not writable")
+    if input_path is not None:
+        try:  # same inode: the same path, a symlink to it or a hard link
+            same = output.exists() and os.path.samefile(input_path, output)
+        except OSError:
+            same = False
+        if same or output.resolve() == Path(input_path).resolve():
+            raise StackscoreError(f"{output}: this is the input file {input_path}; write the predictions to another path (--overwrite does not apply)")
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time (Linux: /proc/PID/stat field 22), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    return not started or not _start_time(pid) or _start_time(pid) == started
+
+
+class OutputLock:
+    """``OUTPUT.lock``: at most one run writes an output (and its parts) at a time."""
+
+    def __init__(self, output: Path):
+        self.output = Path(output)
+        self.path = self.output.with_name(self.output.name + ".lock")
+        self.held = False
+
+    def _owner(self) -> tuple[int, str] | None:
+        """(pid, start time) in the lock, None if unreadable; waits briefly for a lock being written."""
+        for _ in range(20):
+            try:
+                text = self.path.read_text().split()
+            except FileNotFoundError:
+                return None
+            except OSError:
+                text = []
+            if text:
+                try:
+                    return int(text[0]), (text[1] if len(text) > 1 else "")
+                except ValueError:
+                    return None
+            time.sleep(0.05)  # created by O_EXCL a moment ago, pid not written yet
+        return None
+
+    def acquire(self) -> "OutputLock":
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _alive(*owner):
+                    raise StackscoreError(
+                        f"{self.output}: another stackscore run (pid {owner[0]}) is writing this output ({self.path.name}); "
+                        "wait for it to finish (delete the lock only if that process is not a stackscore run)"
+                    ) from None
+                try:  # stale: the run that held it is gone (killed); take it over
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            except OSError as exc:
+                raise StackscoreError(f"{self.path}: cannot create the output lock: {exc.strerror}") from None
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+            self.held = True
+            return self
+        raise StackscoreError(f"{self.path}: could not take the output lock (several runs are starting at once?)")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def write_error(output: Path, exc: OSError, where: Path) -> StackscoreError:
+    """An OS error while writing the output as one line; the committed parts are kept."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return StackscoreError(
+            f"{output}: no space left on the device while writing {exc.filename or where} (finishing needs about twice "
+            f"the output's size: the parts plus the assembled file); the committed rows are kept in "
+            f"{output.name}.parts/: free space, then rerun with --resume"
+        )
+    return StackscoreError(f"{output}: cannot write {exc.filename or where}: {exc.strerror or exc}")
+
+
 class CommittedOutput:
     def __init__(self, output: str | Path, fingerprint: dict[str, Any], resume: bool = False, overwrite: bool = False):
         self.output = Path(output)
         self.fmt, self.gz = output_format(self.output)
-        parent = self.output.parent
-        if not parent.is_dir():
-            raise StackscoreError(f"{self.output}: output directory {parent} does not exist")
-        if self.output.is_dir():
-            raise StackscoreError(f"{self.output}: output path is a directory")
-        if not os.access(parent, os.W_OK):
-            raise StackscoreError(f"{self.output}: output directory {parent} is not writable")
+        check_output_path(self.output)
         self.dir = self.output.with_name(self.output.name + ".parts")
         self.ext = "".join(self.output.suffixes[-2:]) if self.gz else self.output.suffix
         self.fingerprint = fingerprint
         self.rows_done = 0  # input rows committed (skipped rows included)
         self.parts = 0
-        self.id_type: str | None = None
         if self.output.exists() and not overwrite:
             raise StackscoreError(f"{self.output}: output exists; pass --overwrite to replace it")
         if self.dir.exists():
@@ -63,20 +176,24 @@ class CommittedOutput:
         if not path.is_file():  # killed before the first commit: nothing to keep
             shutil.rmtree(self.dir)
             return
-        rec = json.loads(path.read_text())
+        try:
+            rec = json.loads(path.read_text())
+            rec["rows"], rec["parts"]
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            raise StackscoreError(f"{path}: unreadable progress record ({exc}); use --overwrite to start over") from None
         if rec.get("fingerprint") != self.fingerprint:
             raise StackscoreError(
                 f"{self.output}: cannot resume: the input file, artifact or options differ from the interrupted "
                 f"run's (recorded {rec.get('fingerprint')}); use --overwrite to start over"
             )
-        self.rows_done, self.parts, self.id_type = rec["rows"], rec["parts"], rec.get("id_type")
+        self.rows_done, self.parts = rec["rows"], rec["parts"]
         for p in self.dir.iterdir():  # parts written after the last commit
             if p.name != PROGRESS and (not p.name.startswith("part-") or int(p.name[5:11]) >= self.parts):
                 p.unlink()
 
     def _save_progress(self) -> None:
         tmp = self.dir / (PROGRESS + ".tmp")
-        rec = {"rows": self.rows_done, "parts": self.parts, "id_type": self.id_type, "fingerprint": self.fingerprint}
+        rec = {"rows": self.rows_done, "parts": self.parts, "fingerprint": self.fingerprint}
         tmp.write_text(json.dumps(rec))
         os.replace(tmp, self.dir / PROGRESS)
 
@@ -86,24 +203,42 @@ class CommittedOutput:
 
     def commit(self, block: ResultBlock, input_rows: int) -> None:
         """Write ``block`` as the next part, then record ``input_rows`` more rows as done."""
-        import pyarrow as pa
-
         tmp = self.dir / f"writing{self.ext}"
-        id_type = {"int64": pa.int64(), "string": pa.string()}.get(self.id_type or "")
-        w = open_writer(tmp, self.fmt, self.gz, header=self.parts == 0, id_type=id_type)
-        w.write(block)
-        w.close()
-        if self.fmt != "jsonl" and self.id_type is None:
-            self.id_type = "int64" if pa.types.is_integer(w.id_type) else "string"
-        os.replace(tmp, self.part_path(self.parts))
-        self.parts += 1
-        self.rows_done += input_rows
-        self._save_progress()
+        try:
+            w = open_writer(tmp, self.fmt, self.gz, header=self.parts == 0)
+            w.write(block)
+            w.close()
+            os.replace(tmp, self.part_path(self.parts))
+            self.parts += 1
+            self.rows_done += input_rows
+            self._save_progress()
+        except OSError as exc:
+            raise write_error(self.output, exc, tmp) from None
 
     def finish(self) -> None:
-        """Assemble the committed parts into the output, atomically, and remove the parts."""
-        partial = self.output.with_name(self.output.name + ".partial")
+        """Assemble the committed parts into the output, atomically, and remove the parts.
+
+        Assembling copies the parts into one file before the parts are removed, so for a moment
+        the output takes twice its size. When the free space is short of that, say so *before*
+        starting (the parts stay, and ``--resume`` finishes once space is freed).
+        """
         paths = [self.part_path(i) for i in range(self.parts)]
+        need = sum(p.stat().st_size for p in paths)
+        free = shutil.disk_usage(self.output.parent).free
+        if free < need + (1 << 20):
+            raise StackscoreError(
+                f"{self.output}: assembling the output needs about {_mb(need)} free (its size again: the "
+                f"{self.parts} committed parts, {_mb(need)}, are copied into it, so about twice the output's size in all), "
+                f"and {_mb(free)} is free; the parts are kept in {self.dir.name}/: free space, then rerun with --resume"
+            )
+        partial = self.output.with_name(self.output.name + ".partial")
+        try:
+            self._assemble(paths, partial)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise write_error(self.output, exc, partial) from None
+
+    def _assemble(self, paths: list[Path], partial: Path) -> None:
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -122,3 +257,7 @@ class CommittedOutput:
                         shutil.copyfileobj(fh, out, 1 << 20)
         os.replace(partial, self.output)
         shutil.rmtree(self.dir)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"

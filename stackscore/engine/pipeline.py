@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import InputError, StackscoreError
 from ..tasks import activate
-from .committer import CommittedOutput
-from .readers import Chunk, open_reader
+from .committer import CommittedOutput, OutputLock, check_output_path
+from .readers import Chunk, Snapshot, open_reader
 from .scorer import EngineConfig, Scorer, ScoredWindow
 from .stats import ScoreStats
 from .writers import ResultBlock
@@ -47,6 +47,7 @@ class ScoreOptions:
     on_error: str = "record"  # record (row written with its error) | skip (counted, not written) | fail
     overwrite: bool = False
     resume: bool = False
+    allow_growing_input: bool = False  # input changed during the run: warn and score the snapshot (default: fail)
     progress: bool = True
     on_progress: Callable[[ScoreStats], None] | None = None  # called after every written window
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -100,10 +101,11 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
         contrib = scatter(scored.contributions)
         for i, m in enumerate(model_names):
             cols[f"contrib_{m}"] = contrib[:, i]
+    rows = np.arange(chunk.start, chunk.start + n, dtype=np.int64)
     if opts.on_error == "skip" and not ok.all():  # counted in the stats, left out of the output
         keep = np.flatnonzero(ok)
-        return ResultBlock([chunk.ids[i] for i in keep], {c: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for c, v in cols.items()})
-    return ResultBlock(list(chunk.ids), cols)
+        return ResultBlock([chunk.ids[i] for i in keep], {c: (v[keep] if isinstance(v, np.ndarray) else [v[i] for i in keep]) for c, v in cols.items()}, rows[keep], chunk.id_type)
+    return ResultBlock(list(chunk.ids), cols, rows, chunk.id_type)
 
 
 def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str], task: str = "single_label") -> None:
@@ -226,16 +228,20 @@ def _skip_done(chunks: Iterator[Chunk], rows_done: int) -> Iterator[Chunk]:
             cut = rows_done - c.start
             c = Chunk(
                 rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None,
-                c.pairs[cut:] if c.pairs is not None else None,
+                c.id_type, pairs=c.pairs[cut:] if c.pairs is not None else None,
             )
         yield c
 
 
+def _raise_first_error(chunk: Chunk, path: Path) -> None:
+    for e in chunk.errors:
+        if e is not None:
+            raise InputError(f"{path}: {e} (--on-error fail)")
+
+
 def _fail_fast(chunks: Iterator[Chunk], path: Path) -> Iterator[Chunk]:
     for c in chunks:
-        for e in c.errors:
-            if e is not None:
-                raise InputError(f"{path}: {e} (--on-error fail)")
+        _raise_first_error(c, path)
         yield c
 
 
@@ -245,18 +251,20 @@ def check_pair_option(scorer: Scorer, text_pair_field: str | None) -> None:
         raise StackscoreError(f"{scorer.artifact_dir}: this ensemble was fitted on sentence pairs: name the second text's field with --text-pair-field")
     if text_pair_field and not scorer.text_pair:
         raise StackscoreError(f"{scorer.artifact_dir}: this ensemble scores single texts; --text-pair-field '{text_pair_field}' does not apply")
+    if scorer.text_pair and scorer.config.long_text != "truncate":
+        raise StackscoreError(f"--long-text {scorer.config.long_text} applies to single texts; sentence pairs are truncated longest-first")
 
 
-def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions) -> dict[str, Any]:
+def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions, snapshot: Snapshot | None = None) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption."""
-    st = input_path.stat()
+    snapshot = snapshot or Snapshot(input_path)
     manifest = scorer.artifact_dir / "manifest.json"
     from ..manifest import sha256_file
 
     return {
         "input": str(input_path.resolve()),
-        "input_size": st.st_size,
-        "input_mtime_ns": st.st_mtime_ns,
+        "input_size": snapshot.size,
+        "input_mtime_ns": snapshot.mtime_ns,
         "manifest_sha256": sha256_file(manifest),
         "options": {
             "text_field": opts.text_field, "text_pair_field": opts.text_pair_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
@@ -272,16 +280,27 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     """Stream ``input_path`` through the ensemble and write predictions to ``output_path``.
 
     Output is committed window by window (see ``committer.py``): after a crash, the same call
-    with ``resume=True`` continues where the last committed window ended.
+    with ``resume=True`` continues where the last committed window ended. The output is locked
+    for the whole run, and the input is read as it was when the run started (``Snapshot``).
     """
     opts = opts or ScoreOptions()
     if opts.on_error not in ("record", "skip", "fail"):
         raise StackscoreError(f"--on-error must be record, skip or fail, not '{opts.on_error}'")
     input_path, output_path = Path(input_path), Path(output_path)
-    chunks = open_reader(input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows, encoding_errors=opts.encoding_errors, pair_field=opts.text_pair_field)
-    scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
-    check_pair_option(scorer, opts.text_pair_field)
-    out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts), resume=opts.resume, overwrite=opts.overwrite)
+    check_output_path(output_path, input_path)
+    with OutputLock(output_path):  # before anything is loaded: a second run fails fast
+        snapshot = Snapshot(input_path, opts.allow_growing_input) if input_path.is_file() else None
+        chunks = open_reader(
+            input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows, encoding_errors=opts.encoding_errors,
+            snapshot=snapshot, pair_field=opts.text_pair_field,
+        )
+        scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
+        check_pair_option(scorer, opts.text_pair_field)
+        out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts, snapshot), resume=opts.resume, overwrite=opts.overwrite)
+        return _run(scorer, chunks, out, input_path, opts, snapshot)
+
+
+def _run(scorer: Scorer, chunks: Iterator[Chunk], out: CommittedOutput, input_path: Path, opts: ScoreOptions, snapshot: Snapshot | None) -> ScoreStats:
     if out.rows_done:
         chunks = _skip_done(chunks, out.rows_done)
         if opts.progress:
@@ -292,6 +311,8 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     progress = _Progress(opts.progress)
 
     def sink(scored: ScoredWindow) -> None:
+        if opts.on_error == "fail":  # rows that failed at inference (non-finite output)
+            _raise_first_error(scored.chunk, input_path)
         out.commit(result_block(scored, scorer.labels, scorer.model_names, opts, scorer.fusion.task, scorer.fusion.thresholds), len(scored.chunk))
 
     try:
@@ -305,6 +326,8 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
             empty = Chunk(0, [], [], [])
             k = len(scorer.labels)
             sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, k)), {m: np.zeros((0, k)) for m in scorer.model_names}, np.zeros((0, len(scorer.model_names)))))
+        if snapshot is not None and snapshot.change() is not None:  # changed after it was read
+            snapshot.changed()
         out.finish()
     finally:
         progress.done()

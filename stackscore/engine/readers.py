@@ -4,11 +4,20 @@ Every reader yields :class:`Chunk` objects of at most ``chunk_rows`` rows, so me
 grow with the file. A row that cannot be scored (bad JSON, missing or non-string text) is not
 dropped: it travels as an error record with its row number, and the writer emits it in place.
 Parsing is delegated to orjson (JSONL) and pyarrow (CSV, Parquet).
+
+Ids are the id field's values as read, never made up: a row without one (or whose id cannot be
+read) has ``None``, and the row number travels separately (``Chunk.start + i``), so an output
+column never mixes the input's ids with row numbers.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
+import json
+import sys
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,15 +56,38 @@ def detect_format(path: str | Path) -> tuple[str, bool]:
     return fmt, gz
 
 
+class RawNumber:
+    """A JSON number id kept as its source text.
+
+    orjson reads integers beyond 64 bits as floats (``10**30`` -> ``1e+30``); an id must
+    round-trip exactly, so such ids keep their digits and are written back verbatim.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"RawNumber({self.text})"
+
+
 @dataclass
 class Chunk:
     """Up to ``chunk_rows`` consecutive input rows. ``texts[i]`` is None when ``errors[i]`` says why."""
 
     start: int  # 0-based row number of the first row in the input
-    ids: list[Any]
+    ids: list[Any]  # the id field's values as read; None where a row has none or it is unreadable
     texts: list[str | None]
     errors: list[str | None]
     labels: list[Any] | None = None  # passthrough of --label-field, for accuracy
+    id_type: Any = None  # Arrow type of a columnar input's id column; None: JSON values (or no ids)
     pairs: list[str | None] | None = None  # the second text of sentence pairs (--text-pair-field)
 
     def __len__(self) -> int:
@@ -98,7 +130,7 @@ class _ChunkBuilder:
         self.pairs: list[str | None] = []
 
     def add(self, rid: Any, text: str | None, error: str | None, label: Any = None, pair: str | None = None) -> Chunk | None:
-        self.ids.append(self.row if rid is None else rid)
+        self.ids.append(rid)
         self.texts.append(None if error else text)
         self.errors.append(error)
         if self.with_labels:
@@ -113,20 +145,127 @@ class _ChunkBuilder:
     def flush(self) -> Chunk | None:
         if not self.ids:
             return None
-        c = Chunk(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None, self.pairs if self.with_pairs else None)
+        c = Chunk(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None, pairs=self.pairs if self.with_pairs else None)
         self._reset()
         return c
 
 
-def _open_binary(path: Path, gz: bool):
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+class Snapshot:
+    """The input as it was when the run started: its size and mtime, and reads of that many bytes.
+
+    A file still being written (a log, an export in progress) would otherwise be scored in part
+    and end with a torn line. Readers read exactly the bytes the file had at the start (so the
+    last line is complete if it was complete then) and, at the end, compare size and mtime:
+    a changed file stops the run in one line, or, with ``allow_growing``, the snapshot is
+    scored with a warning (a last line that was still being written is left out).
+    """
+
+    def __init__(self, path: str | Path, allow_growing: bool = False):
+        self.path = Path(path)
+        st = self.path.stat()
+        self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
+        self.allow_growing = allow_growing
+        self.warned = False
+
+    def change(self) -> str | None:
+        """How the file differs from the snapshot, or None."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return "it was removed"
+        if st.st_size != self.size:
+            return f"{self.size:,} bytes at the start, {st.st_size:,} now"
+        if st.st_mtime_ns != self.mtime_ns:
+            return "modified in place"
+        return None
+
+    def changed(self, detail: str = "") -> None:
+        """The file changed during the run: refuse, or (allowed) warn once and go on."""
+        what = self.change() or "modified"
+        if not self.allow_growing:
+            raise InputError(
+                f"{self.path}: the file changed while it was read ({what}{'; ' + detail if detail else ''}); "
+                f"score it once it is complete, or pass --allow-growing-input to score the {self.size:,} bytes it had at the start"
+            )
+        if not self.warned:
+            self.warned = True
+            print(f"warning: {self.path}: the file changed while it was read ({what}); scored the {self.size:,} bytes it had at the start"
+                  f"{'; ' + detail if detail else ''}", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.change() is not None:
+            self.changed()
+
+    def open(self) -> io.BufferedReader:
+        """A binary file object that ends after ``size`` bytes, whatever is appended later."""
+        return io.BufferedReader(_Limited(open(self.path, "rb", buffering=0), self.size), buffer_size=1 << 20)
 
 
-def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
+class _Limited(io.RawIOBase):
+    def __init__(self, raw, limit: int):
+        self.raw, self.left = raw, limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.left)
+        if n <= 0:
+            return 0
+        got = self.raw.readinto(memoryview(buf)[:n]) or 0
+        self.left -= got
+        return got
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+@contextmanager
+def _open_binary(snap: Snapshot, gz: bool):
+    with snap.open() as fh:
+        if gz:
+            with gzip.GzipFile(fileobj=fh, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield fh
+
+
+def _arrow_stream(snap: Snapshot, gz: bool):
+    """The snapshot as an Arrow input stream (gunzipped by Arrow when ``gz``)."""
+    import pyarrow as pa
+
+    stream = pa.PythonFile(snap.open(), mode="r")
+    return pa.CompressedInputStream(stream, "gzip") if gz else stream
+
+
+def _lines(fh, snap: Snapshot, gz: bool) -> Iterator[bytes]:
+    """The snapshot's lines; unreadable compressed data and a changed file are one-line errors."""
+    n = 0
+    try:
+        for raw in fh:
+            if not raw.endswith(b"\n") and snap.change() is not None:
+                snap.changed(f"its last line was still being written at the start and is left out (line {n + 1})")
+                break
+            n += 1
+            yield raw
+    except EOFError:
+        if snap.change() is not None:
+            snap.changed("the compressed stream was still being written")
+            return
+        raise InputError(f"{snap.path}: truncated gzip file: the compressed data ends after line {n}, before its end marker") from None
+    except (OSError, zlib.error) as exc:
+        what = "not a gzip file" if gz and n == 0 and isinstance(exc, gzip.BadGzipFile) else ("corrupt gzip data" if gz else "read error")
+        raise InputError(f"{snap.path}: {what} after line {n}: {exc}") from None
+    snap.finish()
+
+
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Chunk]:
     b = _ChunkBuilder(chunk_rows, label_field is not None, pair_field is not None)
     id_key = id_field or "id"
-    with _open_binary(path, gz) as fh:
-        for line_no, raw in enumerate(fh, start=1):
+    snap = snapshot or Snapshot(path)
+    with _open_binary(snap, gz) as fh:
+        for line_no, raw in enumerate(_lines(fh, snap, gz), start=1):
             line = raw.strip()
             if line.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM on the first line
                 line = line[3:]
@@ -137,11 +276,15 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 obj, err = _retry_undecodable(line, line_no, exc, encoding_errors)
+                if obj is None:  # invalid UTF-8 (strict): the id may still be readable
+                    rid = _id_despite_bad_bytes(line, id_key)
             if err is None:
                 if not isinstance(obj, dict):
                     err = f"line {line_no}: expected a JSON object, got {type(obj).__name__}"
                 else:
                     rid = obj.get(id_key)
+                    if isinstance(rid, float):
+                        rid = _exact_number(line, id_key, rid)
                     if id_field and id_key not in obj:
                         err = f"line {line_no}: missing id field '{id_key}'"
                     elif text_field not in obj:
@@ -175,11 +318,38 @@ def _retry_undecodable(line: bytes, line_no: int, exc: Exception, encoding_error
     return None, f"line {line_no}: invalid JSON ({getattr(exc, 'msg', exc)})"
 
 
-def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict") -> Iterator[Chunk]:
-    """One text per line (LF or CRLF); the id is the 0-based line number."""
+def _exact_number(line: bytes, id_key: str, parsed: float) -> Any:
+    """A numeric id as its source text (see :class:`RawNumber`); rare, so a second parse is fine."""
+    try:
+        obj = json.loads(line.decode("utf-8", "replace"), parse_int=RawNumber, parse_float=RawNumber)
+    except ValueError:
+        return parsed
+    rid = obj.get(id_key) if isinstance(obj, dict) else None
+    return rid if isinstance(rid, RawNumber) else parsed
+
+
+def _id_despite_bad_bytes(line: bytes, id_key: str) -> Any:
+    """The id of a row whose *other* fields hold invalid UTF-8; None if the id itself does."""
+    try:
+        obj = orjson.loads(line.decode("utf-8", "replace"))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    rid = obj.get(id_key)
+    if isinstance(rid, str) and "\ufffd" in rid and rid.encode() not in line:
+        return None  # the replacement character stands for bytes of the id itself
+    if isinstance(rid, float):
+        rid = _exact_number(line, id_key, rid)
+    return rid
+
+
+def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Chunk]:
+    """One text per line (LF or CRLF); no ids (the output's ``row`` is the 0-based line number)."""
     b = _ChunkBuilder(chunk_rows, False)
-    with _open_binary(path, gz) as fh:
-        for line_no, raw in enumerate(fh, start=1):
+    snap = snapshot or Snapshot(path)
+    with _open_binary(snap, gz) as fh:
+        for line_no, raw in enumerate(_lines(fh, snap, gz), start=1):
             if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             raw = raw.rstrip(b"\r\n")
@@ -199,20 +369,27 @@ def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "str
         yield c
 
 
+def _id_column(names: list[str], id_field: str | None) -> str | None:
+    return id_field or ("id" if "id" in names else None)
+
+
 def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: str | None, label_field: str | None, pair_field: str | None = None) -> list[str]:
     if text_field not in names:
         raise InputError(f"{path}: no column '{text_field}' (columns: {', '.join(names)}); set --text-field")
     if pair_field and pair_field not in names:
         raise InputError(f"{path}: no column '{pair_field}' (columns: {', '.join(names)}); set --text-pair-field")
+    named = [f for f in (text_field, pair_field, id_field, label_field) if f]
+    if len(set(named)) != len(named):
+        raise InputError(f"{path}: --text-field, --text-pair-field, --id-field and --label-field must name different columns, got {named}")
     if id_field and id_field not in names:
         raise InputError(f"{path}: no id column '{id_field}' (columns: {', '.join(names)}); set --id-field")
     if label_field and label_field not in names:
         raise InputError(f"{path}: no label column '{label_field}' (columns: {', '.join(names)})")
     cols = [text_field]
     idc = _id_column(names, id_field)
-    if idc:
+    if idc and idc not in cols:
         cols.append(idc)
-    if label_field:
+    if label_field and label_field not in cols:
         cols.append(label_field)
     if pair_field:
         cols.append(pair_field)
@@ -243,37 +420,56 @@ def _decode_column(col, row: int, encoding_errors: str) -> tuple[Any, dict[int, 
     return pa.array(values, type=pa.string()), bad
 
 
-def _arrow_text(col, text_field: str, row: int, path: Path, encoding_errors: str) -> tuple[Any, list[str | None], list[int], dict[int, str]]:
-    """(column as Arrow text, Python values, indices of rows with no usable text, UTF-8 errors)."""
+def _plain(col):
+    """A column without Arrow's alternative encodings: dictionary-encoded columns (what a
+    Parquet file written from a dictionary column reads back as) are decoded, and
+    ``string_view`` / ``binary_view`` become ``string`` / ``binary``, with Arrow kernels."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    if pa.types.is_string_view(col.type):
+        col = col.cast(pa.string())
+    elif pa.types.is_binary_view(col.type):
+        col = col.cast(pa.binary())
+    return col
+
+
+def _arrow_text(col, field: str, row: int, path: Path, encoding_errors: str) -> tuple[list[str | None], list[int], dict[int, str]]:
+    """(Python values of a text column, indices of rows with no usable text, UTF-8 errors).
+
+    Bad rows are found with Arrow kernels; Python only touches the (rare) bad ones."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    col = _plain(col)
     bad_utf8: dict[int, str] = {}
-    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type) or pa.types.is_fixed_size_binary(col.type):
         col, bad_utf8 = _decode_column(col, row, encoding_errors)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_null(col.type)):
-        raise InputError(f"{path}: column '{text_field}' has type {col.type}, not text")
+        raise InputError(f"{path}: column '{field}' has type {col.type}, not text")
     if pa.types.is_null(col.type):
-        return col, col.to_pylist(), list(range(len(col))), bad_utf8
+        return col.to_pylist(), list(range(len(col))), bad_utf8
     empty = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(col)), 0)
     bad = pc.indices_nonzero(pc.or_kleene(pc.is_null(col), pc.fill_null(empty, True))).to_pylist()
-    return col, col.to_pylist(), bad, bad_utf8
+    return col.to_pylist(), bad, bad_utf8
 
 
 def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
     row = 0
     for batch in batches:
         n = batch.num_rows
-        # Bad rows are found with Arrow kernels; Python only touches the (rare) bad ones.
-        _, texts, bad, bad_utf8 = _arrow_text(batch.column(text_field), text_field, row, path, encoding_errors)
-        ids = batch.column(id_col).to_pylist() if id_col else list(range(row, row + n))
+        texts, bad, bad_utf8 = _arrow_text(batch.column(text_field), text_field, row, path, encoding_errors)
+        id_arr = _plain(batch.column(id_col)) if id_col else None
+        ids = id_arr.to_pylist() if id_arr is not None else [None] * n
+        id_type = id_arr.type if id_arr is not None else None
         errors: list[str | None] = [None] * n
         for i in bad:
             errors[i] = bad_utf8.get(i) or f"row {row + i}: {_text_error(texts[i], text_field)}"
             texts[i] = None
         pairs = None
         if pair_field:
-            _, pairs, bad_pair, pair_utf8 = _arrow_text(batch.column(pair_field), pair_field, row, path, encoding_errors)
+            pairs, bad_pair, pair_utf8 = _arrow_text(batch.column(pair_field), pair_field, row, path, encoding_errors)
             for i in bad_pair:
                 if errors[i] is None:
                     errors[i] = pair_utf8.get(i) or f"row {row + i}: {_text_error(pairs[i], pair_field)}"
@@ -281,25 +477,26 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         labels = batch.column(label_field).to_pylist() if label_field else None
         for s in range(0, n, chunk_rows):
             e = min(n, s + chunk_rows)
-            yield Chunk(row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None, pairs[s:e] if pairs is not None else None)
+            yield Chunk(
+                row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None, id_type,
+                pairs=pairs[s:e] if pairs is not None else None,
+            )
         row += n
 
 
-def _id_column(names: list[str], id_field: str | None) -> str | None:
-    return id_field or ("id" if "id" in names else None)
-
-
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    snap = snapshot or Snapshot(path)
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, quote_char='"' if delimiter == "," else False)
     opts = pacsv.ReadOptions(block_size=1 << 22)
+    what = "CSV" if delimiter == "," else "TSV"
     try:
-        head = pacsv.open_csv(path, read_options=opts, parse_options=parse)
+        head = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse)
         names = head.schema.names
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: cannot read as {'CSV' if delimiter == ',' else 'TSV'}: {exc}") from None
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: cannot read as {what}{' (gzip)' if gz else ''}: {exc}") from None
     cols = _columns_or_fail(path, names, text_field, id_field, label_field, pair_field)
     id_col = _id_column(names, id_field)
     # The text columns are read as bytes so that one bad byte sequence marks one row, not the file.
@@ -308,32 +505,52 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
     if pair_field:
         types[pair_field] = pa.binary()
     convert = pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False)
-    reader = pacsv.open_csv(path, read_options=opts, parse_options=parse, convert_options=convert)
+    reader = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse, convert_options=convert)
 
     def batches():
         while True:
             try:
-                yield reader.read_next_batch()
+                batch = reader.read_next_batch()
             except StopIteration:
+                snap.finish()
                 return
-            except pa.ArrowInvalid as exc:
-                raise InputError(f"{path}: malformed CSV: {exc}") from None
+            except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+                if snap.change() is not None:
+                    snap.changed()
+                    return
+                raise InputError(f"{path}: malformed {what}{' or corrupt gzip data' if gz else ''}: {exc}") from None
+            yield batch
 
     yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
 
 
-def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
+def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    snap = snapshot or Snapshot(path)
+    errors = (pa.ArrowInvalid, OSError, EOFError, zlib.error)
     src = gzip.open(path, "rb") if gz else path
     try:
         pf = pq.ParquetFile(src)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except errors as exc:
         raise InputError(f"{path}: not a readable Parquet file: {exc}") from None
     cols = _columns_or_fail(path, pf.schema_arrow.names, text_field, id_field, label_field, pair_field)
     id_col = _id_column(pf.schema_arrow.names, id_field)
-    yield from _from_arrow_batches(pf.iter_batches(batch_size=chunk_rows, columns=cols), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
+
+    def batches():
+        it = pf.iter_batches(batch_size=chunk_rows, columns=cols)
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                snap.finish()  # a Parquet file is read by its footer: a change is only detected
+                return
+            except errors as exc:
+                raise InputError(f"{path}: corrupt Parquet data: {exc}") from None
+            yield batch
+
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
 
 
 def open_reader(
@@ -344,29 +561,33 @@ def open_reader(
     chunk_rows: int = 4096,
     fmt: str | None = None,
     encoding_errors: str = "strict",
+    snapshot: Snapshot | None = None,
+    allow_growing_input: bool = False,
     pair_field: str | None = None,
 ) -> Iterator[Chunk]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 
     ``encoding_errors``: ``strict`` marks a row with invalid UTF-8 as an error row; ``replace``
-    substitutes U+FFFD and scores it. ``pair_field``: the second text of sentence pairs
-    (``Chunk.pairs``); a row whose pair is missing or empty is an error row like a bad text.
+    substitutes U+FFFD and scores it. The file is read as it was when this is called (see
+    :class:`Snapshot`; pass one to share it with the caller). ``pair_field``: the second text of
+    sentence pairs (``Chunk.pairs``); a row whose pair is missing or empty is an error row.
     """
     path = Path(path)
     _check_input(path)
     if encoding_errors not in ("strict", "replace"):
         raise InputError(f"--encoding-errors must be strict or replace, not '{encoding_errors}'")
     dfmt, gz = detect_format(path) if fmt is None else (fmt, path.suffix.lower() == ".gz")
-    if path.stat().st_size == 0:
+    snap = snapshot or Snapshot(path, allow_growing_input)
+    if snap.size == 0:
         return iter(())  # an empty file has no rows: the output is empty too
     if dfmt == "jsonl":
-        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, pair_field)
+        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt in ("csv", "tsv"):
-        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors, pair_field)
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt == "parquet":
-        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, pair_field)
+        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt == "txt":
         if id_field or label_field or pair_field:
             raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field/--text-pair-field do not apply")
-        return read_text(path, gz, chunk_rows, encoding_errors)
+        return read_text(path, gz, chunk_rows, encoding_errors, snapshot=snap)
     raise InputError(f"{path}: unknown format '{dfmt}' (choose from {', '.join(FORMATS)})")

@@ -55,6 +55,35 @@ class EngineConfig:
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
 
 
+def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
+    """Rows whose logits or fused probabilities are not all finite become error rows.
+
+    A NaN or infinite output (corrupted weights, an overflow in a low precision) has no
+    meaningful argmax: taking one would print a made-up label next to null probabilities. The
+    row keeps its place and id, gets ``non-finite model output`` as its error, and leaves the
+    window's valid rows, so the writers give it null label and probabilities.
+    """
+    bad = ~np.isfinite(out.proba).all(axis=1)
+    culprit = np.full(len(bad), "fused probabilities", dtype=object)
+    for name in reversed(model_names):  # the first model with a bad row names it
+        nonfinite = ~np.isfinite(out.logits[name]).all(axis=1)
+        culprit[nonfinite] = f"logits of model '{name}'"
+        bad |= nonfinite
+    if not bad.any():
+        return out
+    chunk = out.chunk
+    for i in np.flatnonzero(bad):
+        row = int(out.valid[i])
+        chunk.errors[row] = f"row {chunk.start + row}: non-finite model output ({culprit[i]})"
+    keep = ~bad
+    out.valid = out.valid[keep]
+    out.proba = out.proba[keep]
+    out.logits = {m: v[keep] for m, v in out.logits.items()}
+    if out.contributions is not None:
+        out.contributions = out.contributions[keep]
+    return out
+
+
 class Scorer:
     def __init__(self, artifact_dir: str | Path, config: EngineConfig | None = None, manifest: Manifest | None = None):
         self.artifact_dir = Path(artifact_dir)
@@ -75,10 +104,11 @@ class Scorer:
                 self.tokenizers[key] = TextTokenizer(path, spec.max_length, self.config.long_text)
             self.model_tokenizer[spec.name] = key
             vocab = spec.parity.get("vocab_size")
-            if vocab is not None and self.tokenizers[key].vocab_size > int(vocab):
+            tok = self.tokenizers[key]
+            if vocab is not None and (tok.max_id >= vocab or spec.pad_id >= vocab):
                 raise ArtifactError(
-                    f"model '{spec.name}': tokenizer has {self.tokenizers[key].vocab_size} tokens, "
-                    f"the model's embedding has {vocab}"
+                    f"model '{spec.name}': tokenizer has {tok.vocab_size} tokens with ids up to {tok.max_id} "
+                    f"(pad id {spec.pad_id}), the model's embedding has {vocab} rows: every id must be below {vocab}"
                 )
         self.pad_ids = {spec.name: spec.pad_id for spec in self.manifest.models}
         opts, cfg = self.config.backend, self.config
@@ -148,7 +178,7 @@ class Scorer:
         outs = [out.logits[m] for m in self.model_names]
         out.proba = self.fusion(outs)
         out.contributions = self.fusion.contributions(outs)
-        return out
+        return _flag_non_finite(out, self.model_names)
 
     def _run_batches(self, pool: SessionPool, name: str, enc: Encoded, plans: list[np.ndarray], logits: np.ndarray) -> tuple[list[float], int, int]:
         """Run ``plans`` of model ``name`` on one device, writing rows of ``logits`` in place.

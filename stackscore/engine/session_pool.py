@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ArtifactError
 from ..manifest import Manifest, resolve_inside
-from .backends import BackendOptions, choose
+from .backends import BackendOptions, check_output_width, choose
 from .backends.ort import OrtBackend, TextBackend
 
 __all__ = ["BackendOptions", "SessionPool", "OrtBackend", "TextBackend"]
@@ -37,6 +37,7 @@ class SessionPool:
             if spec.kind == "tfidf":
                 graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
                 self.text_backends[spec.name] = TextBackend(graph, self.options)
+                check_output_width(spec.name, self.text_backends[spec.name].output_width, len(manifest.labels), graph)
                 continue
             if spec.kind != "transformer":
                 raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
@@ -49,6 +50,7 @@ class SessionPool:
             else:
                 self.backends[spec.name] = OrtBackend(graph, spec, self.options, choice.precision, device_id, token_budget, max_rows)
             self.choices[spec.name] = choice
+            check_output_width(spec.name, getattr(self.backends[spec.name], "output_width", None), len(manifest.labels), graph)
 
     def describe(self) -> str:
         where = f" on GPU {self.device_id}" if self.device_id is not None else ""

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from ..errors import StackscoreError
+from ..errors import ArtifactError, StackscoreError
 
 LONG_TEXT_MODES = ("truncate", "head-tail", "windows")
 
@@ -77,7 +77,10 @@ class TextTokenizer:
         self.max_length = int(max_length)
         self.long_text = long_text
         self.max_windows = max_windows
-        self.tok = Tokenizer.from_file(str(self.path))
+        try:
+            self.tok = Tokenizer.from_file(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise ArtifactError(f"{self.path}: not a valid tokenizer.json ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         self.tok.no_padding()
         if long_text == "truncate":
             self.tok.enable_truncation(self.max_length)
@@ -96,6 +99,15 @@ class TextTokenizer:
     @property
     def vocab_size(self) -> int:
         return self.tok.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def max_id(self) -> int:
+        """The largest token id this tokenizer can emit: what must fit the model's embedding.
+
+        The vocabulary *count* is not enough: ids need not be dense, and one id past the
+        embedding makes ONNX Runtime fail in Gather and OpenVINO read another row silently.
+        """
+        return max(self.tok.get_vocab(with_added_tokens=True).values(), default=-1)
 
     def encode(self, texts: list[str] | list[tuple[str, str]]) -> Encoded:
         cap = self.max_chars

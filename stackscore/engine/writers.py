@@ -1,9 +1,10 @@
 """Writers: JSON Lines (orjson), CSV and Parquet (pyarrow), each optionally gzip for text formats.
 
 Rows arrive as :class:`ResultBlock` objects, already in input order. Each output row carries
-``id``, ``label`` (predicted label name), ``score`` (its probability), ``prob_<label>`` for every
-label (multi-label: ``labels``, the list of labels on, and ``prob_<label>``; regression:
-``value``), ``error`` (why a row has no prediction; null otherwise) and, on request, each base
+``id`` (the input's id as read, null where there is none), ``row`` (0-based input row), ``label``
+(predicted label name), ``score`` (its probability), ``prob_<label>`` for every label (multi-label:
+``labels``, the list of labels on, and ``prob_<label>``; regression: ``value``), ``error`` (why a
+row has no prediction; null otherwise) and, on request, each base
 model's logits (``logit_<model>_<label>``) and linear-stacking contributions (``contrib_<model>``).
 A writer writes one file; ``committer.py`` decides which files (committed parts) and when.
 """
@@ -12,50 +13,74 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from ..errors import InputError, StackscoreError
-from .readers import detect_format
+from ..errors import InputError
+from .readers import RawNumber, detect_format
 
 
 @dataclass
 class ResultBlock:
     ids: list[Any]
     columns: dict[str, np.ndarray | list]  # name -> values, in output column order (ids excluded)
+    rows: np.ndarray | list | None = None  # 0-based input row numbers (None: 0..n-1)
+    id_type: Any = None  # Arrow type of the input's id column; None: JSON values (or no ids)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def row_numbers(self) -> list[int]:
+        return list(range(len(self.ids))) if self.rows is None else [int(r) for r in self.rows]
 
-def _id_array(ids: list[Any], id_type):
+
+def json_default(value: Any) -> Any:
+    """orjson's fallback for id values it does not serialize itself."""
+    if isinstance(value, RawNumber):
+        return orjson.Fragment(value.text)  # the digits as read, e.g. 10**30
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def id_text(value: Any) -> str | None:
+    """One id as text, for a string id column: strings as they are, numbers as their JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, RawNumber):
+        return value.text
+    return orjson.dumps(value, default=json_default).decode()
+
+
+def _id_array(block: ResultBlock):
+    """The id column: the input column's own type for columnar inputs, else string.
+
+    JSON ids can be numbers in one row and text in the next; a CSV or Parquet column has one
+    type for the whole file, so JSON ids are written as their text (``7`` -> ``"7"``, exactly
+    as read, big integers included), which never changes type mid-file.
+    """
     import pyarrow as pa
 
-    if id_type is None:
-        id_type = pa.int64() if all(type(i) is int for i in ids) else pa.string()
-    if pa.types.is_string(id_type):
-        ids = [None if i is None else str(i) for i in ids]
-    try:
-        return pa.array(ids, type=id_type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        raise StackscoreError(
-            "the id column mixes numbers and text across the file; pass --id-field of a uniform "
-            "column, or write JSON Lines output"
-        ) from None
+    if block.id_type is not None:
+        return pa.array(block.ids, type=block.id_type)
+    return pa.array([id_text(i) for i in block.ids], type=pa.string())
 
 
 LIST_COLUMNS = ("labels",)  # multi-label: the labels on, a list per row
 
 
-def block_to_table(block: ResultBlock, id_type=None, join_lists: bool = False):
+def block_to_table(block: ResultBlock, join_lists: bool = False):
     """Arrow columns; a list column is ``list<string>`` (Parquet) or ``|``-joined text (CSV/TSV)."""
     import pyarrow as pa
 
-    arrays = [_id_array(block.ids, id_type)]
-    names = ["id"]
+    arrays = [_id_array(block), pa.array(block.row_numbers(), type=pa.int64())]
+    names = ["id", "row"]
     for name, values in block.columns.items():
         names.append(name)
         if isinstance(values, np.ndarray) and values.dtype.kind == "f":
@@ -95,7 +120,7 @@ class JsonlWriter(Writer):
                 v = np.where(np.isnan(v), None, v.astype(object)).tolist()
             cols.append(v)
         dumps = orjson.dumps
-        lines = [dumps({"id": rid, **dict(zip(names, vals))}) for rid, *vals in zip(block.ids, *cols)]
+        lines = [dumps({"id": rid, "row": row, **dict(zip(names, vals))}, default=json_default) for rid, row, *vals in zip(block.ids, block.row_numbers(), *cols)]
         if lines:
             self.fh.write(b"\n".join(lines) + b"\n")
 
@@ -106,21 +131,19 @@ class JsonlWriter(Writer):
 class ArrowWriter(Writer):
     """CSV or Parquet through pyarrow; the schema is fixed by the first block."""
 
-    def __init__(self, path: Path, fmt: str, gz: bool, header: bool = True, id_type=None):
+    def __init__(self, path: Path, fmt: str, gz: bool, header: bool = True):
         super().__init__(path)
         self.fmt = fmt
         self.gz = gz
         self.header = header
         self.writer = None
         self.sink = None
-        self.id_type = id_type
 
     def write(self, block: ResultBlock) -> None:
         import pyarrow as pa
 
-        table = block_to_table(block, self.id_type, join_lists=self.fmt != "parquet")
+        table = block_to_table(block, join_lists=self.fmt != "parquet")
         if self.writer is None:
-            self.id_type = table.schema.field("id").type
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
 
@@ -150,9 +173,9 @@ def output_format(path: str | Path) -> tuple[str, bool]:
     return fmt, gz
 
 
-def open_writer(path: str | Path, fmt: str, gz: bool, header: bool = True, id_type=None) -> Writer:
-    """A writer for one file; ``header``/``id_type`` let later parts continue the first one."""
+def open_writer(path: str | Path, fmt: str, gz: bool, header: bool = True) -> Writer:
+    """A writer for one file; ``header=False`` lets a later CSV part continue the first one."""
     path = Path(path)
     if fmt == "jsonl":
         return JsonlWriter(path, gz)
-    return ArrowWriter(path, fmt, gz, header=header, id_type=id_type)
+    return ArrowWriter(path, fmt, gz, header=header)

@@ -52,7 +52,7 @@ def from_manifest(spec: FusionSpec, artifact_dir: Path, task: str = "single_labe
         raise ArtifactError(f"fusion.method '{spec.method}' is unknown to this stackscore for a {task} task ({', '.join(methods)})")
     try:
         return cls.from_manifest(spec, Path(artifact_dir))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ArtifactError(f"fusion.params for '{spec.method}' are incomplete or wrong: {exc}") from None
 
 

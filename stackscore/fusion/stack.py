@@ -65,7 +65,12 @@ class OnnxMeta:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # a tiny graph: threads cost more than they give
         path = resolve_inside(Path(artifact_dir), spec.graph, "fusion.graph")
-        self.session_ = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session_ = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
+            from ..engine.backends import session_error
+
+            raise session_error(path, "ONNX Runtime", exc) from None
         names = [o.name for o in self.session_.get_outputs()]
         self._out = names[output] if output is not None else ("probabilities" if "probabilities" in names else names[-1])
 
@@ -154,4 +159,10 @@ class StackFusion(FusionMethod, OnnxMeta):
         m.n_classes_ = int(params["n_classes"])
         m.linear_coef_ = params.get("linear_coef")
         m.load_graph(spec, Path(artifact_dir))
+        outputs = {o.name: o.shape for o in m.session_.get_outputs()}
+        width = (outputs[m._out] or [None])[-1]
+        if isinstance(width, int) and width != m.n_classes_:
+            from ..errors import ArtifactError
+
+            raise ArtifactError(f"{spec.graph}: the meta-learner outputs {width} classes per row, fusion.params.n_classes is {m.n_classes_}")
         return m

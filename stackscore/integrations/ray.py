@@ -100,13 +100,22 @@ def score_file_ray(artifact_dir: str | Path, input_path: str | Path, output_path
     """
     import ray
 
-    from ..engine.writers import ResultBlock, open_writer, output_format
+    from ..engine.committer import OutputLock, check_output_path
+    from ..engine.writers import output_format
     from ..errors import StackscoreError
 
     output_path = Path(output_path)
+    check_output_path(output_path, Path(input_path))
     if output_path.exists() and not overwrite:
         raise StackscoreError(f"{output_path}: output exists; pass --overwrite to replace it")
     fmt, gz = output_format(output_path)
+    with OutputLock(output_path):
+        return _score_file_ray(ray, artifact_dir, input_path, output_path, fmt, gz, text_column, id_column, address, num_actors, num_cpus_per_actor, batch_size)
+
+
+def _score_file_ray(ray, artifact_dir, input_path, output_path: Path, fmt: str, gz: bool, text_column: str, id_column: str | None, address: str | None, num_actors: int, num_cpus_per_actor: float, batch_size: int) -> int:
+    from ..engine.writers import ResultBlock, open_writer
+
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
@@ -120,13 +129,13 @@ def score_file_ray(artifact_dir: str | Path, input_path: str | Path, output_path
         for batch in ds.iter_batches(batch_format="pandas", batch_size=batch_size):
             if id_col is None and "id" in batch.columns:
                 id_col = "id"
-            ids = batch[id_col].tolist() if id_col else list(range(rows, rows + len(batch)))
+            ids = batch[id_col].tolist() if id_col else [None] * len(batch)  # as the local engine: no made-up ids
             cols: dict[str, Any] = {}
             for c in batch.columns:
                 if c in ("label", "score", "error") or c.startswith("prob_"):
                     v = batch[c]
                     cols[c] = v.to_numpy(dtype=float) if c == "score" or c.startswith("prob_") else [None if pd.isna(x) else x for x in v]
-            writer.write(ResultBlock(ids, {k: cols[k] for k in ["label", "score", *[c for c in cols if c.startswith("prob_")], "error"]}))
+            writer.write(ResultBlock(ids, {k: cols[k] for k in ["label", "score", *[c for c in cols if c.startswith("prob_")], "error"]}, list(range(rows, rows + len(batch)))))
             rows += len(batch)
         writer.close()
         partial.replace(output_path)

@@ -296,7 +296,10 @@ def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, m
 
     pairs = bool(test) and isinstance(test[0], tuple)
     scorer = Scorer(artifact, manifest=manifest)
-    engine_proba = scorer.score_texts([t[0] for t in test], [t[1] for t in test]).proba if pairs else scorer.score_texts(test).proba
+    scored = scorer.score_texts([t[0] for t in test], [t[1] for t in test]) if pairs else scorer.score_texts(test)
+    if len(scored.valid) != len(test):
+        raise StackscoreError(f"{artifact}: the exported ensemble gives non-finite outputs on {len(test) - len(scored.valid)} test rows; do not use this artifact")
+    engine_proba = scored.proba
     check = {
         "rows": len(test),
         "max_abs_diff": float(np.abs(engine_proba - train_side).max()) if len(test) else 0.0,

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ...errors import StackscoreError
+from ...errors import ArtifactError, StackscoreError
 from ...manifest import ModelSpec
 from .gpu import TENSORRT, GpuOptions, on_gpu, provider_names
 
@@ -74,6 +74,29 @@ def graph_feeds(input_ids: np.ndarray, attention_mask: np.ndarray, input_names: 
     if "token_type_ids" in input_names:
         feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"]) if token_type_ids is None else token_type_ids.astype(np.int64, copy=False)
     return {k: v for k, v in feeds.items() if k in input_names}
+
+
+def runtime_message(exc: BaseException) -> str:
+    """A runtime's exception as one readable line (OpenVINO's start with C++ source locations)."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("Exception from src/", "Check '"))]
+    text = " ".join(lines) or type(exc).__name__
+    return text if len(text) <= 400 else text[:400] + " ..."
+
+
+def session_error(graph, runtime: str, exc: BaseException) -> ArtifactError:
+    """A graph a runtime cannot open (corrupt, truncated, unsupported op, external data
+    refused): one line naming the file, not the runtime's traceback."""
+    return ArtifactError(f"{graph}: {runtime} cannot open this graph: {runtime_message(exc)}")
+
+
+def check_output_width(name: str, width: int | None, n_labels: int, graph) -> None:
+    """The graph's last output dimension, when static, must equal the manifest's label count
+    (cheap to know once a session exists; a mismatch would shift every probability column)."""
+    if width is not None and width != n_labels:
+        raise ArtifactError(
+            f"{graph}: model '{name}' outputs {width} classes per row, the manifest lists {n_labels} labels"
+        )
 
 
 def gate_passed(spec: ModelSpec, precision: str) -> bool:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import ArtifactError, StackscoreError
 from ...manifest import ModelSpec
-from . import BackendOptions, graph_feeds
+from . import BackendOptions, graph_feeds, session_error
 from .gpu import provider_list, provider_names
 
 FEEDABLE = {"input_ids", "attention_mask", "token_type_ids"}
@@ -88,7 +88,10 @@ class OrtBackend:
                 max_length=spec.max_length, max_rows=max_rows, token_budget=token_budget,
             )
         self.precision = precision
-        self.session = ort.InferenceSession(str(graph), sess_options=so, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(graph), sess_options=so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
+            raise session_error(graph, "ONNX Runtime", exc) from None
         self.providers = self.session.get_providers()
         check_active_providers(spec.name, provider_names(providers), self.providers, options.allow_cpu_fallback)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -96,6 +99,11 @@ class OrtBackend:
         if unknown:
             raise ArtifactError(f"model '{spec.name}': graph has inputs the engine cannot feed: {sorted(unknown)}")
         self.output_name = spec.output
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if self.output_name not in outputs:
+            raise ArtifactError(f"{graph}: model '{spec.name}' has no output '{self.output_name}' (outputs: {', '.join(outputs)})")
+        last = outputs[self.output_name][-1] if outputs[self.output_name] else None
+        self.output_width = last if isinstance(last, int) else None
         use_binding = options.io_binding if options.io_binding is not None else self.device_id is not None
         self.device = "cuda" if self.device_id is not None else "cpu"
         self.io_binding = bool(use_binding)
@@ -134,10 +142,15 @@ class TextBackend:
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.threads
         # String ops run on the CPU whatever the device; the graph is small.
-        self.session = ort.InferenceSession(str(graph), sess_options=so, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(graph), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise session_error(graph, "ONNX Runtime", exc) from None
         self.input_name = self.session.get_inputs()[0].name
-        names = [o.name for o in self.session.get_outputs()]
-        self.output_name = "probabilities" if "probabilities" in names else names[-1]
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        self.output_name = "probabilities" if "probabilities" in outputs else list(outputs)[-1]
+        last = outputs[self.output_name][-1] if outputs[self.output_name] else None
+        self.output_width = last if isinstance(last, int) else None
         self.rows_per_run = rows_per_run
 
     def run_texts(self, texts: list[str]) -> np.ndarray:

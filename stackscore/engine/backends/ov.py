@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...manifest import ModelSpec
-from . import BackendOptions, cpu_has_bf16, graph_feeds
+from . import BackendOptions, cpu_has_bf16, graph_feeds, session_error
 
 
 class OpenVinoBackend:
@@ -23,7 +23,10 @@ class OpenVinoBackend:
         import openvino as ov
 
         core = ov.Core()
-        model = core.read_model(str(graph))
+        try:
+            model = core.read_model(str(graph))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
+            raise session_error(graph, "OpenVINO", exc) from None
         self.input_names = [i.get_any_name() for i in model.inputs]
         config = {
             # int8 (a static QDQ graph) runs its non-quantized ops in bf16 where the CPU has it.
@@ -32,9 +35,15 @@ class OpenVinoBackend:
             "INFERENCE_NUM_THREADS": options.threads,
         }
         self.precision = precision
-        self.compiled = core.compile_model(model, "CPU", config)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # noqa: BLE001
+            raise session_error(graph, "OpenVINO", exc) from None
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
+        shape = self.output.get_partial_shape()
+        last = shape[shape.rank.get_length() - 1] if shape.rank.is_static and shape.rank.get_length() else None
+        self.output_width = last.get_length() if last is not None and last.is_static else None
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
         res = self.request.infer(graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids))

@@ -1,0 +1,211 @@
+"""Nothing unchecked is let in: external data, non-finite outputs, token ids past the
+embedding, duplicated labels, and a typed manifest schema, each on real ONNX sessions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from onnx import numpy_helper
+
+from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.scorer import EngineConfig, Scorer
+from stackscore.engine.session_pool import BackendOptions
+from stackscore.errors import ArtifactError
+from stackscore.manifest import external_data_locations, load_manifest, sha256_file
+
+BERT = "models/bert/model.fp32.onnx"
+
+
+@pytest.fixture
+def copy(artifact, tmp_path):
+    dst = tmp_path / "a"
+    shutil.copytree(artifact, dst)
+    return dst
+
+
+def edit(copy, fn):
+    p = copy / "manifest.json"
+    raw = json.loads(p.read_text())
+    fn(raw)
+    p.write_text(json.dumps(raw))
+
+
+def resign(copy, *rels):
+    """Record the current size and sha256 of ``rels`` (adding them to 'files' if new)."""
+    def f(raw):
+        for rel in rels:
+            raw["files"][rel] = {"sha256": sha256_file(copy / rel), "size": (copy / rel).stat().st_size}
+
+    edit(copy, f)
+
+
+def scorer(copy, backend="onnxruntime"):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    return Scorer(copy, EngineConfig(backend=BackendOptions(precision="fp32", backend=backend)))
+
+
+def to_external(copy, location="model.fp32.onnx.data"):
+    model = onnx.load(str(copy / BERT))
+    onnx.save_model(model, str(copy / BERT), save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0)
+
+
+# -- external data -----------------------------------------------------------------------------
+def test_unlisted_external_data_is_refused_listed_is_checked_and_scores(copy, corpus_rows):
+    texts = [r["text"] for r in corpus_rows[:40]]
+    reference = scorer(copy).score_texts(texts).proba
+    to_external(copy)
+    resign(copy, BERT)  # the graph is re-signed, its weights file is not listed
+    with pytest.raises(ArtifactError, match=r"'models/bert/model.fp32.onnx.data' is in the artifact directory but not listed in 'files'"):
+        load_manifest(copy)
+    resign(copy, BERT, BERT + ".data")
+    assert external_data_locations(copy / BERT) == ["model.fp32.onnx.data"]
+    for backend in ("onnxruntime", "openvino"):
+        np.testing.assert_allclose(scorer(copy, backend).score_texts(texts).proba, reference, atol=1e-5)
+    with open(copy / (BERT + ".data"), "r+b") as fh:  # corrupted weights, same size
+        fh.seek(100)
+        fh.write(b"\xff\xff\xff\x7f")
+    with pytest.raises(ArtifactError, match="checksum mismatch for 'models/bert/model.fp32.onnx.data'"):
+        load_manifest(copy)
+
+
+def test_external_data_outside_the_artifact_is_refused(copy, tmp_path):
+    to_external(copy)
+    shutil.move(copy / (BERT + ".data"), tmp_path / "outside.bin")  # copy/../outside.bin
+    model = onnx.load(str(copy / BERT), load_external_data=False)
+    for t in model.graph.initializer:
+        for entry in t.external_data:
+            if entry.key == "location":
+                entry.value = "../../../outside.bin"
+    onnx.save_model(model, str(copy / BERT))
+    resign(copy, BERT)
+    with pytest.raises(ArtifactError, match=r"graphs.fp32 = 'models/bert/model.fp32.onnx' names external data '../../../outside.bin', which points outside the artifact"):
+        load_manifest(copy)
+
+
+def test_external_data_scan_without_onnx_finds_the_same_locations(copy, monkeypatch):
+    (copy / "models/bert/weights").mkdir()
+    to_external(copy, location="weights/bert.bin")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the scoring install has no onnx package
+    assert external_data_locations(copy / BERT) == ["weights/bert.bin"]
+    assert external_data_locations(copy / "models/roberta/model.fp32.onnx") == []
+
+
+# -- non-finite outputs ------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_non_finite_outputs_are_error_rows_never_labels(copy, corpus_rows, tmp_path, backend):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(copy / "models/bert/tokenizer.json"))
+    poisoned = set(tok.encode("boring").ids[1:-1])
+    model = onnx.load(str(copy / BERT))
+    for t in model.graph.initializer:
+        if t.name.endswith("word_embeddings.weight"):
+            w = numpy_helper.to_array(t).copy()
+            w[sorted(poisoned)] = np.nan
+            t.CopyFrom(numpy_helper.from_array(w, t.name))
+    onnx.save_model(model, str(copy / BERT))
+    resign(copy, BERT)
+    clean = [r["text"] for r in corpus_rows if not poisoned & set(tok.encode(r["text"]).ids)][:5]
+    rows = [{"id": f"c{i}", "text": t} for i, t in enumerate(clean)]
+    rows.insert(2, {"id": "nan", "text": "boring"})
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    out = tmp_path / "o.jsonl"
+    opts = ScoreOptions(progress=False, with_model_outputs=True)
+    opts.engine.backend = BackendOptions(precision="fp32", backend=backend)
+    stats = score_file(copy, src, out, opts)
+    got = [orjson.loads(l) for l in out.read_bytes().splitlines()]
+    assert [g["id"] for g in got] == [r["id"] for r in rows] and stats.errored == 1 and stats.scored == 5
+    bad = got[2]
+    assert bad["error"] == "row 2: non-finite model output (logits of model 'bert')"
+    assert bad["label"] is None and bad["score"] is None and bad["prob_positive"] is None and bad["logit_bert_positive"] is None
+    assert all(g["error"] is None and g["label"] in ("negative", "positive") for i, g in enumerate(got) if i != 2)
+    assert stats.errors["non-finite model output (logits of model 'bert')"] == 1
+    # The Python API: NaN probabilities and no label, never a made-up one.
+    from stackscore.api import Ensemble
+
+    ens = Ensemble(copy, backend=backend)
+    assert ens.predict(["boring", clean[0]])[0] is None and np.isnan(ens.predict_proba(["boring"])).all()
+
+
+# -- tokenizer vs embedding, labels, schema ----------------------------------------------------
+def test_token_ids_past_the_embedding_are_refused_even_with_the_same_count(copy):
+    path = copy / "models/bert/tokenizer.json"
+    tj = json.loads(path.read_text())
+    vocab = tj["model"]["vocab"]
+    token = max(vocab, key=vocab.get)
+    count = len(vocab)
+    vocab[token] = 600 + 20  # same number of tokens, one id past the 600-row embedding
+    path.write_text(json.dumps(tj))
+    resign(copy, "models/bert/tokenizer.json")
+    from tokenizers import Tokenizer
+
+    assert Tokenizer.from_file(str(path)).get_vocab_size() == count
+    with pytest.raises(ArtifactError, match=r"model 'bert': tokenizer has \d+ tokens with ids up to 620 .*embedding has 600 rows"):
+        scorer(copy)
+
+
+def test_malformed_tokenizer_json_is_one_error(copy):
+    (copy / "models/bert/tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
+    resign(copy, "models/bert/tokenizer.json")
+    with pytest.raises(ArtifactError, match=r"tokenizer.json: not a valid tokenizer.json \("):
+        scorer(copy)
+
+
+def test_duplicated_labels_are_refused(copy):
+    edit(copy, lambda raw: raw.update(labels=["positive", "positive"]))
+    with pytest.raises(ArtifactError, match="field 'labels' lists 'positive' more than once"):
+        load_manifest(copy)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda r: r.update(files=list(r["files"])), r"field 'files' must be an object .*got a list"),
+        (lambda r: r["models"][0].update(parity=None), r"field 'models\[0\].parity' must be an object, got null"),
+        (lambda r: r["models"][0].update(max_length="abc"), r"field 'models\[0\].max_length' must be a positive integer, got 'abc'"),
+        (lambda r: r["models"][1].update(pad_id=-1), r"field 'models\[1\].pad_id' must be a non-negative integer, got -1"),
+        (lambda r: r["models"][0]["graphs"].update(fp32="models/bert/model\x00.onnx"), r"field 'models\[0\].graphs.fp32' must be a path \(non-empty, no NUL byte\)"),
+        (lambda r: r["files"].update({"x\x00y": {"sha256": "0" * 64, "size": 1}}), r"field 'files' has the path 'x\\x00y'"),
+        (lambda r: r["files"][BERT].update(size="158747"), r"field 'files\['models/bert/model.fp32.onnx'\].size' must be a non-negative integer"),
+        (lambda r: r["models"][0].pop("inputs"), r"missing field 'models\[0\].inputs'"),
+        (lambda r: r["models"][0].update(inputs="input_ids"), r"field 'models\[0\].inputs' must be a list of input names"),
+        (lambda r: r.update(models={}), r"field 'models' must be a non-empty list of models, got an object"),
+        (lambda r: r["models"].append(r["models"][0]), r"two models named 'bert'"),
+        (lambda r: r.update(fusion=[]), r"'fusion' must be an object, got a list"),
+        (lambda r: r["fusion"].update(params=None), r"field 'fusion.params' must be an object, got null"),
+        (lambda r: r["fusion"]["params"].update(n_classes="2"), r"field 'fusion.params.n_classes' must be a positive integer"),
+        (lambda r: r["models"][0]["parity"].update(vocab_size=True), r"field 'models\[0\].parity.vocab_size' must be a positive integer"),
+        (lambda r: r.update(task=3), r"field 'task' must be a string, got 3"),
+        (lambda r: r.update(labels=["a", 1]), r"field 'labels' must be a list of at least two label names"),
+    ],
+)
+def test_typed_schema_names_the_field(copy, change, message):
+    edit(copy, change)
+    with pytest.raises(ArtifactError, match=message):
+        load_manifest(copy)
+
+
+# -- graphs the runtimes cannot open -----------------------------------------------------------
+def test_truncated_graph_is_one_error_on_every_runtime(copy, monkeypatch):
+    from stackscore.engine.backends.ort import OrtBackend
+    from stackscore.engine.backends.ov import OpenVinoBackend
+
+    data = (copy / BERT).read_bytes()
+    (copy / BERT).write_bytes(data[: len(data) // 3])
+    resign(copy, BERT)
+    with pytest.raises(ArtifactError, match="model.fp32.onnx: not a readable ONNX graph"):
+        load_manifest(copy)  # with the onnx package the manifest check parses the graph
+    spec = load_manifest(copy, verify=False).models[0]
+    with pytest.raises(ArtifactError, match=r"model.fp32.onnx: ONNX Runtime cannot open this graph: .*INVALID_PROTOBUF"):
+        OrtBackend(copy / BERT, spec, BackendOptions())
+    pytest.importorskip("openvino")
+    with pytest.raises(ArtifactError, match=r"model.fp32.onnx: OpenVINO cannot open this graph: .*(parsed|read)"):
+        OpenVinoBackend(copy / BERT, spec, BackendOptions())

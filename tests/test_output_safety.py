@@ -1,0 +1,160 @@
+"""Nothing overwritten or lost: output == input refused, one run per output (lock), a growing
+input scored as its snapshot or refused, and a full disk reported before and while writing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from stackscore.engine import committer as committer_mod
+from stackscore.engine.committer import OutputLock
+from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.writers import JsonlWriter
+from stackscore.errors import InputError, StackscoreError
+from stackscore.train.corpus import generate
+
+
+def lines(n, seed=3):
+    return [orjson.dumps({"id": e.id, "text": e.text}) for e in generate(n, seed=seed)]
+
+
+@pytest.fixture(scope="module")
+def medium(tmp_path_factory):
+    p = tmp_path_factory.mktemp("safety") / "in.jsonl"
+    p.write_bytes(b"".join(l + b"\n" for l in lines(3000)))
+    return p
+
+
+# -- the output is the input -------------------------------------------------------------------
+@pytest.mark.parametrize("link", ["same", "dot", "symlink", "hardlink"])
+def test_output_that_is_the_input_is_refused_even_with_overwrite(artifact, medium, tmp_path, link):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(medium.read_bytes())
+    out = {"same": src, "dot": tmp_path / "." / "in.jsonl", "symlink": tmp_path / "link.jsonl", "hardlink": tmp_path / "hard.jsonl"}[link]
+    if link == "symlink":
+        out.symlink_to(src)
+    elif link == "hardlink":
+        os.link(src, out)
+    with pytest.raises(StackscoreError, match="this is the input file"):
+        score_file(artifact, src, out, ScoreOptions(progress=False, overwrite=True))
+    assert src.read_bytes() == medium.read_bytes()
+
+
+# -- one run per output ------------------------------------------------------------------------
+def cli(artifact, src, out, *extra):
+    return [sys.executable, "-m", "stackscore", "score", str(artifact), str(src), "-o", str(out), "--quiet", "--chunk-rows", "128", *extra]
+
+
+def test_a_second_run_resume_or_overwrite_beside_a_live_run_is_refused(artifact, tmp_path):
+    src = tmp_path / "big.jsonl"
+    src.write_bytes(b"".join(l + b"\n" for l in lines(12000, seed=5)))
+    out = tmp_path / "o.jsonl"
+    clean = tmp_path / "clean.jsonl"
+    subprocess.run(cli(artifact, src, clean), check=True, capture_output=True, timeout=300)
+    first = subprocess.Popen(cli(artifact, src, out, "--backend", "onnxruntime", "--precision", "fp32"), stderr=subprocess.PIPE)
+    progress = tmp_path / "o.jsonl.parts" / "progress.json"
+    deadline = time.time() + 120
+    while not progress.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    lock = tmp_path / "o.jsonl.lock"
+    assert lock.read_text().split()[0] == str(first.pid)
+    for extra in ([], ["--resume"], ["--overwrite"]):
+        res = subprocess.run(cli(artifact, src, out, *extra), capture_output=True, text=True, timeout=120)
+        if first.poll() is not None:
+            pytest.skip("the first run finished before the second could try")
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.strip().splitlines() == [f"error: {out}: another stackscore run (pid {first.pid}) is writing this output (o.jsonl.lock); wait for it to finish (delete the lock only if that process is not a stackscore run)"]
+    assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    assert not lock.exists() and sum(1 for _ in open(out, "rb")) == 12000
+
+
+def test_a_stale_lock_is_taken_over(artifact, medium, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "o.jsonl"
+    (tmp_path / "o.jsonl.lock").write_text(f"{dead.pid} 1\n")  # a killed run's lock
+    stats = score_file(artifact, medium, out, ScoreOptions(progress=False))
+    assert stats.rows == 3000 and not (tmp_path / "o.jsonl.lock").exists()
+    held = OutputLock(out).acquire()  # a live holder (this process) is respected
+    try:
+        with pytest.raises(StackscoreError, match=f"another stackscore run \\(pid {os.getpid()}\\)"):
+            score_file(artifact, medium, out, ScoreOptions(progress=False, overwrite=True))
+    finally:
+        held.release()
+
+
+# -- growing input -----------------------------------------------------------------------------
+def test_input_growing_during_the_run_is_refused_or_scored_as_its_snapshot(artifact, tmp_path):
+    rows = lines(2400, seed=9)
+    head = b"".join(l + b"\n" for l in rows[:1500])
+    torn = rows[1500][:12]  # the writer is in the middle of line 1501 when the run starts
+    rest = rows[1500][12:] + b"\n" + b"".join(l + b"\n" for l in rows[1501:])
+
+    def run(src, out, allow):
+        src.write_bytes(head + torn)
+        state = {"grown": False}
+
+        def grow(stats):
+            if not state["grown"]:
+                state["grown"] = True
+                with open(src, "ab") as fh:
+                    fh.write(rest)
+
+        return score_file(artifact, src, out, ScoreOptions(progress=False, chunk_rows=64, queue_depth=1, on_progress=grow, allow_growing_input=allow))
+
+    with pytest.raises(InputError, match=r"in.jsonl: the file changed while it was read \(.* bytes at the start, .* now.*--allow-growing-input"):
+        run(tmp_path / "in.jsonl", tmp_path / "a.jsonl", allow=False)
+    assert not (tmp_path / "a.jsonl").exists()
+    stats = run(tmp_path / "in2.jsonl", tmp_path / "b.jsonl", allow=True)
+    got = [orjson.loads(l) for l in (tmp_path / "b.jsonl").read_bytes().splitlines()]
+    # The snapshot's 1,500 complete lines; the torn line is not an error row (it is valid in the final file).
+    assert stats.rows == len(got) == 1500 and stats.errored == 0 and all(g["error"] is None for g in got)
+
+
+def test_unterminated_last_line_of_an_unchanged_file_is_still_an_error_row(artifact, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"id": "a", "text": "fine"}\n{"id": "b", "te')
+    stats = score_file(artifact, src, tmp_path / "o.jsonl", ScoreOptions(progress=False))
+    assert stats.rows == 2 and stats.errored == 1
+
+
+# -- disk full ---------------------------------------------------------------------------------
+def test_disk_full_is_said_before_assembling_and_resume_finishes(artifact, medium, tmp_path, monkeypatch):
+    clean = tmp_path / "clean.jsonl"
+    score_file(artifact, medium, clean, ScoreOptions(progress=False, chunk_rows=256))
+    out = tmp_path / "o.jsonl"
+    real = committer_mod.shutil.disk_usage
+    monkeypatch.setattr(committer_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(StackscoreError, match=r"o.jsonl: assembling the output needs about .* MB free .*twice the output's size.*0.0 MB is free; the parts are kept .*--resume"):
+        score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256))
+    assert not out.exists() and (tmp_path / "o.jsonl.parts" / "progress.json").exists()
+    monkeypatch.setattr(committer_mod.shutil, "disk_usage", real)
+    score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256, resume=True))
+    assert out.read_bytes() == clean.read_bytes()
+
+
+def test_no_space_left_while_writing_is_one_line_and_resumable(artifact, medium, tmp_path, monkeypatch):
+    clean = tmp_path / "clean.jsonl"
+    score_file(artifact, medium, clean, ScoreOptions(progress=False, chunk_rows=256))
+    out = tmp_path / "o.jsonl"
+    real_write, calls = JsonlWriter.write, {"n": 0}
+
+    def full_disk(self, block):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return real_write(self, block)
+
+    monkeypatch.setattr(JsonlWriter, "write", full_disk)
+    with pytest.raises(StackscoreError, match=r"o.jsonl: no space left on the device while writing .*writing.jsonl.*twice the output's size.*--resume") as err:
+        score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256))
+    assert "\n" not in str(err.value)
+    monkeypatch.setattr(JsonlWriter, "write", real_write)
+    stats = score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256, resume=True))
+    assert stats.resumed_from == 3 * 256 and out.read_bytes() == clean.read_bytes()
