@@ -70,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         q = Path(d) / "q.onnx"
         for label, (scope, cal, kw) in variants.items():
-            calib = calibration_batches(tok, spec.max_length, spec.pad_id, cal)
+            calib = calibration_batches(tok, spec.max_length, spec.pad_id, cal, list(spec.inputs))
             quantize_static(fp32, q, calib, scope, **kw)
             got, speed = run(q, "int8")
             rows[label] = {"agreement": float(np.mean(got.argmax(1) == ref.argmax(1))), "seq_per_s": round(speed, 1), "calibration_rows": len(cal)}

@@ -112,7 +112,7 @@ class Ensemble:
             for i in range(len(chunk)):
                 yield {c: (None if block.columns[c][i] != block.columns[c][i] else float(block.columns[c][i])) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i] for c in names}
 
-    def score_dataframe(self, df, text_column: str = "text", prefix: str = ""):
+    def score_dataframe(self, df, text_column: str = "text", prefix: str = "", text_pair_column: str | None = None):
         """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added.
 
         A row whose text is missing, not a string or empty gets no prediction and says why in
@@ -125,13 +125,29 @@ class Ensemble:
         if type(df).__module__.startswith("pyarrow"):
             import pyarrow as pa
 
-            return pa.Table.from_pandas(self.score_dataframe(df.to_pandas(), text_column, prefix), preserve_index=False)
-        if text_column not in df.columns:
-            raise InputError(f"no column '{text_column}' (columns: {', '.join(map(str, df.columns))})")
+            return pa.Table.from_pandas(self.score_dataframe(df.to_pandas(), text_column, prefix, text_pair_column), preserve_index=False)
+        from .engine.pipeline import check_pair_option
+
+        check_pair_option(self.scorer, text_pair_column)
+        for col in (text_column, text_pair_column):
+            if col is not None and col not in df.columns:
+                raise InputError(f"no column '{col}' (columns: {', '.join(map(str, df.columns))})")
+
+        def column(name: str) -> list:
+            return [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[name].tolist()]
+
         # The file pipeline's own window -> columns step, so both paths give the same columns.
-        texts = [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[text_column].tolist()]
+        texts = column(text_column)
         errors = [_text_error(t, text_column) for t in texts]
-        chunk = Chunk(0, list(range(len(texts))), [t if e is None else None for t, e in zip(texts, errors)], errors)
+        pairs = None
+        if text_pair_column is not None:
+            pairs = column(text_pair_column)
+            errors = [e or _text_error(p, text_pair_column) for e, p in zip(errors, pairs)]
+        keep = [e is None for e in errors]
+        chunk = Chunk(
+            0, list(range(len(texts))), [t if k else None for t, k in zip(texts, keep)], errors,
+            pairs=[p if k else None for p, k in zip(pairs, keep)] if pairs is not None else None,
+        )
         scored = self.scorer.infer(self.scorer.encode(chunk))
         block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
         out = df.copy()

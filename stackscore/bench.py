@@ -91,12 +91,19 @@ class TorchEnsemble:
 
         torch.set_num_threads(os.cpu_count() or 1)
         self.models = {}
+        # Checkpoints used as saved live where the team keeps them, with their own label order.
+        state = json.loads((workdir / "fit_state.json").read_text()) if (workdir / "fit_state.json").is_file() else {}
+        entries = {m["name"]: m for m in state.get("models", [])}
+        self.label_order: dict[str, list[int]] = {}
         for spec in scorer.manifest.models:
             if spec.kind == "tfidf":
                 continue
-            d = workdir / "models" / spec.name
+            entry = entries.get(spec.name, {})
+            d = Path(entry.get("model_dir") or workdir / "models" / spec.name)
             model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True).eval()
             self.models[spec.name] = (model, load_tokenizer(d), spec.max_length)
+            if entry.get("label_order"):
+                self.label_order[spec.name] = list(entry["label_order"])
         self.text_models = scorer.sessions.text_backends
         self.fusion = scorer.fusion
         self.order = scorer.model_names
@@ -130,7 +137,7 @@ def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16
                 tokens += int(enc["attention_mask"].sum())
                 out[idx] = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float().numpy()
                 lat.append(time.perf_counter() - b0)
-        logits[mname] = out
+        logits[mname] = out[:, ens.label_order[mname]] if mname in ens.label_order else out
     for mname, backend in ens.text_models.items():
         logits[mname] = backend.run_texts(texts)
     proba = _fused(ens, logits)

@@ -262,7 +262,9 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             f"(reads {', '.join(m + '.x' for m in READABLE_MAJORS)})"
         )
     top = _Fields(raw, where, "")
-    task = top.get("task", str, default="binary", check=lambda v: v in TASK_VALUES, what=" or ".join(TASK_VALUES))
+    task = top.get("task", str, default="binary")
+    if task not in TASK_VALUES:
+        raise ArtifactError(f"{where}: field 'task' must be one of {', '.join(TASK_VALUES)}, got {task!r}")
     if task == "regression":
         labels = top.get("labels", list, check=lambda v: len(v) == 1 and _str_list(v) and all(v), what="one output name (regression)")
     else:

@@ -28,7 +28,7 @@ ARCHS = {
     "mpnet": ("MPNetConfig", "MPNetForSequenceClassification", "wordpiece", {}),
     "camembert": ("CamembertConfig", "CamembertForSequenceClassification", "spm:CamembertTokenizer:sentencepiece.bpe.model", {"type_vocab_size": 1}),
     "modernbert": ("ModernBertConfig", "ModernBertForSequenceClassification", "wordpiece", {"global_attn_every_n_layers": 1, "local_attention": 16}),
-    "big_bird": ("BigBirdConfig", "BigBirdForSequenceClassification", "spm:BigBirdTokenizer:spiece.model", {"block_size": 4, "num_random_blocks": 1}),
+    "big_bird": ("BigBirdConfig", "BigBirdForSequenceClassification", "spm:BigBirdTokenizer:spiece.model", {"block_size": 16, "num_random_blocks": 1}),
     "longformer": ("LongformerConfig", "LongformerForSequenceClassification", "bpe", {"attention_window": 4}),
     "funnel": ("FunnelConfig", "FunnelForSequenceClassification", "wordpiece", {"block_sizes": [1, 1], "d_model": 32, "n_head": 2, "d_head": 16, "d_inner": 64}),
 }
@@ -113,9 +113,13 @@ def make_checkpoint(path: Path, arch: str = "bert", id2label: dict[int, str] | N
     id2label = id2label or {0: "negative", 1: "positive"}
     size = {} if arch in OWN_SIZES else dict(SMALL)
     specials = {k: getattr(tok, f"{k}_id") for k in ("pad_token", "bos_token", "eos_token", "cls_token", "sep_token") if getattr(tok, f"{k}_id", None) is not None}
+    # A wide initialisation (0.5, not transformers' 0.02): outputs that visibly depend on every
+    # token, position and type, so a wrong id, truncation or attention pattern cannot pass a
+    # 1e-4 parity check by accident (at 0.02 the logits barely move from row to row).
     config = getattr(transformers, cfg_cls)(
         vocab_size=len(tok), num_labels=len(id2label), id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
-        **{k.replace("_token", "_token_id"): v for k, v in specials.items()}, **size, **{**extra, **overrides},
+        **{k.replace("_token", "_token_id"): v for k, v in specials.items()}, **size,
+        **{"initializer_range": 0.5, **extra, **overrides},
     )
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(config).eval()

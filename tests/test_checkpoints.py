@@ -48,14 +48,14 @@ def run_fit(raw: dict, work: Path) -> dict:
     return fit(config_from_dict(raw, work.parent), work, log=lambda *_: None)
 
 
-def torch_labels(path: Path, texts: list[str], pairs: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+def torch_labels(path: Path, texts: list[str], pairs: list[str] | None = None, max_length: int = 64) -> tuple[list[str], np.ndarray]:
     """What the checkpoint itself predicts, as label names (its own id2label)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(str(path)).eval()
     tok = AutoTokenizer.from_pretrained(str(path))
-    enc = tok(texts, pairs, padding=True, truncation=True, max_length=64, return_tensors="pt") if pairs else tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    enc = tok(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt") if pairs else tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
     with torch.inference_mode():
         logits = model(**enc).logits.numpy()
     return [model.config.id2label[int(i)] for i in logits.argmax(1)], logits
@@ -157,12 +157,13 @@ def test_architecture_exports_with_parity_and_scores_like_pytorch(tmp_path, data
     run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
     manifest = json.loads((tmp_path / "work/artifact/manifest.json").read_text())
     spec = manifest["models"][0]
-    assert spec["architecture"] == arch and spec["parity"]["max_abs_diff"] <= 1e-4
+    assert spec["architecture"] == arch and spec["parity"]["max_abs_diff"] <= spec["parity"]["tolerance"] <= 1e-4 * 50
     assert spec["parity"]["tokenizer_ids"]["mismatched_rows"] == 0
     texts = [json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()]
     own, logits = torch_labels(ckpt, texts)
+    assert logits.std(axis=0).min() > 1e-2  # outputs that depend on the input: the comparison means something
     _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
-    assert np.abs(outs["m"] - logits).max() < 1e-4
+    assert np.abs(outs["m"] - logits).max() < 1e-4 * max(1.0, float(np.abs(logits).max()))
 
 
 @pytest.mark.parametrize("arch", ["longformer", "funnel"])
@@ -219,3 +220,108 @@ def test_engine_check_is_enforced(tmp_path, artifact):
     engine_check(artifact, m, texts, proba, "stack")  # the same numbers: passes
     with pytest.raises(StackscoreError, match="does not reproduce the training side"):
         engine_check(artifact, m, texts, proba[:, ::-1], "stack")
+
+
+def test_max_length_beyond_what_the_checkpoint_or_exporter_handles_is_refused(tmp_path, data):
+    from stackscore.errors import StackscoreError
+
+    bird = make_checkpoint(tmp_path / "bird", "big_bird", block_size=4)  # 1 random block: sparse above 28 tokens
+    with pytest.raises(StackscoreError, match="BigBird switches to block-sparse attention above 28 tokens"):
+        run_fit(fixed_config(data, [{"name": "b", "source": str(bird), "max_length": 64}]), tmp_path / "w1")
+    bert = make_checkpoint(tmp_path / "bert", "bert")  # 130 position embeddings
+    with pytest.raises(StackscoreError, match="max_length 512 is more than its 130 position embeddings"):
+        run_fit(fixed_config(data, [{"name": "c", "source": str(bert), "max_length": 512}]), tmp_path / "w2")
+
+
+def test_big_bird_below_its_sparse_threshold_matches_pytorch(tmp_path, data):
+    from stackscore import Ensemble
+
+    ckpt = make_checkpoint(tmp_path / "bird", "big_bird", block_size=16, num_random_blocks=1)  # sparse above 112 tokens
+    run_fit(fixed_config(data, [{"name": "b", "source": str(ckpt), "max_length": 112}]), tmp_path / "work")
+    long_texts = [" ".join(json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()[i : i + 6]) for i in range(0, 30, 6)]
+    _, logits = torch_labels(ckpt, long_texts, max_length=112)
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(long_texts, return_model_outputs=True)
+    assert np.abs(outs["b"] - logits).max() < 1e-4 * max(1.0, float(np.abs(logits).max()))
+
+
+def test_a_checkpoint_changed_after_fit_is_refused_at_export(tmp_path, data):
+    from stackscore.errors import StackscoreError
+    from stackscore.export import export_artifact
+
+    ckpt = make_checkpoint(tmp_path / "c", "bert")
+    run_fit(fixed_config(data, [{"name": "c", "source": str(ckpt)}]), tmp_path / "work")
+    before = (tmp_path / "work/artifact/manifest.json").read_bytes()
+    config = json.loads((ckpt / "config.json").read_text())
+    config["id2label"] = {"0": "positive", "1": "negative"}  # re-saved with another label order
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(StackscoreError, match="changed since it was fitted"):
+        export_artifact(tmp_path / "work", log=lambda *_: None)
+    assert (tmp_path / "work/artifact/manifest.json").read_bytes() == before  # the good artifact is kept
+
+
+def test_a_failed_engine_check_leaves_no_artifact_and_keeps_the_old_one(tmp_path, data, monkeypatch):
+    from stackscore.errors import StackscoreError
+    from stackscore.train import fit as fit_mod
+
+    ckpt = make_checkpoint(tmp_path / "c", "bert")
+    raw = fixed_config(data, [{"name": "c", "source": str(ckpt)}])
+    run_fit(raw, tmp_path / "work")
+    before = (tmp_path / "work/artifact/manifest.json").read_bytes()
+    monkeypatch.setattr(fit_mod, "ENGINE_TOLERANCE", -1.0)  # nothing can pass: the check must stop the fit
+    with pytest.raises(StackscoreError, match="does not reproduce the training side"):
+        run_fit(raw, tmp_path / "work")
+    assert (tmp_path / "work/artifact/manifest.json").read_bytes() == before
+    assert not (tmp_path / "work/artifact.tmp").exists()
+
+
+def test_test_rows_come_from_validation_when_checkpoints_are_fixed(tmp_path, data):
+    """Fixed checkpoints likely trained on the train file: without a test file, test rows are cut from validation."""
+    ckpt = make_checkpoint(tmp_path / "c", "bert")
+    raw = fixed_config(data, [{"name": "c", "source": str(ckpt)}], train=str(data / "train.jsonl"))
+    del raw["data"]["test"]
+    report = run_fit(raw, tmp_path / "work")
+    assert report["train_rows"] == 160 and report["validation_rows"] + report["test_rows"] == 60
+
+
+def test_finetune_must_be_a_boolean(tmp_path, data):
+    from stackscore.errors import StackscoreError
+    from stackscore.train.config import config_from_dict
+
+    raw = fixed_config(data, [{"name": "c", "source": str(tmp_path), "finetune": "false"}])
+    with pytest.raises(StackscoreError, match="finetune must be true or false"):
+        config_from_dict(raw, tmp_path)
+
+
+@pytest.mark.parametrize("mode, validation", [("kfold", False), ("holdout", False), ("kfold", True), ("holdout", True)])
+def test_fusion_rows_are_never_rows_a_model_trained_on(tmp_path, mode, validation):
+    """A fake trainer records its rows: every fusion-row prediction comes from a model that never saw that row."""
+    from stackscore.train.config import config_from_dict
+    from stackscore.train.fit import Splits, fusion_rows
+    from stackscore.train.oof import out_of_fold
+
+    n_train, n_val = 40, (20 if validation else 0)
+    y = np.asarray([i % 2 for i in range(n_train + n_val)])
+    s = Splits(["a", "b"], [f"t{i}" for i in range(n_train + n_val)], y, n_train, [], np.zeros(0))
+    cfg = config_from_dict({"data": {"train": "x"}, "fusion": {"mode": mode, "folds": 4}, "models": [{"name": "m"}]}, tmp_path)
+    rows = fusion_rows(cfg, s)
+    if validation:
+        assert rows.fusion.tolist() == list(range(n_train, n_train + n_val))
+    seen: list[set] = []
+
+    def train(r):
+        seen.append(set(r.tolist()))
+        return len(seen) - 1
+
+    predicted_by: dict[int, int] = {}
+
+    def predict(model, r):
+        for i in r:
+            predicted_by[int(i)] = model
+        return np.zeros((len(r), 2))
+
+    if rows.kfold:
+        out_of_fold(train, predict, s.y_pool, 4)
+    else:
+        predict(train(rows.fit), rows.fusion)
+    for i in rows.fusion:
+        assert int(i) not in seen[predicted_by[int(i)]]

@@ -25,27 +25,40 @@ from .onnx_graph import ParityError, Variants, export_transformer
 FIT_STATE = "fit_state.json"
 
 
-def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print, overwrite: bool = True) -> Manifest:
+def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print, overwrite: bool = True, check: Callable[[Path, Manifest], None] | None = None) -> Manifest:
+    """Build the artifact in ``<out>.tmp``, run ``check`` on it there, then put it in place.
+
+    Nothing reaches ``out`` unless every gate and ``check`` passed (fit's engine-vs-training
+    check), and an artifact already at ``out`` is replaced only by a complete, checked one: a
+    failed (re-)export leaves the previous artifact as it was.
+    """
     workdir = Path(workdir)
     out = Path(out) if out else workdir / "artifact"
     state_path = workdir / FIT_STATE
     if not state_path.is_file():
         raise StackscoreError(f"{workdir}: no {FIT_STATE}; run `stackscore fit` first (or point at its --out directory)")
     state = json.loads(state_path.read_text())
-    if out.exists():
-        if not overwrite:
-            raise StackscoreError(f"{out}: exists; pass --overwrite")
-        shutil.rmtree(out)
+    if out.exists() and not overwrite:
+        raise StackscoreError(f"{out}: exists; pass --overwrite")
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
         manifest = _export_into(workdir, tmp, state, log)
+        if check is not None:
+            check(tmp, load_manifest(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed export never leaves a partial artifact
         raise
+    old = out.with_name(out.name + ".old")
+    if out.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        out.replace(old)
     tmp.replace(out)
+    if old.exists():
+        shutil.rmtree(old)
     return load_manifest(out)
 
 
@@ -59,6 +72,14 @@ def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], Non
     for m in state["models"]:
         log(f"  export {m['name']}: ONNX fp32 + parity on {len(samples)} {'pairs' if state.get('text_pair') else 'texts'}")
         model_dir = Path(m.get("model_dir") or workdir / "models" / m["name"])
+        if m.get("checkpoint_sha256"):
+            from ..train_state import checkpoint_fingerprint
+
+            if checkpoint_fingerprint(model_dir) != m["checkpoint_sha256"]:
+                raise StackscoreError(
+                    f"model '{m['name']}': {model_dir} changed since it was fitted (config, weights or tokenizer files); "
+                    "its fusion was learned from the old checkpoint's predictions: run `stackscore fit` again"
+                )
         if m.get("kind", "transformer") == "tfidf":
             from ..train.tfidf import export_tfidf
 

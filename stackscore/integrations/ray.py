@@ -22,14 +22,15 @@ import pandas as pd
 class EnsemblePredictor:
     """Callable class for ``Dataset.map_batches``: one Ensemble per actor, loaded once."""
 
-    def __init__(self, artifact_dir: str, text_column: str = "text", precision: str = "fp32", providers: list[str] | None = None, threads: int = 1):
+    def __init__(self, artifact_dir: str, text_column: str = "text", precision: str = "fp32", providers: list[str] | None = None, threads: int = 1, text_pair_column: str | None = None):
         from ..api import Ensemble
 
         self.text_column = text_column
+        self.text_pair_column = text_pair_column
         self.ensemble = Ensemble.load(artifact_dir, precision=precision, providers=providers, threads=threads)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return self.ensemble.score_dataframe(batch, text_column=self.text_column)
+        return self.ensemble.score_dataframe(batch, text_column=self.text_column, text_pair_column=self.text_pair_column)
 
 
 def score_dataset(
@@ -43,10 +44,22 @@ def score_dataset(
     precision: str = "fp32",
     providers: list[str] | None = None,
     preserve_order: bool = True,
+    text_pair_column: str | None = None,
 ):
     """``ds`` with label/score/prob_<label>/error columns added, scored by an actor pool."""
     import ray.data
 
+    from ..manifest import load_manifest
+
+    # Refused here, in one line, not inside every actor: a pair artifact needs its second column.
+    pair = load_manifest(artifact_dir, verify=False).text_pair
+    if pair != bool(text_pair_column):
+        from ..errors import StackscoreError
+
+        raise StackscoreError(
+            f"{artifact_dir}: fitted on sentence pairs: pass text_pair_column" if pair
+            else f"{artifact_dir}: scores single texts; text_pair_column does not apply"
+        )
     if preserve_order:
         # A Dataset snapshots the DataContext when it is created: set it on the dataset itself.
         ctx = getattr(ds, "context", None) or ray.data.DataContext.get_current()
@@ -56,7 +69,10 @@ def score_dataset(
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ds.map_batches(
         EnsemblePredictor,
-        fn_constructor_kwargs={"artifact_dir": str(Path(artifact_dir).resolve()), "text_column": text_column, "precision": precision, "providers": providers, "threads": threads},
+        fn_constructor_kwargs={
+            "artifact_dir": str(Path(artifact_dir).resolve()), "text_column": text_column, "precision": precision,
+            "providers": providers, "threads": threads, "text_pair_column": text_pair_column,
+        },
         batch_format="pandas",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=num_actors),

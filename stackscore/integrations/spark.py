@@ -27,25 +27,37 @@ def _ensemble(artifact_dir: str, precision: str, threads: int):
     return _CACHE[key]
 
 
-def output_schema(df, labels: list[str]):
-    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+def output_schema(df, labels: list[str], task: str = "single_label"):
+    """The input's columns plus the engine's result columns for the task (``pipeline.result_block``)."""
+    from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
 
-    fields = list(df.schema.fields) + [StructField("label", StringType()), StructField("score", DoubleType())]
-    fields += [StructField(f"prob_{l}", DoubleType()) for l in labels] + [StructField("error", StringType())]
-    return StructType(fields)
+    fields = list(df.schema.fields)
+    if task == "regression":
+        fields += [StructField("value", DoubleType())]
+    elif task == "multi_label":
+        fields += [StructField("labels", ArrayType(StringType()))] + [StructField(f"prob_{l}", DoubleType()) for l in labels]
+    else:
+        fields += [StructField("label", StringType()), StructField("score", DoubleType())]
+        fields += [StructField(f"prob_{l}", DoubleType()) for l in labels]
+    return StructType(fields + [StructField("error", StringType())])
 
 
-def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precision: str = "fp32", threads: int = 1):
-    """``df`` with label/score/prob_<label>/error columns, scored partition by partition."""
+def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precision: str = "fp32", threads: int = 1, text_pair_column: str | None = None):
+    """``df`` with the engine's result columns (label/score/prob_<label>, labels, or value) and
+    error, scored partition by partition; ``text_pair_column`` for sentence-pair ensembles."""
+    from ..errors import StackscoreError
     from ..manifest import load_manifest
+    from ..tasks import task_of
 
     artifact = str(Path(artifact_dir).resolve())
-    labels = load_manifest(artifact, verify=False).labels
-    schema = output_schema(df, labels)
+    manifest = load_manifest(artifact, verify=False)
+    if manifest.text_pair != bool(text_pair_column):  # one line here, not a failure in every executor
+        raise StackscoreError(f"{artifact}: fitted on sentence pairs: pass text_pair_column" if manifest.text_pair else f"{artifact}: scores single texts; text_pair_column does not apply")
+    schema = output_schema(df, manifest.labels, task_of(manifest.task))
 
     def score_partitions(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         ens = _ensemble(artifact, precision, threads)
         for pdf in batches:
-            yield ens.score_dataframe(pdf, text_column=text_column)
+            yield ens.score_dataframe(pdf, text_column=text_column, text_pair_column=text_pair_column)
 
     return df.mapInPandas(score_partitions, schema)

@@ -91,6 +91,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise StackscoreError(f"{where}: model names must be unique, got {names}")
+    for m in models:
+        if not isinstance(m.finetune, bool):
+            raise StackscoreError(f"{where} [[models]] '{m.name}': finetune must be true or false (unquoted), got {m.finetune!r}")
     fixed = [m.name for m in models if not m.finetune]
     if not data.train and len(fixed) < len(models):
         raise StackscoreError(f"{where} [data]: 'train' is required (models trained here: {', '.join(n for n in names if n not in fixed)})")

@@ -101,10 +101,13 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
                     raise StackscoreError(f"{_resolve(cfg, path)}: row {i}: label {bad[0]!r} is not in {where} {sorted(known)}")
     if not d.test:
         # No test file: split test_fraction off train (or off validation when there is no train).
-        src, src_labels = (train, train_labels) if train else (val, val_labels)
+        # Fixed checkpoints were trained on their team's data, likely the train file: their test
+        # rows come from validation, which none of them saw.
+        fixed = any(not m.finetune for m in cfg.models)
+        src, src_labels = (train, train_labels) if train and not fixed else (val, val_labels)
         rest, cut = split_off(src_labels, d.test_fraction, cfg.seed)
         test, test_labels = take(src, cut), take(src_labels, cut)
-        if train:
+        if src is train:
             train, train_labels = take(train, rest), take(train_labels, rest)
         else:
             val, val_labels = take(val, rest), take(val_labels, rest)
@@ -182,16 +185,15 @@ def check_models(cfg: FitConfig, labels: list[str], task: str = "single_label") 
 
     Returns the fixed checkpoints, loaded (model, tokenizer, label order, mapping).
     """
-    from .models import load_fixed, model_dir, read_checkpoint_config
+    from .models import check_max_length, load_fixed, model_dir, read_checkpoint_config
 
     fixed = {}
     for m in cfg.models:
         if m.kind == "tfidf" or m.source.startswith("scratch:"):
             continue
         path = model_dir(m, cfg.base_dir)
-        if m.finetune:
-            read_checkpoint_config(m.name, path)
-        else:
+        check_max_length(m.name, read_checkpoint_config(m.name, path), m.max_length)
+        if not m.finetune:
             fixed[m.name] = (path, *load_fixed(m, path, labels, task))
     return fixed
 
@@ -207,7 +209,9 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         idx = np.asarray(order)
         fusion_logits = predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length)[:, idx]
         test_logits = predict_logits(model, tok, s.test, mcfg.max_length)[:, idx]
-        entry.update(model_dir=str(path), label_order=[int(i) for i in order], label_map=mapping)
+        from ..train_state import checkpoint_fingerprint
+
+        entry.update(model_dir=str(path), label_order=[int(i) for i in order], label_map=mapping, checkpoint_sha256=checkpoint_fingerprint(path))
         return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry)
     if mcfg.kind == "tfidf":
         from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
@@ -367,8 +371,13 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     from ..export import export_artifact
 
     log("export")
-    manifest = export_artifact(out, out / "artifact", log)
-    check = engine_check(out / "artifact", manifest, s.test, chosen.predict_proba(test_outs), chosen_name)
+    checked: dict[str, Any] = {}
+
+    def check_engine(artifact: Path, manifest) -> None:  # on the finished artifact, before it is put in place
+        checked.update(engine_check(artifact, manifest, s.test, chosen.predict_proba(test_outs), chosen_name))
+
+    export_artifact(out, out / "artifact", log, check=check_engine)
+    check = checked
     log(f"engine vs training on the test split: max |diff| {check['max_abs_diff']:.2e}, agreement {check['label_agreement']:.2%}")
 
     from ..tasks import activate, tune_thresholds

@@ -177,6 +177,27 @@ REFUSED_ARCHITECTURES = {
 }
 
 
+ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")  # positions start after pad_token_id
+
+
+def check_max_length(name: str, config, max_length: int) -> None:
+    """``max_length`` the checkpoint can take, and the exporter can reproduce, or one line why not."""
+    mpe = getattr(config, "max_position_embeddings", None)
+    if mpe:
+        usable = int(mpe) - (int(config.pad_token_id or 0) + 1 if config.model_type in ROBERTA_POSITIONS else 0)
+        if max_length > usable:
+            raise StackscoreError(f"model '{name}': max_length {max_length} is more than its {usable} position embeddings; set max_length <= {usable}")
+    if getattr(config, "attention_type", None) == "block_sparse":
+        # BigBird runs full attention up to this length and block-sparse beyond it, a switch
+        # made in Python that a traced graph cannot follow; below it, full attention is exact.
+        limit = (5 + 2 * int(config.num_random_blocks)) * int(config.block_size)
+        if max_length > limit:
+            raise StackscoreError(
+                f"model '{name}': BigBird switches to block-sparse attention above {limit} tokens, which ONNX export cannot "
+                f"reproduce; set max_length <= {limit}"
+            )
+
+
 def read_checkpoint_config(name: str, path: Path):
     """The checkpoint's config.json, with architectures the exporter cannot handle refused."""
     from transformers import AutoConfig
