@@ -210,6 +210,11 @@ def _fusion_from(raw: Any, where: str) -> FusionSpec:
     )
     for key in ("n_models", "n_classes"):
         _Fields(values["params"], where, "fusion.params").get(key, int, default=None, nullable=True, check=lambda v: v > 0, what="a positive integer")
+    _Fields(values["params"], where, "fusion.params").get(
+        "thresholds", list, default=None,
+        check=lambda v: all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in v),
+        what="a list of numbers between 0 and 1 (one per label)",
+    )
     return FusionSpec(**values)
 
 

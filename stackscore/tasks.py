@@ -119,6 +119,25 @@ def cv_loss(task: str, y: np.ndarray, proba: np.ndarray) -> float:
     return log_loss(y, proba)
 
 
+def scale(values: np.ndarray) -> float:
+    """What an absolute tolerance is relative to: ``max(1, max |value|)``. Probabilities give 1;
+    a regression target in the thousands gives its magnitude (float32 graphs round relative to it)."""
+    return max(1.0, float(np.abs(values).max())) if np.size(values) else 1.0
+
+
+def agreement(task: str, a: np.ndarray, b: np.ndarray, thresholds=None, tol: float = 1e-3) -> float:
+    """Share of rows with the same answer: top label; label set (at ``thresholds``); a value
+    within ``tol`` x ``scale``."""
+    if not len(a):
+        return 1.0
+    if task == "multi_label":
+        t = thresholds if thresholds is not None and len(thresholds) else np.full(a.shape[1], 0.5)
+        return float(np.mean((decide(a, t) == decide(b, t)).all(1)))
+    if task == "regression":
+        return float(np.mean(np.abs(a - b).max(1) <= tol * scale(a)))
+    return float(np.mean(a.argmax(1) == b.argmax(1)))
+
+
 def strata(y: np.ndarray) -> np.ndarray:
     """A stratification key per row: the class; the first label on (or none); a quantile bin."""
     y = np.asarray(y)

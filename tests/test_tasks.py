@@ -177,3 +177,93 @@ def test_thresholds_are_tuned_for_f1_per_label():
     t = tune_thresholds(y, p)
     assert 0.12 < t[0] <= 0.30  # label 0: on at 0.30 and 0.35, off at 0.12 and below
     assert f1_scores(y, p >= t)[1] > f1_scores(y, p >= 0.5)[1]
+
+
+@pytest.mark.parametrize(
+    "name, rows, expected",
+    [
+        ("ints.jsonl", [{"text": "a", "label": 0}, {"text": "b", "label": 1}], "single_label"),  # SST-2's class ids
+        ("names.csv", "text,label\na,pos\nb,neg\n", "single_label"),
+        ("scores.csv", "text,target\na,3.8\nb,5.0\n", "regression"),
+        ("mixed.jsonl", [{"text": "a", "target": 5}, {"text": "b", "target": 3.8}], "regression"),
+        ("nulls.jsonl", [{"text": "a", "labels": None}, {"text": "b", "labels": ["joy"]}], "multi_label"),
+        ("lists.parquet", None, "multi_label"),
+    ],
+)
+def test_task_is_inferred_from_every_format(tmp_path, name, rows, expected):
+    from stackscore.train.data import infer_task
+
+    path = tmp_path / name
+    field = "target" if "score" in name or "mixed" in name else ("labels" if expected == "multi_label" else "label")
+    if name.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"text": ["a", "b"], "labels": [["joy"], ["joy", "awe"]]}), path)
+    elif isinstance(rows, str):
+        path.write_text(rows)
+    else:
+        _write(path, rows)
+    assert infer_task(path, "text", field) == expected
+
+
+def test_regression_from_csv_with_large_targets(tmp_path):
+    """Numeric text from CSV, targets in the thousands: the float32 meta-learner's rounding is relative to them."""
+    import csv
+
+    rows = _rows(200, 71, 0, "regression")
+    for name, part in (("train", rows[:150]), ("test", rows[150:])):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "target"])
+            w.writerows([(r["text"], f"{1000 * r['target']:.1f}") for r in part])
+    raw = {
+        "seed": 0, **FAST,
+        "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv"), "label_field": "target"},
+        "fusion": {"method": "stack", "folds": 2},
+        "models": [{"name": "bert", "source": "scratch:bert", **TINY, "learning_rate": 1e-3}, {"name": "roberta", "source": "scratch:roberta", "seed": 1, **TINY}],
+    }
+    report = run_fit(raw, tmp_path / "work")
+    assert report["task"] == "regression" and report["engine_vs_training"]["label_agreement"] >= 0.995
+    m = json.loads((tmp_path / "work/artifact/manifest.json").read_text())
+    assert m["format_version"] == "2.0" and m["fusion"]["parity"]["max_abs_diff_vs_training"] <= m["fusion"]["parity"]["tolerance"]
+
+
+def test_format_version_says_who_may_read_it(multi_fit, artifact):
+    assert json.loads((multi_fit / "work/artifact/manifest.json").read_text())["format_version"] == "2.0"
+    assert json.loads((artifact / "manifest.json").read_text())["format_version"] == "1.0"  # single-label, single text
+
+
+def test_a_label_never_on_in_the_fusion_rows(tmp_path):
+    """stack refuses it in one line naming it; auto skips stack; mean still works."""
+    from stackscore.errors import StackscoreError
+
+    rows = _rows(200, 81, 0, "multi_label")
+    for r in rows[:100]:
+        r["labels"] = [l for l in r["labels"] if l != "but"]
+    train, val, test = rows[100:170], rows[:60], rows[170:]  # 'but' is never on in validation
+    for name, part in (("train", train), ("validation", val), ("test", test)):
+        _write(tmp_path / f"{name}.jsonl", part)
+    base = {
+        "seed": 0, **FAST, "labels": ["but", "long", "negative", "positive"],
+        "data": {k: str(tmp_path / f"{k}.jsonl") for k in ("train", "validation", "test")} | {"label_field": "labels"},
+        "models": [{"name": "bert", "source": "scratch:bert", **TINY, "epochs": 1}, {"name": "roberta", "source": "scratch:roberta", "seed": 1, **TINY, "epochs": 1}],
+    }
+    with pytest.raises(StackscoreError, match="label 'but' is never on there"):
+        run_fit({**base, "fusion": {"method": "stack", "mode": "holdout"}}, tmp_path / "w1")
+    report = run_fit({**base, "fusion": {"method": "auto", "mode": "holdout", "folds": 2}}, tmp_path / "w2")
+    assert report["chosen"] in ("mean", "weighted") and "stack skipped" in report["reason"]
+
+
+def test_multi_label_empty_input_and_all_error_windows(multi_fit, tmp_path):
+    for content, n in (("", 0), ('{"id": 1, "text": ""}\n{"id": 2}\n', 2)):
+        src = tmp_path / f"in{n}.jsonl"
+        src.write_text(content)
+        out = tmp_path / f"out{n}.parquet"
+        r = subprocess.run([sys.executable, "-m", "stackscore", "score", str(multi_fit / "work/artifact"), str(src), "-o", str(out), "--quiet"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(out)
+        assert t.num_rows == n and "labels" in t.column_names
+        assert all(v is None for v in t.column("labels").to_pylist()) and all(e for e in t.column("error").to_pylist())

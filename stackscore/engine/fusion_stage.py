@@ -38,5 +38,7 @@ class FusionStage:
         return self.method.predict_proba(logits)
 
     def contributions(self, logits: list[np.ndarray]) -> np.ndarray | None:
+        """Each base model's share (linear meta-learners), or None; shaped (0, m) for an empty
+        window too, so every window of one run has the same columns."""
         fn = getattr(self.method, "contributions", None)
-        return fn(logits) if fn is not None and len(logits[0]) else None
+        return fn(logits) if fn is not None else None

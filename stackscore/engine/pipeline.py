@@ -325,7 +325,9 @@ def _run(scorer: Scorer, chunks: Iterator[Chunk], out: CommittedOutput, input_pa
         if out.parts == 0:  # an empty input still gives a well-formed, empty output
             empty = Chunk(0, [], [], [])
             k = len(scorer.labels)
-            sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, k)), {m: np.zeros((0, k)) for m in scorer.model_names}, np.zeros((0, len(scorer.model_names)))))
+            logits = {m: np.zeros((0, k)) for m in scorer.model_names}
+            contributions = scorer.fusion.contributions([logits[m] for m in scorer.model_names])
+            sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, k)), logits, contributions))
         if snapshot is not None and snapshot.change() is not None:  # changed after it was read
             snapshot.changed()
         out.finish()

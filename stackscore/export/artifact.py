@@ -19,7 +19,7 @@ import numpy as np
 from .. import __version__, fusion
 from ..errors import StackscoreError
 from ..manifest import FusionSpec, Manifest, load_manifest, write_manifest
-from ..tasks import manifest_task, task_of
+from ..tasks import agreement, manifest_task, scale, task_of
 from .onnx_graph import ParityError, Variants, export_transformer
 
 FIT_STATE = "fit_state.json"
@@ -98,13 +98,16 @@ def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], Non
         shutil.copyfile(workdir / fspec.graph, tmp / fspec.graph)
     oof = np.load(workdir / "oof.npz")
     outputs = [oof[f"logits_{m['name']}"] for m in state["models"]]
-    engine_side = fusion.from_manifest(fspec, tmp, task_of(manifest_task(state.get("task", "single_label"), len(state["labels"])))).predict_proba(outputs)
-    diff = float(np.abs(engine_side - oof["fused_proba"]).max())
-    agreement = float(np.mean(engine_side.argmax(1) == oof["fused_proba"].argmax(1)))
-    fspec.parity = {"rows": int(len(engine_side)), "max_abs_diff_vs_training": diff, "label_agreement": agreement}
-    log(f"  fusion '{fspec.method}': engine vs training max |diff| {diff:.2e}, agreement {agreement:.2%}")
-    if diff > 1e-4:
-        raise ParityError(f"fusion '{fspec.method}': exported result differs from training by {diff:.2e}")
+    task = task_of(manifest_task(state.get("task", "single_label"), len(state["labels"])))
+    engine_side = fusion.from_manifest(fspec, tmp, task).predict_proba(outputs)
+    train_side = oof["fused_proba"]
+    diff = float(np.abs(engine_side - train_side).max())
+    tol = 1e-4 * scale(train_side)  # a float32 meta-learner graph rounds relative to its values
+    agree = agreement(task, engine_side, train_side, fspec.params.get("thresholds"), 1e-4)
+    fspec.parity = {"rows": int(len(engine_side)), "max_abs_diff_vs_training": diff, "tolerance": tol, "label_agreement": agree}
+    log(f"  fusion '{fspec.method}': engine vs training max |diff| {diff:.2e}, agreement {agree:.2%}")
+    if diff > tol:
+        raise ParityError(f"fusion '{fspec.method}': exported result differs from training by {diff:.2e} (tolerance {tol:.1e})")
 
     manifest = Manifest(
         labels=state["labels"], models=specs, fusion=fspec,

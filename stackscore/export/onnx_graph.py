@@ -21,6 +21,7 @@ from ..errors import StackscoreError
 from ..manifest import ModelSpec
 
 OPSET = 17
+MAX_ERROR_GATE = 0.05  # multi-label / regression variants: largest probability (or relative value) error
 INPUTS = ["input_ids", "attention_mask"]
 
 
@@ -314,6 +315,11 @@ def _gate(run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreeme
     except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
         gate = {"error": f"{type(exc).__name__}: {exc}", **extra}
     gate["passed"] = gate.get("label_agreement", 0.0) >= min_agreement
+    if task != "single_label":
+        # Label sets are decided at tuned thresholds (not 0.5) and values have no labels:
+        # the largest error must stay small too (probabilities; values relative to their range).
+        gate["max_error_gate"] = MAX_ERROR_GATE
+        gate["passed"] = gate["passed"] and gate.get("max_prob_error", 1.0) <= MAX_ERROR_GATE
     return gate
 
 

@@ -27,6 +27,14 @@ def check_outputs(outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     return outs
 
 
+def checked_weights(weights: Sequence[float], n_models: int) -> np.ndarray:
+    """Fixed weights, normalized to sum to one; refused unless one non-negative weight per model."""
+    w = np.asarray(weights, dtype=np.float64)
+    if len(w) != n_models or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be non-negative, one per base model, not all zero")
+    return w / w.sum()
+
+
 class FusionMethod:
     """Base class: subclasses set ``name`` and implement fit / predict_proba / params."""
 

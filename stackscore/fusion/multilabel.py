@@ -16,7 +16,7 @@ import numpy as np
 
 from ..manifest import FusionSpec
 from ..tasks import bce, sigmoid, tune_thresholds
-from .base import FusionMethod, check_outputs
+from .base import FusionMethod, check_outputs, checked_weights
 from .stack import META_GRAPH, OnnxMeta
 
 
@@ -64,8 +64,7 @@ class MultiLabelWeighted(_Thresholded):
     def fit(self, outputs, y):
         super().fit(outputs, y)
         if self.weights is not None:
-            w = np.asarray(self.weights, dtype=np.float64)
-            self.weights_ = w / w.sum()
+            self.weights_ = checked_weights(self.weights, len(outputs))
         else:
             from scipy.optimize import minimize  # training world only
 
@@ -98,9 +97,10 @@ class MultiLabelStack(_Thresholded, OnnxMeta):
     name = "stack"
     complexity = 3
 
-    def __init__(self, C: float = 1.0, mode: str = "kfold"):
+    def __init__(self, C: float = 1.0, mode: str = "kfold", label_names: list[str] | None = None):
         self.C = C
         self.mode = mode
+        self.label_names = label_names  # for error messages only
 
     def features(self, outputs) -> np.ndarray:
         return np.concatenate(check_outputs(outputs), axis=1).astype(np.float32)
@@ -113,7 +113,11 @@ class MultiLabelStack(_Thresholded, OnnxMeta):
         y = (np.asarray(y) > 0.5).astype(np.int64)
         constant = [j for j in range(y.shape[1]) if y[:, j].min() == y[:, j].max()]
         if constant:
-            raise ValueError(f"stacking needs every label both on and off in its fusion rows; label index {constant[0]} never changes")
+            which = self.label_names[constant[0]] if self.label_names else f"index {constant[0]}"
+            raise ValueError(
+                f"stacking needs every label both on and off in its fusion rows; label {which!r} is "
+                f"{'always' if y[0, constant[0]] else 'never'} on there (use method = \"auto\" or \"mean\")"
+            )
         self.meta_ = MultiOutputClassifier(LogisticRegression(C=self.C, max_iter=2000)).fit(self.features(outputs), y)
         self._tune(outputs, y)
         return self

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from ..manifest import FusionSpec
-from .base import FusionMethod, check_outputs
+from .base import FusionMethod, check_outputs, checked_weights
 from .stack import META_GRAPH, OnnxMeta
 
 
@@ -51,8 +51,7 @@ class RegressionWeighted(FusionMethod):
     def fit(self, outputs, y):
         super().fit(outputs, y)
         if self.weights is not None:
-            w = np.asarray(self.weights, dtype=np.float64)
-            self.weights_ = w / w.sum()
+            self.weights_ = checked_weights(self.weights, len(outputs))
             return self
         from scipy.optimize import minimize  # training world only
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..manifest import FusionSpec
 from ..metrics import EPS, softmax
-from .base import FusionMethod, check_outputs
+from .base import FusionMethod, check_outputs, checked_weights
 
 
 class WeightedFusion(FusionMethod):
@@ -26,10 +26,7 @@ class WeightedFusion(FusionMethod):
     def fit(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> "WeightedFusion":
         super().fit(outputs, y)
         if self.weights is not None:
-            w = np.asarray(self.weights, dtype=np.float64)
-            if len(w) != len(outputs) or np.any(w < 0) or w.sum() <= 0:
-                raise ValueError("weights must be non-negative, one per base model, not all zero")
-            self.weights_ = w / w.sum()
+            self.weights_ = checked_weights(self.weights, len(outputs))
             return self
         from scipy.optimize import minimize  # training world only
 

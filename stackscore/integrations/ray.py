@@ -52,7 +52,12 @@ def score_dataset(
     from ..manifest import load_manifest
 
     # Refused here, in one line, not inside every actor: a pair artifact needs its second column.
-    pair = load_manifest(artifact_dir, verify=False).text_pair
+    manifest = load_manifest(artifact_dir, verify=False)
+    pair = manifest.text_pair
+    if manifest.task in ("multi_label", "regression"):
+        from ..errors import StackscoreError
+
+        raise StackscoreError(f"{artifact_dir}: a {manifest.task} ensemble is not supported by the Ray adapter yet; use --engine local or the Python API")
     if pair != bool(text_pair_column):
         from ..errors import StackscoreError
 

@@ -115,6 +115,11 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     cfg = _build(FitConfig, {**raw, "data": data, "models": models, "fusion": fusion}, where)
     from ..tasks import TASKS
 
+    if not (isinstance(cfg.fusion.C, (int, float)) and cfg.fusion.C > 0):
+        raise StackscoreError(f"{where} [fusion]: C must be a positive number, got {cfg.fusion.C!r}")
+    if not (isinstance(cfg.fusion.folds, int) and cfg.fusion.folds >= 2):
+        raise StackscoreError(f"{where} [fusion]: folds must be an integer >= 2, got {cfg.fusion.folds!r}")
+
     if cfg.task and cfg.task not in TASKS:
         raise StackscoreError(f"{where}: task must be one of {', '.join(TASKS)} (or left out: from the data), not '{cfg.task}'")
     cfg.base_dir = Path(base_dir)

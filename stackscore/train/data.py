@@ -11,20 +11,51 @@ from ..engine.readers import open_reader
 from ..errors import InputError
 
 
-def infer_task(path: str | Path, label_field: str = "label") -> str:
-    """The task a labelled file implies: a list of labels per row is multi-label, a float target
-    regression, anything else (strings, integers) single-label."""
+def _number(value: Any) -> float | None:
+    """A finite number from a JSON number or numeric text (CSV cells are text), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        f = float(value)
+    elif isinstance(value, str):
+        try:
+            f = float(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
+
+
+def _looks_fractional(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    return isinstance(value, str) and any(c in value for c in ".eE") and _number(value) is not None
+
+
+def infer_task(path: str | Path, text_field: str = "text", label_field: str = "label", rows: int = 100_000) -> str:
+    """The task a labelled file implies, from its labels (up to ``rows`` of them).
+
+    Any list of labels: multi-label. Numbers (or numeric text, as CSV gives) of which at least
+    one is written as a fraction (``3.8``, ``5.0``): regression. Anything else (names, integer
+    class ids like SST-2's 0/1): single-label. Set ``task`` in the config to override.
+    """
     path = Path(path)
     if path.is_dir():
         return "single_label"
-    for chunk in open_reader(path, text_field=label_field, label_field=label_field, chunk_rows=64):
+    all_numbers, fractional, seen = True, False, 0
+    for chunk in open_reader(path, text_field=text_field, label_field=label_field, chunk_rows=8192):
         for lab in chunk.labels or []:
             if lab is None:
                 continue
             if isinstance(lab, list):
                 return "multi_label"
-            return "regression" if isinstance(lab, float) else "single_label"
-    return "single_label"
+            all_numbers = all_numbers and _number(lab) is not None
+            fractional = fractional or _looks_fractional(lab)
+            seen += 1
+        if seen >= rows:
+            break
+    return "regression" if seen and all_numbers and fractional else "single_label"
 
 
 def _label_value(lab: Any, task: str, where: str, label_field: str):
@@ -34,11 +65,15 @@ def _label_value(lab: Any, task: str, where: str, label_field: str):
     if task == "multi_label":
         if not isinstance(lab, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in lab):
             raise InputError(f"{where}: field '{label_field}' must be a list of labels for a multi-label task, got {type(lab).__name__}")
-        return sorted({str(x) for x in lab})
+        names = sorted({str(x) for x in lab})
+        if any("|" in n for n in names):  # CSV outputs join the labels on with |
+            raise InputError(f"{where}: label {next(n for n in names if '|' in n)!r} contains '|', which CSV outputs use to join labels")
+        return names
     if task == "regression":
-        if isinstance(lab, bool) or not isinstance(lab, (int, float)) or lab != lab or lab in (float("inf"), float("-inf")):
+        value = _number(lab)
+        if value is None:
             raise InputError(f"{where}: field '{label_field}' must be a finite number for a regression task, got {lab!r}")
-        return float(lab)
+        return value
     if isinstance(lab, (list, dict)):
         raise InputError(f"{where}: field '{label_field}' is {type(lab).__name__}, not one label (set task = \"multi_label\" for label lists)")
     return str(lab)

@@ -39,13 +39,13 @@ def _resolve(cfg: FitConfig, p: str) -> Path:
     return path if path.is_absolute() else cfg.base_dir / path
 
 
-def fusion_candidates(cfg: FitConfig, task: str = "single_label") -> dict[str, Callable[[], fusion_mod.FusionMethod]]:
+def fusion_candidates(cfg: FitConfig, task: str = "single_label", labels: list[str] | None = None) -> dict[str, Callable[[], fusion_mod.FusionMethod]]:
     f = cfg.fusion
     if task == "multi_label":
         return {
             "mean": lambda: fusion_mod.MultiLabelMean(),
             "weighted": lambda: fusion_mod.MultiLabelWeighted(f.weights),
-            "stack": lambda: fusion_mod.MultiLabelStack(C=f.C, mode=f.mode),
+            "stack": lambda: fusion_mod.MultiLabelStack(C=f.C, mode=f.mode, label_names=labels),
         }
     if task == "regression":
         return {
@@ -82,7 +82,7 @@ class Splits:
 def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     d = cfg.data
     pair = d.text_pair_field or None
-    task = cfg.task or infer_task(_resolve(cfg, d.train or d.validation), d.label_field)
+    task = cfg.task or infer_task(_resolve(cfg, d.train or d.validation), d.text_field, d.label_field)
 
     def read(p: str):
         return load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, task) if p else ([], [])
@@ -90,6 +90,7 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     train, train_labels = read(d.train)
     val, val_labels = read(d.validation)
     test, test_labels = read(d.test)
+    known: set = set()
     if task != "regression":
         multi = task == "multi_label"
         known = set(cfg.labels or ({l for ls in train_labels + val_labels for l in ls} if multi else set(train_labels + val_labels)))
@@ -122,8 +123,7 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
         y = np.asarray(train_labels + val_labels, dtype=np.float64)
         return Splits(["value"], train + val, y, len(train), test, np.asarray(test_labels, dtype=np.float64), task)
     multi = task == "multi_label"
-    seen = {l for ls in train_labels + val_labels for l in ls} if multi else set(train_labels + val_labels)
-    labels = cfg.labels or sorted(seen)
+    labels = cfg.labels or sorted(known)  # from all train/validation rows, before any split or subsample
     lab_index = {l: i for i, l in enumerate(labels)}
     used = {l for ls in train_labels + val_labels + test_labels for l in ls} if multi else set(train_labels + val_labels + test_labels)
     unknown = sorted(used - set(lab_index))
@@ -159,6 +159,8 @@ def fusion_rows(cfg: FitConfig, s: Splits) -> FusionRows:
     if f.mode not in ("kfold", "holdout"):
         raise StackscoreError(f"[fusion] mode must be 'kfold' or 'holdout', got '{f.mode}'")
     everything = np.arange(len(s.pool))
+    if f.mode == "kfold" and len(s.pool) < 2 * f.folds:
+        raise StackscoreError(f"[fusion] {f.folds}-fold out-of-fold predictions need at least {2 * f.folds} labelled rows, got {len(s.pool)}")
     if s.has_validation:
         val = np.arange(s.n_train, len(s.pool))
         if f.mode == "kfold":
@@ -253,10 +255,10 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
     return BaseOutputs(fusion_logits, predict(final, s.test), how, entry)
 
 
-def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log, task: str = "single_label"):
+def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log, task: str = "single_label", labels: list[str] | None = None):
     """Every fusion method fitted on the fusion rows; the chosen one and why."""
     f = cfg.fusion
-    candidates = fusion_candidates(cfg, task)
+    candidates = fusion_candidates(cfg, task, labels)
     key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
     if f.method != "auto" and key not in candidates:
         raise StackscoreError(f"[fusion] method '{f.method}' does not apply to a {task} ensemble ({', '.join(candidates)}, auto)")
@@ -282,21 +284,9 @@ ENGINE_TOLERANCE = 1e-3
 ENGINE_MIN_AGREEMENT = 0.995  # hard votes may flip on exact ties; nothing else may
 
 
-def agreement(task: str, a: np.ndarray, b: np.ndarray, thresholds=None) -> float:
-    """Rows with the same answer: top label; label set; (regression) value within 1e-3."""
-    if not len(a):
-        return 1.0
-    if task == "multi_label":
-        from ..tasks import decide
-
-        return float(np.mean((decide(a, thresholds) == decide(b, thresholds)).all(1)))
-    if task == "regression":
-        return float(np.mean(np.abs(a - b).max(1) <= ENGINE_TOLERANCE))
-    return float(np.mean(a.argmax(1) == b.argmax(1)))
-
-
 def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, method: str) -> dict[str, Any]:
     from ..engine.scorer import Scorer
+    from ..tasks import agreement, scale
 
     pairs = bool(test) and isinstance(test[0], tuple)
     scorer = Scorer(artifact, manifest=manifest)
@@ -307,11 +297,12 @@ def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, m
     check = {
         "rows": len(test),
         "max_abs_diff": float(np.abs(engine_proba - train_side).max()) if len(test) else 0.0,
-        "label_agreement": agreement(scorer.fusion.task, engine_proba, train_side, scorer.fusion.thresholds),
+        "label_agreement": agreement(scorer.fusion.task, engine_proba, train_side, scorer.fusion.thresholds, ENGINE_TOLERANCE),
         "tolerance": ENGINE_TOLERANCE,
         "min_agreement": ENGINE_MIN_AGREEMENT,
     }
-    bad_diff = check["max_abs_diff"] > ENGINE_TOLERANCE and method != "vote"
+    check["tolerance"] = ENGINE_TOLERANCE * scale(train_side)  # values in the thousands round relative to them
+    bad_diff = check["max_abs_diff"] > check["tolerance"] and method != "vote"
     if bad_diff or check["label_agreement"] < ENGINE_MIN_AGREEMENT:
         raise StackscoreError(
             f"{artifact}: the exported ensemble does not reproduce the training side on the test split "
@@ -350,7 +341,7 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     names = [m.name for m in cfg.models]
     outs = [base[n].fusion for n in names]
     test_outs = [base[n].test for n in names]
-    fitted, chosen_name, chosen, reason, cv_scores = select_fusion(cfg, outs, y_meta, log, s.task)
+    fitted, chosen_name, chosen, reason, cv_scores = select_fusion(cfg, outs, y_meta, log, s.task, s.labels)
 
     spec = chosen.to_manifest(out, reason=reason)
     np.savez(out / "oof.npz", y=y_meta, fused_proba=chosen.predict_proba(outs), **{f"logits_{n}": base[n].fusion for n in names})
@@ -383,8 +374,8 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     from ..tasks import activate, tune_thresholds
 
     # Multi-label base models are judged at thresholds tuned on the fusion rows too (fair to them).
-    thresholds = {n: tune_thresholds(y_meta, activate(s.task, base[n].fusion)) for n in names} if s.task == "multi_label" else {}
-    thresholds.update({n: m.thresholds_ for n, m in fitted.items() if hasattr(m, "thresholds_")})
+    model_thresholds = {n: tune_thresholds(y_meta, activate(s.task, base[n].fusion)) for n in names} if s.task == "multi_label" else {}
+    fusion_thresholds = {n: m.thresholds_ for n, m in fitted.items() if hasattr(m, "thresholds_")}
     report = build_report(
         s.y_test,
         {n: activate(s.task, base[n].test) for n in names},
@@ -407,7 +398,7 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
             "seconds": {"models": timings, "total": round(time.perf_counter() - t_start, 1)},
         },
         task=s.task,
-        thresholds=thresholds,
+        thresholds=(model_thresholds, fusion_thresholds),
     )
     write_report(out, report)
     log(report["verdict"])

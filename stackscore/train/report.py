@@ -40,16 +40,21 @@ def task_metrics(task: str, y: np.ndarray, pred: np.ndarray, thresholds=None) ->
     return all_metrics(y, pred)
 
 
-def build_report(y: np.ndarray, model_probs: dict[str, np.ndarray], fusion_probs: dict[str, np.ndarray], chosen: str, reason: str, extra: dict[str, Any], task: str = "single_label", thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (e.g. Pearson of a constant prediction) as null: report.json stays valid JSON."""
+    return {k: (None if v != v else v) for k, v in metrics.items()}
+
+
+def build_report(y: np.ndarray, model_probs: dict[str, np.ndarray], fusion_probs: dict[str, np.ndarray], chosen: str, reason: str, extra: dict[str, Any], task: str = "single_label", thresholds: tuple[dict, dict] | None = None) -> dict[str, Any]:
     """Every base model and fusion on the test split, with the task's metrics, and a verdict.
 
     Single-label: the chosen fusion helps when its log-loss is lower and its accuracy no worse than
     the best base model's (by log-loss); multi-label: a higher micro-F1 than the best base model's
     (each judged at its own thresholds, tuned on the fusion rows); regression: a lower RMSE.
     """
-    thresholds = thresholds or {}
-    models = {n: task_metrics(task, y, p, thresholds.get(n)) for n, p in model_probs.items()}
-    fusions = {n: task_metrics(task, y, p, thresholds.get(n)) for n, p in fusion_probs.items()}
+    model_t, fusion_t = thresholds or ({}, {})
+    models = {n: _finite(task_metrics(task, y, p, model_t.get(n))) for n, p in model_probs.items()}
+    fusions = {n: _finite(task_metrics(task, y, p, fusion_t.get(n))) for n, p in fusion_probs.items()}
     key, higher = PRIMARY[task]
     rank = (lambda n: -models[n][key]) if higher else (lambda n: models[n][key])
     best_model = min(models, key=rank)
@@ -65,7 +70,8 @@ def build_report(y: np.ndarray, model_probs: dict[str, np.ndarray], fusion_probs
             detail = f"micro-F1 {ch['micro_f1']:.4f} vs {best['micro_f1']:.4f}, log-loss per label {ch['log_loss']:.4f} vs {best['log_loss']:.4f}"
         else:
             helps = ch["rmse"] < best["rmse"]
-            detail = f"RMSE {ch['rmse']:.4f} vs {best['rmse']:.4f}, Pearson {ch['pearson']:.4f} vs {best['pearson']:.4f}"
+            pearson = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731 - constant predictions have none
+            detail = f"RMSE {ch['rmse']:.4f} vs {best['rmse']:.4f}, Pearson {pearson(ch['pearson'])} vs {pearson(best['pearson'])}"
         verdict = f"the chosen fusion '{chosen}' {'beats' if helps else 'does NOT beat'} the best base model '{best_model}' on the test split ({detail})"
     return {"models": models, "fusions": fusions, "chosen": chosen, "reason": reason, "best_model": best_model, "ensemble_helps": bool(helps), "verdict": verdict, **extra}
 
@@ -88,7 +94,7 @@ def to_markdown(r: dict[str, Any]) -> str:
     for kind, table in (("model", r["models"]), ("fusion", r["fusions"])):
         for name, m in table.items():
             mark = " **(chosen)**" if kind == "fusion" and name == r["chosen"] else ""
-            lines.append(f"| {kind} `{name}`{mark} | " + " | ".join(f"{m[k]:.4f}" for k in keys) + " |")
+            lines.append(f"| {kind} `{name}`{mark} | " + " | ".join("n/a" if m[k] is None else f"{m[k]:.4f}" for k in keys) + " |")
     lines += ["", f"Verdict: {r['verdict']}.", "", f"Why this fusion: {r['reason']}", "", "![report](report.png)", ""]
     corr = r.get("error_correlation")
     if corr:
@@ -113,7 +119,7 @@ def plot_report(r: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.5))
     keys = {"multi_label": ("micro_f1", "log_loss"), "regression": ("pearson", "rmse")}.get(r.get("task", "single_label"), ("accuracy", "log_loss"))
     for ax, key in zip(axes, keys):
-        vals = [m[key] for m in rows]
+        vals = [0.0 if m[key] is None else m[key] for m in rows]
         ax.barh(names, vals, color=colors)
         ax.set_title(f"{key} (test split)" + ("  lower is better" if key in ("log_loss", "rmse") else ""))
         lo, hi = min(vals), max(vals)
