@@ -64,6 +64,8 @@ def test_pair_graph_takes_token_types_and_matches_pytorch(pair_fit, pair_data):
     assert manifest.text_pair
     fixed = next(m for m in manifest.models if m.name == "fixed")
     assert fixed.inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    # A BERT fine-tuned here on pairs trains with segment ids, so its graph takes them too.
+    assert next(m for m in manifest.models if m.name == "here").inputs == ["input_ids", "attention_mask", "token_type_ids"]
     test = rows(pair_data / "test.jsonl")
     a, b = [r["text"] for r in test], [r["text_pair"] for r in test]
     own, logits = torch_labels(ckpt, a, b)

@@ -112,9 +112,11 @@ def build_scratch(cfg: ModelConfig, texts: list[str], labels: list[str], task: s
     arch = cfg.source.split(":", 1)[1]
     if arch == "bert":
         raw = train_wordpiece(texts, cfg.vocab_size)
+        # token_type_ids among the inputs, as BertTokenizer has them: sentence pairs train with
+        # their segment ids (a plain PreTrainedTokenizerFast would not return them).
         tok = PreTrainedTokenizerFast(
             tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-            mask_token="[MASK]", model_max_length=cfg.max_length,
+            mask_token="[MASK]", model_max_length=cfg.max_length, model_input_names=["input_ids", "token_type_ids", "attention_mask"],
         )
         config = BertConfig(vocab_size=raw.get_vocab_size(), max_position_embeddings=cfg.max_length, pad_token_id=tok.pad_token_id, **common)
         cls = BertForSequenceClassification
