@@ -56,3 +56,23 @@ def corpus_rows():
     from stackscore.train.corpus import generate
 
     return [{"id": e.id, "text": e.text, "label": e.label} for e in generate(700, seed=7, start=5000)]
+
+
+@pytest.fixture
+def copy(artifact, tmp_path) -> Path:
+    """A private copy of the session's artifact, to tamper with."""
+    import shutil
+
+    dst = tmp_path / "a"
+    shutil.copytree(artifact, dst)
+    return dst
+
+
+def edit_manifest(copy: Path, fn) -> None:
+    """Change a copied artifact's manifest.json in place (its checksums are not updated)."""
+    import json
+
+    p = copy / "manifest.json"
+    raw = json.loads(p.read_text())
+    fn(raw)
+    p.write_text(json.dumps(raw))

@@ -22,18 +22,7 @@ from stackscore.manifest import external_data_locations, load_manifest, sha256_f
 BERT = "models/bert/model.fp32.onnx"
 
 
-@pytest.fixture
-def copy(artifact, tmp_path):
-    dst = tmp_path / "a"
-    shutil.copytree(artifact, dst)
-    return dst
-
-
-def edit(copy, fn):
-    p = copy / "manifest.json"
-    raw = json.loads(p.read_text())
-    fn(raw)
-    p.write_text(json.dumps(raw))
+from conftest import edit_manifest as edit  # noqa: E402
 
 
 def resign(copy, *rels):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import pytest
 
@@ -11,18 +9,7 @@ from stackscore.errors import ArtifactError
 from stackscore.manifest import load_manifest
 
 
-@pytest.fixture
-def copy(artifact, tmp_path):
-    dst = tmp_path / "a"
-    shutil.copytree(artifact, dst)
-    return dst
-
-
-def edit(copy, fn):
-    p = copy / "manifest.json"
-    raw = json.loads(p.read_text())
-    fn(raw)
-    p.write_text(json.dumps(raw))
+from conftest import edit_manifest as edit  # noqa: E402
 
 
 def test_loads_clean(copy):

@@ -60,7 +60,7 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
     (the labels on, as a list) and ``prob_<label>``; regression ``value``. Then ``error``.
     """
     chunk = scored.chunk
-    n, k = len(chunk), len(labels)
+    n = len(chunk)
     ok = np.zeros(n, dtype=bool)
     ok[scored.valid] = True
 

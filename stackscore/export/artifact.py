@@ -45,7 +45,7 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        manifest = _export_into(workdir, tmp, state, log)
+        _export_into(workdir, tmp, state, log)
         if check is not None:
             check(tmp, load_manifest(tmp))
     except BaseException:

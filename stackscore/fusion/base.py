@@ -65,5 +65,44 @@ class FusionMethod:
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "FusionMethod":
         raise NotImplementedError  # pragma: no cover
 
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # noqa: D105
         return f"{type(self).__name__}({self.get_params() if hasattr(self, 'n_classes_') else ''})"
+
+
+class SimplexWeighted(FusionMethod):
+    """A weighted average whose weights are given or learned on the simplex (non-negative, summing
+    to one, parametrized as a softmax so the optimizer is unconstrained). Subclasses say what the
+    average is over and which loss learns it (``_loss``)."""
+
+    name = "weighted"
+    complexity = 2
+
+    def __init__(self, weights: Sequence[float] | None = None):
+        self.weights = None if weights is None else [float(w) for w in weights]
+
+    def _loss(self, outputs: Sequence[np.ndarray], y: np.ndarray):  # pragma: no cover - interface
+        """``loss(weights) -> float`` on these outputs."""
+        raise NotImplementedError
+
+    def fit(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> "SimplexWeighted":
+        super().fit(outputs, y)
+        if self.weights is not None:
+            self.weights_ = checked_weights(self.weights, len(outputs))
+            return self
+        from scipy.optimize import minimize  # training world only
+
+        from ..metrics import softmax
+
+        loss = self._loss(outputs, y)
+        res = minimize(lambda theta: loss(softmax(theta)), np.zeros(len(outputs)), method="L-BFGS-B")
+        self.weights_ = softmax(res.x)
+        return self
+
+    def get_params(self) -> dict[str, Any]:
+        return {"weights": [float(w) for w in self.weights_]}
+
+    @classmethod
+    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "SimplexWeighted":
+        m = cls(weights=spec.params["weights"])
+        m.weights_ = np.asarray(spec.params["weights"], dtype=np.float64)
+        return m

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..manifest import FusionSpec
 from ..tasks import bce, sigmoid, tune_thresholds
-from .base import FusionMethod, check_outputs, checked_weights
+from .base import FusionMethod, SimplexWeighted, check_outputs
 from .stack import META_GRAPH, OnnxMeta
 
 
@@ -52,28 +52,16 @@ class MultiLabelMean(_Thresholded):
         return m
 
 
-class MultiLabelWeighted(_Thresholded):
-    """Weights on the simplex (a softmax of free parameters) minimizing the per-label log-loss."""
+class MultiLabelWeighted(SimplexWeighted, _Thresholded):
+    """Weights on the simplex minimizing the per-label log-loss of the weighted probabilities."""
 
-    name = "weighted"
-    complexity = 2
-
-    def __init__(self, weights: Sequence[float] | None = None):
-        self.weights = None if weights is None else [float(w) for w in weights]
+    def _loss(self, outputs, y):
+        probs = np.stack([sigmoid(o) for o in check_outputs(outputs)])
+        y = np.asarray(y, dtype=np.float64)
+        return lambda w: bce(y, np.tensordot(w, probs, axes=1))
 
     def fit(self, outputs, y):
         super().fit(outputs, y)
-        if self.weights is not None:
-            self.weights_ = checked_weights(self.weights, len(outputs))
-        else:
-            from scipy.optimize import minimize  # training world only
-
-            from ..metrics import softmax
-
-            probs = np.stack([sigmoid(o) for o in check_outputs(outputs)])
-            y = np.asarray(y, dtype=np.float64)
-            res = minimize(lambda t: bce(y, np.tensordot(softmax(t), probs, axes=1)), np.zeros(len(outputs)), method="L-BFGS-B")
-            self.weights_ = softmax(res.x)
         self._tune(outputs, y)
         return self
 
@@ -81,12 +69,11 @@ class MultiLabelWeighted(_Thresholded):
         return np.tensordot(self.weights_, np.stack([sigmoid(o) for o in check_outputs(outputs)]), axes=1)
 
     def get_params(self) -> dict:
-        return {"weights": [float(w) for w in self.weights_], **self._params()}
+        return {**super().get_params(), **self._params()}
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "MultiLabelWeighted":
-        m = cls(weights=spec.params["weights"])
-        m.weights_ = np.asarray(spec.params["weights"], dtype=np.float64)
+        m = super().from_manifest(spec, artifact_dir)
         m.thresholds_ = np.asarray(spec.params["thresholds"], dtype=np.float64)
         return m
 

@@ -8,12 +8,11 @@ give each base model's contribution).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..manifest import FusionSpec
-from .base import FusionMethod, check_outputs, checked_weights
+from .base import FusionMethod, SimplexWeighted, check_outputs
 from .stack import META_GRAPH, OnnxMeta
 
 
@@ -38,41 +37,17 @@ class RegressionMean(FusionMethod):
         return cls()
 
 
-class RegressionWeighted(FusionMethod):
+class RegressionWeighted(SimplexWeighted):
     """Least squares with the weights on the simplex (non-negative, summing to one)."""
 
-    name = "weighted"
-    complexity = 2
     task = "regression"
 
-    def __init__(self, weights: Sequence[float] | None = None):
-        self.weights = None if weights is None else [float(w) for w in weights]
-
-    def fit(self, outputs, y):
-        super().fit(outputs, y)
-        if self.weights is not None:
-            self.weights_ = checked_weights(self.weights, len(outputs))
-            return self
-        from scipy.optimize import minimize  # training world only
-
-        from ..metrics import softmax
-
+    def _loss(self, outputs, y):
         X, t = _column(outputs), np.asarray(y, dtype=np.float64)
-        res = minimize(lambda th: float(np.mean((X @ softmax(th) - t) ** 2)), np.zeros(X.shape[1]), method="L-BFGS-B")
-        self.weights_ = softmax(res.x)
-        return self
+        return lambda w: float(np.mean((X @ w - t) ** 2))
 
     def predict_proba(self, outputs) -> np.ndarray:
         return (_column(outputs) @ self.weights_)[:, None]
-
-    def get_params(self) -> dict:
-        return {"weights": [float(w) for w in self.weights_]}
-
-    @classmethod
-    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "RegressionWeighted":
-        m = cls(weights=spec.params["weights"])
-        m.weights_ = np.asarray(spec.params["weights"], dtype=np.float64)
-        return m
 
 
 class RegressionStack(FusionMethod, OnnxMeta):

@@ -6,25 +6,19 @@ with the weights on the simplex (parametrized as a softmax, so the optimizer is 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..manifest import FusionSpec
 from ..metrics import EPS, softmax
-from .base import FusionMethod, check_outputs, checked_weights
+from .base import FusionMethod, SimplexWeighted, check_outputs, checked_weights
 
 
-class WeightedFusion(FusionMethod):
-    name = "weighted"
-    complexity = 2
-
-    def __init__(self, weights: Sequence[float] | None = None):
-        self.weights = None if weights is None else [float(w) for w in weights]
+class WeightedFusion(SimplexWeighted):
+    """Single-label: its log-loss has a closed-form gradient, so it fits with it (not numerically)."""
 
     def fit(self, outputs: Sequence[np.ndarray], y: np.ndarray) -> "WeightedFusion":
-        super().fit(outputs, y)
+        FusionMethod.fit(self, outputs, y)
         if self.weights is not None:
             self.weights_ = checked_weights(self.weights, len(outputs))
             return self
@@ -50,12 +44,3 @@ class WeightedFusion(FusionMethod):
         outs = check_outputs(outputs)
         probs = np.stack([softmax(o) for o in outs])
         return np.tensordot(self.weights_, probs, axes=1)
-
-    def get_params(self) -> dict:
-        return {"weights": [float(w) for w in self.weights_]}
-
-    @classmethod
-    def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "WeightedFusion":
-        m = cls(weights=spec.params["weights"])
-        m.weights_ = np.asarray(spec.params["weights"], dtype=np.float64)
-        return m

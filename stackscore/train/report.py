@@ -84,7 +84,7 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
 
 def to_markdown(r: dict[str, Any]) -> str:
-    lines = [f"# stackscore fit report", "", f"Test rows: {r.get('test_rows')}; train rows: {r.get('train_rows')}; validation rows: {r.get('validation_rows', 0)}", ""]
+    lines = ["# stackscore fit report", "", f"Test rows: {r.get('test_rows')}; train rows: {r.get('train_rows')}; validation rows: {r.get('validation_rows', 0)}", ""]
     rows = r.get("fusion_fitted_on")
     if rows:
         lines += [f"Every fusion was fitted on: {rows['rows']}. How each base model predicted those rows:", ""]
