@@ -34,6 +34,9 @@ def demo(
 ):
     """Generate a corpus, fit a BERT + RoBERTa stacked ensemble, export it, score 100k rows."""
     from .demo import run_demo
+    from .quiet import configure
+
+    configure(False)
 
     run_demo(workdir, rows=rows, train_rows=train_rows, folds=folds, epochs=epochs, output_format=output_format, log=_err)
 
@@ -42,8 +45,12 @@ def demo(
 def fit(
     config: Path = typer.Argument(..., help="TOML fit config (see examples/fit-demo.toml)."),
     out: Path = typer.Option(..., "--out", "-o", help="Work directory: models/, artifact/, report.json."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show third-party progress bars, load reports and warnings."),
 ):
     """Fine-tune base models, compute out-of-fold logits, fit and compare fusions, export."""
+    from .quiet import configure
+
+    configure(verbose)
     from .train.config import load_config
     from .train.fit import fit as run_fit
 
@@ -56,8 +63,12 @@ def export(
     workdir: Path = typer.Argument(..., help="A `stackscore fit --out` directory."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default WORKDIR/artifact)."),
     overwrite: bool = typer.Option(True, help="Replace an existing artifact directory."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also show third-party progress bars and warnings."),
 ):
     """(Re-)export a fitted work directory to an artifact: ONNX graphs, parity checks, manifest."""
+    from .quiet import configure
+
+    configure(verbose)
     from .export import export_artifact
 
     m = export_artifact(workdir, out, log=_err, overwrite=overwrite)

@@ -28,6 +28,10 @@ def test_byo_example_end_to_end(tmp_path):
     shutil.copy(REPO / "examples/byo/stack.toml", cfg)
     fit = subprocess.run([sys.executable, "-m", "stackscore", "fit", str(cfg), "--out", str(run / "fit")], capture_output=True, text=True, env=env, timeout=600)
     assert fit.returncode == 0, fit.stderr[-2000:]
+    # stackscore's own lines only: no third-party progress bars, load reports or advice (--verbose has them)
+    for noise in ("Loading weights", "Writing model shards", "Statistics collection", "LOAD REPORT", "WARNING:root", "━"):
+        assert noise not in fit.stderr, noise
+    assert "engine vs training on the test split" in fit.stderr and "export bert" in fit.stderr
     report = json.loads((run / "fit/report.json").read_text())
     assert report["fusion_fitted_on"]["models"] == {"bert": "checkpoint as saved (never trained here)", "roberta": "checkpoint as saved (never trained here)"}
     score = subprocess.run(

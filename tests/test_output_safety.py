@@ -158,3 +158,23 @@ def test_no_space_left_while_writing_is_one_line_and_resumable(artifact, medium,
     monkeypatch.setattr(JsonlWriter, "write", real_write)
     stats = score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256, resume=True))
     assert stats.resumed_from == 3 * 256 and out.read_bytes() == clean.read_bytes()
+
+
+def test_progress_line_shows_percent_rate_and_eta(tmp_path):
+    import re
+
+    from stackscore.engine.pipeline import _Progress
+    from stackscore.engine.readers import Snapshot
+    from stackscore.engine.stats import ScoreStats
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"text": "x"}\n' * (1 << 20))  # 14 MiB
+    snap = Snapshot(src)
+    fh = snap.open()
+    fh.read(snap.size // 4)  # a quarter, plus at most the 1 MiB read-ahead buffer
+    stats = ScoreStats()
+    stats.rows = 250
+    line = _Progress(True, snap).line(stats, stats.started + 10.0)
+    fh.close()
+    pct = float(re.search(r"([\d.]+)% read", line).group(1))
+    assert 25.0 <= pct <= 33.0 and "250 rows" in line and "25 rows/s" in line and re.search(r"ETA \d+s", line), line

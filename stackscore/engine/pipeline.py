@@ -201,17 +201,37 @@ def run_pipeline(scorer: Scorer, chunks: Iterator[Chunk], sink: Callable[[Scored
             raise stage.error
 
 
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
 class _Progress:
-    def __init__(self, enabled: bool):
+    """One status line on stderr, at most once a second: percent of the input read (by bytes,
+    where the reader knows them), rows written, rows/s, ETA and errors so far."""
+
+    def __init__(self, enabled: bool, snapshot: Snapshot | None = None):
         self.enabled = enabled and sys.stderr is not None
+        self.snapshot = snapshot
         self.last = 0.0
+
+    def line(self, stats: ScoreStats, now: float) -> str:
+        elapsed = max(now - stats.started, 1e-9)
+        parts = [f"{stats.rows:,} rows", f"{stats.rows / elapsed:,.0f} rows/s"]
+        read = self.snapshot.bytes_read if self.snapshot is not None else None
+        if read is not None and self.snapshot.size:
+            fraction = min(1.0, read / self.snapshot.size)
+            parts.insert(0, f"{fraction:6.1%} read")
+            if fraction > 0:
+                parts.append(f"ETA {_duration(elapsed * (1 - fraction) / fraction)}")
+        parts.append(f"errors {stats.errored:,}")
+        return "  " + "  ".join(parts)
 
     def __call__(self, stats: ScoreStats) -> None:
         now = time.perf_counter()
         if self.enabled and now - self.last >= 1.0:
             self.last = now
-            rate = stats.rows / max(now - stats.started, 1e-9)
-            print(f"\r  {stats.rows:,} rows  {rate:,.0f} rows/s  errors {stats.errored:,}", end="", file=sys.stderr, flush=True)
+            print("\r" + self.line(stats, now), end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
         if self.enabled and self.last:
@@ -308,7 +328,7 @@ def _run(scorer: Scorer, chunks: Iterator[Chunk], out: CommittedOutput, input_pa
     if opts.on_error == "fail":
         chunks = _fail_fast(chunks, input_path)
     stats = ScoreStats(resumed_from=out.rows_done, backends=scorer.sessions.describe())
-    progress = _Progress(opts.progress)
+    progress = _Progress(opts.progress, snapshot)
 
     def sink(scored: ScoredWindow) -> None:
         if opts.on_error == "fail":  # rows that failed at inference (non-finite output)

@@ -198,7 +198,15 @@ class Snapshot:
 
     def open(self) -> io.BufferedReader:
         """A binary file object that ends after ``size`` bytes, whatever is appended later."""
-        return io.BufferedReader(_Limited(open(self.path, "rb", buffering=0), self.size), buffer_size=1 << 20)
+        self._reader = _Limited(open(self.path, "rb", buffering=0), self.size)
+        return io.BufferedReader(self._reader, buffer_size=1 << 20)
+
+    @property
+    def bytes_read(self) -> int | None:
+        """Bytes of the file read so far by the latest reader (the progress display's percent);
+        None when the format is not read through the snapshot (Parquet reads by its footer)."""
+        reader = getattr(self, "_reader", None)
+        return None if reader is None else self.size - reader.left
 
 
 class _Limited(io.RawIOBase):

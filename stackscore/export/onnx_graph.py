@@ -228,10 +228,13 @@ def quantize_int8(fp32: Path, int8: Path) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    from ..quiet import muted
+
+    with muted():
+        quantize_dynamic(
+            str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
 
 
 FFN_OUT = r".*layers?\.\d+/output/dense/.*"  # each layer's FFN down-projection (BERT family names)
@@ -290,10 +293,13 @@ def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarra
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     kw = {"ignored_scope": nncf.IgnoredScope(patterns=ignored, validate=False)} if ignored else {}
-    q = nncf.quantize(
-        onnx.load(str(fp32)), nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration), **kw, **nncf_options,
-    )
+    from ..quiet import muted
+
+    with muted():
+        q = nncf.quantize(
+            onnx.load(str(fp32)), nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration), **kw, **nncf_options,
+        )
     onnx.save(q, str(out))
 
 

@@ -1,0 +1,54 @@
+"""Third-party chatter off unless ``--verbose``: fit and export print stackscore's own lines.
+
+transformers' and huggingface_hub's progress bars and load reports, NNCF's rich progress bars
+and ONNX Runtime's quantization advice would otherwise bury the few lines a user needs (what is
+trained, which gates passed, the verdict). Errors still surface: they raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from typing import Iterator
+
+_VERBOSE = False
+
+
+def configure(verbose: bool) -> None:
+    """Called once by the CLI (fit, export) before training or export code is imported."""
+    global _VERBOSE
+    _VERBOSE = verbose
+    if verbose:
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore")
+    for name in ("nncf", "onnxruntime", "transformers", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # the scoring install has no transformers
+        pass
+
+
+@contextlib.contextmanager
+def muted() -> Iterator[None]:
+    """Around a third-party call that prints progress bars or root-logger warnings itself
+    (NNCF's quantization, ONNX Runtime's quantizer): its output is dropped unless verbose."""
+    if _VERBOSE:
+        yield
+        return
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
