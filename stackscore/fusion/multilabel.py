@@ -129,5 +129,9 @@ class MultiLabelStack(_Thresholded, OnnxMeta):
         m = cls(C=p.get("C", 1.0), mode=p.get("mode", "kfold"))
         m.n_models_, m.n_classes_ = int(p["n_models"]), int(p["n_classes"])
         m.thresholds_ = np.asarray(p["thresholds"], dtype=np.float64)
+        if len(m.thresholds_) != m.n_classes_:
+            raise ValueError(f"{len(m.thresholds_)} thresholds for {m.n_classes_} labels")
         m.load_graph(spec, Path(artifact_dir), output=1)
+        if len(m.session_.get_outputs()) != 2 or m.session_.get_inputs()[0].shape[-1] not in (None, m.n_models_ * m.n_classes_):
+            raise ValueError(f"the meta-learner graph does not take {m.n_models_} x {m.n_classes_} logits and give per-label probabilities")
         return m

@@ -90,5 +90,9 @@ class RegressionStack(FusionMethod, OnnxMeta):
         m = cls(alpha=p.get("alpha", 1.0), mode=p.get("mode", "kfold"))
         m.n_models_, m.n_classes_ = int(p["n_models"]), 1
         m.coef_ = np.asarray(p["linear_coef"], dtype=np.float64)
+        if m.coef_.shape != (m.n_models_,):
+            raise ValueError(f"linear_coef has {m.coef_.size} values for {m.n_models_} models")
         m.load_graph(spec, Path(artifact_dir), output=0)
+        if m.session_.get_inputs()[0].shape[-1] not in (None, m.n_models_):
+            raise ValueError(f"the meta-learner graph does not take {m.n_models_} model outputs")
         return m
