@@ -178,3 +178,22 @@ def test_progress_line_shows_percent_rate_and_eta(tmp_path):
     fh.close()
     pct = float(re.search(r"([\d.]+)% read", line).group(1))
     assert 25.0 <= pct <= 33.0 and "250 rows" in line and "25 rows/s" in line and re.search(r"ETA \d+s", line), line
+
+
+def test_progress_percent_follows_the_windows_written_not_the_read_ahead(tmp_path):
+    from stackscore.engine.pipeline import _Progress
+    from stackscore.engine.readers import open_reader, Snapshot
+    from stackscore.engine.stats import ScoreStats
+
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(b'{"text": "row %d %s"}\n' % (i, b"x" * 200) for i in range(40_000)))  # ~9 MB
+    snap = Snapshot(src)
+    progress = _Progress(True, snap)
+    chunks = progress.track(open_reader(src, chunk_rows=4000, snapshot=snap))
+    for _ in range(5):  # the reader is five windows ahead ...
+        next(chunks)
+    stats = ScoreStats()
+    stats.rows = 4000  # ... of the one window written
+    line = progress.line(stats, stats.started + 1.0)
+    pct = float(line.split("% read")[0])
+    assert pct < 25.0, line  # ~10 % of the rows (plus the reader's 1 MiB buffer), not the 50 % read

@@ -207,18 +207,40 @@ def _duration(seconds: float) -> str:
 
 
 class _Progress:
-    """One status line on stderr, at most once a second: percent of the input read (by bytes,
-    where the reader knows them), rows written, rows/s, ETA and errors so far."""
+    """One status line on stderr, at most once a second: percent of the input done (by bytes,
+    where the reader knows them), rows written, rows/s, ETA and errors so far.
+
+    The reader runs ahead of the writer by the queued windows, so each window is stamped with
+    the bytes read when it was read (``track``) and the percent is that of the last window
+    *written*: the line never says 100 % while windows are still being scored."""
 
     def __init__(self, enabled: bool, snapshot: Snapshot | None = None):
         self.enabled = enabled and sys.stderr is not None
         self.snapshot = snapshot
         self.last = 0.0
+        self.marks: list[tuple[int, int]] = []  # (input rows up to the end of a window, bytes read then)
+
+    def track(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+        for c in chunks:
+            read = self.snapshot.bytes_read if self.snapshot is not None else None
+            if read is not None:
+                self.marks.append((c.start + len(c), read))
+            yield c
+
+    def bytes_done(self, rows_done: int) -> int | None:
+        """Bytes read when the last fully written window was read."""
+        import bisect
+
+        i = bisect.bisect_right(self.marks, (rows_done, float("inf"))) - 1
+        if i < 0:
+            return None
+        del self.marks[:i]  # older marks are never needed again
+        return self.marks[0][1]
 
     def line(self, stats: ScoreStats, now: float) -> str:
         elapsed = max(now - stats.started, 1e-9)
         parts = [f"{stats.rows:,} rows", f"{stats.rows / elapsed:,.0f} rows/s"]
-        read = self.snapshot.bytes_read if self.snapshot is not None else None
+        read = self.bytes_done(stats.resumed_from + stats.rows) if self.marks else (self.snapshot.bytes_read if self.snapshot is not None else None)
         if read is not None and self.snapshot.size:
             fraction = min(1.0, read / self.snapshot.size)
             parts.insert(0, f"{fraction:6.1%} read")
@@ -329,6 +351,7 @@ def _run(scorer: Scorer, chunks: Iterator[Chunk], out: CommittedOutput, input_pa
         chunks = _fail_fast(chunks, input_path)
     stats = ScoreStats(resumed_from=out.rows_done, backends=scorer.sessions.describe())
     progress = _Progress(opts.progress, snapshot)
+    chunks = progress.track(chunks)
 
     def sink(scored: ScoredWindow) -> None:
         if opts.on_error == "fail":  # rows that failed at inference (non-finite output)
