@@ -108,7 +108,7 @@ class Ensemble:
                 raise TypeError(f"texts must be strings; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
             scored = self.scorer.infer(self.scorer.encode(Chunk(0, list(range(len(chunk))), chunk, [None] * len(chunk))))
             block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
-            names = [c for c in block.columns if c != "row"]
+            names = list(block.columns)
             for i in range(len(chunk)):
                 yield {c: (None if block.columns[c][i] != block.columns[c][i] else float(block.columns[c][i])) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i] for c in names}
 

@@ -191,7 +191,7 @@ def test_thresholds_are_tuned_for_f1_per_label():
     ],
 )
 def test_task_is_inferred_from_every_format(tmp_path, name, rows, expected):
-    from stackscore.train.data import infer_task
+    from stackscore.train.data import infer_task, load_labelled
 
     path = tmp_path / name
     field = "target" if "score" in name or "mixed" in name else ("labels" if expected == "multi_label" else "label")
@@ -204,7 +204,7 @@ def test_task_is_inferred_from_every_format(tmp_path, name, rows, expected):
         path.write_text(rows)
     else:
         _write(path, rows)
-    assert infer_task(path, "text", field) == expected
+    assert infer_task(load_labelled(path, "text", field, task=None)[1]) == expected
 
 
 def test_regression_from_csv_with_large_targets(tmp_path):

@@ -33,26 +33,22 @@ def _looks_fractional(value: Any) -> bool:
     return isinstance(value, str) and any(c in value for c in ".eE") and _number(value) is not None
 
 
-def infer_task(path: str | Path, text_field: str = "text", label_field: str = "label", rows: int = 100_000) -> str:
-    """The task a labelled file implies, from its labels (up to ``rows`` of them).
+def infer_task(labels: list, rows: int = 100_000) -> str:
+    """The task a file's labels imply (the first ``rows`` non-null ones, as read).
 
     Any list of labels: multi-label. Numbers (or numeric text, as CSV gives) of which at least
     one is written as a fraction (``3.8``, ``5.0``): regression. Anything else (names, integer
     class ids like SST-2's 0/1): single-label. Set ``task`` in the config to override.
     """
-    path = Path(path)
-    if path.is_dir():
-        return "single_label"
     all_numbers, fractional, seen = True, False, 0
-    for chunk in open_reader(path, text_field=text_field, label_field=label_field, chunk_rows=8192):
-        for lab in chunk.labels or []:
-            if lab is None:
-                continue
-            if isinstance(lab, list):
-                return "multi_label"
-            all_numbers = all_numbers and _number(lab) is not None
-            fractional = fractional or _looks_fractional(lab)
-            seen += 1
+    for lab in labels:
+        if lab is None:
+            continue
+        if isinstance(lab, list):
+            return "multi_label"
+        all_numbers = all_numbers and _number(lab) is not None
+        fractional = fractional or _looks_fractional(lab)
+        seen += 1
         if seen >= rows:
             break
     return "regression" if seen and all_numbers and fractional else "single_label"
@@ -79,13 +75,19 @@ def _label_value(lab: Any, task: str, where: str, label_field: str):
     return str(lab)
 
 
-def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str = "single_label") -> tuple[list, list]:
+def convert_labels(raw: list, task: str, path: str | Path, label_field: str = "label") -> list:
+    """Labels as read -> what ``task`` needs, or one line naming file, row and field."""
+    return [_label_value(lab, task, f"{path}: row {i}", label_field) for i, lab in enumerate(raw)]
+
+
+def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str | None = "single_label") -> tuple[list, list]:
     """(texts, labels). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout).
 
     With ``pair_field`` each text is a ``(text, text_pair)`` tuple. Labels are strings
-    (single-label), sorted lists of strings (multi-label) or floats (regression). A row that
-    cannot be used (bad JSON, missing text, a label of the wrong kind) stops the fit with one
-    line naming file and row.
+    (single-label), sorted lists of strings (multi-label) or floats (regression); with
+    ``task=None`` they come as read (for ``infer_task``; then ``convert_labels``), so a file is
+    read once. A row that cannot be used (bad JSON, missing text or label, a label of the wrong
+    kind) stops the fit with one line naming file and row.
     """
     path = Path(path)
     if path.is_dir():
@@ -105,11 +107,11 @@ def load_labelled(path: str | Path, text_field: str = "text", label_field: str =
         for i, (t, lab, err) in enumerate(zip(chunk.texts, chunk.labels or [], chunk.errors)):
             if err is not None:
                 raise InputError(f"{path}: {err}")
-            labels.append(_label_value(lab, task, f"{path}: row {chunk.start + i}", label_field))
+            labels.append(lab)  # a missing label is refused by convert_labels, naming its row
             texts.append((t, chunk.pairs[i]) if pair_field else t)
     if not texts:
         raise InputError(f"{path}: no rows")
-    return texts, labels
+    return texts, (labels if task is None else convert_labels(labels, task, path, label_field))
 
 
 def strata_keys(labels: list) -> np.ndarray:

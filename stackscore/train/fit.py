@@ -27,7 +27,7 @@ import numpy as np
 from .. import fusion as fusion_mod
 from ..errors import StackscoreError
 from .config import FitConfig
-from .data import infer_task, load_labelled, split_off, stratified_subsample
+from .data import convert_labels, infer_task, load_labelled, split_off, stratified_subsample
 from .finetune import finetune, predict_logits
 from .models import ModelConfig, build_model
 from .oof import holdout_split, out_of_fold, take
@@ -82,10 +82,13 @@ class Splits:
 def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     d = cfg.data
     pair = d.text_pair_field or None
-    task = cfg.task or infer_task(_resolve(cfg, d.train or d.validation), d.text_field, d.label_field)
+    # Each file is read once, labels as read; the task comes from them (train, else validation).
+    raw = {p: load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, None) if p else ([], []) for p in (d.train, d.validation, d.test)}
+    task = cfg.task or infer_task(raw[d.train or d.validation][1])
 
     def read(p: str):
-        return load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, task) if p else ([], [])
+        texts, labels = raw[p]
+        return texts, convert_labels(labels, task, _resolve(cfg, p), d.label_field) if p else []
 
     train, train_labels = read(d.train)
     val, val_labels = read(d.validation)
@@ -298,10 +301,9 @@ def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, m
         "rows": len(test),
         "max_abs_diff": float(np.abs(engine_proba - train_side).max()) if len(test) else 0.0,
         "label_agreement": agreement(scorer.fusion.task, engine_proba, train_side, scorer.fusion.thresholds, ENGINE_TOLERANCE),
-        "tolerance": ENGINE_TOLERANCE,
+        "tolerance": ENGINE_TOLERANCE * scale(train_side),  # values in the thousands round relative to them
         "min_agreement": ENGINE_MIN_AGREEMENT,
     }
-    check["tolerance"] = ENGINE_TOLERANCE * scale(train_side)  # values in the thousands round relative to them
     bad_diff = check["max_abs_diff"] > check["tolerance"] and method != "vote"
     if bad_diff or check["label_agreement"] < ENGINE_MIN_AGREEMENT:
         raise StackscoreError(
