@@ -77,20 +77,20 @@ def fit_ensemble(work: Path, train: Path, test: Path, size: dict, max_length: in
 
 
 def score_run(artifact: Path, src: Path, out: Path, device: str, precision: str, token_budget: int, limit_note: str = "") -> dict:
-    from stackscore.engine.backends import BackendOptions
-    from stackscore.engine.backends.gpu import GpuOptions, providers_for_device
-    from stackscore.engine.pipeline import ScoreOptions, score_file
-    from stackscore.engine.scorer import EngineConfig, Scorer
+    from stackscore.engine.backends.gpu import providers_for_device
+    from stackscore.engine.pipeline import score_file
+    from stackscore.engine.scorer import Scorer
+    from stackscore.options import GpuOptions, RunOptions, ScoreOptions
 
     gpu = GpuOptions(trt_cache_dir=out.with_name(out.name + ".trt-cache"))
-    opts = BackendOptions(providers=providers_for_device(device), precision=precision, gpu=gpu)
+    opts = RunOptions(providers=tuple(providers_for_device(device)), precision=precision, gpu=gpu, token_budget=token_budget, max_batch_rows=512)
     t0 = time.perf_counter()
-    scorer = Scorer(artifact, EngineConfig(token_budget=token_budget, max_batch_rows=512, backend=opts))
+    scorer = Scorer(artifact, opts)
     load_s = time.perf_counter() - t0
-    stats = score_file(scorer, src, out, ScoreOptions(chunk_rows=16384, queue_depth=4, overwrite=True, progress=False, engine=scorer.config))
+    stats = score_file(scorer, src, out, ScoreOptions.from_kwargs(run=opts, chunk_rows=16384, queue_depth=4, overwrite=True, progress=False))
     d = stats.to_dict()
-    d.update(load_seconds=round(load_s, 2), backends=scorer.sessions.describe(), device=device, precision=precision, note=limit_note)
-    d["providers"] = {n: getattr(b, "providers", None) for n, b in scorer.sessions.backends.items()}
+    d.update(load_seconds=round(load_s, 2), backends=scorer.describe(), device=device, precision=precision, note=limit_note)
+    d["providers"] = {n: getattr(b, "providers", None) for n, r in scorer.runners.items() for b in getattr(r, "backends", [])[:1]}
     return {"stats": d, "scorer": scorer}
 
 
@@ -102,9 +102,11 @@ def labels_of(path: Path) -> np.ndarray:
 def batch1_latency(scorer, texts: list[str], n: int = 200) -> dict:
     """Per model: one row at a time through its session (tokenized beforehand)."""
     out = {}
-    for name, backend in scorer.sessions.backends.items():
-        tok = scorer.tokenizers[scorer.model_tokenizer[name]]
-        enc = tok.encode(texts[:n])
+    for name, runner in scorer.runners.items():
+        if runner.tokenizer_key is None:  # string-input models have no session to time alone
+            continue
+        backend = runner.backends[0]
+        enc = runner.encode(texts[:n])
         times = []
         for i in range(len(enc.lengths)):
             ids = enc.flat[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]][None, :]
@@ -122,7 +124,7 @@ def torch_baseline(work: Path, scorer, texts: list[str], device: str, max_length
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from stackscore.train.models import load_tokenizer
+    from stackscore.hf import load_tokenizer
 
     dev = "cuda" if device != "cpu" else "cpu"
     dtype = torch.float16 if dev == "cuda" else torch.float32

@@ -33,25 +33,26 @@ def main() -> None:
 
     import nncf
 
-    from stackscore.engine.backends import BackendOptions
-    from stackscore.engine.backends.ov import OpenVinoBackend
-    from stackscore.export.onnx_graph import calibration_batches, engine_logits, fp32_scopes, quantize_static
+    from stackscore.export.onnx_graph import GateInputs, calibration_batches, fp32_scopes, quantize_static
+    from stackscore.fit_state import FitState
     from stackscore.manifest import load_manifest
 
-    state = json.loads((args.fitdir / "fit_state.json").read_text())
+    state = FitState.load(args.fitdir)
     artifact = args.fitdir / "artifact"
-    spec = next(m for m in load_manifest(artifact).models if m.name == args.model)
+    manifest = load_manifest(artifact)
+    spec = next(m for m in manifest.models if m.name == args.model)
     fp32 = artifact / spec.graphs["fp32"]
-    tok = artifact / spec.tokenizer
-    texts = [json.loads(line)["text"] for line in open(args.texts)] if args.texts else state["parity_texts"]
-    calib_texts = state.get("calibration_texts") or state["parity_texts"]
+    texts = [json.loads(line)["text"] for line in open(args.texts)] if args.texts else state.parity_texts
+    calib_texts = state.calibration_texts or state.parity_texts
     more = [json.loads(line)["text"] for line in open(args.calibration)][:1000] if args.calibration else None
+    # The gates' own inputs: the engine's runner (tokenizer, batcher) over the OpenVINO backend.
+    g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, list(spec.inputs), len(manifest.labels))
 
     def run(graph: Path, precision: str) -> tuple[np.ndarray, float]:
-        backend = OpenVinoBackend(graph, spec, BackendOptions(), precision)
-        engine_logits(backend.run, tok, spec.max_length, spec.pad_id, texts[:64])  # warm-up
+        backend = g.openvino(graph, precision)
+        g.runner(backend).logits(texts[:64], g.width)  # warm-up
         t0 = time.perf_counter()
-        out = engine_logits(backend.run, tok, spec.max_length, spec.pad_id, texts)
+        out = g.logits(backend)
         return out, len(texts) / (time.perf_counter() - t0)
 
     ref, fp32_speed = run(fp32, "fp32")
@@ -70,7 +71,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         q = Path(d) / "q.onnx"
         for label, (scope, cal, kw) in variants.items():
-            calib = calibration_batches(tok, spec.max_length, spec.pad_id, cal, list(spec.inputs))
+            calib = calibration_batches(g, cal)
             quantize_static(fp32, q, calib, scope, **kw)
             got, speed = run(q, "int8")
             rows[label] = {"agreement": float(np.mean(got.argmax(1) == ref.argmax(1))), "seq_per_s": round(speed, 1), "calibration_rows": len(cal)}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from stackscore.engine.pipeline import ScoreOptions, score_file
-from stackscore.engine.scorer import EngineConfig
-from stackscore.engine.session_pool import BackendOptions
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
+from stackscore.options import RunOptions
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
         src = Path(d) / "in.jsonl"
         src.write_bytes(b"".join(orjson.dumps({"id": r["id"], "text": r["text"], "label": r["label"]}) + b"\n" for r in rows))
         for mode in ("truncate", "head-tail", "windows"):
-            opts = ScoreOptions(label_field="label", progress=False, overwrite=True, engine=EngineConfig(long_text=mode, backend=BackendOptions(precision=args.precision)))
+            opts = ScoreOptions.from_kwargs(label_field="label", progress=False, overwrite=True, long_text=mode, precision=args.precision)
             stats = score_file(args.artifact, src, Path(d) / f"{mode}.jsonl", opts)
             results[mode] = {"accuracy": stats.accuracy, "rows_per_s": round(stats.rows_per_s, 1), "truncated_rows": stats.truncated, "computed_tokens": stats.padded_tokens, "backends": stats.backends}
             print(f"{mode:>10}: accuracy {stats.accuracy:.4f}  {stats.rows_per_s:,.1f} rows/s  rows over max length {stats.truncated}", flush=True)

@@ -17,21 +17,15 @@ import time
 from pathlib import Path
 
 from stackscore.bench import load_corpus
-from stackscore.engine.batcher import build_batch, plan_batches
-from stackscore.engine.readers import Chunk
-from stackscore.engine.scorer import EngineConfig, Scorer
-from stackscore.engine.session_pool import BackendOptions
+from stackscore.engine.readers import Window
+from stackscore.engine.scorer import Scorer
+from stackscore.options import RunOptions
 
 
 def batches(scorer: Scorer, texts: list[str]) -> dict[str, list]:
-    out: dict[str, list] = {n: [] for n in scorer.model_names}
-    window = scorer.encode(Chunk(0, list(range(len(texts))), texts, [None] * len(texts)))
-    for name in scorer.model_names:
-        enc = window.encoded[scorer.model_tokenizer[name]]
-        for rows in plan_batches(enc.lengths, scorer.config.token_budget, scorer.config.max_batch_rows):
-            b = build_batch(enc, rows, scorer.pad_ids[name])
-            out[name].append((b.input_ids, b.attention_mask))
-    return out
+    """Each transformer runner's own batches of ``texts`` (the engine's batcher, unbucketed on CPU)."""
+    window = scorer.encode(Window(0, list(range(len(texts))), texts, [None] * len(texts)))
+    return {n: list(r.batches(window.encoded[r.tokenizer_key])) for n, r in scorer.runners.items() if r.tokenizer_key is not None}
 
 
 def timed(fn, repeats: int = 3) -> float:
@@ -53,17 +47,17 @@ def main() -> None:
     args = ap.parse_args()
     texts = load_corpus(args.data, args.rows)
     cores = os.cpu_count() or 1
-    seq = Scorer(args.artifact, EngineConfig(backend=BackendOptions(precision=args.precision, intra_op_threads=cores)))
-    split = Scorer(args.artifact, EngineConfig(backend=BackendOptions(precision=args.precision, intra_op_threads=max(1, cores // len(seq.model_names)))))
+    seq = Scorer(args.artifact, RunOptions(precision=args.precision, threads=cores))
+    split = Scorer(args.artifact, RunOptions(precision=args.precision, threads=max(1, cores // len(seq.model_names))))
     work = batches(seq, texts)
 
     def sequential():
         for name, bs in work.items():
-            for ids, mask in bs:
-                seq.sessions.run(name, ids, mask)
+            for b in bs:
+                seq.runners[name].run_batch(b)
 
     def side_by_side():
-        threads = [threading.Thread(target=lambda n=n: [split.sessions.run(n, i, m) for i, m in work[n]]) for n in work]
+        threads = [threading.Thread(target=lambda n=n: [split.runners[n].run_batch(b) for b in work[n]]) for n in work]
         for t in threads:
             t.start()
         for t in threads:
@@ -75,7 +69,7 @@ def main() -> None:
         "rows": len(texts), "cores": cores, "precision": args.precision,
         "sequential_all_cores_s": round(t_seq, 3), "side_by_side_split_cores_s": round(t_par, 3),
         "sequential_speedup": round(t_par / t_seq, 3),
-        "backends": seq.sessions.describe(),
+        "backends": seq.describe(),
     }
     print(json.dumps(res, indent=2))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def child(args: argparse.Namespace) -> None:
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
-        stats = score_file(args.artifact, src, out, ScoreOptions(progress=False, on_progress=progress))
+        stats = score_file(args.artifact, src, out, ScoreOptions.from_kwargs(progress=False, on_progress=progress))
         stop.set()
         with open(out, "rb") as fh:
             rows_out = sum(1 for _ in fh)

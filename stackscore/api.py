@@ -13,26 +13,29 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from .engine.pipeline import ScoreOptions, score_file
-from .engine.scorer import EngineConfig, Scorer
-from .engine.session_pool import BackendOptions
+from .engine.pipeline import score_file
+from .engine.scorer import Scorer
 from .engine.stats import ScoreStats
+from .options import RunOptions, ScoreOptions, WriteOptions
 
 
 class Ensemble:
-    def __init__(self, artifact_dir: str | Path, precision: str = "fp32", providers: list[str] | None = None, threads: int = 0, token_budget: int = 2048, backend: str = "auto"):
-        """``precision="fp32"`` by default (exact); ``"auto"`` takes the fastest one whose gate passed."""
+    def __init__(self, artifact_dir: str | Path, options: RunOptions | None = None, **run: Any):
+        """An artifact's ensemble, run as ``options`` say (or ``RunOptions(**run)``: ``precision``,
+        ``backend``, ``providers``, ``threads``, ``token_budget`` ...). The default precision is exact
+        fp32; ``precision="auto"`` takes the fastest one whose export gate passed."""
         self.artifact_dir = Path(artifact_dir)
-        self._args = dict(precision=precision, providers=providers, threads=threads, token_budget=token_budget, backend=backend)
-        backend_opts = BackendOptions(providers=providers or ["CPUExecutionProvider"], intra_op_threads=threads, precision=precision, backend=backend)
-        self.scorer = Scorer(self.artifact_dir, EngineConfig(token_budget=token_budget, backend=backend_opts))
+        if options is not None and run:
+            raise TypeError("give either options=RunOptions(...) or keyword options, not both")
+        self.options = options or RunOptions(**{k: (tuple(v) if k == "providers" and v else v) for k, v in run.items() if v is not None})
+        self.scorer = Scorer(self.artifact_dir, self.options)
 
     @classmethod
     def load(cls, artifact_dir: str | Path, **kwargs: Any) -> "Ensemble":
         return cls(artifact_dir, **kwargs)
 
     def __reduce__(self):
-        return (_rebuild, (str(self.artifact_dir), self._args))
+        return (_rebuild, (str(self.artifact_dir), self.options))
 
     @property
     def labels(self) -> list[str]:
@@ -99,15 +102,15 @@ class Ensemble:
         """Stream texts; yields one result dict per input, in order, batching internally
         (the output file's columns: label/score/prob_*, labels/prob_* or value)."""
         from .engine.pipeline import result_block
-        from .engine.readers import Chunk
+        from .engine.readers import Window
 
         it = iter(items)
         while chunk := list(islice(it, chunk_rows)):
             bad = [i for i, t in enumerate(chunk) if not isinstance(t, str)]
             if bad:
                 raise TypeError(f"texts must be strings; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
-            scored = self.scorer.infer(self.scorer.encode(Chunk(0, list(range(len(chunk))), chunk, [None] * len(chunk))))
-            block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
+            scored = self.scorer.infer(self.scorer.encode(Window(0, list(range(len(chunk))), chunk, [None] * len(chunk))))
+            block = result_block(scored, self.labels, self.model_names, WriteOptions(), self.task, self.scorer.fusion.thresholds)
             names = list(block.columns)
             for i in range(len(chunk)):
                 yield {c: (None if block.columns[c][i] != block.columns[c][i] else float(block.columns[c][i])) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i] for c in names}
@@ -119,7 +122,7 @@ class Ensemble:
         ``error`` (the same reasons as the file readers give).
         """
         from .engine.pipeline import result_block
-        from .engine.readers import Chunk, _text_error
+        from .engine.readers import Window, _text_error
         from .errors import InputError
 
         if type(df).__module__.startswith("pyarrow"):
@@ -144,19 +147,21 @@ class Ensemble:
             pairs = column(text_pair_column)
             errors = [e or _text_error(p, text_pair_column) for e, p in zip(errors, pairs)]
         keep = [e is None for e in errors]
-        chunk = Chunk(
+        chunk = Window(
             0, list(range(len(texts))), [t if k else None for t, k in zip(texts, keep)], errors,
             pairs=[p if k else None for p, k in zip(pairs, keep)] if pairs is not None else None,
         )
         scored = self.scorer.infer(self.scorer.encode(chunk))
-        block = result_block(scored, self.labels, self.model_names, ScoreOptions(), self.task, self.scorer.fusion.thresholds)
+        block = result_block(scored, self.labels, self.model_names, WriteOptions(), self.task, self.scorer.fusion.thresholds)
         out = df.copy()
         for name, values in block.columns.items():
             out[f"{prefix}{name}"] = values
         return out
 
     def score_file(self, input_path: str | Path, output_path: str | Path, **options: Any) -> ScoreStats:
-        return score_file(self.scorer, input_path, output_path, ScoreOptions(**options))
+        """Score a file as ``stackscore score`` does; ``options`` are its flat names
+        (``text_field``, ``chunk_rows``, ``on_error``, ``resume`` ...), run as this ensemble runs."""
+        return score_file(self.scorer, input_path, output_path, ScoreOptions.from_kwargs(run=self.scorer.options, **options))
 
 
 def pd_isna(value: Any) -> bool:
@@ -167,5 +172,5 @@ def pd_isna(value: Any) -> bool:
         return False
 
 
-def _rebuild(artifact_dir: str, args: dict[str, Any]) -> Ensemble:
-    return Ensemble(artifact_dir, **args)
+def _rebuild(artifact_dir: str, options: RunOptions) -> Ensemble:
+    return Ensemble(artifact_dir, options)

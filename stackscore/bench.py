@@ -35,12 +35,12 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
-from .engine.batcher import build_batch, plan_batches
-from .engine.pipeline import ScoreOptions, score_file
+from .engine.pipeline import score_file
 from .engine.readers import open_reader
-from .engine.scorer import EngineConfig, Scorer
-from .engine.session_pool import BackendOptions
+from .engine.runner import TextRunner
+from .engine.scorer import Scorer
 from .errors import StackscoreError
+from .options import RunOptions, ScoreOptions
 
 
 @dataclass
@@ -87,24 +87,26 @@ class TorchEnsemble:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from .train.models import load_tokenizer
+        from .hf import load_tokenizer
 
         torch.set_num_threads(os.cpu_count() or 1)
         self.models = {}
         # Checkpoints used as saved live where the team keeps them, with their own label order.
-        state = json.loads((workdir / "fit_state.json").read_text()) if (workdir / "fit_state.json").is_file() else {}
-        entries = {m["name"]: m for m in state.get("models", [])}
+        from .fit_state import FIT_STATE, FitState
+
+        entries = {m.name: m for m in FitState.load(workdir).models} if (workdir / FIT_STATE).is_file() else {}
         self.label_order: dict[str, list[int]] = {}
         for spec in scorer.manifest.models:
             if spec.kind == "tfidf":
                 continue
-            entry = entries.get(spec.name, {})
-            d = Path(entry.get("model_dir") or workdir / "models" / spec.name)
+            entry = entries.get(spec.name)
+            d = entry.directory(workdir) if entry is not None else workdir / "models" / spec.name
             model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True).eval()
             self.models[spec.name] = (model, load_tokenizer(d), spec.max_length)
-            if entry.get("label_order"):
-                self.label_order[spec.name] = list(entry["label_order"])
-        self.text_models = scorer.sessions.text_backends
+            if entry is not None and entry.label_order:
+                self.label_order[spec.name] = list(entry.label_order)
+        self.text_models = {n: r for n, r in scorer.runners.items() if isinstance(r, TextRunner)}
+        self.width = len(scorer.labels)
         self.fusion = scorer.fusion
         self.order = scorer.model_names
 
@@ -138,8 +140,8 @@ def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16
                 out[idx] = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float().numpy()
                 lat.append(time.perf_counter() - b0)
         logits[mname] = out[:, ens.label_order[mname]] if mname in ens.label_order else out
-    for mname, backend in ens.text_models.items():
-        logits[mname] = backend.run_texts(texts)
+    for mname, runner in ens.text_models.items():
+        logits[mname] = runner.run_texts(texts, ens.width)[0]
     proba = _fused(ens, logits)
     return Method(name, len(texts), time.perf_counter() - t0, tokens, lat, proba.argmax(1), proba)
 
@@ -156,7 +158,7 @@ def ort_input_order(ens: TorchEnsemble, scorer: Scorer, texts: list[str], batch:
     tokens = 0
     for spec in scorer.manifest.models:
         if spec.kind == "tfidf":
-            logits[spec.name] = ens.text_models[spec.name].run_texts(texts)
+            logits[spec.name] = ens.text_models[spec.name].run_texts(texts, ens.width)[0]
             continue
         sess = ort.InferenceSession(str(scorer.artifact_dir / spec.graphs["fp32"]), sess_options=so, providers=["CPUExecutionProvider"])
         _, tok, max_len = ens.models[spec.name]
@@ -172,14 +174,14 @@ def ort_input_order(ens: TorchEnsemble, scorer: Scorer, texts: list[str], batch:
     return Method("ortmodel", len(texts), time.perf_counter() - t0, tokens, lat, proba.argmax(1), proba)
 
 
-def engine_run(artifact: Path, texts: list[str], workdir: Path, backend: BackendOptions, token_budget: int, chunk_rows: int, scorer: Scorer | None = None) -> tuple[Method, dict]:
+def engine_run(artifact: Path, texts: list[str], workdir: Path, run: RunOptions, chunk_rows: int, scorer: Scorer | None = None) -> tuple[Method, dict]:
     src = workdir / "bench-input.jsonl"
     if not src.exists():  # the same texts for every engine run of one bench
         src.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts)))
     out = workdir / "bench-output.jsonl"
-    scorer = scorer or Scorer(artifact, EngineConfig(token_budget=token_budget, backend=backend))
+    scorer = scorer or Scorer(artifact, run)
     t0 = time.perf_counter()
-    stats = score_file(scorer, src, out, ScoreOptions(progress=False, overwrite=True, chunk_rows=chunk_rows))
+    stats = score_file(scorer, src, out, ScoreOptions.from_kwargs(run=scorer.options, progress=False, overwrite=True, window_rows=chunk_rows))
     seconds = time.perf_counter() - t0
     rows = [orjson.loads(l) for l in out.read_bytes().splitlines()]
     labels = np.asarray([scorer.labels.index(r["label"]) for r in rows])
@@ -189,27 +191,25 @@ def engine_run(artifact: Path, texts: list[str], workdir: Path, backend: Backend
 
 
 def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) -> float:
-    """The sessions alone on the engine's own pre-tokenized, pre-padded batches."""
-    from .engine.readers import Chunk
+    """The runners' backends alone on the engine's own pre-tokenized, pre-padded batches."""
+    from .engine.readers import Window
 
-    work: list[tuple[str, Any]] = []
+    work: list[tuple[Any, Any]] = []
     for s in range(0, len(texts), chunk_rows):
         part = texts[s : s + chunk_rows]
-        window = scorer.encode(Chunk(s, list(range(len(part))), part, [None] * len(part)))
-        for name in scorer.model_names:
-            if name in scorer.sessions.text_backends:
-                work.append((name, window.texts))
-                continue
-            enc = window.encoded[scorer.model_tokenizer[name]]
-            for rows in plan_batches(enc.lengths, scorer.config.token_budget, scorer.config.max_batch_rows, buckets=scorer.buckets[name]):
-                b = build_batch(enc, rows, scorer.pad_ids[name], scorer.buckets[name])
-                work.append((name, (b.input_ids, b.attention_mask)))
+        window = scorer.encode(Window(s, list(range(len(part))), part, [None] * len(part)))
+        for runner in scorer.runners.values():
+            if isinstance(runner, TextRunner):
+                work.append((runner, window.texts))
+            else:
+                work.extend((runner, b) for b in runner.batches(window.encoded[runner.tokenizer_key]))
+    k = len(scorer.labels)
     t0 = time.perf_counter()
-    for name, payload in work:
-        if name in scorer.sessions.text_backends:
-            scorer.sessions.text_backends[name].run_texts(payload)
+    for runner, payload in work:
+        if isinstance(runner, TextRunner):
+            runner.run_texts(payload, k)
         else:
-            scorer.sessions.run(name, *payload)
+            runner.run_batch(payload)
     return time.perf_counter() - t0
 
 
@@ -229,8 +229,8 @@ def run_bench(
     baseline_rows: int = 500,
     precision: str = "auto",
     backend: str = "auto",
-    token_budget: int = 2048,
-    chunk_rows: int = 4096,
+    token_budget: int = RunOptions.token_budget,
+    chunk_rows: int = ScoreOptions().read.window_rows,
     skip: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -238,11 +238,11 @@ def run_bench(
     artifact = workdir / "artifact"
     texts = load_corpus(data, rows)
     base_texts = texts[: min(baseline_rows, len(texts))]
-    opts = BackendOptions(precision=precision, backend=backend)
+    opts = RunOptions(precision=precision, backend=backend, token_budget=token_budget)
     results: dict[str, Method] = {}
     with tempfile.TemporaryDirectory() as tmp:
         log(f"engine ({precision}): {len(texts):,} rows from {', '.join(data)}")
-        cold, info = engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows)
+        cold, info = engine_run(artifact, texts, Path(tmp), opts, chunk_rows)
         scorer: Scorer = info["scorer"]
         # Every method is timed best of two (the first pass of any runtime pays for kernel
         # selection per new shape: oneDNN under PyTorch, ORT, OpenVINO alike), and the engine's
@@ -250,7 +250,7 @@ def run_bench(
         # sessions alone on the same batches, alternating so a noisy neighbour hits both.
         warm_runs, pure_runs = [], []
         for _ in range(2):
-            warm_runs.append(engine_run(artifact, texts, Path(tmp), opts, token_budget, chunk_rows, scorer=scorer)[0])
+            warm_runs.append(engine_run(artifact, texts, Path(tmp), opts, chunk_rows, scorer=scorer)[0])
             pure_runs.append(pure_inference_seconds(scorer, texts, chunk_rows))
         engine = min(warm_runs, key=lambda m: m.seconds)
         inference_s = min(pure_runs)
@@ -258,9 +258,9 @@ def run_bench(
         log(f"  {engine.rows_per_s:,.1f} rows/s warm ({cold.rows_per_s:,.1f} cold) on {engine.extra['backends']}")
         if precision != "fp32" and "engine_fp32" not in skip:
             log("engine (fp32, exact)")
-            fp32_opts = BackendOptions(precision="fp32", backend="onnxruntime")
-            first, fp32_info = engine_run(artifact, texts, Path(tmp), fp32_opts, token_budget, chunk_rows)
-            second, _ = engine_run(artifact, texts, Path(tmp), fp32_opts, token_budget, chunk_rows, scorer=fp32_info["scorer"])
+            fp32_opts = RunOptions(precision="fp32", backend="onnxruntime", token_budget=token_budget)
+            first, fp32_info = engine_run(artifact, texts, Path(tmp), fp32_opts, chunk_rows)
+            second, _ = engine_run(artifact, texts, Path(tmp), fp32_opts, chunk_rows, scorer=fp32_info["scorer"])
             results["engine_fp32"] = min(first, second, key=lambda m: m.seconds)
             results["engine_fp32"].name = "engine_fp32"
         ens = TorchEnsemble(workdir, scorer)

@@ -15,6 +15,10 @@ from typing import Optional
 import typer
 
 from .errors import StackscoreError
+from .options import ReadOptions, RunOptions, WriteOptions
+
+# Each default is written once, in the options dataclasses; the CLI shows the same values.
+_RUN, _READ, _WRITE = RunOptions(), ReadOptions(), WriteOptions()
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="ONNX batch scoring for ensembles of text classifiers.")
 
@@ -80,26 +84,26 @@ def score(
     artifact: Path = typer.Argument(..., help="Artifact directory (with manifest.json)."),
     input: Path = typer.Argument(..., help="Input: .jsonl .csv .tsv .parquet .txt, optionally .gz."),
     output: Path = typer.Option(..., "--output", "-o", help="Output: .jsonl .csv .tsv .parquet (optionally .gz for text)."),
-    text_field: str = typer.Option("text", help="Column/field holding the text."),
+    text_field: str = typer.Option(_READ.text_field, help="Column/field holding the text."),
     text_pair_field: Optional[str] = typer.Option(None, help="Column/field holding the second text, for ensembles fitted on sentence pairs."),
     id_field: Optional[str] = typer.Option(None, help="Column/field holding the row id (default: 'id' if present, else row number)."),
     label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
-    token_budget: int = typer.Option(2048, help="Max padded tokens (rows x length) per batch (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md)."),
-    chunk_rows: int = typer.Option(4096, help="Rows per window (the length-sorting window)."),
-    long_text: str = typer.Option("truncate", help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
+    token_budget: int = typer.Option(_RUN.token_budget, help="Max padded tokens (rows x length) per batch (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md)."),
+    chunk_rows: int = typer.Option(_READ.window_rows, help="Rows per window (the length-sorting window)."),
+    long_text: str = typer.Option(_RUN.long_text, help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
     precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),
-    backend: str = typer.Option("auto", help="auto, onnxruntime or openvino."),
+    backend: str = typer.Option(_RUN.backend, help="auto, onnxruntime or openvino."),
     device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
     gpus: str = typer.Option("0", help="GPU ids for --device cuda/tensorrt, comma-separated: one session per model per GPU, batches dealt across them."),
     trt_cache: Optional[Path] = typer.Option(None, help="TensorRT engine cache directory (default: <output>.trt-cache/, reused by later runs)."),
     gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
     provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
-    threads: int = typer.Option(0, help="Intra-op threads per session (0 = all cores)."),
+    threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores)."),
     allow_cpu_fallback: bool = typer.Option(False, help="If the requested GPU providers are missing, run on the CPU (with a warning) instead of failing."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
-    encoding_errors: str = typer.Option("strict", help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
-    on_error: str = typer.Option("record", help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
+    encoding_errors: str = typer.Option(_READ.encoding_errors, help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
+    on_error: str = typer.Option(_WRITE.on_error, help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part."),
     allow_growing_input: bool = typer.Option(False, help="If the input changes while it is read, warn and score the bytes it had at the start (default: stop with an error)."),
@@ -122,29 +126,30 @@ def score(
         return
     if engine != "local":
         raise StackscoreError(f"--engine must be local or ray, not '{engine}'")
-    from .engine.backends.gpu import GpuOptions, providers_for_device
-    from .engine.pipeline import ScoreOptions, score_file
-    from .engine.scorer import EngineConfig
-    from .engine.session_pool import BackendOptions
+    from .engine.backends.gpu import providers_for_device
+    from .engine.pipeline import score_file
+    from .options import GpuOptions, ScoreOptions
 
     try:
         device_ids = [int(g) for g in gpus.split(",") if g.strip()]
     except ValueError:
         raise StackscoreError(f"--gpus must be comma-separated GPU ids like 0,1, not '{gpus}'") from None
     gpu = GpuOptions(
-        device_ids=device_ids or [0], mem_limit_bytes=int(gpu_mem_limit_gb * (1 << 30)),
+        device_ids=tuple(device_ids or [0]), mem_limit_bytes=int(gpu_mem_limit_gb * (1 << 30)),
         trt_cache_dir=trt_cache or output.with_name(output.name + ".trt-cache"),
     )
-    backend_opts = BackendOptions(
-        providers=list(provider) or providers_for_device(device), intra_op_threads=threads, precision=precision,
-        backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu,
+    run = RunOptions(
+        providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
+        backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu, token_budget=token_budget, long_text=long_text,
     )
     opts = ScoreOptions(
-        text_field=text_field, text_pair_field=text_pair_field, id_field=id_field, label_field=label_field, chunk_rows=chunk_rows,
-        with_model_outputs=with_model_outputs, with_contributions=with_contributions, overwrite=overwrite,
-        on_error=on_error, resume=resume, encoding_errors=encoding_errors, allow_growing_input=allow_growing_input,
+        ReadOptions(
+            text_field=text_field, text_pair_field=text_pair_field, id_field=id_field, label_field=label_field, window_rows=chunk_rows,
+            encoding_errors=encoding_errors, allow_growing_input=allow_growing_input,
+        ),
+        WriteOptions(with_model_outputs=with_model_outputs, with_contributions=with_contributions, on_error=on_error, overwrite=overwrite, resume=resume),
+        run,
         progress=not quiet,
-        engine=EngineConfig(token_budget=token_budget, long_text=long_text, backend=backend_opts),
     )
     try:
         stats = score_file(artifact, input, output, opts)
@@ -168,7 +173,7 @@ def bench(
     baseline_rows: int = typer.Option(500, help="Rows each (slow) baseline scores."),
     precision: str = typer.Option("auto", help="Engine precision (auto, fp32, int8, bf16)."),
     backend: str = typer.Option("auto", help="Engine backend (auto, onnxruntime, openvino)."),
-    token_budget: int = typer.Option(2048, help="Engine token budget per batch."),
+    token_budget: int = typer.Option(_RUN.token_budget, help="Engine token budget per batch."),
     skip: list[str] = typer.Option([], help="Methods to skip: classic, expert_bf16, ortmodel, engine_fp32."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     chart: Optional[Path] = typer.Option(None, help="Write a PNG bar chart here."),

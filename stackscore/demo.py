@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from .engine.pipeline import ScoreOptions, score_file
+from .engine.pipeline import score_file
+from .options import ScoreOptions
 from .train.corpus import generate, write_jsonl
 
 SMALL_MODEL = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128, "vocab_size": 2000}
@@ -54,7 +55,7 @@ def run_demo(workdir: str | Path = "demo-run", rows: int = 100_000, train_rows: 
 
     log(f"[4/4] score: {rows:,} rows through the engine")
     out = workdir / f"predictions.{output_format}"
-    stats = score_file(workdir / "artifact", data / "score.jsonl", out, ScoreOptions(label_field="label", overwrite=True))
+    stats = score_file(workdir / "artifact", data / "score.jsonl", out, ScoreOptions.from_kwargs(label_field="label", overwrite=True))
     log(stats.summary())
     summary = {"report": report, "score": stats.to_dict(), "predictions": str(out), "artifact": str(workdir / "artifact")}
     (workdir / "demo-summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -18,3 +18,7 @@ class ArtifactError(StackscoreError):
 
 class InputError(StackscoreError):
     """An input file cannot be read at all (missing, wrong format, unknown column)."""
+
+
+class ParityError(StackscoreError):
+    """An exported graph (or tokenizer) does not compute what the trained model computes."""

@@ -13,9 +13,10 @@ import orjson
 import pytest
 from onnx import numpy_helper
 
-from stackscore.engine.pipeline import ScoreOptions, score_file
-from stackscore.engine.scorer import EngineConfig, Scorer
-from stackscore.engine.session_pool import BackendOptions
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
+from stackscore.engine.scorer import Scorer
+from stackscore.options import RunOptions
 from stackscore.errors import ArtifactError
 from stackscore.manifest import external_data_locations, load_manifest, sha256_file
 
@@ -37,7 +38,7 @@ def resign(copy, *rels):
 def scorer(copy, backend="onnxruntime"):
     if backend == "openvino":
         pytest.importorskip("openvino")
-    return Scorer(copy, EngineConfig(backend=BackendOptions(precision="fp32", backend=backend)))
+    return Scorer(copy, RunOptions(precision="fp32", backend=backend))
 
 
 def to_external(copy, location="model.fp32.onnx.data"):
@@ -107,8 +108,7 @@ def test_non_finite_outputs_are_error_rows_never_labels(copy, corpus_rows, tmp_p
     src = tmp_path / "in.jsonl"
     src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     out = tmp_path / "o.jsonl"
-    opts = ScoreOptions(progress=False, with_model_outputs=True)
-    opts.engine.backend = BackendOptions(precision="fp32", backend=backend)
+    opts = ScoreOptions.from_kwargs(progress=False, with_model_outputs=True, precision="fp32", backend=backend)
     stats = score_file(copy, src, out, opts)
     got = [orjson.loads(l) for l in out.read_bytes().splitlines()]
     assert [g["id"] for g in got] == [r["id"] for r in rows] and stats.errored == 1 and stats.scored == 5
@@ -194,7 +194,7 @@ def test_truncated_graph_is_one_error_on_every_runtime(copy, monkeypatch):
         load_manifest(copy)  # with the onnx package the manifest check parses the graph
     spec = load_manifest(copy, verify=False).models[0]
     with pytest.raises(ArtifactError, match=r"model.fp32.onnx: ONNX Runtime cannot open this graph: .*INVALID_PROTOBUF"):
-        OrtBackend(copy / BERT, spec, BackendOptions())
+        OrtBackend(copy / BERT, spec, RunOptions())
     pytest.importorskip("openvino")
     with pytest.raises(ArtifactError, match=r"model.fp32.onnx: OpenVINO cannot open this graph: .*(parsed|read)"):
-        OpenVinoBackend(copy / BERT, spec, BackendOptions())
+        OpenVinoBackend(copy / BERT, spec, RunOptions())

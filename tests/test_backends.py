@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from stackscore.engine import backends
-from stackscore.engine.backends import BackendOptions, choose
-from stackscore.engine.scorer import EngineConfig, Scorer
+from stackscore.engine.backends import choose
+from stackscore.options import RunOptions
+from stackscore.engine.scorer import Scorer
 from stackscore.errors import StackscoreError
 from stackscore.manifest import ModelSpec, load_manifest
 
@@ -24,57 +25,57 @@ def cpu_with_bf16(monkeypatch):
 
 def test_auto_prefers_bf16_then_int8_then_fp32(cpu_with_bf16, monkeypatch):
     both = spec(("fp32", "int8"), {"int8": {"passed": True}, "bf16": {"passed": True}})
-    assert choose(both, BackendOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
-    assert choose(both, BackendOptions(precision="auto", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
+    assert choose(both, RunOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
+    assert choose(both, RunOptions(precision="auto", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
     failed_bf16 = spec(("fp32", "int8"), {"int8": {"passed": True}, "bf16": {"passed": False}})
-    assert choose(failed_bf16, BackendOptions(precision="auto")).precision == "int8"
-    assert choose(spec(), BackendOptions(precision="auto")) == backends.Choice("onnxruntime", "fp32", "fp32")
+    assert choose(failed_bf16, RunOptions(precision="auto")).precision == "int8"
+    assert choose(spec(), RunOptions(precision="auto")) == backends.Choice("onnxruntime", "fp32", "fp32")
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
-    assert choose(both, BackendOptions(precision="auto")).precision == "int8"
+    assert choose(both, RunOptions(precision="auto")).precision == "int8"
 
 
 def test_auto_takes_static_int8_on_openvino_first(cpu_with_bf16):
     gates = {"int8": {"passed": True}, "bf16": {"passed": True}, "int8_static": {"passed": True}}
     m = spec(("fp32", "int8", "int8_static"), gates)
-    assert choose(m, BackendOptions(precision="auto")) == backends.Choice("openvino", "int8", "int8_static")
-    assert choose(m, BackendOptions(precision="int8")) == backends.Choice("openvino", "int8", "int8_static")
+    assert choose(m, RunOptions(precision="auto")) == backends.Choice("openvino", "int8", "int8_static")
+    assert choose(m, RunOptions(precision="int8")) == backends.Choice("openvino", "int8", "int8_static")
     # Forced onto ONNX Runtime, int8 means the dynamic graph.
-    assert choose(m, BackendOptions(precision="int8", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
-    assert choose(m, BackendOptions(precision="auto", backend="onnxruntime")).graph_key == "int8"
+    assert choose(m, RunOptions(precision="int8", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
+    assert choose(m, RunOptions(precision="auto", backend="onnxruntime")).graph_key == "int8"
     # A static graph whose gate failed is never chosen by auto.
     failed = spec(("fp32", "int8_static"), {**gates, "int8_static": {"passed": False}})
-    assert choose(failed, BackendOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
+    assert choose(failed, RunOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
 
 
 def test_auto_on_gpu_takes_fp16_only_when_its_gate_passed():
-    gpu = BackendOptions(precision="auto", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    gpu = RunOptions(precision="auto", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), gpu).precision == "fp16"
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": False}}), gpu).precision == "fp32"
     # TensorRT makes its own fp16 engine from the unfused fp32 graph
-    trt = BackendOptions(precision="auto", providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
+    trt = RunOptions(precision="auto", providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), trt) == backends.Choice("onnxruntime", "fp32", "fp32")
 
 
 def test_forced_precisions_and_clear_errors(monkeypatch):
-    assert choose(spec(("fp32", "int8")), BackendOptions(precision="int8")).graph_key == "int8"
+    assert choose(spec(("fp32", "int8")), RunOptions(precision="int8")).graph_key == "int8"
     with pytest.raises(StackscoreError, match="no 'int8' graph"):
-        choose(spec(), BackendOptions(precision="int8"))
+        choose(spec(), RunOptions(precision="int8"))
     with pytest.raises(StackscoreError, match="OpenVINO backend"):
-        choose(spec(), BackendOptions(precision="bf16", backend="onnxruntime"))
+        choose(spec(), RunOptions(precision="bf16", backend="onnxruntime"))
     monkeypatch.setattr(backends, "have", lambda m: False)
     with pytest.raises(StackscoreError, match=r"stackscore\[openvino\]"):
-        choose(spec(), BackendOptions(precision="bf16"))
+        choose(spec(), RunOptions(precision="bf16"))
     with pytest.raises(StackscoreError, match="precision must be one of"):
-        choose(spec(), BackendOptions(precision="fp8"))
+        choose(spec(), RunOptions(precision="fp8"))
 
 
 def test_missing_gpu_provider_fails_clearly_or_falls_back_when_allowed(artifact):
     gpu = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(StackscoreError, match="CUDAExecutionProvider not available.*allow-cpu-fallback"):
-        Scorer(artifact, EngineConfig(backend=BackendOptions(providers=gpu)))
+        Scorer(artifact, RunOptions(providers=gpu))
     with pytest.warns(RuntimeWarning, match="falling back to CPUExecutionProvider"):
-        s = Scorer(artifact, EngineConfig(backend=BackendOptions(providers=gpu, allow_cpu_fallback=True)))
-    assert all(b.providers == ["CPUExecutionProvider"] for b in s.sessions.backends.values())
+        s = Scorer(artifact, RunOptions(providers=gpu, allow_cpu_fallback=True))
+    assert all(b.providers == ["CPUExecutionProvider"] for r in s.runners.values() for b in r.backends)
 
 
 def test_export_records_gates_and_keeps_only_passing_int8(artifact):
@@ -132,18 +133,18 @@ def every_precision(artifact):
 
 def test_every_available_backend_agrees_with_exact_fp32(artifact, corpus_rows):
     texts = [r["text"] for r in corpus_rows[:300]]
-    exact = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
+    exact = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime")).score_texts(texts)
     options = {
-        "fp32": BackendOptions(precision="fp32"),
-        "int8": BackendOptions(precision="int8", backend="onnxruntime"),  # dynamic int8
-        "bf16": BackendOptions(precision="bf16"),
-        "int8-static": BackendOptions(precision="int8", backend="openvino"),  # NNCF static int8
+        "fp32": RunOptions(precision="fp32"),
+        "int8": RunOptions(precision="int8", backend="onnxruntime"),  # dynamic int8
+        "bf16": RunOptions(precision="bf16"),
+        "int8-static": RunOptions(precision="int8", backend="openvino"),  # NNCF static int8
     }
     runs = {p: options[p] for p in every_precision(artifact)}
     if backends.have("openvino"):
-        runs["openvino-fp32"] = BackendOptions(precision="fp32", backend="openvino")
+        runs["openvino-fp32"] = RunOptions(precision="fp32", backend="openvino")
     for name, opts in runs.items():
-        got = Scorer(artifact, EngineConfig(backend=opts)).score_texts(texts)
+        got = Scorer(artifact, opts).score_texts(texts)
         agreement = np.mean(got.proba.argmax(1) == exact.proba.argmax(1))
         if name in ("fp32", "openvino-fp32"):
             np.testing.assert_allclose(got.proba, exact.proba, atol=1e-4, err_msg=name)

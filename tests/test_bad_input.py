@@ -11,14 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
 from stackscore.engine.readers import open_reader
 from stackscore.errors import InputError, StackscoreError
 
 
 def score(artifact, src, out, **kw):
     kw.setdefault("progress", False)
-    stats = score_file(artifact, src, out, ScoreOptions(**kw))
+    stats = score_file(artifact, src, out, ScoreOptions.from_kwargs(**kw))
     return stats, [orjson.loads(l) for l in out.read_bytes().splitlines()]
 
 
@@ -82,7 +83,7 @@ def test_empty_input_gives_empty_output_in_every_format(artifact, tmp_path):
         src = tmp_path / f"empty.{fmt}"
         src.write_bytes(b"")
         out = tmp_path / f"o-{fmt}.parquet"
-        stats = score_file(artifact, src, out, ScoreOptions(progress=False))
+        stats = score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False))
         assert stats.rows == 0 and pq.read_table(out).num_rows == 0
         assert "prob_positive" in pq.read_table(out).column_names
 
@@ -91,12 +92,12 @@ def test_output_path_problems(artifact, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("hello\n")
     with pytest.raises(StackscoreError, match="does not exist"):
-        score_file(artifact, src, tmp_path / "no" / "dir" / "o.jsonl", ScoreOptions(progress=False))
+        score_file(artifact, src, tmp_path / "no" / "dir" / "o.jsonl", ScoreOptions.from_kwargs(progress=False))
     (tmp_path / "adir.jsonl").mkdir()
     with pytest.raises(StackscoreError, match="is a directory"):
-        score_file(artifact, src, tmp_path / "adir.jsonl", ScoreOptions(progress=False))
+        score_file(artifact, src, tmp_path / "adir.jsonl", ScoreOptions.from_kwargs(progress=False))
     with pytest.raises(InputError, match="cannot write format 'txt'"):
-        score_file(artifact, src, tmp_path / "o.txt", ScoreOptions(progress=False))
+        score_file(artifact, src, tmp_path / "o.txt", ScoreOptions.from_kwargs(progress=False))
 
 
 def test_jsonl_text_field_missing_lists_fields(tmp_path):
@@ -109,7 +110,7 @@ def test_jsonl_text_field_missing_lists_fields(tmp_path):
 def test_summary_counts_errors_by_reason(artifact, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "good"}\n{"text": null}\n{"text": null}\n{"x": 1}\n')
-    stats = score_file(artifact, src, tmp_path / "o.jsonl", ScoreOptions(progress=False))
+    stats = score_file(artifact, src, tmp_path / "o.jsonl", ScoreOptions.from_kwargs(progress=False))
     assert stats.errors["field 'text' is null"] == 2 and stats.scored == 1 and stats.rows == 4
     summary = stats.summary()
     assert "errored 3" in summary and "error x2: field 'text' is null" in summary
@@ -136,8 +137,7 @@ def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_
         lines.append(r.encode() if isinstance(r, str) else orjson.dumps({"id": f"r{i}", **r}))
     payload = b"".join(l + b"\n" for l in lines)
     src.write_bytes(gzip.compress(payload) if gz else payload)
-    opts = ScoreOptions(progress=False, chunk_rows=chunk_rows, on_error=on_error)
-    opts.engine.token_budget = budget
+    opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=chunk_rows, on_error=on_error, token_budget=budget)
     out = d / "o.jsonl"
     stats = score_file(artifact, src, out, opts)
     got = [orjson.loads(l) for l in out.read_bytes().splitlines()]

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
 from stackscore.manifest import load_manifest
 
 
@@ -79,7 +80,7 @@ def test_every_input_format_scores_all_rows_in_order(artifact, corpus_rows, tmp_
     src = tmp_path / name
     write_input(src, rows)
     out = tmp_path / "out.jsonl"
-    stats = score_file(artifact, src, out, ScoreOptions(chunk_rows=128, progress=False))
+    stats = score_file(artifact, src, out, ScoreOptions.from_kwargs(chunk_rows=128, progress=False))
     got = read_output(out)
     assert stats.rows == len(got) == len(rows)
     expected_ids = [None] * len(rows) if name.startswith("in.txt") else [r["id"] for r in rows]  # text files have no ids
@@ -95,7 +96,7 @@ def test_formats_agree_and_outputs_round_trip(artifact, corpus_rows, tmp_path):
     write_input(tmp_path / "in.jsonl", rows)
     results = {}
     for out_name in ["o.jsonl", "o.jsonl.gz", "o.csv", "o.parquet"]:
-        score_file(artifact, tmp_path / "in.jsonl", tmp_path / out_name, ScoreOptions(progress=False))
+        score_file(artifact, tmp_path / "in.jsonl", tmp_path / out_name, ScoreOptions.from_kwargs(progress=False))
         results[out_name] = read_output(tmp_path / out_name)
     base = results["o.jsonl"]
     for name, got in results.items():
@@ -109,10 +110,8 @@ def test_token_budget_and_window_do_not_change_results(artifact, corpus_rows, tm
     write_input(tmp_path / "in.jsonl", corpus_rows)
     a = tmp_path / "a.jsonl"
     b = tmp_path / "b.jsonl"
-    score_file(artifact, tmp_path / "in.jsonl", a, ScoreOptions(progress=False))
-    opts = ScoreOptions(progress=False, chunk_rows=97)
-    opts.engine.token_budget = 300
-    opts.engine.max_batch_rows = 7
+    score_file(artifact, tmp_path / "in.jsonl", a, ScoreOptions.from_kwargs(progress=False))
+    opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=97, token_budget=300, max_batch_rows=7)
     score_file(artifact, tmp_path / "in.jsonl", b, opts)
     ra, rb = read_output(a), read_output(b)
     assert [r["id"] for r in ra] == [r["id"] for r in rb]
@@ -128,7 +127,7 @@ def test_engine_logits_match_pytorch_and_stack_matches_sklearn(fitted, corpus_ro
     rows = corpus_rows[:64]
     write_input(tmp_path / "in.jsonl", rows)
     out = tmp_path / "o.jsonl"
-    score_file(fitted / "artifact", tmp_path / "in.jsonl", out, ScoreOptions(progress=False, with_model_outputs=True))
+    score_file(fitted / "artifact", tmp_path / "in.jsonl", out, ScoreOptions.from_kwargs(progress=False, with_model_outputs=True))
     got = read_output(out)
     texts = [r["text"] for r in rows]
     logits = {}
@@ -165,7 +164,7 @@ def test_bad_rows_are_reported_not_dropped(artifact, tmp_path):
         b'{"id": "g", "text": "awful and boring"}\n'
     )
     out = tmp_path / "o.jsonl"
-    stats = score_file(artifact, src, out, ScoreOptions(progress=False))
+    stats = score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False))
     got = read_output(out)
     assert len(got) == stats.rows == 7 and stats.scored == 2 and stats.errored == 5
     assert [g["id"] for g in got] == ["a", "b", None, "d", "e", "f", "g"]  # one id type: no row number for "{not json}"
@@ -181,9 +180,9 @@ def test_output_is_not_overwritten_without_flag(artifact, corpus_rows, tmp_path)
 
     write_input(tmp_path / "in.jsonl", corpus_rows[:5])
     out = tmp_path / "o.jsonl"
-    score_file(artifact, tmp_path / "in.jsonl", out, ScoreOptions(progress=False))
+    score_file(artifact, tmp_path / "in.jsonl", out, ScoreOptions.from_kwargs(progress=False))
     with pytest.raises(StackscoreError, match="--overwrite"):
-        score_file(artifact, tmp_path / "in.jsonl", out, ScoreOptions(progress=False))
+        score_file(artifact, tmp_path / "in.jsonl", out, ScoreOptions.from_kwargs(progress=False))
 
 
 SCORING_IMPORT_CHECK = """
@@ -193,7 +192,7 @@ from stackscore.engine import ScoreOptions, score_file
 from stackscore.cli import app
 e = Ensemble.load(sys.argv[1])
 e.predict_proba(["a fine film", "not good"])
-score_file(sys.argv[1], sys.argv[2], sys.argv[3], ScoreOptions(progress=False))
+score_file(sys.argv[1], sys.argv[2], sys.argv[3], ScoreOptions.from_kwargs(progress=False))
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "sklearn", "scipy", "skl2onnx"))
 print("FORBIDDEN:" + ",".join(bad))
 """

@@ -7,15 +7,18 @@ What needs a real GPU (CUDA kernels, TensorRT engines, the speed) is measured by
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stackscore.engine.backends import BackendOptions, choose
+from stackscore.engine.backends import choose
+from stackscore.options import RunOptions
 from stackscore.engine.backends.gpu import CPU, CUDA, TENSORRT, GpuOptions, buckets_for, provider_list, tensorrt_options
 from stackscore.engine.batcher import build_batch, plan_batches
-from stackscore.engine.scorer import EngineConfig, Scorer
+from stackscore.engine.scorer import Scorer
 from stackscore.manifest import load_manifest
 
 from test_batcher import encoded_from
@@ -77,9 +80,9 @@ def test_bucketed_batches_cover_every_row_once_at_bucket_widths(lengths, budget,
 
 def test_io_binding_gives_the_same_logits_as_plain_run(artifact, corpus_rows):
     texts = [r["text"] for r in corpus_rows[:200]]
-    plain = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
-    bound_scorer = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime", io_binding=True)))
-    assert all(b.io_binding for b in bound_scorer.sessions.backends.values())
+    plain = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime")).score_texts(texts)
+    bound_scorer = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", io_binding=True))
+    assert all(b.io_binding for r in bound_scorer.runners.values() for b in r.backends)
     bound = bound_scorer.score_texts(texts)
     np.testing.assert_array_equal(bound.proba, plain.proba)
 
@@ -87,12 +90,12 @@ def test_io_binding_gives_the_same_logits_as_plain_run(artifact, corpus_rows):
 def test_two_devices_share_the_batches_and_keep_row_order(artifact, corpus_rows):
     """Two GPUs requested, none present: with fallback allowed, two CPU pools play the GPUs."""
     texts = [r["text"] for r in corpus_rows]
-    one = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32"), bucket_lengths=True)).score_texts(texts)
-    opts = BackendOptions(precision="fp32", providers=[CUDA, CPU], allow_cpu_fallback=True, gpu=GpuOptions(device_ids=[0, 1]))
+    one = Scorer(artifact, RunOptions(precision="fp32", bucket_lengths=True)).score_texts(texts)
+    opts = RunOptions(precision="fp32", providers=[CUDA, CPU], allow_cpu_fallback=True, gpu=GpuOptions(device_ids=[0, 1]))
     with pytest.warns(RuntimeWarning, match="falling back"):
-        two = Scorer(artifact, EngineConfig(backend=opts, token_budget=256))
-    assert len(two.pools) == 2 and two._workers is not None
-    assert all(w in two.buckets["bert"] for w in (16, 32, 64))  # GPU providers asked: lengths bucketed
+        two = Scorer(artifact, replace(opts, token_budget=256))
+    assert len(two.runners["bert"].backends) == 2 and two.runners["bert"]._workers is not None
+    assert all(w in two.runners["bert"].buckets for w in (16, 32, 64))  # GPU providers asked: lengths bucketed
     got = two.score_texts(texts)
     np.testing.assert_allclose(got.proba, one.proba, atol=1e-5)
     assert got.padded_tokens >= got.real_tokens > 0
@@ -115,14 +118,14 @@ def test_fp16_graph_is_fused_gated_and_runs(artifact, corpus_rows):
             assert g.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     if all("fp16" in s.graphs for s in m.models):
         texts = [r["text"] for r in corpus_rows[:200]]
-        exact = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp32", backend="onnxruntime"))).score_texts(texts)
-        half = Scorer(artifact, EngineConfig(backend=BackendOptions(precision="fp16"))).score_texts(texts)
+        exact = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime")).score_texts(texts)
+        half = Scorer(artifact, RunOptions(precision="fp16")).score_texts(texts)
         assert np.abs(half.proba - exact.proba).max() < 0.01
         assert np.mean(half.proba.argmax(1) == exact.proba.argmax(1)) >= 0.99
 
 
 def test_gpu_auto_precision_is_fp16_on_gpu_providers(artifact):
-    gpu = BackendOptions(precision="auto", providers=[CUDA, CPU])
+    gpu = RunOptions(precision="auto", providers=[CUDA, CPU])
     for s in load_manifest(artifact).models:
         assert choose(s, gpu).precision == ("fp16" if "fp16" in s.graphs else "fp32")
         assert choose(s, gpu).backend == "onnxruntime"  # never OpenVINO on a GPU request

@@ -9,14 +9,15 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pytest
 
-from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
 
 BIG = 10**30
 
 
 def run(artifact, src, out, **kw):
     kw.setdefault("progress", False)
-    return score_file(artifact, src, out, ScoreOptions(**kw))
+    return score_file(artifact, src, out, ScoreOptions.from_kwargs(**kw))
 
 
 def test_string_ids_stay_strings_next_to_bad_rows_and_arrow_reads_the_output(artifact, tmp_path):

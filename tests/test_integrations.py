@@ -12,12 +12,13 @@ import orjson
 import pandas as pd
 import pytest
 
-from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
 
 
 def local_results(artifact, src, tmp_path) -> list[dict]:
     out = tmp_path / "local.jsonl"
-    score_file(artifact, src, out, ScoreOptions(progress=False, overwrite=True))
+    score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, overwrite=True))
     return [orjson.loads(l) for l in out.read_bytes().splitlines()]
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from stackscore.engine import committer as committer_mod
 from stackscore.engine.committer import OutputLock
-from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
 from stackscore.engine.writers import JsonlWriter
 from stackscore.errors import InputError, StackscoreError
 from stackscore.train.corpus import generate
@@ -42,7 +43,7 @@ def test_output_that_is_the_input_is_refused_even_with_overwrite(artifact, mediu
     elif link == "hardlink":
         os.link(src, out)
     with pytest.raises(StackscoreError, match="this is the input file"):
-        score_file(artifact, src, out, ScoreOptions(progress=False, overwrite=True))
+        score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, overwrite=True))
     assert src.read_bytes() == medium.read_bytes()
 
 
@@ -79,12 +80,12 @@ def test_a_stale_lock_is_taken_over(artifact, medium, tmp_path):
     dead.wait()
     out = tmp_path / "o.jsonl"
     (tmp_path / "o.jsonl.lock").write_text(f"{dead.pid} 1\n")  # a killed run's lock
-    stats = score_file(artifact, medium, out, ScoreOptions(progress=False))
+    stats = score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False))
     assert stats.rows == 3000 and not (tmp_path / "o.jsonl.lock").exists()
     held = OutputLock(out).acquire()  # a live holder (this process) is respected
     try:
         with pytest.raises(StackscoreError, match=f"another stackscore run \\(pid {os.getpid()}\\)"):
-            score_file(artifact, medium, out, ScoreOptions(progress=False, overwrite=True))
+            score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False, overwrite=True))
     finally:
         held.release()
 
@@ -106,7 +107,7 @@ def test_input_growing_during_the_run_is_refused_or_scored_as_its_snapshot(artif
                 with open(src, "ab") as fh:
                     fh.write(rest)
 
-        return score_file(artifact, src, out, ScoreOptions(progress=False, chunk_rows=64, queue_depth=1, on_progress=grow, allow_growing_input=allow))
+        return score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, window_rows=64, queue_depth=1, on_progress=grow, allow_growing_input=allow))
 
     with pytest.raises(InputError, match=r"in.jsonl: the file changed while it was read \(.* bytes at the start, .* now.*--allow-growing-input"):
         run(tmp_path / "in.jsonl", tmp_path / "a.jsonl", allow=False)
@@ -120,28 +121,28 @@ def test_input_growing_during_the_run_is_refused_or_scored_as_its_snapshot(artif
 def test_unterminated_last_line_of_an_unchanged_file_is_still_an_error_row(artifact, tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_bytes(b'{"id": "a", "text": "fine"}\n{"id": "b", "te')
-    stats = score_file(artifact, src, tmp_path / "o.jsonl", ScoreOptions(progress=False))
+    stats = score_file(artifact, src, tmp_path / "o.jsonl", ScoreOptions.from_kwargs(progress=False))
     assert stats.rows == 2 and stats.errored == 1
 
 
 # -- disk full ---------------------------------------------------------------------------------
 def test_disk_full_is_said_before_assembling_and_resume_finishes(artifact, medium, tmp_path, monkeypatch):
     clean = tmp_path / "clean.jsonl"
-    score_file(artifact, medium, clean, ScoreOptions(progress=False, chunk_rows=256))
+    score_file(artifact, medium, clean, ScoreOptions.from_kwargs(progress=False, window_rows=256))
     out = tmp_path / "o.jsonl"
     real = committer_mod.shutil.disk_usage
     monkeypatch.setattr(committer_mod.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
     with pytest.raises(StackscoreError, match=r"o.jsonl: assembling the output needs about .* MB free .*twice the output's size.*0.0 MB is free; the parts are kept .*--resume"):
-        score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256))
+        score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False, window_rows=256))
     assert not out.exists() and (tmp_path / "o.jsonl.parts" / "progress.json").exists()
     monkeypatch.setattr(committer_mod.shutil, "disk_usage", real)
-    score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256, resume=True))
+    score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False, window_rows=256, resume=True))
     assert out.read_bytes() == clean.read_bytes()
 
 
 def test_no_space_left_while_writing_is_one_line_and_resumable(artifact, medium, tmp_path, monkeypatch):
     clean = tmp_path / "clean.jsonl"
-    score_file(artifact, medium, clean, ScoreOptions(progress=False, chunk_rows=256))
+    score_file(artifact, medium, clean, ScoreOptions.from_kwargs(progress=False, window_rows=256))
     out = tmp_path / "o.jsonl"
     real_write, calls = JsonlWriter.write, {"n": 0}
 
@@ -153,10 +154,10 @@ def test_no_space_left_while_writing_is_one_line_and_resumable(artifact, medium,
 
     monkeypatch.setattr(JsonlWriter, "write", full_disk)
     with pytest.raises(StackscoreError, match=r"o.jsonl: no space left on the device while writing .*writing.jsonl.*twice the output's size.*--resume") as err:
-        score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256))
+        score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False, window_rows=256))
     assert "\n" not in str(err.value)
     monkeypatch.setattr(JsonlWriter, "write", real_write)
-    stats = score_file(artifact, medium, out, ScoreOptions(progress=False, chunk_rows=256, resume=True))
+    stats = score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False, window_rows=256, resume=True))
     assert stats.resumed_from == 3 * 256 and out.read_bytes() == clean.read_bytes()
 
 
@@ -189,7 +190,7 @@ def test_progress_percent_follows_the_windows_written_not_the_read_ahead(tmp_pat
     src.write_bytes(b"".join(b'{"text": "row %d %s"}\n' % (i, b"x" * 200) for i in range(40_000)))  # ~9 MB
     snap = Snapshot(src)
     progress = _Progress(True, snap)
-    chunks = progress.track(open_reader(src, chunk_rows=4000, snapshot=snap))
+    chunks = progress.track(open_reader(src, window_rows=4000, snapshot=snap))
     for _ in range(5):  # the reader is five windows ahead ...
         next(chunks)
     stats = ScoreStats()

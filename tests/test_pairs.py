@@ -56,7 +56,7 @@ def pair_fit(tmp_path_factory, pair_data) -> tuple[Path, Path]:
 def test_pair_graph_takes_token_types_and_matches_pytorch(pair_fit, pair_data):
     from stackscore import Ensemble
     from stackscore.engine.backends.ort import OrtBackend
-    from stackscore.engine.backends import BackendOptions
+    from stackscore.options import RunOptions
     from stackscore.manifest import load_manifest
 
     artifact, ckpt = pair_fit
@@ -73,8 +73,8 @@ def test_pair_graph_takes_token_types_and_matches_pytorch(pair_fit, pair_data):
     _, outs = ens.predict_proba(a, text_pairs=b, return_model_outputs=True)
     assert np.abs(outs["fixed"] - logits).max() < 1e-4
     # The predictions depend on token types: the same ids with all-zero types give other logits.
-    backend = OrtBackend(artifact / fixed.graphs["fp32"], fixed, BackendOptions())
-    enc = ens.scorer.tokenizers[ens.scorer.model_tokenizer["fixed"]].encode(list(zip(a[:4], b[:4])))
+    backend = OrtBackend(artifact / fixed.graphs["fp32"], fixed, RunOptions())
+    enc = ens.scorer.runners["fixed"].tokenizer.encode(list(zip(a[:4], b[:4])))
     from stackscore.engine.batcher import build_batch
 
     batch = build_batch(enc, np.arange(4), fixed.pad_id)

@@ -29,7 +29,7 @@ def test_detect_format():
 def test_jsonl_bom_crlf_blank_lines_and_no_ids(tmp_path):
     p = tmp_path / "a.jsonl"
     p.write_bytes(b'\xef\xbb\xbf{"text": "one"}\r\n\r\n{"text": "two"}\r\n   \n{"text": "three"}')
-    # No id field: ids stay None (never the row number); the row number is Chunk.start + i.
+    # No id field: ids stay None (never the row number); the row number is Window.start + i.
     assert rows_of(p) == [(None, "one", None), (None, "two", None), (None, "three", None)]
 
 
@@ -43,7 +43,7 @@ def test_jsonl_id_field_and_labels(tmp_path):
 def test_chunking_keeps_row_numbers(tmp_path):
     p = tmp_path / "a.txt"
     p.write_text("".join(f"line {i}\n" for i in range(10)))
-    chunks = list(open_reader(p, chunk_rows=4))
+    chunks = list(open_reader(p, window_rows=4))
     assert [c.start for c in chunks] == [0, 4, 8] and sum(len(c) for c in chunks) == 10
 
 

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from stackscore.engine.committer import CommittedOutput
-from stackscore.engine.pipeline import ScoreOptions, score_file
+from stackscore.engine.pipeline import score_file
+from stackscore.options import ScoreOptions
 from stackscore.errors import InputError, StackscoreError
 from stackscore.train.corpus import generate
 
@@ -72,7 +73,7 @@ class Crash(RuntimeError):
 def test_resume_after_a_crash_mid_run_equals_a_clean_run(artifact, big_input, tmp_path, monkeypatch, name):
     opts = dict(chunk_rows=512, progress=False)
     clean = tmp_path / ("clean-" + name)
-    score_file(artifact, big_input, clean, ScoreOptions(**opts))
+    score_file(artifact, big_input, clean, ScoreOptions.from_kwargs(**opts))
     out = tmp_path / name
     real_commit = CommittedOutput.commit
     calls = {"n": 0}
@@ -85,12 +86,12 @@ def test_resume_after_a_crash_mid_run_equals_a_clean_run(artifact, big_input, tm
 
     monkeypatch.setattr(CommittedOutput, "commit", crashing)
     with pytest.raises(Crash):
-        score_file(artifact, big_input, out, ScoreOptions(**opts))
+        score_file(artifact, big_input, out, ScoreOptions.from_kwargs(**opts))
     monkeypatch.setattr(CommittedOutput, "commit", real_commit)
     assert not out.exists()
     with pytest.raises(StackscoreError, match="--resume"):
-        score_file(artifact, big_input, out, ScoreOptions(**opts))
-    stats = score_file(artifact, big_input, out, ScoreOptions(resume=True, **opts))
+        score_file(artifact, big_input, out, ScoreOptions.from_kwargs(**opts))
+    stats = score_file(artifact, big_input, out, ScoreOptions.from_kwargs(resume=True, **opts))
     assert stats.resumed_from == 4 * 512 and stats.rows == 12000 - 4 * 512
     assert out.read_bytes() == clean.read_bytes()
 
@@ -106,21 +107,21 @@ def test_resume_refuses_a_changed_input(artifact, big_input, tmp_path, monkeypat
 
     monkeypatch.setattr(CommittedOutput, "commit", crash_once)
     with pytest.raises(Crash):
-        score_file(artifact, src, out, ScoreOptions(progress=False))
+        score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False))
     monkeypatch.setattr(CommittedOutput, "commit", real_commit)
     # No part was committed: resume simply starts over.
-    score_file(artifact, src, out, ScoreOptions(progress=False, resume=True, overwrite=True))
+    score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, resume=True, overwrite=True))
     assert sum(1 for _ in open(out, "rb")) == 12000
 
 
 def test_on_error_skip_and_fail(artifact, big_input, tmp_path):
     out = tmp_path / "skip.jsonl"
-    stats = score_file(artifact, big_input, out, ScoreOptions(progress=False, on_error="skip"))
+    stats = score_file(artifact, big_input, out, ScoreOptions.from_kwargs(progress=False, on_error="skip"))
     lines = out.read_bytes().splitlines()
     assert stats.rows == 12000 and stats.errored == 1 and len(lines) == 11999
     assert b'"bad"' not in out.read_bytes()
     with pytest.raises(InputError, match=r"line 78: missing field 'text'.*--on-error fail"):
-        score_file(artifact, big_input, tmp_path / "fail.jsonl", ScoreOptions(progress=False, on_error="fail"))
+        score_file(artifact, big_input, tmp_path / "fail.jsonl", ScoreOptions.from_kwargs(progress=False, on_error="fail"))
 
 
 def test_ctrl_c_stops_cleanly_with_parts_committed_then_resumes(artifact, big_input, tmp_path):

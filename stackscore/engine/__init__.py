@@ -1,10 +1,11 @@
-"""Scoring world: readers -> tokenize -> batcher -> session_pool -> fusion_stage -> writers.
+"""Scoring world: readers -> tokenize -> runner (batcher + backends) -> fusion_stage -> writers.
 
 ``pipeline.score_file`` wires the stages with threads and bounded queues; ``scorer.Scorer`` holds
-an artifact's tokenizers, sessions and fusion stage. Imports no torch, transformers or sklearn.
+one ``runner`` per base model and the fusion stage. Imports no torch, transformers or sklearn.
 """
 
-from .pipeline import ScoreOptions, score_file
-from .scorer import EngineConfig, Scorer
+from ..options import RunOptions, ScoreOptions
+from .pipeline import score_file
+from .scorer import Scorer
 
-__all__ = ["EngineConfig", "ScoreOptions", "Scorer", "score_file"]
+__all__ = ["RunOptions", "ScoreOptions", "Scorer", "score_file"]

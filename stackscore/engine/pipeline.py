@@ -16,7 +16,6 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -25,35 +24,16 @@ import numpy as np
 from ..errors import InputError, StackscoreError
 from ..tasks import activate
 from .committer import CommittedOutput, OutputLock, check_output_path
-from .readers import Chunk, Snapshot, open_reader
-from .scorer import EngineConfig, Scorer, ScoredWindow
+from .readers import Window, Snapshot, open_reader
+from ..options import ScoreOptions, WriteOptions, fingerprint_options
+from .scorer import Scorer, ScoredWindow
 from .stats import ScoreStats
 from .writers import ResultBlock
 
 _DONE = object()
 
 
-@dataclass
-class ScoreOptions:
-    text_field: str = "text"
-    text_pair_field: str | None = None  # sentence-pair artifacts: the second text's field
-    id_field: str | None = None
-    label_field: str | None = None
-    chunk_rows: int = 4096
-    queue_depth: int = 2
-    with_model_outputs: bool = False
-    with_contributions: bool = False
-    encoding_errors: str = "strict"  # strict (row is an error) | replace (U+FFFD, scored)
-    on_error: str = "record"  # record (row written with its error) | skip (counted, not written) | fail
-    overwrite: bool = False
-    resume: bool = False
-    allow_growing_input: bool = False  # input changed during the run: warn and score the snapshot (default: fail)
-    progress: bool = True
-    on_progress: Callable[[ScoreStats], None] | None = None  # called after every written window
-    engine: EngineConfig = field(default_factory=EngineConfig)
-
-
-def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str], opts: ScoreOptions, task: str = "single_label", thresholds: np.ndarray | None = None) -> ResultBlock:
+def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str], opts: WriteOptions, task: str = "single_label", thresholds: np.ndarray | None = None) -> ResultBlock:
     """Vectorized: one (n, k) scatter per column family, no per-row Python except label names.
 
     Columns by task: single-label ``label``, ``score``, ``prob_<label>``; multi-label ``labels``
@@ -162,7 +142,7 @@ def _get(q: queue.Queue, failed: threading.Event) -> Any:
                 return _DONE
 
 
-def run_pipeline(scorer: Scorer, chunks: Iterator[Chunk], sink: Callable[[ScoredWindow], None], opts: ScoreOptions, stats: ScoreStats, on_progress: Callable[[ScoreStats], None] | None = None) -> None:
+def run_pipeline(scorer: Scorer, chunks: Iterator[Window], sink: Callable[[ScoredWindow], None], opts: ScoreOptions, stats: ScoreStats, on_progress: Callable[[ScoreStats], None] | None = None) -> None:
     """Drive chunks through encode -> infer -> sink with one thread per stage."""
     failed = threading.Event()
     q_in: queue.Queue = queue.Queue(maxsize=opts.queue_depth)
@@ -220,7 +200,7 @@ class _Progress:
         self.last = 0.0
         self.marks: list[tuple[int, int]] = []  # (input rows up to the end of a window, bytes read then)
 
-    def track(self, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    def track(self, chunks: Iterator[Window]) -> Iterator[Window]:
         for c in chunks:
             read = self.snapshot.bytes_read if self.snapshot is not None else None
             if read is not None:
@@ -260,7 +240,7 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _skip_done(chunks: Iterator[Chunk], rows_done: int) -> Iterator[Chunk]:
+def _skip_done(chunks: Iterator[Window], rows_done: int) -> Iterator[Window]:
     """Drop the rows a resumed run already committed (chunk boundaries are deterministic)."""
     for c in chunks:
         end = c.start + len(c)
@@ -268,20 +248,20 @@ def _skip_done(chunks: Iterator[Chunk], rows_done: int) -> Iterator[Chunk]:
             continue
         if c.start < rows_done:
             cut = rows_done - c.start
-            c = Chunk(
+            c = Window(
                 rows_done, c.ids[cut:], c.texts[cut:], c.errors[cut:], c.labels[cut:] if c.labels is not None else None,
                 c.id_type, pairs=c.pairs[cut:] if c.pairs is not None else None,
             )
         yield c
 
 
-def _raise_first_error(chunk: Chunk, path: Path) -> None:
+def _raise_first_error(chunk: Window, path: Path) -> None:
     for e in chunk.errors:
         if e is not None:
             raise InputError(f"{path}: {e} (--on-error fail)")
 
 
-def _fail_fast(chunks: Iterator[Chunk], path: Path) -> Iterator[Chunk]:
+def _fail_fast(chunks: Iterator[Window], path: Path) -> Iterator[Window]:
     for c in chunks:
         _raise_first_error(c, path)
         yield c
@@ -293,8 +273,8 @@ def check_pair_option(scorer: Scorer, text_pair_field: str | None) -> None:
         raise StackscoreError(f"{scorer.artifact_dir}: this ensemble was fitted on sentence pairs: name the second text's field with --text-pair-field")
     if text_pair_field and not scorer.text_pair:
         raise StackscoreError(f"{scorer.artifact_dir}: this ensemble scores single texts; --text-pair-field '{text_pair_field}' does not apply")
-    if scorer.text_pair and scorer.config.long_text != "truncate":
-        raise StackscoreError(f"--long-text {scorer.config.long_text} applies to single texts; sentence pairs are truncated longest-first")
+    if scorer.text_pair and scorer.options.long_text != "truncate":
+        raise StackscoreError(f"--long-text {scorer.options.long_text} applies to single texts; sentence pairs are truncated longest-first")
 
 
 def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions, snapshot: Snapshot | None = None) -> dict[str, Any]:
@@ -308,13 +288,9 @@ def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions, snapshot: 
         "input_size": snapshot.size,
         "input_mtime_ns": snapshot.mtime_ns,
         "manifest_sha256": sha256_file(manifest),
-        "options": {
-            "text_field": opts.text_field, "text_pair_field": opts.text_pair_field, "id_field": opts.id_field, "chunk_rows": opts.chunk_rows,
-            "on_error": opts.on_error, "encoding_errors": opts.encoding_errors, "with_model_outputs": opts.with_model_outputs,
-            "with_contributions": opts.with_contributions, "long_text": scorer.config.long_text,
-            # the backend/precision each model actually runs on: "auto" may resolve differently elsewhere
-            "backends": scorer.sessions.describe(),
-        },
+        # the output-shaping options, and the backend/precision each model actually runs on
+        # ("auto" may resolve differently elsewhere)
+        "options": {**fingerprint_options(opts), "backends": scorer.describe()},
     }
 
 
@@ -326,37 +302,38 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     for the whole run, and the input is read as it was when the run started (``Snapshot``).
     """
     opts = opts or ScoreOptions()
-    if opts.on_error not in ("record", "skip", "fail"):
-        raise StackscoreError(f"--on-error must be record, skip or fail, not '{opts.on_error}'")
+    if isinstance(artifact, Scorer) and artifact.options != opts.run:
+        raise StackscoreError("score_file was given a Scorer built with other run options than opts.run: build opts with run=scorer.options")
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, input_path)
+    read = opts.read
     with OutputLock(output_path):  # before anything is loaded: a second run fails fast
-        snapshot = Snapshot(input_path, opts.allow_growing_input) if input_path.is_file() else None
+        snapshot = Snapshot(input_path, read.allow_growing_input) if input_path.is_file() else None
         chunks = open_reader(
-            input_path, opts.text_field, opts.id_field, opts.label_field, opts.chunk_rows, encoding_errors=opts.encoding_errors,
-            snapshot=snapshot, pair_field=opts.text_pair_field,
+            input_path, read.text_field, read.id_field, read.label_field, read.window_rows, encoding_errors=read.encoding_errors,
+            snapshot=snapshot, pair_field=read.text_pair_field,
         )
-        scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.engine)
-        check_pair_option(scorer, opts.text_pair_field)
-        out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts, snapshot), resume=opts.resume, overwrite=opts.overwrite)
+        scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.run)
+        check_pair_option(scorer, read.text_pair_field)
+        out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts, snapshot), resume=opts.write.resume, overwrite=opts.write.overwrite)
         return _run(scorer, chunks, out, input_path, opts, snapshot)
 
 
-def _run(scorer: Scorer, chunks: Iterator[Chunk], out: CommittedOutput, input_path: Path, opts: ScoreOptions, snapshot: Snapshot | None) -> ScoreStats:
+def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_path: Path, opts: ScoreOptions, snapshot: Snapshot | None) -> ScoreStats:
     if out.rows_done:
         chunks = _skip_done(chunks, out.rows_done)
         if opts.progress:
             print(f"  resuming after {out.rows_done:,} committed rows", file=sys.stderr)
-    if opts.on_error == "fail":
+    if opts.write.on_error == "fail":
         chunks = _fail_fast(chunks, input_path)
-    stats = ScoreStats(resumed_from=out.rows_done, backends=scorer.sessions.describe())
+    stats = ScoreStats(resumed_from=out.rows_done, backends=scorer.describe())
     progress = _Progress(opts.progress, snapshot)
     chunks = progress.track(chunks)
 
     def sink(scored: ScoredWindow) -> None:
-        if opts.on_error == "fail":  # rows that failed at inference (non-finite output)
+        if opts.write.on_error == "fail":  # rows that failed at inference (non-finite output)
             _raise_first_error(scored.chunk, input_path)
-        out.commit(result_block(scored, scorer.labels, scorer.model_names, opts, scorer.fusion.task, scorer.fusion.thresholds), len(scored.chunk))
+        out.commit(result_block(scored, scorer.labels, scorer.model_names, opts.write, scorer.fusion.task, scorer.fusion.thresholds), len(scored.chunk))
 
     try:
         def report(st: ScoreStats) -> None:
@@ -366,7 +343,7 @@ def _run(scorer: Scorer, chunks: Iterator[Chunk], out: CommittedOutput, input_pa
 
         run_pipeline(scorer, chunks, sink, opts, stats, report)
         if out.parts == 0:  # an empty input still gives a well-formed, empty output
-            empty = Chunk(0, [], [], [])
+            empty = Window(0, [], [], [])
             k = len(scorer.labels)
             logits = {m: np.zeros((0, k)) for m in scorer.model_names}
             contributions = scorer.fusion.contributions([logits[m] for m in scorer.model_names])

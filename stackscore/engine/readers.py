@@ -1,12 +1,12 @@
 """Streaming readers: JSON Lines, CSV/TSV, Parquet and plain text, each optionally gzip.
 
-Every reader yields :class:`Chunk` objects of at most ``chunk_rows`` rows, so memory does not
+Every reader yields :class:`Window` objects of at most ``window_rows`` rows, so memory does not
 grow with the file. A row that cannot be scored (bad JSON, missing or non-string text) is not
 dropped: it travels as an error record with its row number, and the writer emits it in place.
 Parsing is delegated to orjson (JSONL) and pyarrow (CSV, Parquet).
 
 Ids are the id field's values as read, never made up: a row without one (or whose id cannot be
-read) has ``None``, and the row number travels separately (``Chunk.start + i``), so an output
+read) has ``None``, and the row number travels separately (``Window.start + i``), so an output
 column never mixes the input's ids with row numbers.
 """
 
@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import orjson
 
 from ..errors import InputError
+from ..options import ReadOptions
 
 FORMATS = ("jsonl", "csv", "tsv", "parquet", "txt")
 _SUFFIX = {
@@ -79,8 +80,10 @@ class RawNumber:
 
 
 @dataclass
-class Chunk:
-    """Up to ``chunk_rows`` consecutive input rows. ``texts[i]`` is None when ``errors[i]`` says why."""
+class Window:
+    """A window: up to ``window_rows`` consecutive input rows, the unit every stage works on (the
+    scorer sorts it by length for batching and scatters it back). ``texts[i]`` is None when
+    ``errors[i]`` says why."""
 
     start: int  # 0-based row number of the first row in the input
     ids: list[Any]  # the id field's values as read; None where a row has none or it is unreadable
@@ -111,11 +114,11 @@ def _text_error(value: Any, field_name: str) -> str | None:
     return None
 
 
-class _ChunkBuilder:
+class _WindowBuilder:
     """Accumulates rows and emits full chunks; one place for the id/label/error rules."""
 
-    def __init__(self, chunk_rows: int, with_labels: bool, with_pairs: bool = False):
-        self.chunk_rows = chunk_rows
+    def __init__(self, window_rows: int, with_labels: bool, with_pairs: bool = False):
+        self.window_rows = window_rows
         self.with_labels = with_labels
         self.with_pairs = with_pairs
         self.row = 0
@@ -129,7 +132,7 @@ class _ChunkBuilder:
         self.labels: list[Any] = []
         self.pairs: list[str | None] = []
 
-    def add(self, rid: Any, text: str | None, error: str | None, label: Any = None, pair: str | None = None) -> Chunk | None:
+    def add(self, rid: Any, text: str | None, error: str | None, label: Any = None, pair: str | None = None) -> Window | None:
         self.ids.append(rid)
         self.texts.append(None if error else text)
         self.errors.append(error)
@@ -138,14 +141,14 @@ class _ChunkBuilder:
         if self.with_pairs:
             self.pairs.append(None if error else pair)
         self.row += 1
-        if len(self.ids) >= self.chunk_rows:
+        if len(self.ids) >= self.window_rows:
             return self.flush()
         return None
 
-    def flush(self) -> Chunk | None:
+    def flush(self) -> Window | None:
         if not self.ids:
             return None
-        c = Chunk(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None, pairs=self.pairs if self.with_pairs else None)
+        c = Window(self.start, self.ids, self.texts, self.errors, self.labels if self.with_labels else None, pairs=self.pairs if self.with_pairs else None)
         self._reset()
         return c
 
@@ -268,8 +271,8 @@ def _lines(fh, snap: Snapshot, gz: bool) -> Iterator[bytes]:
     snap.finish()
 
 
-def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Chunk]:
-    b = _ChunkBuilder(chunk_rows, label_field is not None, pair_field is not None)
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
+    b = _WindowBuilder(window_rows, label_field is not None, pair_field is not None)
     id_key = id_field or "id"
     snap = snapshot or Snapshot(path)
     with _open_binary(snap, gz) as fh:
@@ -352,9 +355,9 @@ def _id_despite_bad_bytes(line: bytes, id_key: str) -> Any:
     return rid
 
 
-def read_text(path: Path, gz: bool, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Chunk]:
+def read_text(path: Path, gz: bool, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None) -> Iterator[Window]:
     """One text per line (LF or CRLF); no ids (the output's ``row`` is the 0-based line number)."""
-    b = _ChunkBuilder(chunk_rows, False)
+    b = _WindowBuilder(window_rows, False)
     snap = snapshot or Snapshot(path)
     with _open_binary(snap, gz) as fh:
         for line_no, raw in enumerate(_lines(fh, snap, gz), start=1):
@@ -463,7 +466,7 @@ def _arrow_text(col, field: str, row: int, path: Path, encoding_errors: str) -> 
     return col.to_pylist(), bad, bad_utf8
 
 
-def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Chunk]:
+def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Window]:
     row = 0
     for batch in batches:
         n = batch.num_rows
@@ -483,16 +486,16 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
                     errors[i] = pair_utf8.get(i) or f"row {row + i}: {_text_error(pairs[i], pair_field)}"
                     texts[i] = None
         labels = batch.column(label_field).to_pylist() if label_field else None
-        for s in range(0, n, chunk_rows):
-            e = min(n, s + chunk_rows)
-            yield Chunk(
+        for s in range(0, n, window_rows):
+            e = min(n, s + window_rows)
+            yield Window(
                 row + s, ids[s:e], texts[s:e], errors[s:e], labels[s:e] if labels is not None else None, id_type,
                 pairs=pairs[s:e] if pairs is not None else None,
             )
         row += n
 
 
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Chunk]:
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -529,10 +532,10 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
                 raise InputError(f"{path}: malformed {what}{' or corrupt gzip data' if gz else ''}: {exc}") from None
             yield batch
 
-    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, window_rows, encoding_errors, pair_field)
 
 
-def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, chunk_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Chunk]:
+def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -547,7 +550,7 @@ def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, la
     id_col = _id_column(pf.schema_arrow.names, id_field)
 
     def batches():
-        it = pf.iter_batches(batch_size=chunk_rows, columns=cols)
+        it = pf.iter_batches(batch_size=window_rows, columns=cols)
         while True:
             try:
                 batch = next(it)
@@ -558,7 +561,7 @@ def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, la
                 raise InputError(f"{path}: corrupt Parquet data: {exc}") from None
             yield batch
 
-    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, chunk_rows, encoding_errors, pair_field)
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, window_rows, encoding_errors, pair_field)
 
 
 def open_reader(
@@ -566,19 +569,19 @@ def open_reader(
     text_field: str = "text",
     id_field: str | None = None,
     label_field: str | None = None,
-    chunk_rows: int = 4096,
+    window_rows: int = ReadOptions.window_rows,
     fmt: str | None = None,
     encoding_errors: str = "strict",
     snapshot: Snapshot | None = None,
     allow_growing_input: bool = False,
     pair_field: str | None = None,
-) -> Iterator[Chunk]:
+) -> Iterator[Window]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 
     ``encoding_errors``: ``strict`` marks a row with invalid UTF-8 as an error row; ``replace``
     substitutes U+FFFD and scores it. The file is read as it was when this is called (see
     :class:`Snapshot`; pass one to share it with the caller). ``pair_field``: the second text of
-    sentence pairs (``Chunk.pairs``); a row whose pair is missing or empty is an error row.
+    sentence pairs (``Window.pairs``); a row whose pair is missing or empty is an error row.
     """
     path = Path(path)
     _check_input(path)
@@ -589,13 +592,13 @@ def open_reader(
     if snap.size == 0:
         return iter(())  # an empty file has no rows: the output is empty too
     if dfmt == "jsonl":
-        return read_jsonl(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
+        return read_jsonl(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt in ("csv", "tsv"):
-        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt == "parquet":
-        return read_parquet(path, gz, text_field, id_field, label_field, chunk_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
+        return read_parquet(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt == "txt":
         if id_field or label_field or pair_field:
             raise InputError(f"{path}: plain-text input has no fields; --id-field/--label-field/--text-pair-field do not apply")
-        return read_text(path, gz, chunk_rows, encoding_errors, snapshot=snap)
+        return read_text(path, gz, window_rows, encoding_errors, snapshot=snap)
     raise InputError(f"{path}: unknown format '{dfmt}' (choose from {', '.join(FORMATS)})")

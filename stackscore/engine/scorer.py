@@ -1,41 +1,39 @@
-"""The scorer: an artifact loaded into tokenizers, sessions and a fusion stage.
+"""The scorer: an artifact loaded into one runner per base model and a fusion stage.
 
 It exposes the two steps the pipeline runs on separate threads, ``encode`` (CPU-bound
-tokenization) and ``infer`` (batching, sessions, fusion), and is also what the Python API calls
-directly for in-memory texts.
+tokenization, once per distinct tokenizer) and ``infer`` (each runner's batches, then fusion),
+and is also what the Python API calls directly for in-memory texts. Batching, devices and
+long-text averaging live in the runners (``runner.py``); the scorer only hands them windows.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, StackscoreError
-from ..manifest import Manifest, load_manifest, resolve_inside
-from .backends.gpu import buckets_for
-from .batcher import build_batch, plan_batches
+from ..errors import StackscoreError
+from ..manifest import Manifest, load_manifest
+from ..options import RunOptions
 from .fusion_stage import FusionStage
-from .readers import Chunk
-from .session_pool import BackendOptions, SessionPool
-from .tokenize import Encoded, TextTokenizer
+from .readers import Window
+from .runner import RunStats, TextRunner, runners_for
+from .tokenize import Encoded
 
 
 @dataclass
 class EncodedWindow:
-    chunk: Chunk
-    valid: np.ndarray  # indices (into the chunk) of rows that have text
+    chunk: Window
+    valid: np.ndarray  # indices (into the window) of rows that have text
     encoded: dict[str, Encoded]  # tokenizer key -> encodings of the valid rows
     texts: list[str]  # the valid rows' texts (for string-input models)
 
 
 @dataclass
 class ScoredWindow:
-    chunk: Chunk
+    chunk: Window
     valid: np.ndarray
     proba: np.ndarray  # (len(valid), k)
     logits: dict[str, np.ndarray]  # model -> (len(valid), k)
@@ -44,15 +42,6 @@ class ScoredWindow:
     padded_tokens: int = 0
     truncated: int = 0
     batch_seconds: list[float] = field(default_factory=list)
-
-
-@dataclass
-class EngineConfig:
-    token_budget: int = 2048  # measured: 1024-16384 within 7 % on CPU; 2048 keeps batch latency low
-    max_batch_rows: int = 256
-    long_text: str = "truncate"  # truncate | head-tail | windows (see tokenize.py)
-    backend: BackendOptions = field(default_factory=BackendOptions)
-    bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
 
 
 def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
@@ -85,42 +74,14 @@ def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
 
 
 class Scorer:
-    def __init__(self, artifact_dir: str | Path, config: EngineConfig | None = None, manifest: Manifest | None = None):
+    def __init__(self, artifact_dir: str | Path, options: RunOptions | None = None, manifest: Manifest | None = None):
         self.artifact_dir = Path(artifact_dir)
-        self.config = config or EngineConfig()
+        self.options = options or RunOptions()
         self.manifest = manifest or load_manifest(self.artifact_dir)
         self.labels = list(self.manifest.labels)
         self.text_pair = bool(self.manifest.text_pair)
-        self.tokenizers: dict[str, TextTokenizer] = {}
-        self.model_tokenizer: dict[str, str] = {}
-        for spec in self.manifest.models:
-            if spec.kind == "tfidf":
-                continue
-            if not spec.tokenizer:
-                raise ArtifactError(f"model '{spec.name}' names no tokenizer")
-            key = f"{self.manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}"
-            if key not in self.tokenizers:
-                path = resolve_inside(self.artifact_dir, spec.tokenizer, f"models[{spec.name}].tokenizer")
-                self.tokenizers[key] = TextTokenizer(path, spec.max_length, self.config.long_text)
-            self.model_tokenizer[spec.name] = key
-            vocab = spec.parity.get("vocab_size")
-            tok = self.tokenizers[key]
-            if vocab is not None and (tok.max_id >= vocab or spec.pad_id >= vocab):
-                raise ArtifactError(
-                    f"model '{spec.name}': tokenizer has {tok.vocab_size} tokens with ids up to {tok.max_id} "
-                    f"(pad id {spec.pad_id}), the model's embedding has {vocab} rows: every id must be below {vocab}"
-                )
-        self.pad_ids = {spec.name: spec.pad_id for spec in self.manifest.models}
-        opts, cfg = self.config.backend, self.config
-        # One pool per device: GPUs each get a session per model; the CPU gets one pool.
-        self.pools = [
-            SessionPool(self.manifest, self.artifact_dir, opts, device_id=d, token_budget=cfg.token_budget, max_rows=cfg.max_batch_rows)
-            for d in opts.devices
-        ]
-        self.sessions = self.pools[0]
-        bucketed = cfg.bucket_lengths if cfg.bucket_lengths is not None else opts.on_gpu
-        self.buckets = {s.name: buckets_for(s.max_length) if bucketed else None for s in self.manifest.models}
-        self._workers = ThreadPoolExecutor(len(self.pools), thread_name_prefix="device") if len(self.pools) > 1 else None
+        self.runners = runners_for(self.manifest, self.artifact_dir, self.options)
+        self.tokenizers = {r.tokenizer_key: r.tokenizer for r in self.runners.values() if r.tokenizer_key is not None}
         self.fusion = FusionStage(self.manifest, self.artifact_dir)
         self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
 
@@ -128,7 +89,12 @@ class Scorer:
     def model_names(self) -> list[str]:
         return [m.name for m in self.manifest.models]
 
-    def encode(self, chunk: Chunk) -> EncodedWindow:
+    def describe(self) -> str:
+        """Which runtime and precision serve each model (``auto`` resolved on this machine)."""
+        transformers = [f"{n}: {r.describe()}" for n, r in self.runners.items() if not isinstance(r, TextRunner)]
+        return ", ".join(transformers + [f"{n}: {r.describe()}" for n, r in self.runners.items() if isinstance(r, TextRunner)])
+
+    def encode(self, chunk: Window) -> EncodedWindow:
         valid = np.fromiter((i for i, e in enumerate(chunk.errors) if e is None), dtype=np.int64)
         texts = [chunk.texts[i] for i in valid] if len(valid) != len(chunk) else chunk.texts
         if self.text_pair:
@@ -140,64 +106,32 @@ class Scorer:
         encoded = {key: tok.encode(items) for key, tok in self.tokenizers.items()}
         return EncodedWindow(chunk, valid, encoded, texts)
 
-    def infer(self, window: EncodedWindow) -> ScoredWindow:
-        cfg = self.config
-        n = len(window.valid)
+    def run_model(self, name: str, window: EncodedWindow, rows: np.ndarray | None = None) -> tuple[np.ndarray, RunStats]:
+        """One model's logits on ``rows`` of the window's valid rows (default: all of them)."""
+        runner = self.runners[name]
         k = len(self.labels)
-        out = ScoredWindow(window.chunk, window.valid, np.zeros((n, k)), {}, None)
+        if isinstance(runner, TextRunner):
+            texts = window.texts if rows is None else [window.texts[i] for i in rows]
+            return runner.run_texts(texts, k)
+        return runner.run_encoded(window.encoded[runner.tokenizer_key], len(window.valid), k, rows)
+
+    def infer(self, window: EncodedWindow) -> ScoredWindow:
+        n = len(window.valid)
+        out = ScoredWindow(window.chunk, window.valid, np.zeros((n, len(self.labels))), {}, None)
         for enc in window.encoded.values():
             out.truncated = max(out.truncated, enc.truncated)
+        stats = RunStats()
         with self._lock:
             for name in self.model_names:
-                if name in self.sessions.text_backends:
-                    t0 = time.perf_counter()
-                    out.logits[name] = self.sessions.text_backends[name].run_texts(window.texts) if n else np.zeros((0, k), np.float32)
-                    out.batch_seconds.append(time.perf_counter() - t0)
-                    continue
-                enc = window.encoded[self.model_tokenizer[name]]
-                logits = np.zeros((len(enc.lengths), k), dtype=np.float32)
-                plans = plan_batches(enc.lengths, cfg.token_budget, cfg.max_batch_rows, buckets=self.buckets[name])
-                if self._workers is None:
-                    done = [self._run_batches(self.sessions, name, enc, plans, logits)]
-                else:  # one worker per device, batches dealt round-robin; rows say where each goes
-                    n_dev = len(self.pools)
-                    futures = [
-                        self._workers.submit(self._run_batches, pool, name, enc, plans[i::n_dev], logits)
-                        for i, pool in enumerate(self.pools)
-                    ]
-                    done = [f.result() for f in futures]
-                for seconds, real, padded in done:
-                    out.batch_seconds += seconds
-                    out.real_tokens += real
-                    out.padded_tokens += padded
-                if enc.owner is not None:  # windows: average each row's window logits
-                    summed = np.zeros((n, k), dtype=np.float64)
-                    np.add.at(summed, enc.owner, logits)
-                    logits = (summed / np.bincount(enc.owner, minlength=n)[:, None]).astype(np.float32)
-                out.logits[name] = logits
+                out.logits[name], done = self.run_model(name, window)
+                stats.add(done)
+        out.batch_seconds, out.real_tokens, out.padded_tokens = stats.seconds, stats.real_tokens, stats.padded_tokens
         outs = [out.logits[m] for m in self.model_names]
         out.proba = self.fusion(outs)
         out.contributions = self.fusion.contributions(outs)
         return _flag_non_finite(out, self.model_names)
 
-    def _run_batches(self, pool: SessionPool, name: str, enc: Encoded, plans: list[np.ndarray], logits: np.ndarray) -> tuple[list[float], int, int]:
-        """Run ``plans`` of model ``name`` on one device, writing rows of ``logits`` in place.
-
-        Returns (per-batch seconds, real tokens, padded tokens) for the window's statistics.
-        """
-        buckets = self.buckets[name]
-        seconds: list[float] = []
-        real = padded = 0
-        for rows in plans:
-            batch = build_batch(enc, rows, self.pad_ids[name], buckets)
-            t0 = time.perf_counter()
-            logits[rows] = pool.run(name, batch.input_ids, batch.attention_mask, batch.token_type_ids)
-            seconds.append(time.perf_counter() - t0)
-            real += batch.real_tokens
-            padded += batch.padded_tokens
-        return seconds, real, padded
-
     def score_texts(self, texts: list[str], pairs: list[str] | None = None) -> ScoredWindow:
         """Score in-memory texts (every one must be a non-empty string; ``pairs`` for pair artifacts)."""
-        chunk = Chunk(0, list(range(len(texts))), list(texts), [None] * len(texts), pairs=list(pairs) if pairs is not None else None)
+        chunk = Window(0, list(range(len(texts))), list(texts), [None] * len(texts), pairs=list(pairs) if pairs is not None else None)
         return self.infer(self.encode(chunk))

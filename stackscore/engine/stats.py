@@ -22,7 +22,6 @@ class ScoreStats:
     truncated: int = 0
     labelled: int = 0
     correct: int = 0
-    batches: int = 0
     batch_seconds: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0

@@ -29,8 +29,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import ArtifactError, StackscoreError
-
-LONG_TEXT_MODES = ("truncate", "head-tail", "windows")
+from ..options import LONG_TEXT_MODES
 
 
 @dataclass
@@ -44,10 +43,6 @@ class Encoded:
     owner: np.ndarray | None = None  # row of each sequence (windows mode); None = one per row
     n_truncated: int | None = None
     types: np.ndarray | None = None  # int8 token type ids, aligned with ``flat`` (sentence pairs)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.lengths) if self.owner is None else int(self.owner.max(initial=-1) + 1)
 
     @property
     def truncated(self) -> int:

@@ -1,6 +1,6 @@
 """Assemble an artifact directory from a fit work directory.
 
-A fit work directory holds ``fit_state.json`` (labels, base models, the fusion spec), the
+A fit work directory holds ``fit_state.json`` (``FitState``: labels, base models, the fusion spec), the
 fine-tuned models as Hugging Face directories under ``models/<name>/`` (a checkpoint used as
 saved stays where it is: its entry names its ``model_dir`` and ``label_order``), the fusion's own files
 (``fusion/meta.onnx`` for stacking) and ``oof.npz`` (out-of-fold logits with the training-side
@@ -9,7 +9,6 @@ fused probabilities, for the meta-learner's parity check).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -17,12 +16,12 @@ from typing import Callable
 import numpy as np
 
 from .. import __version__, fusion
-from ..errors import StackscoreError
+from ..errors import ParityError, StackscoreError
+from ..fit_state import FitState
 from ..manifest import FusionSpec, Manifest, load_manifest, write_manifest
 from ..tasks import agreement, manifest_task, scale, task_of
-from .onnx_graph import ParityError, Variants, export_transformer
-
-FIT_STATE = "fit_state.json"
+from .onnx_graph import GateSettings, export_transformer
+from .tfidf import export_tfidf
 
 
 def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print, overwrite: bool = True, check: Callable[[Path, Manifest], None] | None = None) -> Manifest:
@@ -34,10 +33,7 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
     """
     workdir = Path(workdir)
     out = Path(out) if out else workdir / "artifact"
-    state_path = workdir / FIT_STATE
-    if not state_path.is_file():
-        raise StackscoreError(f"{workdir}: no {FIT_STATE}; run `stackscore fit` first (or point at its --out directory)")
-    state = json.loads(state_path.read_text())
+    state = FitState.load(workdir)
     if out.exists() and not overwrite:
         raise StackscoreError(f"{out}: exists; pass --overwrite")
     tmp = out.with_name(out.name + ".tmp")
@@ -62,43 +58,32 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
     return load_manifest(out)
 
 
-def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], None]) -> Manifest:
-    # JSON has no tuples: sentence pairs come back as [text, text_pair] lists.
-    samples = [tuple(t) if isinstance(t, list) else t for t in state["parity_texts"]]
-    variants = Variants.from_state(state)
-    if variants.calibration_texts:
-        variants.calibration_texts = [tuple(t) if isinstance(t, list) else t for t in variants.calibration_texts]
+def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str], None]) -> Manifest:
+    samples = state.parity_texts
+    variants = GateSettings(
+        int8=state.int8, static_int8=state.static_int8, fp16=state.fp16, calibration_texts=state.calibration_texts, task=state.task,
+    )
     specs = []
-    for m in state["models"]:
-        log(f"  export {m['name']}: ONNX fp32 + parity on {len(samples)} {'pairs' if state.get('text_pair') else 'texts'}")
-        model_dir = Path(m.get("model_dir") or workdir / "models" / m["name"])
-        if m.get("checkpoint_sha256"):
-            from ..train_state import checkpoint_fingerprint
-
-            if checkpoint_fingerprint(model_dir) != m["checkpoint_sha256"]:
-                raise StackscoreError(
-                    f"model '{m['name']}': {model_dir} changed since it was fitted (config, weights or tokenizer files); "
-                    "its fusion was learned from the old checkpoint's predictions: run `stackscore fit` again"
-                )
-        if m.get("kind", "transformer") == "tfidf":
-            from ..train.tfidf import export_tfidf
-
-            spec = export_tfidf(model_dir, tmp, m["name"])
+    for m in state.models:
+        log(f"  export {m.name}: ONNX fp32 + parity on {len(samples)} {'pairs' if state.text_pair else 'texts'}")
+        m.check_unchanged(workdir)
+        if m.kind == "tfidf":
+            spec = export_tfidf(m.directory(workdir), tmp, m.name)
         else:
             spec = export_transformer(
-                model_dir, tmp, m["name"], m["max_length"], samples, log=log, variants=variants,
-                label_order=m.get("label_order"), label_map=m.get("label_map"),
+                m.directory(workdir), tmp, m.name, m.max_length, samples, log=log, variants=variants,
+                label_order=m.label_order, label_map=m.label_map,
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)
 
-    fspec = FusionSpec(**state["fusion"])
+    fspec = FusionSpec(**state.fusion)
     if fspec.graph:
         (tmp / fspec.graph).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(workdir / fspec.graph, tmp / fspec.graph)
     oof = np.load(workdir / "oof.npz")
-    outputs = [oof[f"logits_{m['name']}"] for m in state["models"]]
-    task = task_of(manifest_task(state.get("task", "single_label"), len(state["labels"])))
+    outputs = [oof[f"logits_{m.name}"] for m in state.models]
+    task = task_of(manifest_task(state.task, len(state.labels)))
     engine_side = fusion.from_manifest(fspec, tmp, task).predict_proba(outputs)
     train_side = oof["fused_proba"]
     diff = float(np.abs(engine_side - train_side).max())
@@ -110,9 +95,9 @@ def _export_into(workdir: Path, tmp: Path, state: dict, log: Callable[[str], Non
         raise ParityError(f"fusion '{fspec.method}': exported result differs from training by {diff:.2e} (tolerance {tol:.1e})")
 
     manifest = Manifest(
-        labels=state["labels"], models=specs, fusion=fspec,
-        task=manifest_task(state.get("task", "single_label"), len(state["labels"])),
-        text_pair=bool(state.get("text_pair", False)),
+        labels=state.labels, models=specs, fusion=fspec,
+        task=manifest_task(state.task, len(state.labels)),
+        text_pair=bool(state.text_pair),
         created_by=f"stackscore {__version__}",
     )
     write_manifest(tmp, manifest)

@@ -3,8 +3,9 @@
 We export with ``torch.onnx.export`` (the TorchScript exporter) on transformers 5.x rather than
 optimum: optimum-onnx 0.1.0 does not import with transformers 5.x, and the plain exporter gives a
 graph with dynamic batch and sequence axes that ONNX Runtime optimizes at load time. The parity
-gate runs the *engine's* tokenizer and batcher on sample texts and compares ONNX Runtime's logits
-with PyTorch's on the very same padded batches.
+gate and the precision gates run the *engine's own* model runner (``engine.runner``: its
+tokenizer, batcher and backend classes, with the scorer's batch geometry) on sample texts, with
+the PyTorch model as one more backend, so they compare exactly what scoring runs, batch for batch.
 """
 
 from __future__ import annotations
@@ -17,16 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StackscoreError
+from ..errors import ParityError, StackscoreError
 from ..manifest import ModelSpec
+from .variants import VARIANTS
 
 OPSET = 17
 MAX_ERROR_GATE = 0.05  # multi-label / regression variants: largest probability (or relative value) error
 INPUTS = ["input_ids", "attention_mask"]
-
-
-class ParityError(StackscoreError):
-    pass
 
 
 def write_engine_tokenizer(tok, path: Path) -> None:
@@ -54,7 +52,7 @@ def load_for_export(model_dir: Path):
     model = AutoModelForSequenceClassification.from_pretrained(
         str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager", **extra
     ).eval()
-    from ..train.models import load_tokenizer
+    from ..hf import load_tokenizer
 
     return model, load_tokenizer(Path(model_dir))
 
@@ -113,45 +111,58 @@ def torch_to_onnx(model, path: Path, pad_id: int, opset: int = OPSET, order: lis
     return names
 
 
-def engine_logits(run, tokenizer_json: Path, max_length: int, pad_id: int, texts: list) -> np.ndarray:
-    """Logits of ``texts`` (or pairs) through the engine's own tokenizer and batcher, in input order."""
-    from ..engine.batcher import build_batch, plan_batches
-    from ..engine.tokenize import TextTokenizer
+@dataclass
+class GateInputs:
+    """What every gate feeds a graph: the sample texts through the engine's own runner."""
 
-    enc = TextTokenizer(tokenizer_json, max_length).encode(texts)
-    out = None
-    for rows in plan_batches(enc.lengths, 4096, 64):
-        b = build_batch(enc, rows, pad_id)
-        logits = run(b.input_ids, b.attention_mask, b.token_type_ids)
-        if out is None:
-            out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
-        out[rows] = logits
-    return out
+    tok_path: Path
+    max_length: int
+    pad_id: int
+    texts: list
+    inputs: list[str]
+    width: int  # logits per row
+    task: str = "single_label"
+
+    def spec(self, name: str = "gate") -> ModelSpec:
+        return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs))
+
+    def runner(self, backend, **options):
+        from ..engine.runner import TransformerRunner
+        from ..options import RunOptions
+
+        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options))
+
+    def logits(self, backend) -> np.ndarray:
+        """``backend``'s logits of the sample texts, batched exactly as scoring batches them."""
+        return self.runner(backend).logits(self.texts, self.width)
+
+    def ort(self, graph: Path, precision: str = "fp32"):
+        """The engine's own ONNX Runtime backend on ``graph`` (CPU)."""
+        from ..engine.backends.ort import OrtBackend
+        from ..options import RunOptions
+
+        return OrtBackend(graph, self.spec(), RunOptions(), precision)
+
+    def openvino(self, graph: Path, precision: str):
+        from ..engine.backends.ov import OpenVinoBackend
+        from ..options import RunOptions
+
+        return OpenVinoBackend(graph, self.spec(), RunOptions(), precision)
 
 
-def ort_runner(graph: Path):
-    """``run(ids, mask, types) -> logits`` through a CPU ONNX Runtime session on ``graph``."""
-    import onnxruntime as ort
+class TorchBackend:
+    """The PyTorch reference as one more backend, fed exactly like transformers feeds it (types for pairs)."""
 
-    from ..engine.backends import graph_feeds
+    def __init__(self, model, order: list[int] | None = None, with_types: bool = False):
+        self.wrapped = label_ordered(model, order, with_types)
+        self.with_types = with_types
 
-    sess = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    names = [i.name for i in sess.get_inputs()]
-    return lambda ids, mask, types=None: sess.run(["logits"], graph_feeds(ids, mask, names, types))[0]
+    def run(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
+        import torch
 
-
-def torch_runner(model, order: list[int] | None = None, with_types: bool = False):
-    """The PyTorch reference, fed exactly like transformers feeds it (types for pairs)."""
-    import torch
-
-    wrapped = label_ordered(model, order, with_types)
-
-    def run(ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
-            t = torch.from_numpy(types) if (with_types and types is not None) else None
-            return wrapped(torch.from_numpy(ids), torch.from_numpy(mask), t).float().numpy()
-
-    return run
+            t = torch.from_numpy(types) if (self.with_types and types is not None) else None
+            return self.wrapped(torch.from_numpy(ids), torch.from_numpy(mask), t).float().numpy()
 
 
 def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> dict[str, Any]:
@@ -160,7 +171,7 @@ def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> 
     Catches a slow tokenizer converted badly, or a fast one whose saved form lost a setting.
     """
     from ..engine.tokenize import TextTokenizer
-    from ..train.finetune import hf_encode
+    from ..hf import hf_encode
 
     enc = TextTokenizer(tokenizer_json, max_length).encode(texts)
     ref = hf_encode(tok, texts, max_length, keep_types=True)
@@ -208,16 +219,16 @@ def compare(ref: np.ndarray, got: np.ndarray, task: str = "single_label") -> dic
     return {"rows": int(len(ref)), "max_abs_diff": diff, "max_prob_error": float(np.abs(pa - pb).max()), "label_agreement": agree}
 
 
-def check_parity(model, graph: Path, tokenizer_json: Path, max_length: int, pad_id: int, texts: list, tol: float, order: list[int] | None = None, with_types: bool = False, task: str = "single_label") -> tuple[dict[str, Any], np.ndarray]:
-    """fp32 gate: max |ONNX - PyTorch| logit difference on the engine's batches of ``texts``.
+def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int] | None = None, with_types: bool = False) -> tuple[dict[str, Any], np.ndarray]:
+    """fp32 gate: max |ONNX - PyTorch| logit difference on the engine's batches of the sample texts.
 
     ``tol`` is relative to the logits' scale, ``tol x max(1, max |logit|)``: fp32 rounding
     grows with the magnitude, so a head with logits of 30 gets 3e-3 where one of 1 gets 1e-4.
     """
-    ref = engine_logits(torch_runner(model, order, with_types), tokenizer_json, max_length, pad_id, texts)
-    got = engine_logits(ort_runner(graph), tokenizer_json, max_length, pad_id, texts)
+    ref = g.logits(TorchBackend(model, order, with_types))
+    got = g.logits(g.ort(graph))
     scaled = tol * max(1.0, float(np.abs(ref).max()) if ref is not None and ref.size else 1.0)
-    result = {"precision": "fp32", **compare(ref, got, task), "tolerance": scaled, "relative_tolerance": tol}
+    result = {"precision": "fp32", **compare(ref, got, g.task), "tolerance": scaled, "relative_tolerance": tol}
     if result["max_abs_diff"] > scaled:
         raise ParityError(f"ONNX/PyTorch parity failed for {graph}: max |diff| {result['max_abs_diff']:.2e} > {scaled:.1e} ({tol:.0e} x the largest logit)")
     return result, ref
@@ -303,20 +314,19 @@ def quantize_static(fp32: Path, out: Path, calibration: list[dict[str, np.ndarra
     onnx.save(q, str(out))
 
 
-def calibration_batches(tok_path: Path, max_length: int, pad_id: int, texts: list, inputs: list[str], rows: int = 8) -> list[dict[str, np.ndarray]]:
-    """The engine's own padded batches of ``texts``, as graph feeds, for calibration."""
+def calibration_batches(g: GateInputs, texts: list, rows: int = 8) -> list[dict[str, np.ndarray]]:
+    """The engine's own padded batches of ``texts`` (``rows`` per batch), as graph feeds, for calibration."""
     from ..engine.backends import graph_feeds
-    from ..engine.batcher import build_batch, plan_batches
-    from ..engine.tokenize import TextTokenizer
 
-    enc = TextTokenizer(tok_path, max_length).encode(texts)
-    batches = (build_batch(enc, r, pad_id) for r in plan_batches(enc.lengths, rows * max_length, rows))
-    return [graph_feeds(b.input_ids, b.attention_mask, inputs, b.token_type_ids) for b in batches]
+    runner = g.runner(None, token_budget=rows * g.max_length, max_batch_rows=rows)
+    return [graph_feeds(b.input_ids, b.attention_mask, g.inputs, b.token_type_ids) for b in runner.batches(runner.encode(texts))]
 
 
-def _gate(run, ref: np.ndarray, texts, tok_path, max_length, pad_id, min_agreement, task: str = "single_label", **extra) -> dict[str, Any]:
+def _gate(make_backend, ref: np.ndarray, g: GateInputs, min_agreement: float, **extra) -> dict[str, Any]:
+    """Build a variant's backend (quantizing first, where it has to) and compare it with PyTorch fp32."""
+    task = g.task
     try:
-        got = engine_logits(run(), tok_path, max_length, pad_id, texts)
+        got = g.logits(make_backend())
         gate = {**compare(ref, got, task), "min_agreement": min_agreement, **extra}
     except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
         gate = {"error": f"{type(exc).__name__}: {exc}", **extra}
@@ -338,8 +348,9 @@ def _keep(gate: dict[str, Any], path: Path, key: str, graphs: dict[str, str]) ->
 
 
 @dataclass
-class Variants:
-    """Which faster graphs export tries, and their gates (from the fit config / fit state)."""
+class GateSettings:
+    """Which variants (``variants.VARIANTS``) export tries for a model, and how strict their gates are
+    (from the fit config, through the fit state)."""
 
     int8: bool = True  # ONNX Runtime dynamic int8
     static_int8: bool = True  # NNCF static int8 for OpenVINO
@@ -349,16 +360,10 @@ class Variants:
     calibration_texts: list[str] | None = None  # training texts for static int8
     task: str = "single_label"  # what the gates compare (``compare``)
 
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Variants":
-        return cls(
-            int8=state.get("int8", True), static_int8=state.get("static_int8", True), fp16=state.get("fp16", True),
-            calibration_texts=state.get("calibration_texts"), task=state.get("task", "single_label"),
-        )
 
-
-def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int, pad_id: int, texts: list, ref: np.ndarray, log, variants: Variants, fp16_shape: tuple[int, int] | None = None, inputs: list[str] = INPUTS) -> tuple[dict[str, Any], dict[str, str]]:
-    """Try faster precisions; keep each only if it agrees with PyTorch fp32 on the sample.
+def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Try faster precisions (the variants table, ``variants.py``); keep each only if it agrees
+    with PyTorch fp32 on the sample, run through the engine's own runner and backend classes.
 
     - ``int8``: ONNX Runtime dynamic quantization (a graph, kept only if its gate passes);
     - ``bf16``: OpenVINO's bf16 inference precision on the fp32 graph (a record, no graph);
@@ -367,56 +372,51 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
-    Returns (gates, extra graphs by key).
+    Returns (gates, extra graph files by variant name).
     """
-    from ..engine.backends import BackendOptions, cpu_has_bf16, have
-    from ..manifest import ModelSpec
+    from ..engine.backends import cpu_has_bf16, have
 
     graphs: dict[str, str] = {}
     gates: dict[str, Any] = {}
     min_agreement, calibration_texts = variants.min_agreement, variants.calibration_texts
+
+    def path(name: str) -> Path:
+        return graph_dir / VARIANTS[name].file
+
     if variants.int8:
-        int8_path = graph_dir / "model.int8.onnx"
 
         def ort_int8():
-            quantize_int8(fp32, int8_path)
-            return ort_runner(int8_path)
+            quantize_int8(fp32, path("int8"))
+            return g.ort(path("int8"), "int8")
 
-        gates["int8"] = _gate(ort_int8, ref, texts, tok_path, max_length, pad_id, min_agreement, variants.task, method="dynamic")
-        _keep(gates["int8"], int8_path, "int8", graphs)
+        gates["int8"] = _gate(ort_int8, ref, g, min_agreement, method="dynamic")
+        _keep(gates["int8"], path("int8"), "int8", graphs)
 
     if variants.fp16 and fp16_shape:
-        fp16 = graph_dir / "model.fp16.onnx"
         fused: dict[str, int] = {}
 
         def ort_fp16():
-            fused.update(fp16_graph(fp32, fp16, *fp16_shape))
-            return ort_runner(fp16)
+            fused.update(fp16_graph(fp32, path("fp16"), *fp16_shape))
+            return g.ort(path("fp16"), "fp16")
 
-        gates["fp16"] = _gate(ort_fp16, ref, texts, tok_path, max_length, pad_id, variants.fp16_agreement, variants.task, device="cpu")
+        gates["fp16"] = _gate(ort_fp16, ref, g, variants.fp16_agreement, device="cpu")
         gates["fp16"]["fused_ops"] = fused
-        _keep(gates["fp16"], fp16, "fp16", graphs)
+        _keep(gates["fp16"], path("fp16"), "fp16", graphs)
 
     if have("openvino"):
-        from ..engine.backends.ov import OpenVinoBackend
-
-        spec = ModelSpec(name="gate", kind="transformer", graphs={}, tokenizer=None, max_length=max_length, pad_id=pad_id, inputs=list(inputs))
-        gates["bf16"] = _gate(
-            lambda: OpenVinoBackend(fp32, spec, BackendOptions(), "bf16").run, ref, texts, tok_path,
-            max_length, pad_id, min_agreement, variants.task, cpu_bf16=cpu_has_bf16(),
-        )
+        gates["bf16"] = _gate(lambda: g.openvino(fp32, "bf16"), ref, g, min_agreement, cpu_bf16=cpu_has_bf16())
         if variants.static_int8 and have("nncf"):
-            static = graph_dir / "model.int8-static.onnx"
-            calib = calibration_batches(tok_path, max_length, pad_id, calibration_texts or texts, list(inputs))
+            static = path("int8_static")
+            calib = calibration_batches(g, calibration_texts or g.texts)
             for ignored in fp32_scopes(fp32):
 
                 def ov_static(ignored=ignored):
                     quantize_static(fp32, static, calib, ignored)
-                    return OpenVinoBackend(static, spec, BackendOptions(), "int8").run
+                    return g.openvino(static, "int8")
 
                 gate = _gate(
-                    ov_static, ref, texts, tok_path, max_length, pad_id, min_agreement, variants.task,
-                    method="nncf-static-qdq", fp32_scope=ignored, calibration_rows=len(calibration_texts or texts),
+                    ov_static, ref, g, min_agreement,
+                    method="nncf-static-qdq", fp32_scope=ignored, calibration_rows=len(calibration_texts or g.texts),
                     calibration="training sample" if calibration_texts else "gate sample (old fit state)",
                 )
                 gates["int8_static"] = gate
@@ -425,15 +425,15 @@ def precision_gates(graph_dir: Path, fp32: Path, tok_path: Path, max_length: int
                 if gate["passed"] or "error" in gate:
                     break
             _keep(gates["int8_static"], static, "int8_static", graphs)
-    for prec, g in gates.items():
-        if "error" in g:
-            log(f"    {prec}: not available ({g['error'][:120]})")
+    for prec, gate in gates.items():
+        if "error" in gate:
+            log(f"    {prec}: not available ({gate['error'][:120]})")
         else:
-            log(f"    {prec}: agreement {g['label_agreement']:.2%}, max prob error {g['max_prob_error']:.1e} -> {'kept' if g['passed'] else 'dropped (gate failed)'}")
+            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e} -> {'kept' if gate['passed'] else 'dropped (gate failed)'}")
     return gates, graphs
 
 
-def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: Variants | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None) -> ModelSpec:
+def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: GateSettings | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ faster graphs whose gates pass) and ``tokenizer.json``.
 
     ``label_order`` (a checkpoint used as saved): the graph gathers the checkpoint's logits into
@@ -447,7 +447,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     pairs = bool(sample_texts) and isinstance(sample_texts[0], tuple)
     with_types = pairs and takes_token_types(model, tok)
     rel = Path("models") / name
-    graph = artifact_dir / rel / "model.fp32.onnx"
+    graph = artifact_dir / rel / VARIANTS["fp32"].file
     tok_path = artifact_dir / rel / "tokenizer.json"
     write_engine_tokenizer(tok, tok_path)
     tokens = check_token_ids(tok, tok_path, max_length, sample_texts)
@@ -456,7 +456,9 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     # original as the parity reference.
     try:
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
-        parity, ref = check_parity(model, graph, tok_path, max_length, pad_id, sample_texts, tol, label_order, with_types, (variants or Variants()).task)
+        width = len(label_order) if label_order is not None else int(model.config.num_labels)
+        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task)
+        parity, ref = check_parity(model, graph, g, tol, label_order, with_types)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None
     except Exception as exc:  # noqa: BLE001 - an architecture the exporter cannot trace: one line
@@ -467,11 +469,10 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     heads = getattr(model.config, "num_attention_heads", None)
     hidden = getattr(model.config, "hidden_size", None)
     gates, extra = precision_gates(
-        graph.parent, graph, tok_path, max_length, pad_id, sample_texts, ref, log, variants or Variants(),
-        fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, inputs=inputs,
+        graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None,
     )
     parity["gates"] = gates
-    graphs = {"fp32": (rel / "model.fp32.onnx").as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}
+    graphs = {"fp32": (rel / VARIANTS["fp32"].file).as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}
     return ModelSpec(
         name=name, kind="transformer", graphs=graphs,
         tokenizer=(rel / "tokenizer.json").as_posix(), max_length=int(max_length), pad_id=int(pad_id),

@@ -1,13 +1,14 @@
 """Fusion methods: how base-model logits become one probability vector per row.
 
 Every method follows scikit-learn's estimator style and round-trips through the manifest
-(``to_manifest`` / ``from_manifest``); ``build`` and ``from_manifest`` are the two entry points.
+(``to_manifest`` / ``from_manifest``); ``candidates`` (training: every method that applies to a
+task, unfitted) and ``from_manifest`` (the engine) are the two entry points.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 from ..errors import ArtifactError
 from ..manifest import FusionSpec
@@ -34,15 +35,31 @@ METHODS_BY_TASK: dict[str, dict[str, type[FusionMethod]]] = {
 }
 
 
-def build(method: str, **params: Any) -> FusionMethod:
-    """An unfitted fusion method by name (``soft_vote``/``hard_vote`` are shorthands)."""
-    if method == "soft_vote":
-        return VoteFusion(voting="soft")
-    if method == "hard_vote":
-        return VoteFusion(voting="hard")
-    if method not in METHODS:
-        raise ValueError(f"unknown fusion method '{method}' (choose from {', '.join(METHODS)}, auto)")
-    return METHODS[method](**params)
+def candidates(task: str = "single_label", *, weights=None, C: float = 1.0, mode: str = "kfold", features: str = "logits", meta_learner: str = "logreg", labels: list[str] | None = None) -> dict[str, Callable[[], FusionMethod]]:
+    """Every fusion method that applies to ``task``, as factories of unfitted estimators.
+
+    ``vote`` is hard voting and ``soft_vote`` soft voting (single-label only); ``weights`` fixes
+    the weighted average's weights (None: learned); ``C`` is the stacker's inverse regularization.
+    """
+    if task == "multi_label":
+        return {
+            "mean": lambda: MultiLabelMean(),
+            "weighted": lambda: MultiLabelWeighted(weights),
+            "stack": lambda: MultiLabelStack(C=C, mode=mode, label_names=labels),
+        }
+    if task == "regression":
+        return {
+            "mean": lambda: RegressionMean(),
+            "weighted": lambda: RegressionWeighted(weights),
+            "stack": lambda: RegressionStack(alpha=1.0 / C, mode=mode),
+        }
+    return {
+        "mean": lambda: MeanFusion(),
+        "vote": lambda: VoteFusion("hard"),
+        "soft_vote": lambda: VoteFusion("soft"),
+        "weighted": lambda: WeightedFusion(weights),
+        "stack": lambda: StackFusion(features=features, meta_learner=meta_learner, C=C, mode=mode),
+    }
 
 
 def from_manifest(spec: FusionSpec, artifact_dir: Path, task: str = "single_label") -> FusionMethod:
@@ -65,7 +82,7 @@ __all__ = [
     "StackFusion",
     "VoteFusion",
     "WeightedFusion",
-    "build",
+    "candidates",
     "cross_val_proba",
     "from_manifest",
     "stratified_folds",

@@ -53,20 +53,28 @@ class FusionMethod:
     def predict(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
         return self.predict_proba(outputs).argmax(axis=1)
 
-    # -- manifest round trip -------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
+        """The constructor's parameters, as scikit-learn means it: ``type(self)(**get_params())``
+        is the same method, unfitted. Learned state is in ``manifest_params``."""
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p not in ("self", "args", "kwargs")]
+        return {n: getattr(self, n) for n in names}
+
+    # -- manifest round trip -------------------------------------------------------------
+    def manifest_params(self) -> dict[str, Any]:
         """Everything ``from_manifest`` needs, JSON-serializable (learned state included)."""
         return {}
 
     def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
-        return FusionSpec(method=self.name, params=self.get_params(), reason=reason)
+        return FusionSpec(method=self.name, params=self.manifest_params(), reason=reason)
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "FusionMethod":
         raise NotImplementedError  # pragma: no cover
 
     def __repr__(self) -> str:  # noqa: D105
-        return f"{type(self).__name__}({self.get_params() if hasattr(self, 'n_classes_') else ''})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
 
 class SimplexWeighted(FusionMethod):
@@ -98,7 +106,7 @@ class SimplexWeighted(FusionMethod):
         self.weights_ = softmax(res.x)
         return self
 
-    def get_params(self) -> dict[str, Any]:
+    def manifest_params(self) -> dict[str, Any]:
         return {"weights": [float(w) for w in self.weights_]}
 
     @classmethod

@@ -29,7 +29,7 @@ class MeanFusion(FusionMethod):
             return softmax(np.mean(outs, axis=0))
         return np.mean([softmax(o) for o in outs], axis=0)
 
-    def get_params(self) -> dict:
+    def manifest_params(self) -> dict:
         return {"space": self.space}
 
     @classmethod

@@ -42,7 +42,7 @@ class MultiLabelMean(_Thresholded):
     def predict_proba(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
         return np.mean([sigmoid(o) for o in check_outputs(outputs)], axis=0)
 
-    def get_params(self) -> dict:
+    def manifest_params(self) -> dict:
         return self._params()
 
     @classmethod
@@ -68,8 +68,8 @@ class MultiLabelWeighted(SimplexWeighted, _Thresholded):
     def predict_proba(self, outputs):
         return np.tensordot(self.weights_, np.stack([sigmoid(o) for o in check_outputs(outputs)]), axes=1)
 
-    def get_params(self) -> dict:
-        return {**super().get_params(), **self._params()}
+    def manifest_params(self) -> dict:
+        return {**super().manifest_params(), **self._params()}
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "MultiLabelWeighted":
@@ -116,12 +116,12 @@ class MultiLabelStack(_Thresholded, OnnxMeta):
         per_label = self.run_graph(X)  # a sequence of (n, 2) tensors, one per label
         return np.stack([np.asarray(p)[:, 1] for p in per_label], axis=1).astype(np.float64)
 
-    def get_params(self) -> dict:
+    def manifest_params(self) -> dict:
         return {"C": self.C, "mode": self.mode, "n_models": self.n_models_, "n_classes": self.n_classes_, **self._params()}
 
     def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
         self.write_graph(Path(artifact_dir), self.n_models_ * self.n_classes_)
-        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason)
+        return FusionSpec(method=self.name, params=self.manifest_params(), graph=META_GRAPH, reason=reason)
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "MultiLabelStack":

@@ -77,12 +77,12 @@ class RegressionStack(FusionMethod, OnnxMeta):
         """Each base model's additive share of the stacked value (intercept not included)."""
         return _column(outputs) * self.coef_[None, :]
 
-    def get_params(self) -> dict:
+    def manifest_params(self) -> dict:
         return {"alpha": self.alpha, "mode": self.mode, "n_models": self.n_models_, "n_classes": 1, "linear_coef": self.coef_.tolist()}
 
     def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
         self.write_graph(Path(artifact_dir), self.n_models_)
-        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason)
+        return FusionSpec(method=self.name, params=self.manifest_params(), graph=META_GRAPH, reason=reason)
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "RegressionStack":

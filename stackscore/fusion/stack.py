@@ -133,8 +133,11 @@ class StackFusion(FusionMethod, OnnxMeta):
         c = getattr(self, "linear_coef_", None)
         return None if c is None else np.asarray(c)
 
-    # -- manifest round trip -------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
+        return {"features": self.features_kind, "meta_learner": self.meta_learner, "C": self.C, "mode": self.mode}
+
+    # -- manifest round trip -------------------------------------------------------------
+    def manifest_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
             "features": self.features_kind,
             "meta_learner": self.meta_learner,
@@ -149,7 +152,7 @@ class StackFusion(FusionMethod, OnnxMeta):
 
     def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
         self.write_graph(Path(artifact_dir), self.n_models_ * self.n_classes_)
-        return FusionSpec(method=self.name, params=self.get_params(), graph=META_GRAPH, reason=reason)
+        return FusionSpec(method=self.name, params=self.manifest_params(), graph=META_GRAPH, reason=reason)
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "StackFusion":

@@ -42,7 +42,7 @@ class VoteFusion(FusionMethod):
         share /= m
         return (1.0 - SMOOTH) * share + SMOOTH * mean
 
-    def get_params(self) -> dict:
+    def manifest_params(self) -> dict:
         return {"voting": self.voting}
 
     @classmethod

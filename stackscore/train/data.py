@@ -103,7 +103,7 @@ def load_labelled(path: str | Path, text_field: str = "text", label_field: str =
                 labels.append(sub.name)
         return texts, labels
     texts, labels = [], []
-    for chunk in open_reader(path, text_field=text_field, label_field=label_field, chunk_rows=8192, pair_field=pair_field):
+    for chunk in open_reader(path, text_field=text_field, label_field=label_field, window_rows=8192, pair_field=pair_field):
         for i, (t, lab, err) in enumerate(zip(chunk.texts, chunk.labels or [], chunk.errors)):
             if err is not None:
                 raise InputError(f"{path}: {err}")

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..hf import hf_encode
 from .models import ModelConfig
 
 
@@ -27,17 +28,6 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def hf_encode(tok, items: list, max_length: int, keep_types: bool):
-    """transformers' own encoding of texts or (text, text_pair) tuples, padded, longest-first truncation."""
-    if items and isinstance(items[0], tuple):
-        enc = tok([a for a, _ in items], [b for _, b in items], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    else:
-        enc = tok(list(items), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    if not keep_types:
-        enc.pop("token_type_ids", None)
-    return enc
 
 
 def item_length(item) -> int:

@@ -9,14 +9,13 @@ Work directory layout (``--out DIR``)::
     DIR/models/<name>/     fine-tuned base models (Hugging Face directories, tokenizer included)
     DIR/oof.npz            out-of-fold logits per model, labels, training-side fused probabilities
     DIR/fusion/            the chosen fusion's files (meta.onnx for stacking)
-    DIR/fit_state.json     what `stackscore export` needs to rebuild the artifact
+    DIR/fit_state.json     what `stackscore export` needs to rebuild the artifact (``FitState``)
     DIR/artifact/          the exported artifact (manifest.json + ONNX + tokenizers)
     DIR/report.json|.md    every base model and fusion method on the test split
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from .. import fusion as fusion_mod
 from ..errors import StackscoreError
+from ..fit_state import FitModel, FitState, checkpoint_fingerprint
 from .config import FitConfig
 from .data import convert_labels, infer_task, load_labelled, split_off, stratified_subsample
 from .finetune import finetune, predict_logits
@@ -37,29 +37,6 @@ from .report import build_report, error_correlation, write_report
 def _resolve(cfg: FitConfig, p: str) -> Path:
     path = Path(p)
     return path if path.is_absolute() else cfg.base_dir / path
-
-
-def fusion_candidates(cfg: FitConfig, task: str = "single_label", labels: list[str] | None = None) -> dict[str, Callable[[], fusion_mod.FusionMethod]]:
-    f = cfg.fusion
-    if task == "multi_label":
-        return {
-            "mean": lambda: fusion_mod.MultiLabelMean(),
-            "weighted": lambda: fusion_mod.MultiLabelWeighted(f.weights),
-            "stack": lambda: fusion_mod.MultiLabelStack(C=f.C, mode=f.mode, label_names=labels),
-        }
-    if task == "regression":
-        return {
-            "mean": lambda: fusion_mod.RegressionMean(),
-            "weighted": lambda: fusion_mod.RegressionWeighted(f.weights),
-            "stack": lambda: fusion_mod.RegressionStack(alpha=1.0 / f.C, mode=f.mode),
-        }
-    return {
-        "mean": lambda: fusion_mod.MeanFusion(),
-        "vote": lambda: fusion_mod.VoteFusion("hard"),
-        "soft_vote": lambda: fusion_mod.VoteFusion("soft"),
-        "weighted": lambda: fusion_mod.WeightedFusion(f.weights),
-        "stack": lambda: fusion_mod.StackFusion(features=f.features, meta_learner=f.meta_learner, C=f.C, mode=f.mode),
-    }
 
 
 @dataclass
@@ -182,7 +159,7 @@ class BaseOutputs:
     fusion: np.ndarray
     test: np.ndarray
     how: str  # how the fusion-row predictions were made (the report shows it: leakage is visible)
-    state: dict[str, Any]  # what export needs (fit_state.json's models[] entry)
+    state: FitModel  # what export needs (fit_state.json's models[] entry)
 
 
 def check_models(cfg: FitConfig, labels: list[str], task: str = "single_label") -> dict[str, tuple]:
@@ -207,16 +184,15 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
     """Train (or take as saved) one base model; its fusion-row and test-split logits."""
     f = cfg.fusion
     texts, y = s.pool, s.y_pool
-    entry: dict[str, Any] = {"name": mcfg.name, "kind": mcfg.kind, "max_length": mcfg.max_length, "source": mcfg.source, "finetune": mcfg.finetune}
+    entry = FitModel(name=mcfg.name, kind=mcfg.kind, max_length=mcfg.max_length, source=mcfg.source, finetune=mcfg.finetune)
     if fixed is not None:
         path, model, tok, order, mapping = fixed
         log(f"    as saved (finetune = false); labels by name: {mapping}")
         idx = np.asarray(order)
         fusion_logits = predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length)[:, idx]
         test_logits = predict_logits(model, tok, s.test, mcfg.max_length)[:, idx]
-        from ..train_state import checkpoint_fingerprint
-
-        entry.update(model_dir=str(path), label_order=[int(i) for i in order], label_map=mapping, checkpoint_sha256=checkpoint_fingerprint(path))
+        entry.model_dir, entry.label_order, entry.label_map = str(path), [int(i) for i in order], mapping
+        entry.checkpoint_sha256 = checkpoint_fingerprint(path)
         return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry)
     if mcfg.kind == "tfidf":
         from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
@@ -254,14 +230,14 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         fusion_logits = predict(final, take(texts, rows.fusion))
         how = f"trained on {len(rows.fit)} other rows"
     save(final)
-    entry["model_dir"] = str((out / "models" / mcfg.name).resolve())
+    entry.model_dir = str((out / "models" / mcfg.name).resolve())
     return BaseOutputs(fusion_logits, predict(final, s.test), how, entry)
 
 
 def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log, task: str = "single_label", labels: list[str] | None = None):
     """Every fusion method fitted on the fusion rows; the chosen one and why."""
     f = cfg.fusion
-    candidates = fusion_candidates(cfg, task, labels)
+    candidates = fusion_mod.candidates(task, weights=f.weights, C=f.C, mode=f.mode, features=f.features, meta_learner=f.meta_learner, labels=labels)
     key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
     if f.method != "auto" and key not in candidates:
         raise StackscoreError(f"[fusion] method '{f.method}' does not apply to a {task} ensemble ({', '.join(candidates)}, auto)")
@@ -313,7 +289,76 @@ def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, m
     return check
 
 
+@dataclass
+class Samples:
+    """Rows export needs besides the models: parity texts (from the test split) and calibration
+    texts for static int8 (from the training rows, never the test split)."""
+
+    parity: list
+    calibration: list
+
+
+def sample_rows(cfg: FitConfig, s: Splits) -> Samples:
+    rng = np.random.default_rng(cfg.seed)
+    parity_idx = rng.choice(len(s.test), size=min(cfg.parity_rows, len(s.test)), replace=False)
+    calib_src = s.pool[: s.n_train] or s.pool
+    calib_idx = rng.choice(len(calib_src), size=min(cfg.calibration_rows, len(calib_src)), replace=False)
+    return Samples([s.test[i] for i in parity_idx], [calib_src[i] for i in calib_idx])
+
+
+def train_base_models(cfg: FitConfig, s: Splits, rows: FusionRows, out: Path, samples: Samples, fixed: dict, log) -> tuple[dict[str, BaseOutputs], dict[str, float]]:
+    """Every base model in config order: its fusion-row and test-split logits, and seconds taken."""
+    base: dict[str, BaseOutputs] = {}
+    timings: dict[str, float] = {}
+    for mcfg in cfg.models:
+        t0 = time.perf_counter()
+        log(f"model {mcfg.name} ({mcfg.kind}{'' if mcfg.kind == 'tfidf' else ', ' + mcfg.source})")
+        base[mcfg.name] = fit_base_model(mcfg, cfg, s, rows, out, samples.parity, fixed.get(mcfg.name), log)
+        timings[mcfg.name] = round(time.perf_counter() - t0, 1)
+    return base, timings
+
+
+@dataclass
+class Selection:
+    """Every fusion method fitted on the fusion rows, the chosen one and why."""
+
+    fitted: dict[str, fusion_mod.FusionMethod]
+    name: str
+    chosen: fusion_mod.FusionMethod
+    reason: str
+    cv_log_loss: dict[str, float] | None
+
+
+def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, samples: Samples) -> None:
+    """``oof.npz`` (fusion-row logits, training-side fused probabilities) and ``fit_state.json``:
+    everything export reads, so ``stackscore export`` can rebuild the artifact on its own."""
+    outs = [base[n].fusion for n in names]
+    spec = sel.chosen.to_manifest(out, reason=sel.reason)
+    np.savez(out / "oof.npz", y=y_meta, fused_proba=sel.chosen.predict_proba(outs), **{f"logits_{n}": base[n].fusion for n in names})
+    FitState(
+        labels=s.labels, task=s.task, text_pair=bool(cfg.data.text_pair_field), models=[base[n].state for n in names],
+        fusion=spec.__dict__, parity_texts=samples.parity, calibration_texts=samples.calibration,
+        int8=cfg.int8, static_int8=cfg.static_int8, fp16=cfg.fp16,
+    ).save(out)
+
+
+def export_checked(out: Path, s: Splits, sel: Selection, test_outs: list[np.ndarray], log) -> dict[str, Any]:
+    """Export the artifact; it is put in place only if the engine reproduces the training side."""
+    from ..export import export_artifact
+
+    log("export")
+    checked: dict[str, Any] = {}
+
+    def check_engine(artifact: Path, manifest) -> None:  # on the finished artifact, before it is put in place
+        checked.update(engine_check(artifact, manifest, s.test, sel.chosen.predict_proba(test_outs), sel.name))
+
+    export_artifact(out, out / "artifact", log, check=check_engine)
+    log(f"engine vs training on the test split: max |diff| {checked['max_abs_diff']:.2e}, agreement {checked['label_agreement']:.2%}")
+    return checked
+
+
 def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Splits -> base models -> fusion selection -> fit state -> export + engine check -> report."""
     t_start = time.perf_counter()
     out = Path(out)
     s = load_splits(cfg, log)
@@ -325,65 +370,34 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     fixed = check_models(cfg, s.labels, s.task)  # every one-line refusal before any training
     out.mkdir(parents=True, exist_ok=True)
     y_meta = s.y_pool[rows.fusion]
-
-    rng = np.random.default_rng(cfg.seed)
-    parity_idx = rng.choice(len(s.test), size=min(cfg.parity_rows, len(s.test)), replace=False)
-    parity_texts = [s.test[i] for i in parity_idx]
-    calib_src = s.pool[: s.n_train] or s.pool
-    calib_idx = rng.choice(len(calib_src), size=min(cfg.calibration_rows, len(calib_src)), replace=False)
-    calibration_texts = [calib_src[i] for i in calib_idx]
-    base: dict[str, BaseOutputs] = {}
-    timings: dict[str, float] = {}
-    for mcfg in cfg.models:
-        t0 = time.perf_counter()
-        log(f"model {mcfg.name} ({mcfg.kind}{'' if mcfg.kind == 'tfidf' else ', ' + mcfg.source})")
-        base[mcfg.name] = fit_base_model(mcfg, cfg, s, rows, out, parity_texts, fixed.get(mcfg.name), log)
-        timings[mcfg.name] = round(time.perf_counter() - t0, 1)
+    samples = sample_rows(cfg, s)
+    base, timings = train_base_models(cfg, s, rows, out, samples, fixed, log)
 
     names = [m.name for m in cfg.models]
     outs = [base[n].fusion for n in names]
     test_outs = [base[n].test for n in names]
-    fitted, chosen_name, chosen, reason, cv_scores = select_fusion(cfg, outs, y_meta, log, s.task, s.labels)
+    sel = Selection(*select_fusion(cfg, outs, y_meta, log, s.task, s.labels))
+    write_fit_state(cfg, s, out, names, base, sel, y_meta, samples)
+    check = export_checked(out, s, sel, test_outs, log)
+    report = fit_report(cfg, s, rows, names, base, sel, y_meta, test_outs, check, timings, t_start)
+    write_report(out, report)
+    log(report["verdict"])
+    return report
 
-    spec = chosen.to_manifest(out, reason=reason)
-    np.savez(out / "oof.npz", y=y_meta, fused_proba=chosen.predict_proba(outs), **{f"logits_{n}": base[n].fusion for n in names})
-    state = {
-        "labels": s.labels,
-        "task": s.task,
-        "text_pair": bool(cfg.data.text_pair_field),
-        "models": [base[n].state for n in names],
-        "fusion": spec.__dict__,
-        "parity_texts": parity_texts,
-        "calibration_texts": calibration_texts,
-        "int8": cfg.int8,
-        "static_int8": cfg.static_int8,
-        "fp16": cfg.fp16,
-    }
-    (out / "fit_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
-    from ..export import export_artifact
-
-    log("export")
-    checked: dict[str, Any] = {}
-
-    def check_engine(artifact: Path, manifest) -> None:  # on the finished artifact, before it is put in place
-        checked.update(engine_check(artifact, manifest, s.test, chosen.predict_proba(test_outs), chosen_name))
-
-    export_artifact(out, out / "artifact", log, check=check_engine)
-    check = checked
-    log(f"engine vs training on the test split: max |diff| {check['max_abs_diff']:.2e}, agreement {check['label_agreement']:.2%}")
-
+def fit_report(cfg: FitConfig, s: Splits, rows: FusionRows, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, test_outs: list[np.ndarray], check: dict[str, Any], timings: dict[str, float], t_start: float) -> dict[str, Any]:
+    """Every base model and fusion method on the test split, and whether the ensemble helps."""
     from ..tasks import activate, tune_thresholds
 
     # Multi-label base models are judged at thresholds tuned on the fusion rows too (fair to them).
     model_thresholds = {n: tune_thresholds(y_meta, activate(s.task, base[n].fusion)) for n in names} if s.task == "multi_label" else {}
-    fusion_thresholds = {n: m.thresholds_ for n, m in fitted.items() if hasattr(m, "thresholds_")}
-    report = build_report(
+    fusion_thresholds = {n: m.thresholds_ for n, m in sel.fitted.items() if hasattr(m, "thresholds_")}
+    return build_report(
         s.y_test,
         {n: activate(s.task, base[n].test) for n in names},
-        {n: m.predict_proba(test_outs) for n, m in fitted.items()},
-        chosen_name,
-        reason,
+        {n: m.predict_proba(test_outs) for n, m in sel.fitted.items()},
+        sel.name,
+        sel.reason,
         {
             "task": s.task,
             "train_rows": s.n_train,
@@ -394,7 +408,7 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
             "fusion_mode": cfg.fusion.mode,
             "folds": cfg.fusion.folds if rows.kfold else None,
             "fusion_fitted_on": {"rows": rows.describe, "n": int(len(rows.fusion)), "models": {n: base[n].how for n in names}},
-            "cv_log_loss": cv_scores,
+            "cv_log_loss": sel.cv_log_loss,
             "error_correlation": error_correlation(s.y_test, {n: base[n].test for n in names}) if s.task == "single_label" else None,
             "engine_vs_training": check,
             "seconds": {"models": timings, "total": round(time.perf_counter() - t_start, 1)},
@@ -402,6 +416,3 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
         task=s.task,
         thresholds=(model_thresholds, fusion_thresholds),
     )
-    write_report(out, report)
-    log(report["verdict"])
-    return report

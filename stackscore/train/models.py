@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StackscoreError
+from ..hf import load_tokenizer
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -326,43 +327,6 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
     return factory, tok
-
-
-def load_tokenizer(path: Path):
-    """The checkpoint's fast tokenizer: AutoTokenizer, or its ``tokenizer.json`` wrapped directly.
-
-    transformers converts a checkpoint that has only a slow tokenizer's files (``vocab.txt``, a
-    SentencePiece model: needs the ``sentencepiece`` package) to a fast one; export writes that
-    as ``tokenizer.json`` and checks it gives the same ids as transformers on the parity texts.
-    transformers 5 cannot build some older checkpoints' tokenizers (a ``BertTokenizer`` class
-    name plus ``tokenizer.json``, as sentence-transformers ship them); the fast tokenizer file is
-    all we need, with the special tokens from the config.
-    """
-    import json
-
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - a user's checkpoint: one line, or the fallback below
-        if not (path / "tokenizer.json").is_file():
-            hint = " (a SentencePiece tokenizer needs: pip install sentencepiece)" if any(path.glob("*.model")) else ""
-            raise StackscoreError(f"{path}: cannot build its tokenizer: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}{hint}") from None
-        tok = None
-    if tok is not None:
-        if getattr(tok, "backend_tokenizer", None) is None:
-            raise StackscoreError(f"{path}: its tokenizer ({type(tok).__name__}) has no fast (tokenizers) form that the engine can run")
-        return tok
-    specials = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        f = path / name
-        if f.is_file():
-            for k, v in json.loads(f.read_text()).items():
-                if k in ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token"):
-                    specials.setdefault(k, v["content"] if isinstance(v, dict) else v)
-    from tokenizers import Tokenizer
-
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials)
 
 
 def build_model(cfg: ModelConfig, texts: list[str], labels: list[str], base_dir: Path, task: str = "single_label"):

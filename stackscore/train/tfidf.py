@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StackscoreError
-from ..manifest import ModelSpec
+from ..export.tfidf import GRAPH  # the file export copies
 from .models import ModelConfig
 
 TOKEN_RE2 = r"[\p{L}\p{N}_]{2,}"  # = scikit-learn's default (?u)\b\w\w+\b
 LOCALE = "C.UTF-8"
-GRAPH = "model.onnx"
 
 
 def fit_tfidf(texts: list[str], y: np.ndarray, cfg: ModelConfig):
@@ -61,27 +60,3 @@ def save_tfidf(pipe, model_dir: Path, parity_texts: list[str]) -> None:
     (model_dir / GRAPH).write_bytes(to_onnx_bytes(pipe))
     ref = {"texts": parity_texts, "logits": tfidf_logits(pipe, parity_texts).tolist()}
     (model_dir / "parity.json").write_text(json.dumps(ref))
-
-
-def export_tfidf(model_dir: Path, artifact_dir: Path, name: str, tol: float = 1e-4) -> ModelSpec:
-    import shutil
-
-    from ..engine.session_pool import TextBackend
-
-    rel = Path("models") / name / "model.onnx"
-    (artifact_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model_dir / GRAPH, artifact_dir / rel)
-    ref = json.loads((model_dir / "parity.json").read_text())
-    texts, expected = ref["texts"], np.asarray(ref["logits"])
-    got = TextBackend(artifact_dir / rel).run_texts(texts)
-    diff = float(np.abs(np.exp(got) - np.exp(expected)).max())
-    agree = float(np.mean(got.argmax(1) == expected.argmax(1)))
-    if diff > tol:
-        from ..export.onnx_graph import ParityError
-
-        raise ParityError(f"TF-IDF model '{name}': ONNX vs scikit-learn probabilities differ by {diff:.2e} > {tol:.0e}")
-    return ModelSpec(
-        name=name, kind="tfidf", graphs={"fp32": rel.as_posix()}, tokenizer=None, max_length=0, pad_id=0,
-        inputs=["text"], output="probabilities", opset=17,
-        parity={"precision": "fp32", "rows": len(texts), "max_abs_diff": diff, "label_agreement": agree, "tolerance": tol, "compared": "probabilities"},
-    )

@@ -15,41 +15,17 @@ Every backend's ``run`` also takes ``token_type_ids`` (sentence pairs), fed when
 from __future__ import annotations
 
 import importlib.util
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
 from ...errors import ArtifactError, StackscoreError
+from ...export.variants import AUTO_ORDER, VARIANTS, graph_key
 from ...manifest import ModelSpec
-from .gpu import TENSORRT, GpuOptions, on_gpu, provider_names
+from ...options import PRECISIONS, TENSORRT, RunOptions, provider_names
 
-PRECISIONS = ("auto", "fp32", "int8", "bf16", "fp16")
-
-
-@dataclass
-class BackendOptions:
-    providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
-    intra_op_threads: int = 0  # 0 = one per core
-    precision: str = "fp32"  # the API's default is exact fp32; the CLI defaults to "auto"
-    backend: str = "auto"  # auto | onnxruntime | openvino
-    allow_cpu_fallback: bool = False  # GPU providers missing: fall back to CPU only if allowed
-    gpu: GpuOptions = field(default_factory=GpuOptions)  # devices, TensorRT cache, memory limit
-    io_binding: bool | None = None  # None: on for GPU providers (outputs stay on the device)
-
-    @property
-    def on_gpu(self) -> bool:
-        return on_gpu(self.providers)
-
-    @property
-    def devices(self) -> list[int | None]:
-        """One session per model per entry: GPU ids on GPU, a single CPU slot otherwise."""
-        return list(self.gpu.device_ids) if self.on_gpu else [None]
-
-    @property
-    def threads(self) -> int:
-        return self.intra_op_threads or (os.cpu_count() or 1)
+__all__ = ["PRECISIONS", "Choice", "RunOptions", "choose", "cpu_has_bf16", "graph_feeds", "have"]
 
 
 @lru_cache(maxsize=1)
@@ -111,37 +87,43 @@ class Choice:
     graph_key: str  # key into spec.graphs
 
 
-def choose(spec: ModelSpec, options: BackendOptions) -> Choice:
-    prec, backend = options.precision, options.backend
-    if prec not in PRECISIONS:
-        raise StackscoreError(f"precision must be one of {', '.join(PRECISIONS)}, not '{prec}'")
-    if backend not in ("auto", "onnxruntime", "openvino"):
-        raise StackscoreError(f"backend must be auto, onnxruntime or openvino, not '{backend}'")
+def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
+    """``--precision auto``: the first variant of ``AUTO_ORDER`` this model, runtime and CPU can run."""
+    if TENSORRT in provider_names(options.providers):
+        # TensorRT builds its own fp16 engine from the plain fp32 graph (trt_fp16_enable);
+        # the fp16 graph's ORT-fused contrib ops (Attention, SkipLayerNorm) are not TensorRT ops
+        # and would split the graph between TensorRT and CUDA.
+        return "fp32"
     gpu = options.on_gpu
-    ov_ok = backend != "onnxruntime" and not gpu and have("openvino")
-    tensorrt = TENSORRT in provider_names(options.providers)
+    ov_ok = options.backend != "onnxruntime" and not gpu and have("openvino")
+
+    def usable(name: str) -> bool:
+        v = VARIANTS[name]
+        if name == "fp32":
+            return True
+        if (v.file and name not in spec.graphs) or not gate_passed(spec, name):
+            return False
+        if gpu:
+            return True
+        if v.runtime == "openvino":
+            return ov_ok and (name != "bf16" or cpu_has_bf16())
+        return options.backend != "openvino"
+
+    return next(n for n in AUTO_ORDER["gpu" if gpu else "cpu"] if usable(n))
+
+
+def choose(spec: ModelSpec, options: RunOptions) -> Choice:
+    """The runtime, precision and graph that serve ``spec`` under ``options`` (the variants table)."""
+    prec, backend = options.precision, options.backend
+    ov_ok = backend != "onnxruntime" and not options.on_gpu and have("openvino")
     if prec == "auto":
-        if tensorrt:
-            # TensorRT builds its own fp16 engine from the plain fp32 graph (trt_fp16_enable);
-            # the fp16 graph's ORT-fused contrib ops (Attention, SkipLayerNorm) are not TensorRT ops
-            # and would split the graph between TensorRT and CUDA.
-            prec = "fp32"
-        elif gpu:
-            prec = "fp16" if "fp16" in spec.graphs and gate_passed(spec, "fp16") else "fp32"
-        elif ov_ok and "int8_static" in spec.graphs and gate_passed(spec, "int8_static"):
-            prec = "int8"
-        elif ov_ok and cpu_has_bf16() and gate_passed(spec, "bf16"):
-            prec = "bf16"
-        elif backend != "openvino" and "int8" in spec.graphs and gate_passed(spec, "int8"):
-            prec = "int8"
-        else:
-            prec = "fp32"
+        prec = VARIANTS[auto_variant(spec, options)].precision
     if prec == "bf16":
         if backend == "onnxruntime":
             raise StackscoreError("bf16 runs on the OpenVINO backend; use --backend openvino or auto")
         if not have("openvino"):
             raise StackscoreError("bf16 needs OpenVINO: pip install 'stackscore[openvino]'")
-        return Choice("openvino", "bf16", "fp32")
+        return Choice("openvino", "bf16", graph_key(VARIANTS["bf16"]))
     if prec == "int8" and ov_ok and "int8_static" in spec.graphs:
         return Choice("openvino", "int8", "int8_static")  # static int8: faster than ORT's dynamic
     if prec not in spec.graphs:

@@ -18,26 +18,15 @@ each session is created with. Why these settings:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
-CPU = "CPUExecutionProvider"
-GPU_PROVIDERS = (CUDA, TENSORRT)
+from ...options import CPU, CUDA, GPU_PROVIDERS, TENSORRT, GpuOptions, provider_names
+
+__all__ = ["CPU", "CUDA", "GPU_PROVIDERS", "TENSORRT", "GpuOptions", "provider_names"]
 
 # Sequence-length buckets for GPUs: each bucket is one shape per batch size class, so arenas,
 # cuDNN/cuBLAS plans and TensorRT profiles are reused instead of rebuilt per length.
 DEFAULT_BUCKETS = (16, 32, 64, 128, 256, 384, 512)
-
-
-@dataclass
-class GpuOptions:
-    device_ids: list[int] = field(default_factory=lambda: [0])
-    mem_limit_bytes: int = 0  # 0 = no limit (ORT default: the whole device)
-    trt_cache_dir: Path | None = None  # None: a temporary directory per run (no reuse)
-    trt_fp16: bool = True
-    trt_workspace_bytes: int = 4 << 30
 
 
 def buckets_for(max_length: int, buckets: tuple[int, ...] = DEFAULT_BUCKETS) -> tuple[int, ...]:
@@ -117,12 +106,3 @@ def providers_for_device(device: str) -> list[str]:
 
         raise StackscoreError(f"--device must be cpu, cuda or tensorrt, not '{device}'")
     return table[device]
-
-
-def provider_names(providers: list) -> list[str]:
-    """Names of ``providers``, which ONNX Runtime accepts as names or (name, options) pairs."""
-    return [p[0] if isinstance(p, tuple) else p for p in providers]
-
-
-def on_gpu(providers: list) -> bool:
-    return any(name in GPU_PROVIDERS for name in provider_names(providers))

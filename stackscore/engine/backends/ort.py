@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import ArtifactError, StackscoreError
 from ...manifest import ModelSpec
-from . import BackendOptions, graph_feeds, session_error
+from . import RunOptions, graph_feeds, session_error
 from .gpu import provider_list, provider_names
 
 FEEDABLE = {"input_ids", "attention_mask", "token_type_ids"}
@@ -22,7 +22,7 @@ def import_ort():
     return ort
 
 
-def resolve_providers(ort, options: BackendOptions) -> list:
+def resolve_providers(ort, options: RunOptions) -> list:
     """The providers to use: as asked, or CPU when the asked ones are missing and fallback is allowed."""
     available = set(ort.get_available_providers())
     names = provider_names(options.providers)
@@ -74,18 +74,18 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: BackendOptions, precision: str = "fp32", device_id: int | None = None, token_budget: int = 2048, max_rows: int = 256):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None):
         ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = options.threads
+        so.intra_op_num_threads = options.cpu_threads
         so.inter_op_num_threads = 1
         providers = resolve_providers(ort, options)
         self.device_id = device_id if options.on_gpu and providers != ["CPUExecutionProvider"] else None
         if self.device_id is not None:
             providers = provider_list(
                 providers, self.device_id, options.gpu, input_names=list(spec.inputs),
-                max_length=spec.max_length, max_rows=max_rows, token_budget=token_budget,
+                max_length=spec.max_length, max_rows=options.max_batch_rows, token_budget=options.token_budget,
             )
         self.precision = precision
         try:
@@ -136,11 +136,11 @@ class TextBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, graph: Path, options: BackendOptions | None = None, rows_per_run: int = 2048):
+    def __init__(self, graph: Path, options: RunOptions | None = None, rows_per_run: int = 2048):
         ort = import_ort()
-        options = options or BackendOptions()
+        options = options or RunOptions()
         so = ort.SessionOptions()
-        so.intra_op_num_threads = options.threads
+        so.intra_op_num_threads = options.cpu_threads
         # String ops run on the CPU whatever the device; the graph is small.
         try:
             self.session = ort.InferenceSession(str(graph), sess_options=so, providers=["CPUExecutionProvider"])

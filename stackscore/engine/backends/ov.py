@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ...manifest import ModelSpec
-from . import BackendOptions, cpu_has_bf16, graph_feeds, session_error
+from . import RunOptions, cpu_has_bf16, graph_feeds, session_error
 
 
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: BackendOptions, precision: str = "fp32"):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32"):
         import openvino as ov
 
         core = ov.Core()
@@ -32,7 +32,7 @@ class OpenVinoBackend:
             # int8 (a static QDQ graph) runs its non-quantized ops in bf16 where the CPU has it.
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_bf16()) else "f32",
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all cores on it
-            "INFERENCE_NUM_THREADS": options.threads,
+            "INFERENCE_NUM_THREADS": options.cpu_threads,
         }
         self.precision = precision
         try:

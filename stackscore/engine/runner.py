@@ -1,0 +1,230 @@
+"""Model runners: one object per base model that turns a window of rows into logits.
+
+A runner owns everything one model needs between texts and logits: its tokenizer, pad id,
+length buckets, batch geometry and one backend per device (the way text-embeddings-inference
+has one Backend and infinity one ModelWorker). The scorer, export's parity and precision gates,
+static-int8 calibration, ``stackscore bench`` and the benchmarks all go through a runner, so
+there is one batch loop in the code base (``TransformerRunner.batches`` + ``run_encoded``) and
+the gates measure exactly what scoring runs.
+
+- ``TransformerRunner``: token ids through an ONNX graph (ONNX Runtime or OpenVINO, CPU or GPUs).
+- ``TextRunner``: a string-input graph (TF-IDF + linear model); texts in, log-probabilities out.
+
+``run(window, rows)`` takes the rows of a window to score (all of them by default), which is
+what a cascade needs: later stages run only the rows earlier stages left open, in full batches.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..manifest import Manifest, ModelSpec, resolve_inside
+from ..options import RunOptions
+from .backends import check_output_width, choose
+from .backends.gpu import buckets_for
+from .batcher import Batch, build_batch, plan_batches
+from .tokenize import Encoded, TextTokenizer
+
+
+class Backend(Protocol):
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray: ...
+
+
+@dataclass
+class RunStats:
+    """What a runner did for one window: per-batch seconds and real vs padded tokens."""
+
+    seconds: list[float] = field(default_factory=list)
+    real_tokens: int = 0
+    padded_tokens: int = 0
+
+    def add(self, other: "RunStats") -> None:
+        self.seconds += other.seconds
+        self.real_tokens += other.real_tokens
+        self.padded_tokens += other.padded_tokens
+
+
+class TransformerRunner:
+    """A transformer graph behind its tokenizer and the token-budget batcher.
+
+    ``backends`` holds one backend per device; with more than one (several GPUs), a window's
+    batches are dealt round-robin across them by one worker thread per device.
+    """
+
+    kind = "transformer"
+
+    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None):
+        self.name = name
+        self.tokenizer = tokenizer
+        self.tokenizer_key = tokenizer_key or str(tokenizer.path)
+        self.pad_id = int(pad_id)
+        self.backends = list(backends)
+        self.token_budget = int(token_budget)
+        self.max_rows = int(max_rows)
+        self.buckets = buckets
+        self.description = describe
+        self._workers = ThreadPoolExecutor(len(self.backends), thread_name_prefix=f"{name}-device") if len(self.backends) > 1 else None
+
+    @classmethod
+    def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None) -> "TransformerRunner":
+        """A runner on one backend with the scorer's batch geometry (export's gates and calibration)."""
+        options = options or RunOptions()
+        tok = TextTokenizer(tokenizer_json, max_length, options.long_text)
+        buckets = buckets_for(max_length) if options.bucketed else None
+        return cls(name, tok, pad_id, [backend], options.token_budget, options.max_batch_rows, buckets)
+
+    # -- the one batch loop ------------------------------------------------------------------
+    def encode(self, items: list) -> Encoded:
+        return self.tokenizer.encode(items)
+
+    def batches(self, enc: Encoded, seqs: np.ndarray | None = None) -> Iterator[Batch]:
+        """Padded batches of ``enc``'s sequences (all, or ``seqs``), cut by the token budget."""
+        lengths = enc.lengths if seqs is None else enc.lengths[seqs]
+        for rows in plan_batches(lengths, self.token_budget, self.max_rows, buckets=self.buckets):
+            yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
+
+    def run_batch(self, batch: Batch, device: int = 0) -> np.ndarray:
+        return self.backends[device].run(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+
+    def _run_on(self, device: int, batches: list[Batch], out: np.ndarray) -> RunStats:
+        stats = RunStats()
+        for b in batches:
+            t0 = time.perf_counter()
+            out[b.rows] = self.run_batch(b, device)
+            stats.seconds.append(time.perf_counter() - t0)
+            stats.real_tokens += b.real_tokens
+            stats.padded_tokens += b.padded_tokens
+        return stats
+
+    def run_encoded(self, enc: Encoded, n_rows: int, width: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, RunStats]:
+        """Logits of ``rows`` (default: every row) of a window of ``n_rows`` rows encoded as ``enc``.
+
+        Returns ``(len(rows), width)`` logits in the order of ``rows``; in windows mode (a row
+        split into several sequences, ``enc.owner``) a row's window logits are averaged.
+        """
+        seq_row = enc.owner if enc.owner is not None else np.arange(len(enc.lengths))
+        seqs = slot = None
+        n_out = n_rows
+        if rows is not None:
+            pos = np.full(n_rows, -1, dtype=np.int64)
+            pos[np.asarray(rows, dtype=np.int64)] = np.arange(len(rows))
+            seqs = np.flatnonzero(pos[seq_row] >= 0)
+            slot = pos[seq_row[seqs]]
+            n_out = len(rows)
+        logits = np.zeros((len(enc.lengths), width), dtype=np.float32)
+        batches = list(self.batches(enc, seqs))
+        stats = RunStats()
+        if self._workers is None or len(batches) < 2:
+            stats.add(self._run_on(0, batches, logits))
+        else:  # one worker per device, batches dealt round-robin; rows say where each goes
+            n_dev = len(self.backends)
+            for f in [self._workers.submit(self._run_on, d, batches[d::n_dev], logits) for d in range(n_dev)]:
+                stats.add(f.result())
+        if seqs is not None:
+            logits, seq_row = logits[seqs], slot
+            if enc.owner is None:
+                out = np.zeros((n_out, width), dtype=np.float32)
+                out[slot] = logits
+                return out, stats
+        if enc.owner is not None:
+            summed = np.zeros((n_out, width), dtype=np.float64)
+            np.add.at(summed, seq_row, logits)
+            logits = (summed / np.bincount(seq_row, minlength=n_out)[:, None]).astype(np.float32)
+        return logits, stats
+
+    def logits(self, items: list, width: int) -> np.ndarray:
+        """Texts (or pairs) -> ``(n, width)`` logits in input order through the tokenizer, the
+        batcher and the backend: what export's parity and precision gates compare."""
+        return self.run_encoded(self.encode(items), len(items), width)[0]
+
+    def describe(self) -> str:
+        return self.description
+
+
+class TextRunner:
+    """A string-input graph: the texts themselves are its input (no tokenizer, no batcher)."""
+
+    kind = "tfidf"
+    tokenizer_key = None
+
+    def __init__(self, name: str, backend, describe: str = "onnxruntime/tfidf"):
+        self.name = name
+        self.backend = backend
+        self.description = describe
+
+    def run_texts(self, texts: list[str], width: int) -> tuple[np.ndarray, RunStats]:
+        t0 = time.perf_counter()
+        out = self.backend.run_texts(texts) if texts else np.zeros((0, width), np.float32)
+        return out, RunStats([time.perf_counter() - t0])
+
+    def describe(self) -> str:
+        return self.description
+
+
+ModelRunner = TransformerRunner | TextRunner
+
+
+def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> dict[str, Any]:
+    """One runner per base model of an artifact, in manifest order.
+
+    Models that share a tokenizer file (same sha256) and max length share one tokenizer, so a
+    window is encoded once for all of them (``tokenizer_key``).
+    """
+    from .backends.ort import OrtBackend, TextBackend
+
+    k = len(manifest.labels)
+    tokenizers: dict[str, TextTokenizer] = {}
+    runners: dict[str, Any] = {}
+    for spec in manifest.models:
+        if spec.kind == "tfidf":
+            graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
+            backend = TextBackend(graph, options)
+            check_output_width(spec.name, backend.output_width, k, graph)
+            runners[spec.name] = TextRunner(spec.name, backend)
+            continue
+        if spec.kind != "transformer":
+            raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
+        key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
+        choice = choose(spec, options)
+        graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
+        backends = []
+        for device in options.devices:
+            if choice.backend == "openvino":
+                from .backends.ov import OpenVinoBackend
+
+                backends.append(OpenVinoBackend(graph, spec, options, choice.precision))
+            else:
+                backends.append(OrtBackend(graph, spec, options, choice.precision, device))
+            check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
+        where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
+        buckets = buckets_for(spec.max_length) if options.bucketed else None
+        runners[spec.name] = TransformerRunner(
+            spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
+            describe=f"{choice.backend}/{choice.precision}{where}", tokenizer_key=key,
+        )
+        runners[spec.name].choice = choice
+    return runners
+
+
+def _tokenizer(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, cache: dict[str, TextTokenizer]) -> tuple[str, TextTokenizer]:
+    if not spec.tokenizer:
+        raise ArtifactError(f"model '{spec.name}' names no tokenizer")
+    key = f"{manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}"
+    if key not in cache:
+        path = resolve_inside(artifact_dir, spec.tokenizer, f"models[{spec.name}].tokenizer")
+        cache[key] = TextTokenizer(path, spec.max_length, options.long_text)
+    tok = cache[key]
+    vocab = spec.parity.get("vocab_size")
+    if vocab is not None and (tok.max_id >= vocab or spec.pad_id >= vocab):
+        raise ArtifactError(
+            f"model '{spec.name}': tokenizer has {tok.vocab_size} tokens with ids up to {tok.max_id} "
+            f"(pad id {spec.pad_id}), the model's embedding has {vocab} rows: every id must be below {vocab}"
+        )
+    return key, tok

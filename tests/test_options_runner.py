@@ -1,0 +1,142 @@
+"""Options validated once at the edge; one model runner behind scoring, gates and bench."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import FrozenInstanceError, replace
+
+import numpy as np
+import pytest
+
+from stackscore import fusion
+from stackscore.engine.pipeline import fingerprint
+from stackscore.engine.readers import Window
+from stackscore.engine.runner import TextRunner, TransformerRunner
+from stackscore.engine.scorer import Scorer
+from stackscore.errors import StackscoreError
+from stackscore.export.variants import AUTO_ORDER, VARIANTS
+from stackscore.options import ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: RunOptions(precision="fp8"), "precision must be one of"),
+        (lambda: RunOptions(backend="tensorflow"), "backend must be one of"),
+        (lambda: RunOptions(long_text="summarize"), "--long-text must be one of"),
+        (lambda: RunOptions(token_budget=0), "token budget must be a positive"),
+        (lambda: ReadOptions(window_rows=-1), "--chunk-rows must be a positive"),
+        (lambda: ReadOptions(encoding_errors="ignore"), "--encoding-errors must be one of"),
+        (lambda: WriteOptions(on_error="drop"), "--on-error must be one of"),
+        (lambda: ScoreOptions.from_kwargs(chunk_size=5), "unknown scoring option 'chunk_size'"),
+    ],
+)
+def test_each_option_is_checked_when_built(make, message):
+    with pytest.raises(StackscoreError, match=message):
+        make()
+
+
+def test_options_are_frozen_and_routed_by_name():
+    opts = ScoreOptions.from_kwargs(text_field="body", chunk_rows=7, on_error="skip", precision="auto", progress=False)
+    assert (opts.read.text_field, opts.read.window_rows, opts.write.on_error, opts.run.precision, opts.progress) == ("body", 7, "skip", "auto", False)
+    with pytest.raises(FrozenInstanceError):
+        opts.read.text_field = "other"  # type: ignore[misc]
+    base = RunOptions(precision="int8", threads=1)
+    assert ScoreOptions.from_kwargs(run=base, token_budget=512).run == replace(base, token_budget=512)
+
+
+def test_the_cli_refuses_a_bad_option_before_it_opens_anything(tmp_path):
+    """A bad --precision is named before the (missing) artifact or input is looked at."""
+    r = subprocess.run(
+        [sys.executable, "-m", "stackscore.cli", "score", str(tmp_path / "no-artifact"), str(tmp_path / "no-input.jsonl"), "-o", str(tmp_path / "o.jsonl"), "--precision", "fp8"],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 2 and "precision must be one of" in r.stderr and "no-artifact" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_resume_fingerprint_follows_the_output_shaping_options(artifact, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n')
+    scorer = Scorer(artifact)
+    base = ScoreOptions.from_kwargs()
+    fp = fingerprint(src, scorer, base)["options"]
+    assert fp == {**fingerprint_options(base), "backends": scorer.describe()}
+    for change in ({"with_model_outputs": True}, {"chunk_rows": 5}, {"text_field": "t"}, {"on_error": "skip"}):
+        assert fingerprint(src, scorer, ScoreOptions.from_kwargs(**change))["options"] != fp, change
+    for same in ({"overwrite": True}, {"label_field": "label"}, {"progress": False}):
+        assert fingerprint(src, scorer, ScoreOptions.from_kwargs(**same))["options"] == fp, same
+
+
+def test_score_file_refuses_a_scorer_built_with_other_run_options(artifact, tmp_path):
+    from stackscore.engine.pipeline import score_file
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n')
+    with pytest.raises(StackscoreError, match="other run options"):
+        score_file(Scorer(artifact, RunOptions(token_budget=512)), src, tmp_path / "o.jsonl", ScoreOptions.from_kwargs(progress=False))
+
+
+def test_get_params_means_what_scikit_learn_means():
+    rng = np.random.default_rng(0)
+    outs = [rng.normal(size=(60, 2)) for _ in range(2)]
+    y = rng.integers(0, 2, 60)
+    for name, make in fusion.candidates("single_label", C=0.5).items():
+        m = make().fit(outs, y)
+        params = m.get_params()
+        clone = type(m)(**params)
+        assert clone.get_params() == params and not hasattr(clone, "n_classes_"), name
+        assert all(not k.endswith("_") for k in params), name
+    assert fusion.candidates("single_label", C=0.5)["stack"]().get_params()["C"] == 0.5
+
+
+def test_variants_table_is_what_export_writes_and_choose_reads(artifact):
+    from stackscore.manifest import load_manifest
+
+    for spec in load_manifest(artifact).models:
+        for key, rel in spec.graphs.items():
+            assert key in VARIANTS and rel.endswith(VARIANTS[key].file), (key, rel)
+        assert set(spec.parity.get("gates", {})) <= set(VARIANTS)
+    assert AUTO_ORDER["cpu"][-1] == AUTO_ORDER["gpu"][-1] == "fp32"
+
+
+@pytest.mark.parametrize("long_text", ["truncate", "windows"])
+def test_a_runner_scores_any_subset_of_a_window_as_it_scores_the_whole(artifact, long_text):
+    """What a cascade's later stages run: a subset of rows, batched on its own, same logits."""
+    scorer = Scorer(artifact, RunOptions(long_text=long_text))
+    texts = [("a long review that goes on " * (i % 7 + 1)) + str(i) for i in range(40)]
+    window = scorer.encode(Window(0, list(range(40)), texts, [None] * 40))
+    for name, runner in scorer.runners.items():
+        full, full_stats = scorer.run_model(name, window)
+        for rows in (np.array([3, 17, 5]), np.arange(40)[::-1], np.array([], dtype=np.int64)):
+            part, stats = scorer.run_model(name, window, rows)
+            assert part.shape == (len(rows), len(scorer.labels))
+            np.testing.assert_allclose(part, full[rows], atol=1e-5, err_msg=f"{name} {rows}")
+            if isinstance(runner, TransformerRunner) and len(rows) == 3:
+                # only the subset's tokens were computed, in batches of their own
+                assert 0 < stats.real_tokens < full_stats.real_tokens
+        assert isinstance(runner, (TransformerRunner, TextRunner))
+
+
+def test_export_gates_run_through_the_engine_runner(monkeypatch, artifact):
+    """The parity gate's logits come from TransformerRunner (the scorer's class), not a side loop."""
+    from stackscore.export import onnx_graph
+
+    calls = []
+    real = TransformerRunner.logits
+
+    def spy(self, items, width):
+        calls.append((self.token_budget, self.max_rows, len(items)))
+        return real(self, items, width)
+
+    monkeypatch.setattr(TransformerRunner, "logits", spy)
+    from stackscore.manifest import load_manifest
+
+    spec = next(m for m in load_manifest(artifact).models if m.kind == "transformer")
+    g = onnx_graph.GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, ["a fine film", "dull"], list(spec.inputs), 2)
+    got = g.logits(g.ort(artifact / spec.graphs["fp32"]))
+    scored = Scorer(artifact).score_texts(["a fine film", "dull"])
+    np.testing.assert_allclose(got, scored.logits[spec.name], atol=1e-6)
+    defaults = RunOptions()
+    assert calls == [(defaults.token_budget, defaults.max_batch_rows, 2)]
