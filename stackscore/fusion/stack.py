@@ -42,10 +42,11 @@ class OnnxMeta:
     written once by ``write_graph`` and run by ``run_graph``, so no pickle reaches scoring.
     """
 
-    def write_graph(self, artifact_dir: Path, n_features: int) -> Path:
+    def write_graph(self, artifact_dir: Path, n_features: int, graph: str = META_GRAPH) -> Path:
+        """``graph``: its path inside the artifact (another one when an artifact holds several)."""
         from skl2onnx import to_onnx
 
-        path = Path(artifact_dir) / META_GRAPH
+        path = Path(artifact_dir) / graph
         path.parent.mkdir(parents=True, exist_ok=True)
         X = np.zeros((1, n_features), dtype=np.float32)
         options = {id(self.meta_): {"zipmap": False}} if hasattr(self.meta_, "predict_proba") else None
@@ -150,9 +151,10 @@ class StackFusion(FusionMethod, OnnxMeta):
             params["linear_coef"] = np.asarray(self.coef_).tolist()
         return params
 
-    def to_manifest(self, artifact_dir: Path, reason: str = "") -> FusionSpec:
-        self.write_graph(Path(artifact_dir), self.n_models_ * self.n_classes_)
-        return FusionSpec(method=self.name, params=self.manifest_params(), graph=META_GRAPH, reason=reason)
+    def to_manifest(self, artifact_dir: Path, reason: str = "", graph: str = META_GRAPH) -> FusionSpec:
+        """``graph``: where the meta-learner goes (a cascade's partial stacks each need their own)."""
+        self.write_graph(Path(artifact_dir), self.n_models_ * self.n_classes_, graph)
+        return FusionSpec(method=self.name, params=self.manifest_params(), graph=graph, reason=reason)
 
     @classmethod
     def from_manifest(cls, spec: FusionSpec, artifact_dir: Path) -> "StackFusion":
