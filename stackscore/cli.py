@@ -109,6 +109,7 @@ def score(
     allow_growing_input: bool = typer.Option(False, help="If the input changes while it is read, warn and score the bytes it had at the start (default: stop with an error)."),
     stats_json: Optional[Path] = typer.Option(None, help="Also write the run's statistics as JSON here."),
     quiet: bool = typer.Option(False, help="No progress line."),
+    cascade: str = typer.Option("on", help="Artifacts fitted with a cascade: on (rows the cheap models decide stop early; a 'stage' column says where) or off (every model on every row)."),
     engine: str = typer.Option("local", help="local (this process) or ray (an actor pool on a Ray cluster)."),
     address: Optional[str] = typer.Option(None, help="--engine ray: address of an existing cluster (default: start a local one)."),
     actors: int = typer.Option(2, help="--engine ray: actors in the pool."),
@@ -141,6 +142,7 @@ def score(
     run = RunOptions(
         providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
         backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu, token_budget=token_budget, long_text=long_text,
+        cascade=_on_off("--cascade", cascade),
     )
     opts = ScoreOptions(
         ReadOptions(
@@ -163,6 +165,12 @@ def score(
         _err(f"backends: {stats.backends}")
     if stats_json:
         stats_json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+
+
+def _on_off(flag: str, value: str) -> bool:
+    if value not in ("on", "off"):
+        raise StackscoreError(f"{flag} must be on or off, not '{value}'")
+    return value == "on"
 
 
 @app.command()

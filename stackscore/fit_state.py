@@ -81,6 +81,7 @@ class FitState:
     int8: bool = True
     static_int8: bool = True
     fp16: bool = True
+    cascade: dict[str, Any] | None = None  # the cascade's manifest section; its graphs are under fusion/
 
     def save(self, workdir: Path) -> Path:
         path = Path(workdir) / FIT_STATE

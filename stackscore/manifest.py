@@ -27,7 +27,11 @@ TASK_VALUES = ("binary", "multiclass", "multi_label", "regression")
 
 
 def format_version_for(manifest: "Manifest") -> str:
-    return "2.0" if manifest.text_pair or manifest.task in ("multi_label", "regression") else "1.0"
+    """2.x: sentence pairs, multi-label, regression (1.x readers would mis-score them). The minor
+    version is 1 when the artifact has a cascade: a reader that ignores it scores the full
+    ensemble for every row, the same predictions, only slower."""
+    major = "2" if manifest.text_pair or manifest.task in ("multi_label", "regression") else "1"
+    return f"{major}.{1 if manifest.cascade else 0}"
 MANIFEST_NAME = "manifest.json"
 
 
@@ -72,6 +76,7 @@ class Manifest:
     format_version: str = "1.0"  # set by write_manifest (format_version_for)
     created_by: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cascade: dict[str, Any] | None = None  # adaptive ensemble (stackscore.fusion.cascade): stages, thresholds, partial fusions
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,6 +223,25 @@ def _fusion_from(raw: Any, where: str) -> FusionSpec:
     return FusionSpec(**values)
 
 
+def _cascade_from(raw: Any, where: str, model_names: list[str], task: str) -> dict[str, Any] | None:
+    """The cascade section's shape (its numbers are checked when the engine rebuilds it): every
+    stage names models of this artifact, and a partial fusion's graph is a safe relative path."""
+    if raw is None:
+        return None
+    c = _Fields(raw, where, "cascade")
+    if task not in ("binary", "multiclass"):
+        raise ArtifactError(f"{where}: field 'cascade' is for single-label artifacts, this one is {task}")
+    order = c.get("order", list, check=lambda v: sorted(v) == sorted(model_names), what=f"the artifact's models in cost order ({', '.join(model_names)})")
+    stages = c.get("stages", list, check=lambda v: len(v) == len(order), what=f"one stage per model ({len(order)})")
+    for i, st in enumerate(stages):
+        f = _Fields(st, where, f"cascade.stages[{i}]")
+        f.get("models", list, check=lambda v, i=i: v == order[: i + 1], what=f"the first {i + 1} models of cascade.order")
+        fusion_raw = f.get("fusion", dict, default=None, nullable=True)
+        if fusion_raw is not None:
+            _Fields(fusion_raw, where, f"cascade.stages[{i}].fusion").path("graph", nullable=True, default=None)
+    return raw
+
+
 def _files_from(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     files = _Fields(raw, where, "").get("files", dict, what="an object (path -> {sha256, size})")
     for rel, meta in files.items():
@@ -291,6 +315,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         format_version=version,
         created_by=top.get("created_by", str, default=""),
         files=_files_from(raw, where),
+        cascade=_cascade_from(raw.get("cascade"), where, names, task),
     )
     if verify:
         verify_files(directory, manifest)
@@ -307,6 +332,10 @@ def referenced_files(manifest: Manifest) -> list[tuple[str, str]]:
             refs.append((m.tokenizer, f"models[{m.name}].tokenizer"))
     if manifest.fusion.graph:
         refs.append((manifest.fusion.graph, "fusion.graph"))
+    for i, stage in enumerate((manifest.cascade or {}).get("stages", [])):
+        graph = (stage.get("fusion") or {}).get("graph")
+        if graph:
+            refs.append((graph, f"cascade.stages[{i}].fusion.graph"))
     return refs
 
 

@@ -78,6 +78,7 @@ class RunOptions:
     max_batch_rows: int = 256
     long_text: str = "truncate"  # truncate | head-tail | windows (see engine/tokenize.py)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
+    cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
 
     def __post_init__(self) -> None:
         _one_of("precision", self.precision, PRECISIONS)
@@ -183,4 +184,4 @@ def fingerprint_options(opts: ScoreOptions) -> dict[str, Any]:
     read.pop("allow_growing_input")
     read.pop("label_field")  # labels only feed the stats, never the output
     write = {k: v for k, v in asdict(opts.write).items() if k not in ("overwrite", "resume")}
-    return {**read, **write, "long_text": opts.run.long_text}
+    return {**read, **write, "long_text": opts.run.long_text, "cascade": opts.run.cascade}

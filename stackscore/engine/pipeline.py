@@ -37,7 +37,8 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
     """Vectorized: one (n, k) scatter per column family, no per-row Python except label names.
 
     Columns by task: single-label ``label``, ``score``, ``prob_<label>``; multi-label ``labels``
-    (the labels on, as a list) and ``prob_<label>``; regression ``value``. Then ``error``.
+    (the labels on, as a list) and ``prob_<label>``; regression ``value``. With a cascade,
+    ``stage`` (which stage answered the row, 1 = the cheapest model alone). Then ``error``.
     """
     chunk = scored.chunk
     n = len(chunk)
@@ -65,6 +66,10 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
         cols["score"] = proba[np.arange(n), top] if n else np.zeros(0)
         for j, lab in enumerate(labels):
             cols[f"prob_{lab}"] = proba[:, j]
+    if scored.stage is not None:
+        stage = np.zeros(n, dtype=np.int64)
+        stage[scored.valid] = scored.stage
+        cols["stage"] = [int(s) if good else None for s, good in zip(stage, ok)]
     cols["error"] = chunk.errors
     if opts.with_model_outputs:
         for m in model_names:
@@ -97,6 +102,8 @@ def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str], ta
     stats.padded_tokens += scored.padded_tokens
     stats.truncated += scored.truncated
     stats.batch_seconds.extend(scored.batch_seconds)
+    if scored.stage is not None:
+        stats.add_stages(scored.stage)
     if chunk.labels is not None and len(scored.valid) and task == "single_label":  # accuracy: single-label only
         truth = np.asarray([str(chunk.labels[i]) for i in scored.valid], dtype=object)
         known = np.isin(truth, labels)
@@ -347,7 +354,8 @@ def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_p
             k = len(scorer.labels)
             logits = {m: np.zeros((0, k)) for m in scorer.model_names}
             contributions = scorer.fusion.contributions([logits[m] for m in scorer.model_names])
-            sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, k)), logits, contributions))
+            stage = np.zeros(0, dtype=np.int64) if scorer.cascade is not None else None
+            sink(ScoredWindow(empty, np.zeros(0, dtype=np.int64), np.zeros((0, k)), logits, contributions, stage=stage))
         if snapshot is not None and snapshot.change() is not None:  # changed after it was read
             snapshot.changed()
         out.finish()

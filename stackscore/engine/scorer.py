@@ -4,6 +4,11 @@ It exposes the two steps the pipeline runs on separate threads, ``encode`` (CPU-
 tokenization, once per distinct tokenizer) and ``infer`` (each runner's batches, then fusion),
 and is also what the Python API calls directly for in-memory texts. Batching, devices and
 long-text averaging live in the runners (``runner.py``); the scorer only hands them windows.
+
+An artifact fitted with a cascade (``fusion/cascade.py``) is scored stage by stage: every row
+of a window through the cheapest model, only the rows its partial fusion is unsure of through
+the next, and so on; each stage's runner batches just its open rows (full token-budget batches),
+and rows stay in window order. ``ScoredWindow.stage`` says which stage answered each row.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class ScoredWindow:
     padded_tokens: int = 0
     truncated: int = 0
     batch_seconds: list[float] = field(default_factory=list)
+    stage: np.ndarray | None = None  # cascade only: 1-based stage that answered each valid row
+    ran: dict[str, np.ndarray] | None = None  # cascade only: per model, the valid rows it ran on
 
 
 def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
@@ -56,6 +63,8 @@ def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
     culprit = np.full(len(bad), "fused probabilities", dtype=object)
     for name in reversed(model_names):  # the first model with a bad row names it
         nonfinite = ~np.isfinite(out.logits[name]).all(axis=1)
+        if out.ran is not None:  # a cascade leaves the rows a model never saw as NaN: not errors
+            nonfinite &= out.ran[name]
         culprit[nonfinite] = f"logits of model '{name}'"
         bad |= nonfinite
     if not bad.any():
@@ -68,6 +77,9 @@ def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
     out.valid = out.valid[keep]
     out.proba = out.proba[keep]
     out.logits = {m: v[keep] for m, v in out.logits.items()}
+    if out.stage is not None:
+        out.stage = out.stage[keep]
+        out.ran = {m: v[keep] for m, v in out.ran.items()}
     if out.contributions is not None:
         out.contributions = out.contributions[keep]
     return out
@@ -83,6 +95,11 @@ class Scorer:
         self.runners = runners_for(self.manifest, self.artifact_dir, self.options)
         self.tokenizers = {r.tokenizer_key: r.tokenizer for r in self.runners.values() if r.tokenizer_key is not None}
         self.fusion = FusionStage(self.manifest, self.artifact_dir)
+        self.cascade = None
+        if self.manifest.cascade and self.options.cascade:
+            from ..fusion.cascade import Cascade
+
+            self.cascade = Cascade.from_manifest(self.manifest.cascade, self.artifact_dir, self.fusion.method, self.fusion.task)
         self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
 
     @property
@@ -122,14 +139,48 @@ class Scorer:
             out.truncated = max(out.truncated, enc.truncated)
         stats = RunStats()
         with self._lock:
-            for name in self.model_names:
-                out.logits[name], done = self.run_model(name, window)
-                stats.add(done)
+            if self.cascade is not None:
+                self._cascade(window, out, stats)
+            else:
+                for name in self.model_names:
+                    out.logits[name], done = self.run_model(name, window)
+                    stats.add(done)
+                outs = [out.logits[m] for m in self.model_names]
+                out.proba = self.fusion(outs)
+                out.contributions = self.fusion.contributions(outs)
         out.batch_seconds, out.real_tokens, out.padded_tokens = stats.seconds, stats.real_tokens, stats.padded_tokens
-        outs = [out.logits[m] for m in self.model_names]
-        out.proba = self.fusion(outs)
-        out.contributions = self.fusion.contributions(outs)
         return _flag_non_finite(out, self.model_names)
+
+    def _cascade(self, window: EncodedWindow, out: ScoredWindow, stats: RunStats) -> None:
+        """Stage by stage over the window's open rows; a model runs only on the rows that reach it.
+
+        Logits of rows a model never saw stay NaN (``out.ran`` says which are real); a row whose
+        logits so far are not finite stops where it is, and ``_flag_non_finite`` reports it.
+        """
+        n, k = len(window.valid), len(self.labels)
+        out.logits = {m: np.full((n, k), np.nan, dtype=np.float32) for m in self.model_names}
+        out.ran = {m: np.zeros(n, dtype=bool) for m in self.model_names}
+        out.stage = np.zeros(n, dtype=np.int64)
+        open_ = np.arange(n)
+        for i, st in enumerate(self.cascade.stages_):
+            if not len(open_):
+                break
+            new = st.models[-1]  # stage i adds one model to the ones already run
+            part, done = self.run_model(new, window, None if len(open_) == n else open_)
+            stats.add(done)
+            out.logits[new][open_], out.ran[new][open_] = part, True
+            seen = {m: out.logits[m][open_] for m in st.inputs}
+            finite = np.all([np.isfinite(v).all(axis=1) for v in seen.values()], axis=0)
+            proba, stops = self.cascade.stage_proba(i, seen)
+            stops = stops | ~finite
+            out.proba[open_[stops]] = proba[stops]
+            out.stage[open_[stops]] = i + 1
+            open_ = open_[~stops]
+        last = np.flatnonzero(out.stage == len(self.cascade.stages_))
+        contrib = self.fusion.contributions([out.logits[m][last] for m in self.model_names])
+        if contrib is not None:  # the full fusion's shares, for the rows it answered
+            out.contributions = np.full((n, contrib.shape[1]), np.nan)
+            out.contributions[last] = contrib
 
     def score_texts(self, texts: list[str], pairs: list[str] | None = None) -> ScoredWindow:
         """Score in-memory texts (every one must be a non-empty string; ``pairs`` for pair artifacts)."""

@@ -27,6 +27,14 @@ class ScoreStats:
     seconds: float = 0.0
     backends: str = ""  # which backend/precision served each model
     resumed_from: int = 0  # input rows an earlier, interrupted run had committed
+    stage_rows: list[int] = field(default_factory=list)  # cascade: rows answered by each stage
+
+    def add_stages(self, stage: np.ndarray) -> None:
+        counts = np.bincount(np.asarray(stage, dtype=np.int64), minlength=len(self.stage_rows) + 1)[1:]
+        if len(counts) > len(self.stage_rows):
+            self.stage_rows += [0] * (len(counts) - len(self.stage_rows))
+        for i, c in enumerate(counts):
+            self.stage_rows[i] += int(c)
 
     def add_errors(self, errors: list[str | None]) -> None:
         for e in errors:
@@ -82,6 +90,7 @@ class ScoreStats:
             "backends": self.backends,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
             "labelled_rows": self.labelled,
+            **({"cascade_stage_rows": list(self.stage_rows)} if self.stage_rows else {}),
         }
 
     def summary(self) -> str:
@@ -93,6 +102,9 @@ class ScoreStats:
         ]
         if self.resumed_from:
             lines.insert(0, f"resumed after {self.resumed_from:,} rows committed by an earlier run (counts below are this run's)")
+        if self.stage_rows:
+            total = max(sum(self.stage_rows), 1)
+            lines.append("cascade: " + ", ".join(f"stage {i + 1} answered {c / total:.1%}" for i, c in enumerate(self.stage_rows)))
         if d["accuracy"] is not None:
             lines.append(f"accuracy {d['accuracy']:.4f} on {d['labelled_rows']:,} labelled rows")
         for reason, count in self.errors.most_common(10):

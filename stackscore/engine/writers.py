@@ -73,6 +73,7 @@ def _id_array(block: ResultBlock):
 
 
 LIST_COLUMNS = ("labels",)  # multi-label: the labels on, a list per row
+INT_COLUMNS = ("stage",)  # cascade: the stage that answered the row (null for an error row)
 
 
 def block_to_table(block: ResultBlock, join_lists: bool = False):
@@ -89,6 +90,8 @@ def block_to_table(block: ResultBlock, join_lists: bool = False):
             arrays.append(pa.array([None if v is None else "|".join(v) for v in values], type=pa.string()))
         elif name in LIST_COLUMNS:
             arrays.append(pa.array(values, type=pa.list_(pa.string())))
+        elif name in INT_COLUMNS:
+            arrays.append(pa.array(values, type=pa.int64()))
         else:
             arrays.append(pa.array(values, type=pa.string()))
     return pa.Table.from_arrays(arrays, names=names)

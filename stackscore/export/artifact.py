@@ -78,9 +78,10 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
         specs.append(spec)
 
     fspec = FusionSpec(**state.fusion)
-    if fspec.graph:
-        (tmp / fspec.graph).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(workdir / fspec.graph, tmp / fspec.graph)
+    cascade_graphs = [g for st in (state.cascade or {}).get("stages", []) if (g := (st.get("fusion") or {}).get("graph"))]
+    for graph in ([fspec.graph] if fspec.graph else []) + cascade_graphs:
+        (tmp / graph).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(workdir / graph, tmp / graph)
     oof = np.load(workdir / "oof.npz")
     outputs = [oof[f"logits_{m.name}"] for m in state.models]
     task = task_of(manifest_task(state.task, len(state.labels)))
@@ -98,6 +99,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
         labels=state.labels, models=specs, fusion=fspec,
         task=manifest_task(state.task, len(state.labels)),
         text_pair=bool(state.text_pair),
+        cascade=state.cascade,
         created_by=f"stackscore {__version__}",
     )
     write_manifest(tmp, manifest)

@@ -40,6 +40,11 @@ class FusionConfig:
     meta_learner: str = "logreg"  # stack: logreg | gbm
     C: float = 1.0
     weights: list[float] | None = None  # weighted: fixed weights instead of learned
+    # Adaptive ensemble (fusion/cascade.py): cheapest models first, stop where they are sure.
+    cascade: bool = False
+    cascade_agreement: float = 0.995  # with the full ensemble, on the fusion rows (cross-validated)
+    cascade_max_accuracy_drop: float = 0.003  # 0.3 points
+    cascade_max_log_loss_increase: float = 0.01
 
 
 @dataclass
@@ -119,6 +124,12 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
         raise StackscoreError(f"{where} [fusion]: C must be a positive number, got {cfg.fusion.C!r}")
     if not (isinstance(cfg.fusion.folds, int) and cfg.fusion.folds >= 2):
         raise StackscoreError(f"{where} [fusion]: folds must be an integer >= 2, got {cfg.fusion.folds!r}")
+    if not isinstance(cfg.fusion.cascade, bool):
+        raise StackscoreError(f"{where} [fusion]: cascade must be true or false (unquoted), got {cfg.fusion.cascade!r}")
+    if cfg.fusion.cascade and len(models) < 2:
+        raise StackscoreError(f"{where} [fusion]: cascade = true needs at least two base models")
+    if not (isinstance(cfg.fusion.cascade_agreement, (int, float)) and 0.5 <= cfg.fusion.cascade_agreement <= 1):
+        raise StackscoreError(f"{where} [fusion]: cascade_agreement must be a number between 0.5 and 1, got {cfg.fusion.cascade_agreement!r}")
 
     if cfg.task and cfg.task not in TASKS:
         raise StackscoreError(f"{where}: task must be one of {', '.join(TASKS)} (or left out: from the data), not '{cfg.task}'")

@@ -160,6 +160,7 @@ class BaseOutputs:
     test: np.ndarray
     how: str  # how the fusion-row predictions were made (the report shows it: leakage is visible)
     state: FitModel  # what export needs (fit_state.json's models[] entry)
+    seconds_per_row: float = 0.0  # predicting the test split: the cost a cascade orders models by
 
 
 def check_models(cfg: FitConfig, labels: list[str], task: str = "single_label") -> dict[str, tuple]:
@@ -190,10 +191,12 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         log(f"    as saved (finetune = false); labels by name: {mapping}")
         idx = np.asarray(order)
         fusion_logits = predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length)[:, idx]
+        t0 = time.perf_counter()
         test_logits = predict_logits(model, tok, s.test, mcfg.max_length)[:, idx]
+        per_row = (time.perf_counter() - t0) / max(len(s.test), 1)
         entry.model_dir, entry.label_order, entry.label_map = str(path), [int(i) for i in order], mapping
         entry.checkpoint_sha256 = checkpoint_fingerprint(path)
-        return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry)
+        return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry, per_row)
     if mcfg.kind == "tfidf":
         from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
 
@@ -231,13 +234,20 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         how = f"trained on {len(rows.fit)} other rows"
     save(final)
     entry.model_dir = str((out / "models" / mcfg.name).resolve())
-    return BaseOutputs(fusion_logits, predict(final, s.test), how, entry)
+    t0 = time.perf_counter()
+    test_logits = predict(final, s.test)
+    return BaseOutputs(fusion_logits, test_logits, how, entry, (time.perf_counter() - t0) / max(len(s.test), 1))
+
+
+def fusion_candidates(cfg: FitConfig, task: str, labels: list[str] | None):
+    f = cfg.fusion
+    return fusion_mod.candidates(task, weights=f.weights, C=f.C, mode=f.mode, features=f.features, meta_learner=f.meta_learner, labels=labels)
 
 
 def select_fusion(cfg: FitConfig, outs: list[np.ndarray], y_meta: np.ndarray, log, task: str = "single_label", labels: list[str] | None = None):
     """Every fusion method fitted on the fusion rows; the chosen one and why."""
     f = cfg.fusion
-    candidates = fusion_mod.candidates(task, weights=f.weights, C=f.C, mode=f.mode, features=f.features, meta_learner=f.meta_learner, labels=labels)
+    candidates = fusion_candidates(cfg, task, labels)
     key = {"vote": "vote", "hard_vote": "vote"}.get(f.method, f.method)
     if f.method != "auto" and key not in candidates:
         raise StackscoreError(f"[fusion] method '{f.method}' does not apply to a {task} ensemble ({', '.join(candidates)}, auto)")
@@ -263,13 +273,20 @@ ENGINE_TOLERANCE = 1e-3
 ENGINE_MIN_AGREEMENT = 0.995  # hard votes may flip on exact ties; nothing else may
 
 
-def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, method: str) -> dict[str, Any]:
+def _engine_scores(artifact: Path, manifest, test: list, cascade: bool):
     from ..engine.scorer import Scorer
-    from ..tasks import agreement, scale
+    from ..options import RunOptions
 
     pairs = bool(test) and isinstance(test[0], tuple)
-    scorer = Scorer(artifact, manifest=manifest)
-    scored = scorer.score_texts([t[0] for t in test], [t[1] for t in test]) if pairs else scorer.score_texts(test)
+    scorer = Scorer(artifact, RunOptions(cascade=cascade), manifest=manifest)
+    return scorer, (scorer.score_texts([t[0] for t in test], [t[1] for t in test]) if pairs else scorer.score_texts(test))
+
+
+def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, method: str) -> dict[str, Any]:
+    """The full ensemble (cascade off) in the engine vs the training side, on the test split."""
+    from ..tasks import agreement, scale
+
+    scorer, scored = _engine_scores(artifact, manifest, test, cascade=False)
     if len(scored.valid) != len(test):
         raise StackscoreError(f"{artifact}: the exported ensemble gives non-finite outputs on {len(test) - len(scored.valid)} test rows; do not use this artifact")
     engine_proba = scored.proba
@@ -285,6 +302,33 @@ def engine_check(artifact: Path, manifest, test: list, train_side: np.ndarray, m
         raise StackscoreError(
             f"{artifact}: the exported ensemble does not reproduce the training side on the test split "
             f"(max |diff| {check['max_abs_diff']:.2e}, label agreement {check['label_agreement']:.2%}); do not use this artifact"
+        )
+    return check
+
+
+def cascade_engine_check(artifact: Path, manifest, test: list, train_proba: np.ndarray, train_stage: np.ndarray) -> dict[str, Any]:
+    """The cascade in the engine (partial graphs, routing) vs the training side's cascade.
+
+    The partial stacks run as float32 graphs, so a row sitting exactly on a threshold may stop
+    one stage apart; such rows are counted, and the probabilities compared where both agree on
+    the stage. Labels must agree as for the full ensemble."""
+    _, scored = _engine_scores(artifact, manifest, test, cascade=True)
+    if len(scored.valid) != len(test):
+        raise StackscoreError(f"{artifact}: the exported cascade gives non-finite outputs on {len(test) - len(scored.valid)} test rows; do not use this artifact")
+    same = scored.stage == train_stage + 1
+    check = {
+        "rows": len(test),
+        "stage_agreement": float(np.mean(same)) if len(test) else 1.0,
+        "max_abs_diff_same_stage": float(np.abs(scored.proba[same] - train_proba[same]).max()) if same.any() else 0.0,
+        "label_agreement": float(np.mean(scored.proba.argmax(1) == train_proba.argmax(1))) if len(test) else 1.0,
+        "tolerance": ENGINE_TOLERANCE,
+        "min_agreement": ENGINE_MIN_AGREEMENT,
+    }
+    if check["max_abs_diff_same_stage"] > ENGINE_TOLERANCE or min(check["label_agreement"], check["stage_agreement"]) < ENGINE_MIN_AGREEMENT:
+        raise StackscoreError(
+            f"{artifact}: the exported cascade does not reproduce the training side on the test split "
+            f"(stage agreement {check['stage_agreement']:.2%}, label agreement {check['label_agreement']:.2%}, "
+            f"max |diff| {check['max_abs_diff_same_stage']:.2e}); do not use this artifact"
         )
     return check
 
@@ -329,7 +373,31 @@ class Selection:
     cv_log_loss: dict[str, float] | None
 
 
-def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, samples: Samples) -> None:
+def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, log):
+    """The cascade (``[fusion] cascade = true``): models ordered by measured cost per row, a
+    partial fusion per prefix (the chosen method, over the models run so far), stop thresholds
+    learned on the fusion rows. Returns the fitted ``Cascade``, or a one-line reason it is not used."""
+    from ..fusion.cascade import Cascade
+
+    f = cfg.fusion
+    candidates = fusion_candidates(cfg, s.task, s.labels)
+    partial = sel.name if sel.name in ("stack", "weighted", "mean") else "mean"  # votes: soft mean per prefix
+    costs = {n: base[n].seconds_per_row for n in names}
+    try:
+        c = Cascade(f.cascade_agreement, f.cascade_max_accuracy_drop, f.cascade_max_log_loss_increase, folds=max(2, f.folds), seed=cfg.seed).fit(
+            {n: base[n].fusion for n in names}, y_meta, None, costs, lambda prefix: candidates[partial](), sel.chosen,
+            model_order=names, make_full=candidates.get(sel.name),
+        )
+    except ValueError as exc:
+        log(f"cascade: not used ({exc})")
+        return str(exc)
+    shares = ", ".join(f"{'+'.join(st.models)} {share:.0%}" for st, share in zip(c.stages_, c.stop_share_))
+    log(f"cascade: {' -> '.join(c.order_)} by cost; rows stopping per stage (fusion rows, cross-validated): {shares}; "
+        f"expected {c.full_cost_ / max(c.expected_cost_, 1e-12):.2f}x less model time, agreement {c.agreement_:.2%}")
+    return c
+
+
+def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, samples: Samples, cascade=None) -> None:
     """``oof.npz`` (fusion-row logits, training-side fused probabilities) and ``fit_state.json``:
     everything export reads, so ``stackscore export`` can rebuild the artifact on its own."""
     outs = [base[n].fusion for n in names]
@@ -339,11 +407,13 @@ def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base
         labels=s.labels, task=s.task, text_pair=bool(cfg.data.text_pair_field), models=[base[n].state for n in names],
         fusion=spec.__dict__, parity_texts=samples.parity, calibration_texts=samples.calibration,
         int8=cfg.int8, static_int8=cfg.static_int8, fp16=cfg.fp16,
+        cascade=cascade.to_manifest(out)[0] if cascade is not None else None,
     ).save(out)
 
 
-def export_checked(out: Path, s: Splits, sel: Selection, test_outs: list[np.ndarray], log) -> dict[str, Any]:
-    """Export the artifact; it is put in place only if the engine reproduces the training side."""
+def export_checked(out: Path, s: Splits, sel: Selection, test_outs: list[np.ndarray], log, cascade=None, names: list[str] | None = None) -> dict[str, Any]:
+    """Export the artifact; it is put in place only if the engine reproduces the training side
+    (the full ensemble, and the cascade when there is one)."""
     from ..export import export_artifact
 
     log("export")
@@ -351,6 +421,9 @@ def export_checked(out: Path, s: Splits, sel: Selection, test_outs: list[np.ndar
 
     def check_engine(artifact: Path, manifest) -> None:  # on the finished artifact, before it is put in place
         checked.update(engine_check(artifact, manifest, s.test, sel.chosen.predict_proba(test_outs), sel.name))
+        if cascade is not None:
+            proba, stage = cascade.predict_proba(dict(zip(names, test_outs)))
+            checked["cascade"] = cascade_engine_check(artifact, manifest, s.test, proba, stage)
 
     export_artifact(out, out / "artifact", log, check=check_engine)
     log(f"engine vs training on the test split: max |diff| {checked['max_abs_diff']:.2e}, agreement {checked['label_agreement']:.2%}")
@@ -367,6 +440,8 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
         tfidf = [m.name for m in cfg.models if m.kind == "tfidf"]
         if tfidf:
             raise StackscoreError(f"model '{tfidf[0]}': tfidf models are single-label only; this is a {s.task} ensemble")
+    if cfg.fusion.cascade and s.task != "single_label":
+        raise StackscoreError(f"[fusion] cascade = true applies to single-label ensembles (a confident top label); this is a {s.task} ensemble")
     fixed = check_models(cfg, s.labels, s.task)  # every one-line refusal before any training
     out.mkdir(parents=True, exist_ok=True)
     y_meta = s.y_pool[rows.fusion]
@@ -377,9 +452,13 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     outs = [base[n].fusion for n in names]
     test_outs = [base[n].test for n in names]
     sel = Selection(*select_fusion(cfg, outs, y_meta, log, s.task, s.labels))
-    write_fit_state(cfg, s, out, names, base, sel, y_meta, samples)
-    check = export_checked(out, s, sel, test_outs, log)
+    cascade = fit_cascade(cfg, s, names, base, sel, y_meta, log) if cfg.fusion.cascade else None
+    fitted_cascade = cascade if not isinstance(cascade, str) else None
+    write_fit_state(cfg, s, out, names, base, sel, y_meta, samples, fitted_cascade)
+    check = export_checked(out, s, sel, test_outs, log, fitted_cascade, names)
     report = fit_report(cfg, s, rows, names, base, sel, y_meta, test_outs, check, timings, t_start)
+    if cascade is not None:
+        report["cascade"] = cascade_report(cascade, names, base, s) if fitted_cascade else {"skipped": cascade}
     write_report(out, report)
     log(report["verdict"])
     return report
@@ -416,3 +495,16 @@ def fit_report(cfg: FitConfig, s: Splits, rows: FusionRows, names: list[str], ba
         task=s.task,
         thresholds=(model_thresholds, fusion_thresholds),
     )
+
+
+def cascade_report(c, names: list[str], base: dict[str, BaseOutputs], s: Splits) -> dict[str, Any]:
+    """The cascade on the test split (rows it never learned from), and why it saves little when it does."""
+    r = c.evaluate({n: base[n].test for n in names}, s.y_test)
+    r["costs_measured"] = "seconds per row predicting the test split at fit time (PyTorch / scikit-learn)"
+    first = r["stages"][0]
+    if first["stop_share"] < 0.3:
+        r["why_no_gain"] = (
+            f"the cheapest model '{first['models'][0]}' is rarely confident enough to decide alone "
+            f"({first['stop_share']:.0%} of test rows stop there at threshold {first['threshold']})"
+        )
+    return r

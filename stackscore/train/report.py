@@ -103,7 +103,34 @@ def to_markdown(r: dict[str, Any]) -> str:
         for a in names:
             lines.append(f"| {a} | " + " | ".join(f"{corr[a][b]:.3f}" for b in names) + " |")
         lines.append("")
+    c = r.get("cascade")
+    if c:
+        lines += cascade_markdown(c)
     return "\n".join(lines)
+
+
+def cascade_markdown(c: dict[str, Any]) -> list[str]:
+    """The cascade on the test split: where rows stop, what they cost, what it costs in quality."""
+    if "skipped" in c:
+        return [f"Cascade: not used ({c['skipped']}).", ""]
+    lines = [
+        "## Cascade (test split; thresholds learned on the fusion rows only)", "",
+        "| stage | models run | threshold | rows stopping here | cost per row (s) |", "|---|---|---:|---:|---:|",
+    ]
+    for i, st in enumerate(c["stages"]):
+        t = "-" if st["threshold"] is None else ("never stops" if st["threshold"] > 1 else f"{st['threshold']:.4f}")
+        lines.append(f"| {i + 1} | {', '.join(st['models'])} | {t} | {st['stop_share']:.1%} | {st['cost_per_row']:.2e} |")
+    speed = c.get("speedup")
+    lines += [
+        "",
+        f"Expected cost per row {c['expected_cost_per_row']:.2e} s vs {c['full_cost_per_row']:.2e} s for the full ensemble"
+        + (f" ({speed:.2f}x less model time)" if speed else "") + f"; costs: {c.get('costs_measured', 'seconds per row')}.",
+        f"Accuracy {c['accuracy']:.4f} vs {c['full_accuracy']:.4f} (full); log-loss {c['log_loss']:.4f} vs {c['full_log_loss']:.4f}; "
+        f"agreement with the full ensemble {c['agreement']:.2%}.",
+    ]
+    if c.get("why_no_gain"):
+        lines.append(f"Why little is saved: {c['why_no_gain']}.")
+    return lines + [""]
 
 
 def plot_report(r: dict[str, Any], path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Adaptive ensembles end to end: fit learns a cascade, export ships it, the engine routes by it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from stackscore.api import Ensemble
+from stackscore.engine.pipeline import score_file
+from stackscore.fusion.cascade import NEVER
+from stackscore.manifest import load_manifest
+from stackscore.options import ScoreOptions
+
+from conftest import TINY  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cascaded(tmp_path_factory) -> Path:
+    """TF-IDF (cheap) + a tiny BERT, stacked, with ``[fusion] cascade = true``."""
+    from stackscore.train.config import config_from_dict
+    from stackscore.train.corpus import generate, write_jsonl
+    from stackscore.train.fit import fit
+
+    root = tmp_path_factory.mktemp("cascade")
+    data = root / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", generate(600, seed=11))
+    write_jsonl(data / "test.jsonl", generate(200, seed=12, start=3000))
+    cfg = config_from_dict({
+        "labels": ["negative", "positive"], "seed": 0, "parity_rows": 32,
+        "data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
+        "fusion": {"method": "stack", "folds": 3, "cascade": True},
+        "models": [
+            {"name": "bert", "source": "scratch:bert", "max_length": 64, **TINY},
+            {"name": "tfidf", "kind": "tfidf"},
+        ],
+    }, root)
+    fit(cfg, root / "work", log=lambda *_: None)
+    return root / "work"
+
+
+def rows_file(path: Path, texts: list[str]) -> Path:
+    lines = [orjson.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)]
+    lines.insert(3, b'{"id": "broken", "text": ')  # invalid JSON
+    lines.insert(7, orjson.dumps({"id": "empty", "text": ""}))
+    lines.insert(11, orjson.dumps({"id": "missing"}))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def read(path: Path) -> list[dict]:
+    return [orjson.loads(l) for l in path.read_bytes().splitlines()]
+
+
+def texts_of(cascaded: Path, n: int = 150) -> list[str]:
+    from stackscore.train.corpus import generate
+
+    return [e.text for e in generate(n, seed=21, start=9000)]
+
+
+def with_thresholds(cascaded: Path, dst: Path, value: float) -> Path:
+    """A copy of the artifact whose stage-1 threshold is ``value`` (the manifest's own JSON; no
+    file it checksums changes)."""
+    shutil.copytree(cascaded / "artifact", dst)
+    raw = json.loads((dst / "manifest.json").read_text())
+    raw["cascade"]["stages"][0]["threshold"] = value
+    (dst / "manifest.json").write_text(json.dumps(raw))
+    return dst
+
+
+def test_fit_learns_a_cascade_on_the_fusion_rows_and_reports_it_on_the_test_split(cascaded):
+    report = json.loads((cascaded / "report.json").read_text())
+    c = report["cascade"]
+    assert [st["models"] for st in c["stages"]] == [["tfidf"], ["tfidf", "bert"]]  # cheapest first, by measured cost
+    assert abs(sum(st["stop_share"] for st in c["stages"]) - 1) < 1e-9 and c["rows"] == report["test_rows"]
+    assert c["fusion_rows"]["n_rows"] == report["fusion_fitted_on"]["n"]  # learned there, not on the test split
+    assert {"accuracy", "full_accuracy", "log_loss", "full_log_loss", "agreement", "expected_cost_per_row"} <= set(c)
+    m = load_manifest(cascaded / "artifact")  # checksums verified, cascade graphs included
+    assert m.format_version == "1.1" and m.cascade["order"] == ["tfidf", "bert"]
+    graphs = [st["fusion"]["graph"] for st in m.cascade["stages"] if st.get("fusion") and st["fusion"].get("graph")]
+    assert graphs and all(g in m.files for g in graphs)
+    check = report["engine_vs_training"]["cascade"]
+    assert check["stage_agreement"] >= 0.995 and check["label_agreement"] >= 0.995
+    assert "Cascade" in (cascaded / "report.md").read_text()
+
+
+def test_routing_keeps_order_and_every_row_with_bad_rows_present(cascaded, tmp_path):
+    src = rows_file(tmp_path / "in.jsonl", texts_of(cascaded))
+    on, off = tmp_path / "on.jsonl", tmp_path / "off.jsonl"
+    stats = score_file(cascaded / "artifact", src, on, ScoreOptions.from_kwargs(progress=False, with_model_outputs=True, chunk_rows=64))
+    score_file(cascaded / "artifact", src, off, ScoreOptions.from_kwargs(progress=False, with_model_outputs=True, chunk_rows=64, cascade=False))
+    got, full = read(on), read(off)
+    n_in = len(src.read_bytes().splitlines())
+    assert len(got) == n_in == stats.rows and [g["row"] for g in got] == list(range(n_in))
+    assert [g["id"] for g in got] == [f["id"] for f in full]
+    errors = [g for g in got if g["error"]]
+    assert len(errors) == 3 and all(g["stage"] is None and g["label"] is None for g in errors)
+    good = [g for g in got if not g["error"]]
+    assert {g["stage"] for g in good} <= {1, 2} and "stage" not in full[0]
+    assert stats.stage_rows and sum(stats.stage_rows) == stats.scored == len(good)
+    for g, f in zip(got, full):
+        if g["stage"] == 2:  # the full ensemble answered: exactly what --cascade off gives
+            assert abs(g["prob_positive"] - f["prob_positive"]) < 1e-5
+            assert g["logit_bert_positive"] is not None
+        elif g["stage"] == 1:  # bert never ran on this row
+            assert g["logit_bert_positive"] is None and g["logit_tfidf_positive"] is not None
+
+
+def test_engine_routing_equals_the_cascade_simulated_on_all_logits(cascaded, tmp_path):
+    from stackscore.fusion import from_manifest
+    from stackscore.fusion.cascade import Cascade
+
+    texts = texts_of(cascaded)
+    full = Ensemble(cascaded / "artifact", cascade=False)
+    _, logits = full.predict_proba(texts, return_model_outputs=True)
+    m = load_manifest(cascaded / "artifact")
+    c = Cascade.from_manifest(m.cascade, cascaded / "artifact", from_manifest(m.fusion, cascaded / "artifact"), m.task)
+    want, stage = c.predict_proba(logits)
+    scored = Ensemble(cascaded / "artifact").scorer.score_texts(texts)
+    np.testing.assert_array_equal(scored.stage, stage + 1)
+    np.testing.assert_allclose(scored.proba, want, atol=1e-6)
+    np.testing.assert_allclose(Ensemble(cascaded / "artifact").predict_proba(texts), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("threshold, stage", [(1e-6, 1), (NEVER, 2)])
+def test_an_all_confident_and_an_all_unsure_window(cascaded, tmp_path, threshold, stage):
+    art = with_thresholds(cascaded, tmp_path / "a", threshold)
+    src = rows_file(tmp_path / "in.jsonl", texts_of(cascaded, 60))
+    out, off = tmp_path / "o.jsonl", tmp_path / "off.jsonl"
+    score_file(art, src, out, ScoreOptions.from_kwargs(progress=False, with_model_outputs=True))
+    score_file(art, src, off, ScoreOptions.from_kwargs(progress=False, cascade=False))
+    got = [g for g in read(out) if not g["error"]]
+    assert {g["stage"] for g in got} == {stage}
+    if stage == 1:  # the expensive model never ran
+        assert all(g["logit_bert_positive"] is None for g in got)
+    else:
+        full = [f for f in read(off) if not f["error"]]
+        np.testing.assert_allclose([g["prob_positive"] for g in got], [f["prob_positive"] for f in full], atol=1e-6)
+
+
+def test_the_python_api_and_dataframes_route_the_same_way(cascaded):
+    import pandas as pd
+
+    texts = texts_of(cascaded, 40)
+    ens = Ensemble(cascaded / "artifact")
+    df = ens.score_dataframe(pd.DataFrame({"text": texts + [None]}))
+    assert df["stage"].iloc[:-1].isin([1, 2]).all() and pd.isna(df["stage"].iloc[-1])
+    np.testing.assert_allclose(df["prob_positive"].to_numpy()[:-1], ens.predict_proba(texts)[:, 1], atol=1e-6)
+    assert [r["stage"] for r in ens.score_iter(texts)] == df["stage"].iloc[:-1].tolist()
+    assert "stage" not in Ensemble(cascaded / "artifact", cascade=False).score_dataframe(pd.DataFrame({"text": texts}))
+
+
+def test_cascade_needs_a_single_label_task_and_two_models(tmp_path):
+    from stackscore.errors import StackscoreError
+    from stackscore.train.config import config_from_dict
+
+    with pytest.raises(StackscoreError, match="cascade = true needs at least two base models"):
+        config_from_dict({"data": {"train": "t.jsonl"}, "fusion": {"cascade": True}, "models": [{"name": "t", "kind": "tfidf"}]}, tmp_path)
+    with pytest.raises(StackscoreError, match="cascade must be true or false"):
+        config_from_dict({"data": {"train": "t.jsonl"}, "fusion": {"cascade": "yes"}, "models": [{"name": "t", "kind": "tfidf"}, {"name": "u", "kind": "tfidf"}]}, tmp_path)
