@@ -15,7 +15,6 @@ import orjson
 
 from stackscore.engine.pipeline import score_file
 from stackscore.options import ScoreOptions
-from stackscore.options import RunOptions
 
 
 def main() -> None:

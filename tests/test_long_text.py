@@ -9,6 +9,7 @@ from stackscore.engine.scorer import Scorer
 from stackscore.engine.tokenize import TextTokenizer
 from stackscore.errors import StackscoreError
 from stackscore.manifest import load_manifest
+from stackscore.options import RunOptions
 
 LONG = " ".join(f"word{i % 50} the plot was good but the ending was dull" for i in range(60))
 
