@@ -25,7 +25,7 @@ from stackscore.options import RunOptions
 def batches(scorer: Scorer, texts: list[str]) -> dict[str, list]:
     """Each transformer runner's own batches of ``texts`` (the engine's batcher, unbucketed on CPU)."""
     window = scorer.encode(Window(0, list(range(len(texts))), texts, [None] * len(texts)))
-    return {n: list(r.batches(window.encoded[r.tokenizer_key])) for n, r in scorer.runners.items() if r.tokenizer_key is not None}
+    return {n: list(r.batches(window.encoded.get(r.tokenizer_key) or r.encode(window.items))) for n, r in scorer.runners.items() if r.tokenizer_key is not None}
 
 
 def timed(fn, repeats: int = 3) -> float:

@@ -202,7 +202,8 @@ def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) ->
             if isinstance(runner, TextRunner):
                 work.append((runner, window.texts))
             else:
-                work.extend((runner, b) for b in runner.batches(window.encoded[runner.tokenizer_key]))
+                enc = window.encoded.get(runner.tokenizer_key) or runner.encode(window.items)  # a cascade tokenizes later stages lazily
+                work.extend((runner, b) for b in runner.batches(enc))
     k = len(scorer.labels)
     t0 = time.perf_counter()
     for runner, payload in work:

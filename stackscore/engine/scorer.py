@@ -34,6 +34,7 @@ class EncodedWindow:
     valid: np.ndarray  # indices (into the window) of rows that have text
     encoded: dict[str, Encoded]  # tokenizer key -> encodings of the valid rows
     texts: list[str]  # the valid rows' texts (for string-input models)
+    items: list | None = None  # what tokenizers take: texts, or (text, text_pair) tuples
 
 
 @dataclass
@@ -100,6 +101,10 @@ class Scorer:
             from ..fusion.cascade import Cascade
 
             self.cascade = Cascade.from_manifest(self.manifest.cascade, self.artifact_dir, self.fusion.method, self.fusion.task)
+        # Tokenized up front (on the reader's thread) for every row: every tokenizer, or with a
+        # cascade only the first stage's; later stages tokenize just the rows that reach them.
+        first = self.runners[self.cascade.order_[0]] if self.cascade is not None else None
+        self.eager_tokenizers = [k for k in self.tokenizers if first is None or k == first.tokenizer_key]
         self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
 
     @property
@@ -120,8 +125,8 @@ class Scorer:
             items = list(zip(texts, [chunk.pairs[i] for i in valid]))
         else:
             items = texts
-        encoded = {key: tok.encode(items) for key, tok in self.tokenizers.items()}
-        return EncodedWindow(chunk, valid, encoded, texts)
+        encoded = {key: self.tokenizers[key].encode(items) for key in self.eager_tokenizers}
+        return EncodedWindow(chunk, valid, encoded, texts, items)
 
     def run_model(self, name: str, window: EncodedWindow, rows: np.ndarray | None = None) -> tuple[np.ndarray, RunStats]:
         """One model's logits on ``rows`` of the window's valid rows (default: all of them)."""
@@ -130,7 +135,11 @@ class Scorer:
         if isinstance(runner, TextRunner):
             texts = window.texts if rows is None else [window.texts[i] for i in rows]
             return runner.run_texts(texts, k)
-        return runner.run_encoded(window.encoded[runner.tokenizer_key], len(window.valid), k, rows)
+        enc = window.encoded.get(runner.tokenizer_key)
+        if enc is None:  # not tokenized up front (a cascade's later stage): just these rows, now
+            items = window.items if rows is None else [window.items[j] for j in rows]
+            return runner.run_encoded(runner.encode(items), len(items), k)
+        return runner.run_encoded(enc, len(window.valid), k, rows)
 
     def infer(self, window: EncodedWindow) -> ScoredWindow:
         n = len(window.valid)
