@@ -214,6 +214,31 @@ def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) ->
     return time.perf_counter() - t0
 
 
+def cold_start(artifact: Path, texts: list[str], workdir: Path, run: RunOptions, rows: int = 20) -> dict[str, float]:
+    """What a small job waits for: whole `stackscore score` processes on a ``rows``-row file
+    (interpreter start, imports, manifest checksums, sessions, scoring, writing), best of two,
+    and the import alone. The first scored row is written at the end of such a job, so its wall
+    time is also the time to the first row."""
+    import subprocess
+    import sys
+
+    src = workdir / "cold-input.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts[:rows])))
+    cmd = [sys.executable, "-m", "stackscore.cli", "score", str(artifact), str(src), "-o", str(workdir / "cold-output.jsonl"),
+           "--overwrite", "--quiet", "--precision", run.precision, "--backend", run.backend, "--cascade", "on" if run.cascade else "off"]
+
+    def wall(args: list[str]) -> float:
+        t0 = time.perf_counter()
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode:
+            raise StackscoreError(f"cold-start run failed: {r.stderr.strip()[-300:]}")
+        return time.perf_counter() - t0
+
+    whole = min(wall(cmd), wall(cmd))
+    imports = min(wall([sys.executable, "-c", "import stackscore.cli, stackscore.engine.pipeline"]) for _ in range(2))
+    return {"rows": rows, "cold_start_s": round(whole, 3), "time_to_first_row_s": round(whole, 3), "import_s": round(imports, 3)}
+
+
 def single_row_latency(scorer: Scorer, texts: list[str], n: int = 50) -> dict[str, float]:
     lat = []
     for t in texts[:n]:
@@ -234,12 +259,13 @@ def run_bench(
     chunk_rows: int = ScoreOptions().read.window_rows,
     skip: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
+    cascade: bool = True,
 ) -> dict[str, Any]:
     workdir = Path(workdir)
     artifact = workdir / "artifact"
     texts = load_corpus(data, rows)
     base_texts = texts[: min(baseline_rows, len(texts))]
-    opts = RunOptions(precision=precision, backend=backend, token_budget=token_budget)
+    opts = RunOptions(precision=precision, backend=backend, token_budget=token_budget, cascade=cascade)
     results: dict[str, Method] = {}
     with tempfile.TemporaryDirectory() as tmp:
         log(f"engine ({precision}): {len(texts):,} rows from {', '.join(data)}")
@@ -279,6 +305,14 @@ def run_bench(
             log(f"ortmodel stand-in: ORT fp32 session, batch 32, input order, {len(base_texts)} rows (best of 2)")
             results["ortmodel"] = best_of_two(lambda: ort_input_order(ens, scorer, base_texts))
         single = single_row_latency(scorer, texts)
+        log("cold start: whole `stackscore score` processes on 20 rows")
+        cold_start_info = cold_start(artifact, texts, Path(tmp), opts)
+        roof = None
+        if "roofline" not in skip:
+            from .roofline import model_roofline
+
+            log("roofline: FLOPs from the graphs on the engine's batches, peak from one large MatMul per precision")
+            roof = model_roofline(scorer, texts, chunk_rows, opts.cpu_threads)
     n_base = len(base_texts)
     reference = results.get("classic")
     table = {}
@@ -318,6 +352,9 @@ def run_bench(
         "agreement": table["engine"].get("agreement_vs_classic_fp32"),
         "single_row_latency_ms": single,
         "methods": table,
+        "cascade": scorer.cascade is not None,
+        "cold_start": cold_start_info,
+        "roofline": roof,
         "cpu_count": os.cpu_count(),
     }
     return summary
@@ -334,6 +371,16 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
         log(f"| {name} | {m['rows_per_s']:,.1f} | {m['tokens_per_s']:,.0f} | {ratio:.2f}x | {lat['p50']} / {lat['p95']} / {lat['p99']} | {m.get('agreement_vs_classic_fp32', '-')} | {m.get('max_prob_error_vs_classic_fp32', '-')} |")
     log(f"padding {r['padding_fraction']:.1%} of computed tokens; engine overhead {r['overhead_fraction']:.1%} over pure inference; "
         f"single-row latency p50 {r['single_row_latency_ms']['p50']} ms, p99 {r['single_row_latency_ms']['p99']} ms")
+    c = r.get("cold_start")
+    if c:
+        log(f"cold start: {c['cold_start_s']} s for a {c['rows']}-row file, whole process (time to first row); import alone {c['import_s']} s")
+    roof = r.get("roofline")
+    if roof:
+        log("\n| model | precision | GFLOP/row | achieved GFLOP/s | peak GFLOP/s (same precision, same run) | fraction | held by |")
+        log("|---|---|---:|---:|---:|---:|---|")
+        for name, m in roof.items():
+            frac = "n/a" if m["fraction_of_peak"] is None else f"{m['fraction_of_peak']:.0%}"
+            log(f"| {name} | {m['precision']} | {m['gflops_per_row']} | {m['achieved_gflops']} | {m['peak_gflops']} | {frac} | {m['held_by'] or '-'} |")
 
 
 def plot(r: dict[str, Any], path: Path) -> None:

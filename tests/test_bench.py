@@ -24,3 +24,27 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     assert abs(r["ratio_vs_classic"] - r["engine_rows_per_s"] / classic) < 0.02 * r["ratio_vs_classic"] + 0.01
     assert r["methods"]["engine_fp32"]["agreement_vs_classic_fp32"] == 1.0  # exact fp32 vs PyTorch fp32
     assert 0.0 <= r["padding_fraction"] <= 0.05
+    # cold start: whole processes on a small file; roofline: work from the graphs, peak measured
+    cold = r["cold_start"]
+    assert 0 < cold["import_s"] < cold["cold_start_s"] and cold["rows"] == 20
+    roof = r["roofline"]
+    assert set(roof) == {"bert", "roberta", "ensemble"}
+    for name in ("bert", "roberta"):
+        m = roof[name]
+        assert m["gflops_per_row"] > 0 and m["achieved_gflops"] > 0 and m["layers"] == 1 and m["width"] == 32
+        assert m["peak_gflops"] is None or (m["fraction_of_peak"] == round(m["achieved_gflops"] / m["peak_gflops"], 3) or abs(m["fraction_of_peak"] - m["achieved_gflops"] / m["peak_gflops"]) < 0.01)
+        assert m["held_by"] is None or m["fraction_of_peak"] < 0.6  # a reason is given exactly when below the goal
+
+
+def test_graph_cost_counts_the_weight_gemms_and_attention(artifact):
+    """1 layer of width 32, FFN 64 (TINY): Q, K, V, O are 32x32, FFN 32x64 + 64x32, head 32x32 + 32x2."""
+    from stackscore.manifest import load_manifest
+    from stackscore.roofline import graph_cost
+
+    spec = load_manifest(artifact).models[0]
+    cost = graph_cost(artifact / spec.graphs["fp32"])
+    per_layer = 4 * 32 * 32 + 2 * 32 * 64
+    head = 32 * 32 + 32 * 2  # pooler dense + classifier
+    assert cost.width == 32 and cost.layers == 1
+    assert cost.per_token == 2.0 * (per_layer + head)
+    assert cost.batch_flops(2, 10) == 20 * (cost.per_token + 4 * 32 * 10 * 1)

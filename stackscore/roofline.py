@@ -1,0 +1,205 @@
+"""A roofline for `stackscore bench`: how close each model runs to this machine's measured peak.
+
+Two numbers per model, both measured in the same run with the same runtime:
+
+- **work**: FLOPs per batch from the graph itself. Every MatMul/Gemm whose right operand is a
+  weight (an initializer, possibly behind a DequantizeLinear in a static-int8 graph) costs
+  ``2 x K x N`` per token; self-attention adds ``4 x d x L`` per token per layer (scores and
+  weighted sum over a padded length ``L``), with ``d`` the model width and one Softmax per layer.
+  Summed over the engine's own batches (padded shapes: what the machine computes).
+- **peak**: one large MatMul graph per precision, run by the same runtime with the same threads:
+  fp32 on ONNX Runtime, bf16 on OpenVINO with the bf16 hint, int8 on OpenVINO from a QDQ graph.
+
+``fraction = achieved / peak`` for the precision the model runs at. Below 60 % the bench says
+which stage holds it: padding (computed tokens that are not real), small matrices (a width
+under 512 leaves GEMMs too small to fill the cores), or attention (long sequences, where the
+``L^2`` part dominates and runs as small batched matmuls).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GOAL = 0.60
+
+
+@dataclass(frozen=True)
+class GraphCost:
+    per_token: float  # weight-GEMM FLOPs per token
+    width: int  # model width d (the most common K of the weight GEMMs)
+    layers: int  # Softmax nodes (one per attention layer)
+
+    def batch_flops(self, rows: int, length: int) -> float:
+        """FLOPs of one padded batch of ``rows x length`` tokens."""
+        tokens = rows * length
+        return tokens * (self.per_token + 4.0 * self.width * length * self.layers)
+
+
+def graph_cost(path: Path) -> GraphCost:
+    import onnx
+
+    g = onnx.load(str(path), load_external_data=False).graph
+    shapes = {i.name: list(i.dims) for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+
+    def weight_shape(name: str) -> list[int] | None:
+        if name in shapes:
+            return shapes[name]
+        node = producers.get(name)  # QDQ: DequantizeLinear(initializer) or a Transpose of one
+        if node is not None and node.op_type in ("DequantizeLinear", "Transpose", "Cast") and node.input:
+            shape = weight_shape(node.input[0])
+            return shape[::-1] if shape is not None and node.op_type == "Transpose" else shape
+        return None
+
+    per_token, ks = 0.0, Counter()
+    for n in g.node:
+        if n.op_type not in ("MatMul", "Gemm", "MatMulInteger") or len(n.input) < 2:
+            continue
+        shape = weight_shape(n.input[1])
+        if shape is None or len(shape) != 2:
+            continue
+        k, m = shape
+        if n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute):
+            k, m = m, k
+        per_token += 2.0 * k * m
+        ks[k] += 1
+    layers = sum(1 for n in g.node if n.op_type == "Softmax")
+    width = ks.most_common(1)[0][0] if ks else 0
+    return GraphCost(per_token, int(width), layers)
+
+
+def _matmul_graph(n: int, int8: bool = False) -> bytes:
+    """``Y = X @ W`` with X (n x n) fed and W (n x n) a weight; int8: QDQ around both operands."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((n, n)) / np.sqrt(n)).astype(np.float32), "W")
+    nodes, inits = [], [w]
+    x, wname = "X", "W"
+    if int8:
+        inits += [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["X", "s", "z"], ["Xq"]), helper.make_node("DequantizeLinear", ["Xq", "s", "z"], ["Xd"]),
+            helper.make_node("QuantizeLinear", ["W", "s", "z"], ["Wq"]), helper.make_node("DequantizeLinear", ["Wq", "s", "z"], ["Wd"]),
+        ]
+        x, wname = "Xd", "Wd"
+    nodes.append(helper.make_node("MatMul", [x, wname], ["Y"]))
+    graph = helper.make_graph(
+        nodes, "peak", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def measure_peak(precision: str, threads: int, n: int = 1024, seconds: float = 1.0) -> float | None:
+    """GFLOP/s of one large MatMul at ``precision`` on this machine, or None where it cannot run."""
+    x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+    try:
+        if precision == "fp32":
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            sess = ort.InferenceSession(_matmul_graph(n), sess_options=so, providers=["CPUExecutionProvider"])
+
+            def run() -> None:
+                sess.run(None, {"X": x})
+        else:
+            import tempfile
+
+            import openvino as ov
+
+            core = ov.Core()
+            with tempfile.TemporaryDirectory() as d:  # OpenVINO reads ONNX from a file
+                path = Path(d) / "peak.onnx"
+                path.write_bytes(_matmul_graph(n, int8=precision == "int8"))
+                model = core.read_model(str(path))
+            hint = "bf16" if precision in ("bf16", "int8") else "f32"
+            compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+            req = compiled.create_infer_request()
+
+            def run() -> None:
+                req.infer({0: x})
+    except Exception:  # noqa: BLE001 - a precision this runtime/CPU lacks: no peak, said as such
+        return None
+    run()
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        run()
+        done += 1
+    return 2.0 * n**3 * done / (time.perf_counter() - t0) / 1e9
+
+
+def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> dict[str, Any]:
+    """Per transformer model: FLOPs on the engine's own batches of ``texts``, its backends' time
+    alone on them, achieved GFLOP/s, the measured peak at its precision, and the fraction."""
+    from .engine.readers import Window
+    from .engine.runner import TransformerRunner
+
+    peaks: dict[str, float | None] = {}
+    out: dict[str, Any] = {}
+    for name, runner in scorer.runners.items():
+        if not isinstance(runner, TransformerRunner):
+            continue
+        spec = next(m for m in scorer.manifest.models if m.name == name)
+        cost = graph_cost(scorer.artifact_dir / spec.graphs["fp32"])  # the same model whatever precision runs it
+        batches, real = [], 0
+        for s in range(0, len(texts), chunk_rows):
+            part = texts[s : s + chunk_rows]
+            window = scorer.encode(Window(s, list(range(len(part))), part, [None] * len(part)))
+            enc = window.encoded.get(runner.tokenizer_key) or runner.encode(window.items)
+            batches += list(runner.batches(enc))
+        flops = sum(cost.batch_flops(*b.input_ids.shape) for b in batches)
+        padded = sum(b.padded_tokens for b in batches)
+        real = sum(b.real_tokens for b in batches)
+        runner.run_batch(batches[0])  # warm
+        t0 = time.perf_counter()
+        for b in batches:
+            runner.run_batch(b)
+        seconds = time.perf_counter() - t0
+        precision = runner.choice.precision if hasattr(runner, "choice") else "fp32"
+        if precision not in peaks:
+            peaks[precision] = measure_peak(precision, threads)
+        peak = peaks[precision]
+        achieved = flops / seconds / 1e9
+        row = {
+            "precision": precision, "gflops_per_row": round(flops / len(texts) / 1e9, 4), "gflops_total": flops / 1e9, "seconds_alone": round(seconds, 3),
+            "achieved_gflops": round(achieved, 1), "peak_gflops": None if peak is None else round(peak, 1),
+            "fraction_of_peak": None if not peak else round(achieved / peak, 3),
+            "padding_fraction": round(1 - real / max(padded, 1), 4), "width": cost.width, "layers": cost.layers,
+            "mean_padded_length": round(padded / max(sum(b.input_ids.shape[0] for b in batches), 1), 1),
+        }
+        row["held_by"] = held_by(row)
+        out[name] = row
+    if out:  # the ensemble: all its GEMM work over all its model time; fraction time-weighted
+        total_s = sum(r["seconds_alone"] for r in out.values()) or 1e-9
+        fracs = [(r["seconds_alone"], r["fraction_of_peak"]) for r in out.values() if r["fraction_of_peak"] is not None]
+        out["ensemble"] = {
+            "precision": "/".join(sorted({r["precision"] for r in out.values()})),
+            "gflops_per_row": round(sum(r["gflops_per_row"] for r in out.values()), 4),
+            "achieved_gflops": round(sum(r["gflops_total"] for r in out.values()) / total_s, 1),
+            "peak_gflops": None, "seconds_alone": round(total_s, 3),
+            "fraction_of_peak": round(sum(s * f for s, f in fracs) / sum(s for s, _ in fracs), 3) if fracs else None,
+            "held_by": None,
+        }
+    return out
+
+
+def held_by(row: dict[str, Any]) -> str | None:
+    """Which stage keeps a model below the goal (None when it meets it or no peak was measured)."""
+    if row["fraction_of_peak"] is None or row["fraction_of_peak"] >= GOAL:
+        return None
+    if row["padding_fraction"] > 0.10:
+        return f"padding ({row['padding_fraction']:.0%} of computed tokens are pad)"
+    if row["mean_padded_length"] > 4 * row["width"] / 3:
+        return f"attention (mean length {row['mean_padded_length']:.0f} vs width {row['width']}: the L^2 part runs as small batched matmuls)"
+    if row["width"] < 512:
+        return f"small matrices (width {row['width']}: GEMMs of {row['width']} x {row['width']} do not fill the cores' vector units)"
+    return "kernel overheads between GEMMs (layer norms, activations, memory traffic)"
