@@ -107,7 +107,7 @@ def main() -> None:
         tp = quality(d / "on.jsonl", d / "off.jsonl", labels, [labels[0]] * n)  # stage shares on the throughput corpus
     best = {m: min(v) for m, v in times.items()}
     res = {
-        "fit": str(args.fit), "data": str(args.data), "test": str(args.test), "rows": n, "precision": args.precision,
+        "fit": str(args.fit), "data": str(args.data), "test_file": str(args.test), "rows": n, "precision": args.precision,
         "cascade_order": manifest["cascade"]["order"], "cpu_count": os.cpu_count(),
         "seconds": times, "rows_per_s_on": n / best["on"], "rows_per_s_off": n / best["off"],
         "speedup": best["off"] / best["on"], "throughput_stage_share": tp["stage_share"],

@@ -17,15 +17,14 @@ import time
 from pathlib import Path
 
 from stackscore.bench import load_corpus
-from stackscore.engine.readers import Window
 from stackscore.engine.scorer import Scorer
 from stackscore.options import RunOptions
 
 
 def batches(scorer: Scorer, texts: list[str]) -> dict[str, list]:
     """Each transformer runner's own batches of ``texts`` (the engine's batcher, unbucketed on CPU)."""
-    window = scorer.encode(Window(0, list(range(len(texts))), texts, [None] * len(texts)))
-    return {n: list(r.batches(window.encoded.get(r.tokenizer_key) or r.encode(window.items))) for n, r in scorer.runners.items() if r.tokenizer_key is not None}
+    work = scorer.prepared_batches(texts, len(texts))
+    return {n: work[n] for n, r in scorer.runners.items() if r.tokenizer_key is not None}
 
 
 def timed(fn, repeats: int = 3) -> float:

@@ -192,25 +192,16 @@ def engine_run(artifact: Path, texts: list[str], workdir: Path, run: RunOptions,
 
 def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) -> float:
     """The runners' backends alone on the engine's own pre-tokenized, pre-padded batches."""
-    from .engine.readers import Window
-
-    work: list[tuple[Any, Any]] = []
-    for s in range(0, len(texts), chunk_rows):
-        part = texts[s : s + chunk_rows]
-        window = scorer.encode(Window(s, list(range(len(part))), part, [None] * len(part)))
-        for runner in scorer.runners.values():
-            if isinstance(runner, TextRunner):
-                work.append((runner, window.texts))
-            else:
-                enc = window.encoded.get(runner.tokenizer_key) or runner.encode(window.items)  # a cascade tokenizes later stages lazily
-                work.extend((runner, b) for b in runner.batches(enc))
+    work = scorer.prepared_batches(texts, chunk_rows)
     k = len(scorer.labels)
     t0 = time.perf_counter()
-    for runner, payload in work:
-        if isinstance(runner, TextRunner):
-            runner.run_texts(payload, k)
-        else:
-            runner.run_batch(payload)
+    for name, payloads in work.items():
+        runner = scorer.runners[name]
+        for payload in payloads:
+            if isinstance(runner, TextRunner):
+                runner.run_texts(payload, k)
+            else:
+                runner.run_batch(payload)
     return time.perf_counter() - t0
 
 

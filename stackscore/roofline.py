@@ -76,7 +76,6 @@ def graph_cost(path: Path) -> GraphCost:
 
 def _matmul_graph(n: int, int8: bool = False) -> bytes:
     """``Y = X @ W`` with X (n x n) fed and W (n x n) a weight; int8: QDQ around both operands."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -140,22 +139,17 @@ def measure_peak(precision: str, threads: int, n: int = 1024, seconds: float = 1
 def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> dict[str, Any]:
     """Per transformer model: FLOPs on the engine's own batches of ``texts``, its backends' time
     alone on them, achieved GFLOP/s, the measured peak at its precision, and the fraction."""
-    from .engine.readers import Window
     from .engine.runner import TransformerRunner
 
     peaks: dict[str, float | None] = {}
     out: dict[str, Any] = {}
+    work = scorer.prepared_batches(texts, chunk_rows)
     for name, runner in scorer.runners.items():
         if not isinstance(runner, TransformerRunner):
             continue
         spec = next(m for m in scorer.manifest.models if m.name == name)
         cost = graph_cost(scorer.artifact_dir / spec.graphs["fp32"])  # the same model whatever precision runs it
-        batches, real = [], 0
-        for s in range(0, len(texts), chunk_rows):
-            part = texts[s : s + chunk_rows]
-            window = scorer.encode(Window(s, list(range(len(part))), part, [None] * len(part)))
-            enc = window.encoded.get(runner.tokenizer_key) or runner.encode(window.items)
-            batches += list(runner.batches(enc))
+        batches = work[name]
         flops = sum(cost.batch_flops(*b.input_ids.shape) for b in batches)
         padded = sum(b.padded_tokens for b in batches)
         real = sum(b.real_tokens for b in batches)

@@ -141,6 +141,22 @@ class Scorer:
             return runner.run_encoded(runner.encode(items), len(items), k)
         return runner.run_encoded(enc, len(window.valid), k, rows)
 
+    def prepared_batches(self, texts: list[str], window_rows: int) -> dict[str, list]:
+        """Per model, the work scoring ``texts`` gives it, prepared in advance: a transformer's
+        padded batches (window by window, as ``infer`` cuts them) or a string model's text lists.
+        What bench and the benchmarks time the backends alone on (every model on every row)."""
+        work: dict[str, list] = {name: [] for name in self.model_names}
+        for s in range(0, len(texts), window_rows):
+            part = texts[s : s + window_rows]
+            window = self.encode(Window(s, list(range(len(part))), part, [None] * len(part)))
+            for name, runner in self.runners.items():
+                if isinstance(runner, TextRunner):
+                    work[name].append(window.texts)
+                else:
+                    enc = window.encoded.get(runner.tokenizer_key) or runner.encode(window.items)
+                    work[name].extend(runner.batches(enc))
+        return work
+
     def infer(self, window: EncodedWindow) -> ScoredWindow:
         n = len(window.valid)
         out = ScoredWindow(window.chunk, window.valid, np.zeros((n, len(self.labels))), {}, None)
