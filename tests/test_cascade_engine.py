@@ -163,3 +163,24 @@ def test_cascade_needs_a_single_label_task_and_two_models(tmp_path):
         config_from_dict({"data": {"train": "t.jsonl"}, "fusion": {"cascade": True}, "models": [{"name": "t", "kind": "tfidf"}]}, tmp_path)
     with pytest.raises(StackscoreError, match="cascade must be true or false"):
         config_from_dict({"data": {"train": "t.jsonl"}, "fusion": {"cascade": "yes"}, "models": [{"name": "t", "kind": "tfidf"}, {"name": "u", "kind": "tfidf"}]}, tmp_path)
+
+
+def test_contributions_and_skip_mode_under_a_cascade(cascaded, tmp_path):
+    """Stacking shares exist only where the full stacker answered; skipped error rows stay out."""
+    from stackscore.fusion import from_manifest
+    from stackscore.fusion.cascade import Cascade
+
+    texts = texts_of(cascaded, 80)
+    _, logits = Ensemble(cascaded / "artifact", cascade=False).predict_proba(texts, return_model_outputs=True)
+    m = load_manifest(cascaded / "artifact")
+    c = Cascade.from_manifest(m.cascade, cascaded / "artifact", from_manifest(m.fusion, cascaded / "artifact"), m.task)
+    confidence = c.stage_proba(0, {"tfidf": logits["tfidf"]})[0].max(axis=1)
+    art = with_thresholds(cascaded, tmp_path / "a", float(np.median(confidence)))  # about half the rows stop at stage 1
+    src = rows_file(tmp_path / "in.jsonl", texts)
+    out = tmp_path / "o.jsonl"
+    score_file(art, src, out, ScoreOptions.from_kwargs(progress=False, with_contributions=True, on_error="skip"))
+    got = read(out)
+    assert len(got) == 80 and all(g["error"] is None for g in got)
+    assert {g["stage"] for g in got} == {1, 2}
+    for g in got:
+        assert (g["contrib_bert"] is None) == (g["stage"] == 1)
