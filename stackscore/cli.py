@@ -96,6 +96,7 @@ def score(
     device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
     gpus: str = typer.Option("0", help="GPU ids for --device cuda/tensorrt, comma-separated: one session per model per GPU, batches dealt across them."),
     trt_cache: Optional[Path] = typer.Option(None, help="TensorRT engine cache directory (default: <output>.trt-cache/, reused by later runs)."),
+    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Keep OpenVINO's compiled models here (keyed by graph checksum, runtime version, CPU): later runs start faster. Default: no cache."),
     gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
     provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
     threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores)."),
@@ -142,7 +143,7 @@ def score(
     run = RunOptions(
         providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
         backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu, token_budget=token_budget, long_text=long_text,
-        cascade=_on_off("--cascade", cascade),
+        cascade=_on_off("--cascade", cascade), cache_dir=cache_dir,
     )
     opts = ScoreOptions(
         ReadOptions(

@@ -79,6 +79,7 @@ class RunOptions:
     long_text: str = "truncate"  # truncate | head-tail | windows (see engine/tokenize.py)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
+    cache_dir: Path | None = None  # compiled-model cache (OpenVINO), keyed by graph sha256 + runtime version + CPU; None: none
 
     def __post_init__(self) -> None:
         _one_of("precision", self.precision, PRECISIONS)

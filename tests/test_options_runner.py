@@ -140,3 +140,22 @@ def test_export_gates_run_through_the_engine_runner(monkeypatch, artifact):
     np.testing.assert_allclose(got, scored.logits[spec.name], atol=1e-6)
     defaults = RunOptions()
     assert calls == [(defaults.token_budget, defaults.max_batch_rows, 2)]
+
+
+def test_compiled_model_cache_is_keyed_and_changes_nothing(artifact, tmp_path):
+    """--cache-dir: OpenVINO's compiled blobs under a key of graph sha256, runtime version, CPU
+    and precision; the scores with a cold and a warm cache equal the uncached ones."""
+    pytest.importorskip("openvino")
+    from stackscore.manifest import load_manifest
+
+    texts = ["a fine film", "dull and long", "not bad at all"]
+    plain = Scorer(artifact, RunOptions(precision="bf16")).score_texts(texts).proba
+    cache = tmp_path / "cache"
+    for _ in range(2):  # fills, then reads the cache
+        got = Scorer(artifact, RunOptions(precision="bf16", cache_dir=cache)).score_texts(texts).proba
+        np.testing.assert_allclose(got, plain, atol=1e-6)
+    m = load_manifest(artifact)
+    shas = {m.files[s.graphs["fp32"]]["sha256"][:32] for s in m.models}
+    dirs = sorted(p.name for p in cache.iterdir())
+    assert len(dirs) == len(shas) and all(d.startswith("openvino-") and "-bf16-" in d for d in dirs)
+    assert {d.rsplit("-", 1)[1] for d in dirs} == shas and all(any(p.iterdir()) for p in cache.iterdir())

@@ -199,7 +199,8 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> 
             if choice.backend == "openvino":
                 from .backends.ov import OpenVinoBackend
 
-                backends.append(OpenVinoBackend(graph, spec, options, choice.precision))
+                sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
+                backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha))
             else:
                 backends.append(OrtBackend(graph, spec, options, choice.precision, device))
             check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)

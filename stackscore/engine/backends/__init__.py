@@ -52,6 +52,39 @@ def graph_feeds(input_ids: np.ndarray, attention_mask: np.ndarray, input_names: 
     return {k: v for k, v in feeds.items() if k in input_names}
 
 
+@lru_cache(maxsize=1)
+def cpu_key() -> str:
+    """This CPU, for cache keys: model name and feature flags (a blob compiled for AMX must not
+    load where there is none)."""
+    import hashlib
+
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        import platform
+
+        info = platform.processor() + platform.machine()
+    lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def compile_cache_dir(options: RunOptions, runtime: str, version: str, graph_sha256: str | None, precision: str):
+    """Where a runtime may keep this graph's compiled form, or None (no cache asked, or no checksum
+    to key it by). The key is the graph's sha256 (from the checksummed manifest), the runtime and
+    its version, the CPU and the precision: a cached blob is only ever found by the exact graph,
+    runtime and machine that wrote it."""
+    if options.cache_dir is None or not graph_sha256:
+        return None
+    from pathlib import Path
+
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", version)  # OpenVINO's version has slashes in it
+    path = Path(options.cache_dir) / f"{runtime}-{safe}-cpu{cpu_key()}-{precision}-{graph_sha256[:32]}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def runtime_message(exc: BaseException) -> str:
     """A runtime's exception as one readable line (OpenVINO's start with C++ source locations)."""
     lines = [ln.strip() for ln in str(exc).splitlines()]

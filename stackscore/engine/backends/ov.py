@@ -13,21 +13,26 @@ from pathlib import Path
 import numpy as np
 
 from ...manifest import ModelSpec
-from . import RunOptions, cpu_has_bf16, graph_feeds, session_error
+from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_error
 
 
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32"):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None):
         import openvino as ov
 
         core = ov.Core()
-        try:
-            model = core.read_model(str(graph))
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
-            raise session_error(graph, "OpenVINO", exc) from None
-        self.input_names = [i.get_any_name() for i in model.inputs]
+        cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision)
+        model = str(graph)
+        if cache is not None:
+            # compile_model(path) with CACHE_DIR: a cached blob skips both parsing and compiling
+            core.set_property({"CACHE_DIR": str(cache)})
+        else:
+            try:
+                model = core.read_model(str(graph))
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
+                raise session_error(graph, "OpenVINO", exc) from None
         config = {
             # int8 (a static QDQ graph) runs its non-quantized ops in bf16 where the CPU has it.
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_bf16()) else "f32",
@@ -39,6 +44,7 @@ class OpenVinoBackend:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # noqa: BLE001
             raise session_error(graph, "OpenVINO", exc) from None
+        self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.request = self.compiled.create_infer_request()
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
         shape = self.output.get_partial_shape()
