@@ -82,8 +82,8 @@ def export(
 @app.command()
 def score(
     artifact: Path = typer.Argument(..., help="Artifact directory (with manifest.json)."),
-    input: Path = typer.Argument(..., help="Input: .jsonl .csv .tsv .parquet .txt, optionally .gz."),
-    output: Path = typer.Option(..., "--output", "-o", help="Output: .jsonl .csv .tsv .parquet (optionally .gz for text)."),
+    inputs: list[str] = typer.Argument(..., help="Input: .jsonl .csv .tsv .parquet .txt, optionally .gz. With --engine ray also several files, directories, globs and URIs (s3://...)."),
+    output: str = typer.Option(..., "--output", "-o", help="Output: .jsonl .csv .tsv .parquet (optionally .gz for text). With --engine ray also a directory (trailing slash, or existing): one shard per input file."),
     text_field: str = typer.Option(_READ.text_field, help="Column/field holding the text."),
     text_pair_field: Optional[str] = typer.Option(None, help="Column/field holding the second text, for ensembles fitted on sentence pairs."),
     id_field: Optional[str] = typer.Option(None, help="Column/field holding the row id (default: 'id' if present, else row number)."),
@@ -94,51 +94,55 @@ def score(
     precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),
     backend: str = typer.Option(_RUN.backend, help="auto, onnxruntime or openvino."),
     device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
-    gpus: str = typer.Option("0", help="GPU ids for --device cuda/tensorrt, comma-separated: one session per model per GPU, batches dealt across them."),
+    gpus: Optional[str] = typer.Option(None, help="GPU ids for --device cuda/tensorrt, comma-separated (default 0): one session per model per GPU, batches dealt across them. --engine local only."),
     trt_cache: Optional[Path] = typer.Option(None, help="TensorRT engine cache directory (default: <output>.trt-cache/, reused by later runs)."),
     cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Keep OpenVINO's compiled models here (keyed by graph checksum, runtime version, CPU): later runs start faster. Default: no cache."),
     gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
     provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
-    threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores)."),
+    threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores; with --engine ray: the actor's CPUs)."),
     allow_cpu_fallback: bool = typer.Option(False, help="If the requested GPU providers are missing, run on the CPU (with a warning) instead of failing."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
     encoding_errors: str = typer.Option(_READ.encoding_errors, help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
     on_error: str = typer.Option(_WRITE.on_error, help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part (a directory output: score only the missing shards)."),
     allow_growing_input: bool = typer.Option(False, help="If the input changes while it is read, warn and score the bytes it had at the start (default: stop with an error)."),
     stats_json: Optional[Path] = typer.Option(None, help="Also write the run's statistics as JSON here."),
     quiet: bool = typer.Option(False, help="No progress line."),
     cascade: str = typer.Option("on", help="Artifacts fitted with a cascade: on (rows the cheap models decide stop early; a 'stage' column says where) or off (every model on every row)."),
-    engine: str = typer.Option("local", help="local (this process) or ray (an actor pool on a Ray cluster)."),
-    address: Optional[str] = typer.Option(None, help="--engine ray: address of an existing cluster (default: start a local one)."),
-    actors: int = typer.Option(2, help="--engine ray: actors in the pool."),
-    cpus_per_actor: float = typer.Option(1.0, help="--engine ray: CPUs reserved per actor."),
+    engine: str = typer.Option("local", help="local (this process) or ray (the same engine on an actor pool of a Ray cluster)."),
+    address: Optional[str] = typer.Option(None, help="--engine ray: address of an existing cluster ('auto' inside one; default: start a local one)."),
+    actors: Optional[int] = typer.Option(None, help="--engine ray: actors in the pool (default: one per --cpus-per-actor CPUs, or --gpus-per-actor GPUs, free in the cluster)."),
+    cpus_per_actor: Optional[float] = typer.Option(None, help="--engine ray: CPUs reserved per actor, also its inference threads (default 1)."),
+    gpus_per_actor: Optional[float] = typer.Option(None, help="--engine ray: GPUs per actor (1: one actor per GPU, CUDA providers; default 0)."),
+    stall_timeout: Optional[float] = typer.Option(None, help="--engine ray: stop, saying why, after this many seconds without progress (default 300)."),
+    output_format: Optional[str] = typer.Option(None, help="--engine ray with a directory output: each shard's format, jsonl (default), jsonl.gz, csv, csv.gz, tsv, tsv.gz or parquet."),
 ):
     """Score a file with an artifact; predictions in input order, one row per input row."""
-    if engine == "ray":
-        from .integrations.ray import score_file_ray
-
-        if text_pair_field:
-            raise StackscoreError("--text-pair-field is not supported with --engine ray yet; use --engine local")
-
-        n = score_file_ray(artifact, input, output, text_column=text_field, id_column=id_field, address=address, num_actors=actors, num_cpus_per_actor=cpus_per_actor, overwrite=overwrite)
-        _err(f"rows {n:,} scored on Ray ({actors} actors) -> {output}")
-        return
-    if engine != "local":
+    if engine not in ("local", "ray"):
         raise StackscoreError(f"--engine must be local or ray, not '{engine}'")
+    ray_only = {"--address": address, "--actors": actors, "--cpus-per-actor": cpus_per_actor, "--gpus-per-actor": gpus_per_actor, "--stall-timeout": stall_timeout, "--output-format": output_format}
+    if engine == "local":
+        given = [flag for flag, v in ray_only.items() if v is not None]
+        if given:
+            raise StackscoreError(f"{given[0]} applies to --engine ray")
+        if len(inputs) != 1:
+            raise StackscoreError(f"--engine local scores one input file ({len(inputs)} given); several files, directories and globs need --engine ray")
+    elif gpus is not None:
+        raise StackscoreError("--gpus applies to --engine local; with --engine ray each actor gets its GPU from Ray (--gpus-per-actor)")
     from .engine.backends.gpu import providers_for_device
-    from .engine.pipeline import score_file
     from .options import GpuOptions, ScoreOptions
 
     try:
-        device_ids = [int(g) for g in gpus.split(",") if g.strip()]
+        device_ids = [int(g) for g in (gpus or "0").split(",") if g.strip()]
     except ValueError:
         raise StackscoreError(f"--gpus must be comma-separated GPU ids like 0,1, not '{gpus}'") from None
+    if engine == "ray" and (gpus_per_actor or 0) > 0 and not provider and device == "cpu":
+        device = "cuda"  # --gpus-per-actor alone: actors on their GPUs with the CUDA provider
     gpu = GpuOptions(
         device_ids=tuple(device_ids or [0]), mem_limit_bytes=int(gpu_mem_limit_gb * (1 << 30)),
-        trt_cache_dir=trt_cache or output.with_name(output.name + ".trt-cache"),
+        trt_cache_dir=trt_cache or (Path(output).with_name(Path(output).name + ".trt-cache") if engine == "local" else None),
     )
     run = RunOptions(
         providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
@@ -154,18 +158,36 @@ def score(
         run,
         progress=not quiet,
     )
+    extra: dict = {}
     try:
-        stats = score_file(artifact, input, output, opts)
+        if engine == "ray":
+            from .integrations.ray import RayOptions, is_directory_output, score_ray
+
+            ray_kw = {k.lstrip("-").replace("-", "_"): v for k, v in ray_only.items() if v is not None}
+            if output_format is not None and not is_directory_output(output):
+                raise StackscoreError("--output-format applies to a directory output (-o DIR/); a file's name gives its format")
+            result = score_ray(artifact, inputs, output, opts, RayOptions(**ray_kw))
+            stats = result.stats
+            extra = {"engine": "ray", "actors": result.actors}
+            if result.shards is not None:
+                extra.update(shards=len(result.shards), shards_done_before=result.done_before)
+        else:
+            from .engine.pipeline import score_file
+
+            stats = score_file(artifact, Path(inputs[0]), Path(output), opts)
     except KeyboardInterrupt:
-        _err(f"interrupted: the parts committed so far are kept; rerun with --resume to continue ({output}.parts/)")
+        where = f"{output}.parts/" if engine == "local" or not output.endswith("/") else f"the finished shards in {output}"
+        _err(f"interrupted: the parts committed so far are kept; rerun with --resume to continue ({where})")
         raise typer.Exit(130) from None
     except EOFError as exc:  # click would print only "Aborted!"
-        raise StackscoreError(f"{input}: the data ends unexpectedly ({exc})") from None
+        raise StackscoreError(f"{inputs[0]}: the data ends unexpectedly ({exc})") from None
     _err(stats.summary())
     if stats.backends:
         _err(f"backends: {stats.backends}")
+    if extra:
+        _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if stats_json:
-        stats_json.write_text(json.dumps(stats.to_dict(), indent=2) + "\n")
+        stats_json.write_text(json.dumps({**stats.to_dict(), **extra}, indent=2) + "\n")
 
 
 def _on_off(flag: str, value: str) -> bool:

@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One Ray auth mode for every cluster the test process (and its subprocesses) starts: Ray keeps
+# the first cluster's token state process-wide, and a later cluster started in the other mode
+# never gets its workers registered (its actors never start).
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ray_cluster: starts a multi-node local Ray cluster (deselect with -m 'not ray_cluster')")
 
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "vocab_size": 600, "epochs": 2, "batch_size": 32}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,6 @@ def corpus_file(corpus_rows, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
     try:
@@ -45,19 +45,15 @@ def ray_cluster():
 
 
 def test_ray_engine_equals_local_engine(artifact, corpus_file, tmp_path, ray_cluster):
-    from stackscore.integrations.ray import score_file_ray
+    from stackscore.integrations.ray import RayOptions, score_ray
 
-    expected = local_results(artifact, corpus_file, tmp_path)
+    local_results(artifact, corpus_file, tmp_path)  # -> local.jsonl
     out = tmp_path / "ray.jsonl"
-    # 2 actors x 0.5 CPU on a 2-CPU cluster leaves room for the read tasks (x 1 CPU would deadlock).
-    n = score_file_ray(artifact, corpus_file, out, num_actors=2, num_cpus_per_actor=0.5, batch_size=64)
+    # 2 actors x 1 CPU on a 2-CPU cluster: readers need no Ray CPUs (the driver reads), so no starving
+    result = score_ray(artifact, corpus_file, out, ScoreOptions.from_kwargs(progress=False), RayOptions(actors=2, cpus_per_actor=1))
+    assert result.stats.rows == 400 and out.read_bytes() == (tmp_path / "local.jsonl").read_bytes()
     got = [orjson.loads(l) for l in out.read_bytes().splitlines()]
-    assert n == len(got) == len(expected) == 400
-    assert [g["id"] for g in got] == [e["id"] for e in expected]
-    assert [g["label"] for g in got] == [e["label"] for e in expected]
     assert got[5]["label"] is None and "empty" in got[5]["error"]
-    ok = [i for i, e in enumerate(expected) if e["error"] is None]
-    np.testing.assert_allclose([got[i]["prob_positive"] for i in ok], [expected[i]["prob_positive"] for i in ok], atol=1e-5)
 
 
 def test_ray_score_dataset_on_an_in_memory_dataset(artifact, ray_cluster):
@@ -65,19 +61,36 @@ def test_ray_score_dataset_on_an_in_memory_dataset(artifact, ray_cluster):
     from stackscore.integrations.ray import score_dataset
 
     texts = ["a clever film", "boring and dull", "the cast was not good", "Honestly, superb"] * 25
+    texts[7] = None  # an error row, as a null text in a Parquet file
     ds = ray_cluster.data.from_pandas(pd.DataFrame({"text": texts, "n": range(100)}))
-    out = score_dataset(ds, artifact, num_actors=2, num_cpus_per_actor=0.5, batch_size=16).to_pandas()
+    out = score_dataset(ds, artifact, num_actors=2, num_cpus_per_actor=0.5, batch_size=16, with_model_outputs=True).to_pandas()
     assert out["n"].tolist() == list(range(100))  # order preserved
-    np.testing.assert_allclose(out["prob_positive"].to_numpy(), Ensemble.load(artifact).predict_proba(texts)[:, 1], atol=1e-5)
+    ok = [i for i, t in enumerate(texts) if t is not None]
+    np.testing.assert_allclose(out["prob_positive"].to_numpy()[ok], Ensemble.load(artifact).predict_proba([texts[i] for i in ok])[:, 1], atol=1e-5)
+    assert out["error"][7] == "field 'text' is null" and pd.isna(out["label"][7]) and out["error"].isna().sum() == 99
+    assert "logit_bert_positive" in out.columns  # the engine's columns, options included
 
 
-def test_spark_mapinpandas_equals_local_engine(artifact, corpus_file, tmp_path):
+def test_spark_equals_local_engine_row_for_row_on_bad_rows(artifact, corpus_rows, tmp_path):
+    """A Parquet file with a binary text column (null, empty, blank and invalid-UTF-8 rows among
+    good ones), scored by the local engine and by Spark: the same rows, columns, values and
+    error reasons (Spark's without the file position, which a partition does not have)."""
     pytest.importorskip("pyspark")
     if shutil.which("java") is None:
         pytest.skip("no Java runtime for Spark")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     from pyspark.sql import SparkSession
 
     from stackscore.integrations.spark import score_spark
+
+    texts = [r["text"].encode() for r in corpus_rows[:300]]
+    texts[5], texts[17], texts[40], texts[41] = None, b"   ", b"caf\xe9 au lait", b""
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": [r["id"] for r in corpus_rows[:300]], "text": pa.array(texts, pa.binary())}), src)
+    out = tmp_path / "local.jsonl"
+    score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, with_model_outputs=True))
+    expected = {e["id"]: e for e in map(orjson.loads, out.read_bytes().splitlines())}
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -88,16 +101,22 @@ def test_spark_mapinpandas_equals_local_engine(artifact, corpus_file, tmp_path):
         .config("spark.local.dir", str(tmp_path / "spark")).getOrCreate()
     )
     try:
-        rows = [orjson.loads(l) for l in corpus_file.read_bytes().splitlines()]
-        df = spark.createDataFrame(pd.DataFrame(rows)).repartition(3)
-        got = score_spark(df, artifact).toPandas().set_index("id")
+        df = spark.read.parquet(str(src)).repartition(3)
+        got = score_spark(df, artifact, with_model_outputs=True).toPandas().set_index("id")
+        skipped = score_spark(df, artifact, on_error="skip").count()
     finally:
         spark.stop()
-    expected = {e["id"]: e for e in local_results(artifact, corpus_file, tmp_path)}
-    assert len(got) == len(expected) == 400
+    result_columns = [c for c in next(iter(expected.values())) if c not in ("id", "row")]
+    assert list(got.columns) == ["text", *result_columns]  # the input's columns, then result_block's
+    assert len(got) == len(expected) == 300 and skipped == 296
     for rid, e in expected.items():
         g = got.loc[rid]
-        if e["error"] is None:
-            assert g["label"] == e["label"] and abs(g["prob_positive"] - e["prob_positive"]) < 1e-5
-        else:
-            assert pd.isna(g["label"]) and "empty" in g["error"]
+        for c in result_columns:
+            if c == "error":
+                assert (None if pd.isna(g[c]) else g[c]) == (None if e[c] is None else re.sub(r"^row \d+: ", "", e[c])), rid
+            elif isinstance(e[c], float):
+                assert abs(g[c] - e[c]) < 1e-5, (rid, c)
+            else:
+                assert (None if pd.isna(g[c]) else g[c]) == e[c], (rid, c)
+    assert sum(e["error"] is not None for e in expected.values()) == 4
+    assert "invalid UTF-8" in got.loc[corpus_rows[40]["id"], "error"]

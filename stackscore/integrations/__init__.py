@@ -1,5 +1,8 @@
-"""Adapters that make stackscore a step in someone else's data engine (Ray Data, Spark).
+"""Executors other than the local pipeline: Ray (``--engine ray``, Ray Data) and Spark.
 
-Both ship the artifact *path* to workers and load it once per worker process (an ``Ensemble``
-pickles by reference), so no weights travel through a scheduler.
+All of them run the local engine's per-window code (``windows.py``: the readers' row checks,
+``Scorer.encode/infer``, ``result_block``), so rows, error rows and columns do not depend on the
+executor. They ship the artifact *path* to workers and load it once per worker process, so no
+weights travel through a scheduler. ``shards.py`` lists input shards and writes output shards,
+locally or on any file system pyarrow opens.
 """

@@ -1,7 +1,15 @@
-"""Spark: score a DataFrame's text column on the executors with ``mapInPandas``.
+"""Spark: score a DataFrame's text column on the executors with ``mapInArrow``.
 
     from stackscore.integrations.spark import score_spark
     scored = score_spark(spark.read.parquet("corpus/"), "artifact/", text_column="text")
+
+The same row-level semantics as the local engine: each partition's Arrow batches go through the
+columnar readers' own row checks (a null, empty, non-text or invalid-UTF-8 text is an error row
+with the reason a Parquet or CSV file gives) and the engine's per-window step (encode -> infer ->
+``result_block``), so the result columns are exactly the output file's (``label``/``score``/
+``prob_<label>``, ``labels``, ``value``, ``error``, and on request model outputs and
+contributions). Error texts carry the reason only: a partition's rows have no file position;
+each row keeps its own columns (an id) to find it by.
 
 The artifact directory must be readable at the same path on every executor (a shared file
 system, or shipped with ``--files``/``SparkFiles``). Each executor Python process loads the
@@ -11,53 +19,52 @@ ensemble once and keeps it for every partition it scores.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
-import pandas as pd
+from typing import Any, Iterator
 
 _CACHE: dict[tuple, object] = {}
 
 
-def _ensemble(artifact_dir: str, precision: str, threads: int):
-    from ..api import Ensemble
+def _scorer(artifact_dir: str, run):
+    """One ``Scorer`` per executor Python process (Spark reuses workers across partitions)."""
+    from ..engine.scorer import Scorer
 
-    key = (artifact_dir, precision, threads)
+    key = (artifact_dir, run)
     if key not in _CACHE:
-        _CACHE[key] = Ensemble.load(artifact_dir, precision=precision, threads=threads)
+        _CACHE[key] = Scorer(artifact_dir, run)
     return _CACHE[key]
 
 
-def output_schema(df, labels: list[str], task: str = "single_label"):
-    """The input's columns plus the engine's result columns for the task (``pipeline.result_block``)."""
-    from pyspark.sql.types import ArrayType, DoubleType, StringType, StructField, StructType
+def output_schema(df, result_arrow_schema, prefix: str = ""):
+    """The input's columns plus the engine's result columns (``pipeline.result_block``'s, as
+    ``windows.result_schema`` gives them in Arrow types)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+    from pyspark.sql.types import StructField, StructType
 
-    fields = list(df.schema.fields)
-    if task == "regression":
-        fields += [StructField("value", DoubleType())]
-    elif task == "multi_label":
-        fields += [StructField("labels", ArrayType(StringType()))] + [StructField(f"prob_{l}", DoubleType()) for l in labels]
-    else:
-        fields += [StructField("label", StringType()), StructField("score", DoubleType())]
-        fields += [StructField(f"prob_{l}", DoubleType()) for l in labels]
-    return StructType(fields + [StructField("error", StringType())])
+    results = from_arrow_schema(result_arrow_schema)
+    return StructType(list(df.schema.fields) + [StructField(prefix + f.name, f.dataType, True) for f in results.fields])
 
 
-def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precision: str = "fp32", threads: int = 1, text_pair_column: str | None = None):
-    """``df`` with the engine's result columns (label/score/prob_<label>, labels, or value) and
-    error, scored partition by partition; ``text_pair_column`` for sentence-pair ensembles."""
-    from ..errors import StackscoreError
-    from ..manifest import load_manifest
-    from ..tasks import task_of
+def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precision: str = "fp32", threads: int = 1, text_pair_column: str | None = None, prefix: str = "", **options: Any):
+    """``df`` with the engine's result columns appended, scored partition by partition.
+
+    ``options``: ``stackscore score``'s flat names (``with_model_outputs``, ``with_contributions``,
+    ``on_error`` = record | skip | fail, ``encoding_errors`` for binary text columns,
+    ``long_text``, ``token_budget``, ``chunk_rows`` ...). ``text_pair_column`` for sentence-pair
+    ensembles. Checked here, in one line, before any executor starts.
+    """
+    from ..engine.pipeline import check_pair_option
+    from ..options import ScoreOptions
+    from .windows import ArtifactFacts, check_columns, result_schema, score_arrow
 
     artifact = str(Path(artifact_dir).resolve())
-    manifest = load_manifest(artifact, verify=False)
-    if manifest.text_pair != bool(text_pair_column):  # one line here, not a failure in every executor
-        raise StackscoreError(f"{artifact}: fitted on sentence pairs: pass text_pair_column" if manifest.text_pair else f"{artifact}: scores single texts; text_pair_column does not apply")
-    schema = output_schema(df, manifest.labels, task_of(manifest.task))
+    opts = ScoreOptions.from_kwargs(text_field=text_column, text_pair_field=text_pair_column, precision=precision, threads=threads, progress=False, **options)
+    facts = ArtifactFacts(artifact, opts.run)
+    check_pair_option(facts, text_pair_column)
+    schema = result_schema(facts, opts.write)
+    check_columns(df.columns, opts.read, schema.names, prefix)
+    read, write, run = opts.read, opts.write, opts.run
 
-    def score_partitions(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        ens = _ensemble(artifact, precision, threads)
-        for pdf in batches:
-            yield ens.score_dataframe(pdf, text_column=text_column, text_pair_column=text_pair_column)
+    def score_partitions(batches: Iterator[Any]) -> Iterator[Any]:
+        yield from score_arrow(_scorer(artifact, run), batches, read, write, schema, prefix)
 
-    return df.mapInPandas(score_partitions, schema)
+    return df.mapInArrow(score_partitions, output_schema(df, schema, prefix))
