@@ -119,9 +119,9 @@ def main() -> None:
     print(f"| cascade on | {res['rows_per_s_on']:,.1f} | {q['accuracy_cascade']:.4f} | {q['log_loss_cascade']:.4f} | {q['agreement']:.2%} | {', '.join(f'{s:.1%}' for s in q['stage_share'])} |")
     print(f"| cascade off (full) | {res['rows_per_s_off']:,.1f} | {q['accuracy_full']:.4f} | {q['log_loss_full']:.4f} | 100% | - |")
     print(f"speed-up {res['speedup']:.2f}x; on the throughput corpus {', '.join(f'{s:.1%}' for s in tp['stage_share'])} of rows per stage, agreement {tp['agreement']:.2%}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    from stackscore.bench import write_outputs
+
+    write_outputs(res, args.json, None)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,9 @@ def main() -> None:
     for k in ("before", "after"):
         print(f"| {k} | {res['rows_per_s'][k]:,.1f} |")
     print(f"after / before speed: {res['after_over_before']:.3f}x; outputs byte-identical: {res['identical_output']}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    from stackscore.bench import write_outputs
+
+    write_outputs(res, args.json, None)
 
 
 if __name__ == "__main__":
