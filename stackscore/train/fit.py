@@ -503,8 +503,9 @@ def cascade_report(c, names: list[str], base: dict[str, BaseOutputs], s: Splits)
     r["costs_measured"] = "seconds per row predicting the test split at fit time (PyTorch / scikit-learn)"
     first = r["stages"][0]
     if first["stop_share"] < 0.3:
+        at = "no threshold kept the criteria, so it never stops a row" if first["threshold"] > 1 else f"threshold {first['threshold']:.4f}"
         r["why_no_gain"] = (
             f"the cheapest model '{first['models'][0]}' is rarely confident enough to decide alone "
-            f"({first['stop_share']:.0%} of test rows stop there at threshold {first['threshold']})"
+            f"({first['stop_share']:.0%} of test rows stop there; {at})"
         )
     return r
