@@ -243,6 +243,11 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
             print(f"    gate {prec}: {verdict} ({detail})")
     print(f"  fusion {m.fusion.method}: {json.dumps({k: v for k, v in m.fusion.params.items() if k != 'linear_coef'})}")
     print(f"    why: {m.fusion.reason}")
+    if m.cascade:
+        stages = m.cascade.get("stages", [])
+        steps = [f"{'+'.join(st.get('models', []))} (stops rows at p >= {st['threshold']:.4f})" if isinstance(st.get("threshold"), (int, float)) and st["threshold"] <= 1
+                 else f"{'+'.join(st.get('models', []))} ({'never stops' if st.get('threshold') is not None else 'the full ensemble'})" for st in stages]
+        print(f"  cascade: {' -> '.join(steps)}")
     print(f"checksums: {status} ({len(m.files)} files)")
     if status != "OK":
         raise typer.Exit(1)

@@ -87,6 +87,11 @@ def test_fit_learns_a_cascade_on_the_fusion_rows_and_reports_it_on_the_test_spli
     check = report["engine_vs_training"]["cascade"]
     assert check["stage_agreement"] >= 0.995 and check["label_agreement"] >= 0.995
     assert "Cascade" in (cascaded / "report.md").read_text()
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "stackscore.cli", "inspect", str(cascaded / "artifact")], capture_output=True, text=True)
+    assert shown.returncode == 0 and "cascade: tfidf (" in shown.stdout and "-> tfidf+bert (the full ensemble)" in shown.stdout
 
 
 def test_routing_keeps_order_and_every_row_with_bad_rows_present(cascaded, tmp_path):
