@@ -158,7 +158,7 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
         for b in batches:
             runner.run_batch(b)
         seconds = time.perf_counter() - t0
-        precision = runner.choice.precision if hasattr(runner, "choice") else "fp32"
+        precision = runner.choice.precision if runner.choice is not None else "fp32"
         if precision not in peaks:
             peaks[precision] = measure_peak(precision, threads)
         peak = peaks[precision]

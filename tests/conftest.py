@@ -37,21 +37,26 @@ def tiny_config(data_dir: Path, method: str = "stack", labels=None, folds: int =
     }
 
 
-@pytest.fixture(scope="session")
-def fitted(tmp_path_factory) -> Path:
-    """A fit work directory (models/, artifact/, report.json) of a 2-model stacked ensemble."""
+def fit_generated(root: Path, config: dict, train: tuple[int, int], test: tuple[int, int, int]) -> Path:
+    """Write a generated corpus under ``root/data`` (``train`` = (rows, seed), ``test`` = (rows,
+    seed, first id)), fit ``config`` (its data paths point there) and return the work directory."""
     from stackscore.train.config import config_from_dict
     from stackscore.train.corpus import generate, write_jsonl
     from stackscore.train.fit import fit
 
-    root = tmp_path_factory.mktemp("fit")
     data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", generate(400, seed=1))
-    write_jsonl(data / "test.jsonl", generate(120, seed=2, start=1000))
-    cfg = config_from_dict(tiny_config(data, labels=["negative", "positive"]), root)
-    fit(cfg, root / "work", log=lambda *_: None)
+    data.mkdir(exist_ok=True)
+    write_jsonl(data / "train.jsonl", generate(train[0], seed=train[1]))
+    write_jsonl(data / "test.jsonl", generate(test[0], seed=test[1], start=test[2]))
+    fit(config_from_dict(config, root), root / "work", log=lambda *_: None)
     return root / "work"
+
+
+@pytest.fixture(scope="session")
+def fitted(tmp_path_factory) -> Path:
+    """A fit work directory (models/, artifact/, report.json) of a 2-model stacked ensemble."""
+    root = tmp_path_factory.mktemp("fit")
+    return fit_generated(root, tiny_config(root / "data", labels=["negative", "positive"]), (400, 1), (120, 2, 1000))
 
 
 @pytest.fixture(scope="session")

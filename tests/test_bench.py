@@ -32,7 +32,8 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     for name in ("bert", "roberta"):
         m = roof[name]
         assert m["gflops_per_row"] > 0 and m["achieved_gflops"] > 0 and m["layers"] == 1 and m["width"] == 32
-        assert m["peak_gflops"] is None or (m["fraction_of_peak"] == round(m["achieved_gflops"] / m["peak_gflops"], 3) or abs(m["fraction_of_peak"] - m["achieved_gflops"] / m["peak_gflops"]) < 0.01)
+        if m["peak_gflops"] is not None:  # the fraction is achieved over the same run's peak (both rounded)
+            assert abs(m["fraction_of_peak"] - m["achieved_gflops"] / m["peak_gflops"]) < 0.01
         assert m["held_by"] is None or m["fraction_of_peak"] < 0.6  # a reason is given exactly when below the goal
 
 

@@ -114,7 +114,6 @@ def test_engine_stage_by_stage_equals_the_simulation(two):
     c, _, _, test, _ = two
     proba, stage_of = c.predict_proba(test)
     p0, stops0 = c.stage_proba(0, {"cheap": test["cheap"]})
-    np.testing.assert_array_equal(stops0, c.route({"cheap": test["cheap"]}, 0))
     open_ = ~stops0
     p1, stops1 = c.stage_proba(1, {m: test[m][open_] for m in ("cheap", "big")})
     assert stops1.all()

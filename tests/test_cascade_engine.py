@@ -16,32 +16,16 @@ from stackscore.fusion.cascade import NEVER
 from stackscore.manifest import load_manifest
 from stackscore.options import ScoreOptions
 
-from conftest import TINY  # noqa: E402
+from conftest import fit_generated, tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cascaded(tmp_path_factory) -> Path:
     """TF-IDF (cheap) + a tiny BERT, stacked, with ``[fusion] cascade = true``."""
-    from stackscore.train.config import config_from_dict
-    from stackscore.train.corpus import generate, write_jsonl
-    from stackscore.train.fit import fit
-
     root = tmp_path_factory.mktemp("cascade")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", generate(600, seed=11))
-    write_jsonl(data / "test.jsonl", generate(200, seed=12, start=3000))
-    cfg = config_from_dict({
-        "labels": ["negative", "positive"], "seed": 0, "parity_rows": 32,
-        "data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")},
-        "fusion": {"method": "stack", "folds": 3, "cascade": True},
-        "models": [
-            {"name": "bert", "source": "scratch:bert", "max_length": 64, **TINY},
-            {"name": "tfidf", "kind": "tfidf"},
-        ],
-    }, root)
-    fit(cfg, root / "work", log=lambda *_: None)
-    return root / "work"
+    config = tiny_config(root / "data", labels=["negative", "positive"], folds=3, cascade=True)
+    config["models"][1] = {"name": "tfidf", "kind": "tfidf"}
+    return fit_generated(root, config, (600, 11), (200, 12, 3000))
 
 
 def rows_file(path: Path, texts: list[str]) -> Path:

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class TransformerRunner:
 
     kind = "transformer"
 
-    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None):
+    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None, choice=None):
         self.name = name
         self.tokenizer = tokenizer
         self.tokenizer_key = tokenizer_key or str(tokenizer.path)
@@ -70,6 +70,7 @@ class TransformerRunner:
         self.max_rows = int(max_rows)
         self.buckets = buckets
         self.description = describe
+        self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
         self._workers = ThreadPoolExecutor(len(self.backends), thread_name_prefix=f"{name}-device") if len(self.backends) > 1 else None
 
     @classmethod
@@ -171,7 +172,7 @@ class TextRunner:
 ModelRunner = TransformerRunner | TextRunner
 
 
-def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> dict[str, Any]:
+def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> dict[str, ModelRunner]:
     """One runner per base model of an artifact, in manifest order.
 
     Models that share a tokenizer file (same sha256) and max length share one tokenizer, so a
@@ -181,7 +182,7 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> 
 
     k = len(manifest.labels)
     tokenizers: dict[str, TextTokenizer] = {}
-    runners: dict[str, Any] = {}
+    runners: dict[str, ModelRunner] = {}
     for spec in manifest.models:
         if spec.kind == "tfidf":
             graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
@@ -208,9 +209,8 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> 
         buckets = buckets_for(spec.max_length) if options.bucketed else None
         runners[spec.name] = TransformerRunner(
             spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
-            describe=f"{choice.backend}/{choice.precision}{where}", tokenizer_key=key,
+            describe=f"{choice.backend}/{choice.precision}{where}", tokenizer_key=key, choice=choice,
         )
-        runners[spec.name].choice = choice
     return runners
 
 

@@ -278,10 +278,6 @@ class Cascade:
         stops = np.ones(len(proba), dtype=bool) if st.threshold is None else proba.max(axis=1) >= st.threshold
         return proba, stops
 
-    def route(self, outputs_available: dict[str, np.ndarray], stage: int) -> np.ndarray:
-        """Mask of the rows that stop at ``stage`` (given its models' logits for those rows)."""
-        return self.stage_proba(stage, outputs_available)[1]
-
     def predict_proba(self, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The cascade simulated on rows whose every model's logits are known (for evaluation):
         probabilities, and the stage each row stopped at. Each stage sees only its open rows,

@@ -29,12 +29,18 @@ __all__ = ["PRECISIONS", "Choice", "RunOptions", "choose", "cpu_has_bf16", "grap
 
 
 @lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
+def cpuinfo() -> str:
+    """``/proc/cpuinfo`` (empty where there is none), read once."""
     try:
         with open("/proc/cpuinfo") as fh:
-            flags = fh.read()
+            return fh.read()
     except OSError:
-        return False
+        return ""
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    flags = cpuinfo()
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
@@ -57,13 +63,9 @@ def cpu_key() -> str:
     """This CPU, for cache keys: model name and feature flags (a blob compiled for AMX must not
     load where there is none)."""
     import hashlib
+    import platform
 
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        import platform
-
-        info = platform.processor() + platform.machine()
+    info = cpuinfo() or platform.processor() + platform.machine()
     lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
 
