@@ -190,11 +190,48 @@ def test_truncated_graph_is_one_error_on_every_runtime(copy, monkeypatch):
     data = (copy / BERT).read_bytes()
     (copy / BERT).write_bytes(data[: len(data) // 3])
     resign(copy, BERT)
-    with pytest.raises(ArtifactError, match="model.fp32.onnx: not a readable ONNX graph"):
-        load_manifest(copy)  # with the onnx package the manifest check parses the graph
-    spec = load_manifest(copy, verify=False).models[0]
+    # Its checksum matches (re-signed), and it names no external data: the manifest check passes
+    # it without parsing it (a cold start saving); the runtime that opens it says what is wrong.
+    spec = load_manifest(copy).models[0]
     with pytest.raises(ArtifactError, match=r"model.fp32.onnx: ONNX Runtime cannot open this graph: .*INVALID_PROTOBUF"):
         OrtBackend(copy / BERT, spec, RunOptions())
     pytest.importorskip("openvino")
     with pytest.raises(ArtifactError, match=r"model.fp32.onnx: OpenVINO cannot open this graph: .*(parsed|read)"):
         OpenVinoBackend(copy / BERT, spec, RunOptions())
+
+
+# -- the scorer checks what it opens -------------------------------------------------------------
+def test_scorer_checks_every_file_it_opens_and_only_those(copy, corpus_rows):
+    """The scorer hashes the graphs its backends chose, their external data, tokenizers and fusion
+    graphs (a cold-start saving: not every variant); names and sizes of every file still count."""
+    texts = [r["text"] for r in corpus_rows[:10]]
+    to_external(copy)
+    resign(copy, BERT, BERT + ".data")
+    scorer(copy).score_texts(texts)  # intact
+    data = copy / (BERT + ".data")
+    original = data.read_bytes()
+    with open(data, "r+b") as fh:  # the opened graph's weights, corrupted, same size
+        fh.seek(100)
+        fh.write(b"\xff\xff\xff\x7f")
+    with pytest.raises(ArtifactError, match="checksum mismatch for 'models/bert/model.fp32.onnx.data'"):
+        scorer(copy)
+    data.write_bytes(original)
+    tok = copy / "models/bert/tokenizer.json"
+    tok.write_bytes(tok.read_bytes().replace(b'"[UNK]"', b'"[UNX]"'))  # same size, other bytes
+    with pytest.raises(ArtifactError, match="checksum mismatch for 'models/bert/tokenizer.json'"):
+        scorer(copy)
+    edit(copy, lambda r: None)  # (re-written unchanged)
+    resign(copy, "models/bert/tokenizer.json")
+    manifest = load_manifest(copy, verify=False)
+    unopened = [rel for m in manifest.models for p, rel in m.graphs.items() if p != "fp32"]
+    assert unopened, "the fixture artifact has other variants than fp32"
+    for rel in unopened:  # a variant this run never opens: its bytes are not read
+        raw = bytearray((copy / rel).read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        (copy / rel).write_bytes(bytes(raw))
+    scorer(copy).score_texts(texts)
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_manifest(copy)  # `stackscore verify` and export still check every file
+    (copy / unopened[0]).write_bytes((copy / unopened[0]).read_bytes() + b"x")
+    with pytest.raises(ArtifactError, match="has size"):
+        scorer(copy)  # sizes are checked for every file

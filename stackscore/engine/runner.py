@@ -16,11 +16,12 @@ what a cascade needs: later stages run only the rows earlier stages left open, i
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -172,46 +173,79 @@ class TextRunner:
 ModelRunner = TransformerRunner | TextRunner
 
 
-def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions) -> dict[str, ModelRunner]:
+def model_files(spec: ModelSpec, options: RunOptions) -> list[str]:
+    """The artifact files a runner for ``spec`` opens under ``options``: its chosen graph (the variant
+    ``choose`` picks here, the same call the runner makes) and its tokenizer."""
+    if spec.kind != "transformer":
+        return [spec.graphs.get("fp32", "")]
+    return [spec.graphs[choose(spec, options).graph_key], spec.tokenizer]
+
+
+def fusion_files(manifest: Manifest, options: RunOptions) -> list[str]:
+    """The fusion graph and, with the cascade on, its partial fusion graphs."""
+    files = [manifest.fusion.graph] if manifest.fusion.graph else []
+    if manifest.cascade and options.cascade:
+        files += [g for st in manifest.cascade.get("stages", []) if (g := (st.get("fusion") or {}).get("graph"))]
+    return files
+
+
+def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, verify: Callable[[list[str]], None] | None = None) -> dict[str, ModelRunner]:
     """One runner per base model of an artifact, in manifest order.
 
     Models that share a tokenizer file (same sha256) and max length share one tokenizer, so a
-    window is encoded once for all of them (``tokenizer_key``).
+    window is encoded once for all of them (``tokenizer_key``). The models are built on a thread
+    each (at most one per core): checksumming a graph, parsing a tokenizer and compiling a session
+    release the GIL, and a process that scores a small file waits for all of them before its
+    first row. ``verify(files)`` (the scorer's checksums) runs on a model's files before anything
+    opens them.
     """
+    import os
+
+    tokenizers: dict[str, TextTokenizer] = {}
+    lock = threading.Lock()
+
+    def build(spec: ModelSpec) -> ModelRunner:
+        if verify is not None:
+            verify(model_files(spec, options))
+        return _runner(spec, manifest, artifact_dir, options, tokenizers, lock)
+
+    workers = max(1, min(len(manifest.models), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers, thread_name_prefix="load") as pool:
+        built = list(pool.map(build, manifest.models))
+    return {r.name: r for r in built}
+
+
+def _runner(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict, lock: threading.Lock) -> ModelRunner:
     from .backends.ort import OrtBackend, TextBackend
 
     k = len(manifest.labels)
-    tokenizers: dict[str, TextTokenizer] = {}
-    runners: dict[str, ModelRunner] = {}
-    for spec in manifest.models:
-        if spec.kind == "tfidf":
-            graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
-            backend = TextBackend(graph, options)
-            check_output_width(spec.name, backend.output_width, k, graph)
-            runners[spec.name] = TextRunner(spec.name, backend)
-            continue
-        if spec.kind != "transformer":
-            raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
+    if spec.kind == "tfidf":
+        graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
+        backend = TextBackend(graph, options)
+        check_output_width(spec.name, backend.output_width, k, graph)
+        return TextRunner(spec.name, backend)
+    if spec.kind != "transformer":
+        raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
+    with lock:  # models sharing a tokenizer file load it once
         key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
-        choice = choose(spec, options)
-        graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
-        backends = []
-        for device in options.devices:
-            if choice.backend == "openvino":
-                from .backends.ov import OpenVinoBackend
+    choice = choose(spec, options)
+    graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
+    backends = []
+    for device in options.devices:
+        if choice.backend == "openvino":
+            from .backends.ov import OpenVinoBackend
 
-                sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
-                backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha))
-            else:
-                backends.append(OrtBackend(graph, spec, options, choice.precision, device))
-            check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
-        where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
-        buckets = buckets_for(spec.max_length) if options.bucketed else None
-        runners[spec.name] = TransformerRunner(
-            spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
-            describe=f"{choice.backend}/{choice.precision}{where}", tokenizer_key=key, choice=choice,
-        )
-    return runners
+            sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
+            backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha))
+        else:
+            backends.append(OrtBackend(graph, spec, options, choice.precision, device))
+        check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
+    where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
+    buckets = buckets_for(spec.max_length) if options.bucketed else None
+    return TransformerRunner(
+        spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
+        describe=f"{choice.backend}/{choice.precision}{where}", tokenizer_key=key, choice=choice,
+    )
 
 
 def _tokenizer(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, cache: dict[str, TextTokenizer]) -> tuple[str, TextTokenizer]:

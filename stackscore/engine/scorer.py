@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import StackscoreError
-from ..manifest import Manifest, load_manifest
+from ..manifest import Manifest, check_listing, load_manifest, verify_opened
 from ..options import RunOptions
 from .fusion_stage import FusionStage
 from .readers import Window
-from .runner import RunStats, TextRunner, runners_for
+from .runner import RunStats, TextRunner, fusion_files, runners_for
 from .tokenize import Encoded
 
 
@@ -90,10 +91,16 @@ class Scorer:
     def __init__(self, artifact_dir: str | Path, options: RunOptions | None = None, manifest: Manifest | None = None):
         self.artifact_dir = Path(artifact_dir)
         self.options = options or RunOptions()
-        self.manifest = manifest or load_manifest(self.artifact_dir)
+        verify = None
+        if manifest is None:  # names and sizes of every file; checksums of just the files this run opens
+            manifest = load_manifest(self.artifact_dir, verify=False)
+            check_listing(self.artifact_dir, manifest)
+            verify = partial(verify_opened, self.artifact_dir, manifest)
+            verify(fusion_files(manifest, self.options))
+        self.manifest = manifest
         self.labels = list(self.manifest.labels)
         self.text_pair = bool(self.manifest.text_pair)
-        self.runners = runners_for(self.manifest, self.artifact_dir, self.options)
+        self.runners = runners_for(self.manifest, self.artifact_dir, self.options, verify=verify)
         self.tokenizers = {r.tokenizer_key: r.tokenizer for r in self.runners.values() if r.tokenizer_key is not None}
         self.fusion = FusionStage(self.manifest, self.artifact_dir)
         self.cascade = None
