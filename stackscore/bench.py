@@ -210,30 +210,49 @@ def cold_start(artifact: Path, texts: list[str], workdir: Path, run: RunOptions,
     (interpreter start, imports, manifest checksums, sessions, scoring, writing), best of two,
     and the import alone. The first scored row is written at the end of such a job, so its wall
     time is also the time to the first row."""
-    import subprocess
     import sys
+    from dataclasses import replace
 
     src = workdir / "cold-input.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts[:rows])))
-    cmd = [sys.executable, "-m", "stackscore.cli", "score", str(artifact), str(src), "-o", str(workdir / "cold-output.jsonl"),
-           "--overwrite", "--quiet", "--precision", run.precision, "--backend", run.backend, "--cascade", "on" if run.cascade else "off"]
-
-    def wall(args: list[str]) -> float:
-        t0 = time.perf_counter()
-        r = subprocess.run(args, capture_output=True, text=True)
-        if r.returncode:
-            raise StackscoreError(f"cold-start run failed: {r.stderr.strip()[-300:]}")
-        return time.perf_counter() - t0
-
-    whole = min(wall(cmd), wall(cmd))
-    cache = ["--cache-dir", str(workdir / "compile-cache")]
-    wall(cmd + cache)  # fills the compiled-model cache
-    cached = min(wall(cmd + cache), wall(cmd + cache))
-    imports = min(wall([sys.executable, "-c", "import stackscore.cli, stackscore.engine.pipeline"]) for _ in range(2))
+    out = workdir / "cold-output.jsonl"
+    cmd = _score_cmd(artifact, src, out, replace(run, cache_dir=None))
+    whole = min(_wall(cmd), _wall(cmd))
+    cache = workdir / "compile-cache" if run.cache_dir is None else run.cache_dir
+    cached_cmd = _score_cmd(artifact, src, out, replace(run, cache_dir=cache))
+    _wall(cached_cmd)  # fills the compiled-model cache
+    cached = min(_wall(cached_cmd), _wall(cached_cmd))
+    imports = min(_wall([sys.executable, "-c", "import stackscore.cli, stackscore.engine.pipeline"]) for _ in range(2))
     return {
         "rows": rows, "cold_start_s": round(whole, 3), "time_to_first_row_s": round(whole, 3),
         "cold_start_cached_s": round(cached, 3), "import_s": round(imports, 3),
     }
+
+
+def _score_cmd(artifact: Path, src: Path, out: Path, run: RunOptions) -> list[str]:
+    import sys
+
+    cmd = [sys.executable, "-m", "stackscore.cli", "score", str(artifact), str(src), "-o", str(out), "--overwrite", "--quiet",
+           "--precision", run.precision, "--backend", run.backend, "--cascade", "on" if run.cascade else "off", "--token-budget", str(run.token_budget)]
+    return cmd + (["--cache-dir", str(run.cache_dir)] if run.cache_dir is not None else [])
+
+
+def _wall(args: list[str]) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode:
+        raise StackscoreError(f"bench run failed: {r.stderr.strip()[-300:]}")
+    return time.perf_counter() - t0
+
+
+def engine_process(artifact: Path, workdir: Path, run: RunOptions) -> float:
+    """Seconds of a whole `stackscore score` process on the bench's input file, start to exit,
+    best of two: what a user waits for (interpreter, imports, checksums, sessions, scoring,
+    writing), against which the loops' warm, in-process figures are a conservative comparison."""
+    cmd = _score_cmd(artifact, workdir / "bench-input.jsonl", workdir / "process-output.jsonl", run)
+    return min(_wall(cmd), _wall(cmd))
 
 
 def single_row_latency(scorer: Scorer, texts: list[str], n: int = 50) -> dict[str, float]:
@@ -264,7 +283,19 @@ def run_bench(
     base_texts = texts[: min(baseline_rows, len(texts))]
     opts = RunOptions(precision=precision, backend=backend, token_budget=token_budget, cascade=cascade)
     results: dict[str, Method] = {}
+    streams = None
     with tempfile.TemporaryDirectory() as tmp:
+        if "tune" not in skip:  # what `stackscore tune` records, into this run's own cache dir
+            from dataclasses import replace
+
+            from .tuning import measure, record
+
+            log("streams: each model's batches at 1, 2, ... requests in flight (best of 2), as `stackscore tune`")
+            cache = Path(tmp) / "cache"
+            streams = measure(artifact, texts, opts, chunk_rows, log=log)
+            for r in streams.values():
+                record(cache, r["key"], r)
+            opts = replace(opts, cache_dir=cache)
         log(f"engine ({precision}): {len(texts):,} rows from {', '.join(data)}")
         cold, info = engine_run(artifact, texts, Path(tmp), opts, chunk_rows)
         scorer: Scorer = info["scorer"]
@@ -304,6 +335,8 @@ def run_bench(
         single = single_row_latency(scorer, texts)
         log("cold start: whole `stackscore score` processes on 20 rows")
         cold_start_info = cold_start(artifact, texts, Path(tmp), opts)
+        log(f"engine as a whole process: `stackscore score` on the {len(texts):,} rows, start to exit (best of 2)")
+        process = engine_process(artifact, Path(tmp), opts)
         roof = None
         if "roofline" not in skip:
             from .roofline import model_roofline
@@ -340,6 +373,11 @@ def run_bench(
         "ratio_vs_classic": ratio("classic"),
         "ratio_vs_expert_bf16": ratio("expert_bf16"),
         "ratio_vs_ortmodel": ratio("ortmodel"),
+        "engine_process_rows_per_s": round(len(texts) / process, 2),
+        "engine_process_seconds": round(process, 3),
+        "process_ratio_vs_classic": round(len(texts) / process / results["classic"].rows_per_s, 2) if "classic" in results else None,
+        "process_ratio_vs_expert_bf16": round(len(texts) / process / results["expert_bf16"].rows_per_s, 2) if "expert_bf16" in results else None,
+        "streams": streams,
         "ortmodel_is": "plain ONNX Runtime session, fp32 graph, batches of 32 in input order (optimum-onnx 0.1.0 does not import with transformers 5.x)",
         "padding_fraction": round(1.0 - stats["padding_efficiency"], 4),
         "overhead_fraction": round(engine.seconds / inference_s - 1.0, 4),
@@ -368,6 +406,12 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
         log(f"| {name} | {m['rows_per_s']:,.1f} | {m['tokens_per_s']:,.0f} | {ratio:.2f}x | {lat['p50']} / {lat['p95']} / {lat['p99']} | {m.get('agreement_vs_classic_fp32', '-')} | {m.get('max_prob_error_vs_classic_fp32', '-')} |")
     log(f"padding {r['padding_fraction']:.1%} of computed tokens; engine overhead {r['overhead_fraction']:.1%} over pure inference; "
         f"single-row latency p50 {r['single_row_latency_ms']['p50']} ms, p99 {r['single_row_latency_ms']['p99']} ms")
+    if r.get("engine_process_rows_per_s"):
+        vs = ", ".join(f"{r[k]:.2f}x the {n} loop" for k, n in (("process_ratio_vs_expert_bf16", "expert bf16"), ("process_ratio_vs_classic", "classic fp32")) if r.get(k))
+        log(f"engine as a whole process (start to exit, {r['rows']:,} rows): {r['engine_process_rows_per_s']:,.1f} rows/s" + (f" = {vs} (warm, in-process)" if vs else ""))
+    for name, t in (r.get("streams") or {}).items():
+        speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in t["rows_per_s"].items())
+        log(f"streams {name} ({t['runtime']}/{t['precision']}): rows/s by requests in flight {speeds} -> {t['streams']} ({t['gain']:+.1%})")
     c = r.get("cold_start")
     if c:
         log(f"cold start: {c['cold_start_s']} s for a {c['rows']}-row file, whole process (time to first row); "

@@ -100,6 +100,7 @@ def score(
     gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
     provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
     threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores; with --engine ray: the actor's CPUs)."),
+    streams: int = typer.Option(_RUN.streams, help="Requests in flight per model, each on threads/streams cores (0 = what `stackscore tune` measured and recorded in --cache-dir for this CPU, else 1)."),
     allow_cpu_fallback: bool = typer.Option(False, help="If the requested GPU providers are missing, run on the CPU (with a warning) instead of failing."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
@@ -147,7 +148,7 @@ def score(
     run = RunOptions(
         providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
         backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu, token_budget=token_budget, long_text=long_text,
-        cascade=_on_off("--cascade", cascade), cache_dir=cache_dir,
+        cascade=_on_off("--cascade", cascade), cache_dir=cache_dir, streams=streams,
     )
     opts = ScoreOptions(
         ReadOptions(
@@ -216,6 +217,41 @@ def bench(
     r = run_bench(workdir, [str(d) for d in data], rows=rows, baseline_rows=baseline_rows, precision=precision, backend=backend, token_budget=token_budget, skip=tuple(skip), log=_err, cascade=_on_off("--cascade", cascade))
     print_table(r, log=print)
     write_outputs(r, json_out, chart)
+
+
+@app.command()
+def tune(
+    artifact: Path = typer.Argument(..., help="Artifact directory."),
+    data: Path = typer.Option(..., "--data", help="A corpus file like the ones you will score (its text field is read)."),
+    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Where the choice is recorded (tuning.json); `score --cache-dir` reads it."),
+    rows: int = typer.Option(2000, help="Rows to time each model on."),
+    text_field: str = typer.Option(_READ.text_field, help="Column/field holding the text."),
+    precision: str = typer.Option("auto", help="The precision you will score with."),
+    backend: str = typer.Option(_RUN.backend, help="auto, onnxruntime or openvino."),
+    threads: int = typer.Option(_RUN.threads, help="Intra-op threads you will score with (0 = all cores)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the measurements as JSON here."),
+):
+    """Measure 1, 2, ... requests in flight per model on this CPU and record the fastest in --cache-dir."""
+    from .bench import load_corpus
+    from .options import RunOptions
+    from .tuning import measure, record
+
+    if cache_dir is None:
+        raise StackscoreError("--cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
+    texts = load_corpus([str(data)], rows, text_field=text_field)
+    run = RunOptions(precision=precision, backend=backend, threads=threads)
+    _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (best of 2)")
+    result = measure(artifact, texts, run, log=_err)
+    for name, r in result.items():
+        record(cache_dir, r["key"], {k: v for k, v in r.items() if k != "key"})
+        speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in r["rows_per_s"].items())
+        print(f"{name} ({r['runtime']}/{r['precision']}): rows/s by streams {speeds} -> {r['streams']} stream(s) ({r['gain']:+.1%})")
+    if not result:
+        print("no transformer model to tune (string-input models run one call per window)")
+    else:
+        print(f"recorded in {Path(cache_dir) / 'tuning.json'}; `stackscore score --cache-dir {cache_dir}` uses it")
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 @app.command()

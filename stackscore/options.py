@@ -80,6 +80,7 @@ class RunOptions:
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
     cache_dir: Path | None = None  # compiled-model cache (OpenVINO), keyed by graph sha256 + runtime version + CPU; None: none
+    streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else 1
 
     def __post_init__(self) -> None:
         _one_of("precision", self.precision, PRECISIONS)
@@ -89,6 +90,8 @@ class RunOptions:
         _positive("max batch rows", self.max_batch_rows)
         if self.threads < 0:
             raise StackscoreError(f"threads must be 0 (all cores) or more, not {self.threads}")
+        if not isinstance(self.streams, int) or isinstance(self.streams, bool) or self.streams < 0:
+            raise StackscoreError(f"--streams must be 0 (the measured choice) or a positive whole number, not {self.streams!r}")
         object.__setattr__(self, "providers", tuple(self.providers) or (CPU,))
 
     @property

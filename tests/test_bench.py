@@ -23,7 +23,13 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     classic = r["methods"]["classic"]["rows_per_s"]
     assert abs(r["ratio_vs_classic"] - r["engine_rows_per_s"] / classic) < 0.02 * r["ratio_vs_classic"] + 0.01
     assert r["methods"]["engine_fp32"]["agreement_vs_classic_fp32"] == 1.0  # exact fp32 vs PyTorch fp32
-    assert 0.0 <= r["padding_fraction"] <= 0.05
+    assert 0.0 <= r["padding_fraction"] <= 0.15  # the planner pads a little where a batch saved costs more (short rows)
+    # streams measured per model (1 and 2 on a 2-core machine, more on more cores) and used;
+    # the engine also timed as a whole process over all the rows
+    assert set(r["streams"]) == {"bert", "roberta"}
+    for t in r["streams"].values():
+        assert "1" in t["rows_per_s"] and t["streams"] in range(1, len(t["rows_per_s"]) + 1)
+    assert r["engine_process_rows_per_s"] > 0 and r["engine_process_seconds"] > 0
     # cold start: whole processes on a small file; roofline: work from the graphs, peak measured
     cold = r["cold_start"]
     assert 0 < cold["import_s"] < cold["cold_start_s"] and cold["rows"] == 20

@@ -30,6 +30,7 @@ from stackscore.options import ReadOptions, RunOptions, ScoreOptions, WriteOptio
         (lambda: ReadOptions(encoding_errors="ignore"), "--encoding-errors must be one of"),
         (lambda: WriteOptions(on_error="drop"), "--on-error must be one of"),
         (lambda: ScoreOptions.from_kwargs(chunk_size=5), "unknown scoring option 'chunk_size'"),
+        (lambda: RunOptions(streams=-1), "--streams must be 0"),
     ],
 )
 def test_each_option_is_checked_when_built(make, message):

@@ -73,6 +73,7 @@ class TransformerRunner:
         self.description = describe
         self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
         self._workers = ThreadPoolExecutor(len(self.backends), thread_name_prefix=f"{name}-device") if len(self.backends) > 1 else None
+        self._streams: ThreadPoolExecutor | None = None  # callers of a multi-stream backend (made on first use)
 
     @classmethod
     def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None) -> "TransformerRunner":
@@ -96,14 +97,40 @@ class TransformerRunner:
         return self.backends[device].run(batch.input_ids, batch.attention_mask, batch.token_type_ids)
 
     def _run_on(self, device: int, batches: list[Batch], out: np.ndarray) -> RunStats:
+        """``batches`` on one device, each batch's logits written to its rows of ``out``.
+
+        With several streams (``backend.streams``), that many callers take the next batch as
+        soon as their last one is done, each on its own request; the rows say where each batch's
+        logits go, so the output order does not depend on which finishes first."""
+        backend = self.backends[device]
+        streams = min(getattr(backend, "streams", 1), len(batches))
+        if streams <= 1:
+            return self._run_slot(backend, iter(batches), out, 0, None)
+        if self._streams is None:
+            self._streams = ThreadPoolExecutor(streams, thread_name_prefix=f"{self.name}-stream")
+        queue, lock = iter(batches), threading.Lock()
         stats = RunStats()
-        for b in batches:
+        for f in [self._streams.submit(self._run_slot, backend, queue, out, slot, lock) for slot in range(streams)]:
+            stats.add(f.result())
+        return stats
+
+    @staticmethod
+    def _run_slot(backend, queue: Iterator[Batch], out: np.ndarray, slot: int, lock: threading.Lock | None) -> RunStats:
+        stats = RunStats()
+        while True:
+            if lock is None:
+                b = next(queue, None)
+            else:
+                with lock:
+                    b = next(queue, None)
+            if b is None:
+                return stats
             t0 = time.perf_counter()
-            out[b.rows] = self.run_batch(b, device)
+            logits = backend.run(b.input_ids, b.attention_mask, b.token_type_ids, slot=slot) if lock is not None else backend.run(b.input_ids, b.attention_mask, b.token_type_ids)
+            out[b.rows] = logits
             stats.seconds.append(time.perf_counter() - t0)
             stats.real_tokens += b.real_tokens
             stats.padded_tokens += b.padded_tokens
-        return stats
 
     def run_encoded(self, enc: Encoded, n_rows: int, width: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, RunStats]:
         """Logits of ``rows`` (default: every row) of a window of ``n_rows`` rows encoded as ``enc``.
@@ -230,21 +257,26 @@ def _runner(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: Ru
         key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
     choice = choose(spec, options)
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
+    sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
+    streams = options.streams
+    if not streams:  # what `stackscore tune` measured and recorded for this graph on this CPU, else one
+        from ..tuning import recorded_streams
+
+        streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads)) or 1
     backends = []
     for device in options.devices:
         if choice.backend == "openvino":
             from .backends.ov import OpenVinoBackend
 
-            sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
-            backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha))
+            backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
         else:
-            backends.append(OrtBackend(graph, spec, options, choice.precision, device))
+            backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams))
         check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
     where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
     buckets = buckets_for(spec.max_length) if options.bucketed else None
     return TransformerRunner(
         spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
-        describe=f"{choice.backend}/{choice.precision}{where}", tokenizer_key=key, choice=choice,
+        describe=f"{choice.backend}/{choice.precision}{where}{f' x{streams} streams' if streams > 1 else ''}", tokenizer_key=key, choice=choice,
     )
 
 

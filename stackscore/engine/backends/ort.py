@@ -74,11 +74,14 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None, streams: int = 1):
         ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = options.cpu_threads
+        # A session is thread-safe: with several streams, as many callers run batches at once,
+        # each on its share of the cores (the runner keeps them busy).
+        self.streams = max(1, int(streams))
+        so.intra_op_num_threads = max(1, options.cpu_threads // self.streams)
         so.inter_op_num_threads = 1
         providers = resolve_providers(ort, options)
         self.device_id = device_id if options.on_gpu and providers != ["CPUExecutionProvider"] else None
@@ -109,7 +112,7 @@ class OrtBackend:
         self.io_binding = bool(use_binding)
         self._ort = ort
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
         feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
         if self.io_binding:
             return self.run_bound(feeds)

@@ -19,7 +19,7 @@ from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1):
         import openvino as ov
 
         core = ov.Core()
@@ -36,21 +36,25 @@ class OpenVinoBackend:
         config = {
             # int8 (a static QDQ graph) runs its non-quantized ops in bf16 where the CPU has it.
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_bf16()) else "f32",
-            "PERFORMANCE_HINT": "LATENCY",  # one request at a time, all cores on it
             "INFERENCE_NUM_THREADS": options.cpu_threads,
         }
+        # One stream: one request at a time, all cores on it. Several: the cores split into
+        # ``streams`` executors, each running its own request (the runner keeps them busy).
+        self.streams = max(1, int(streams))
+        config.update({"PERFORMANCE_HINT": "LATENCY"} if self.streams == 1 else {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
         self.precision = precision
         try:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # noqa: BLE001
             raise session_error(graph, "OpenVINO", exc) from None
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
-        self.request = self.compiled.create_infer_request()
+        self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
         shape = self.output.get_partial_shape()
         last = shape[shape.rank.get_length() - 1] if shape.rank.is_static and shape.rank.get_length() else None
         self.output_width = last.get_length() if last is not None and last.is_static else None
 
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
-        res = self.request.infer(graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids))
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
+        """One batch on request ``slot`` (one per stream; a request serves one caller at a time)."""
+        res = self.requests[slot].infer(graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids))
         return np.asarray(res[self.output], dtype=np.float32)

@@ -1,0 +1,107 @@
+"""Streams per model, chosen by measurement on this machine and recorded (``stackscore tune``).
+
+A model can run one request at a time on all cores (OpenVINO's LATENCY hint, one ONNX Runtime
+caller) or several at once, each on its share of the cores (OpenVINO THROUGHPUT streams, ONNX
+Runtime callers with fewer intra-op threads each). Which is faster depends on the CPU, the model
+and its batch shapes: small GEMMs leave cores idle between kernels that a second request fills,
+large ones do not. So it is measured, not assumed: ``measure`` times each model's own batches of
+the user's rows (the engine's runner, the same backends) at 1, 2, ... streams, best of two, and
+``record`` keeps the choice in the cache directory under a key that names the graph (sha256),
+runtime, precision, thread count and CPU. ``RunOptions(streams=0)`` (the default) looks the key
+up (``recorded_streams``); without a record a model runs one stream, as before. A record is
+never used for another graph, CPU, precision or thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RECORD = "tuning.json"
+MIN_GAIN = 0.03  # a second stream must be this much faster to be chosen (run-to-run noise is ~1-2 %)
+
+
+def record_key(runtime: str, precision: str, graph_sha256: str, threads: int) -> str:
+    from .engine.backends import cpu_key
+
+    return f"{runtime}/{precision}/threads{threads}/cpu{cpu_key()}/{graph_sha256[:32]}"
+
+
+def _load(cache_dir: Path) -> dict[str, Any]:
+    path = Path(cache_dir) / RECORD
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int) -> int | None:
+    """The streams ``stackscore tune`` chose for this graph, runtime, precision, threads and CPU, or None."""
+    if cache_dir is None or not graph_sha256:
+        return None
+    entry = _load(cache_dir).get(record_key(runtime, precision, graph_sha256, threads))
+    streams = entry.get("streams") if isinstance(entry, dict) else None
+    return streams if isinstance(streams, int) and not isinstance(streams, bool) and 1 <= streams <= max(threads, 1) else None
+
+
+def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
+    """Add one model's choice to the record (written to a temporary file, then renamed)."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    data = _load(cache_dir)
+    data[key] = entry
+    tmp = cache_dir / f".{RECORD}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, cache_dir / RECORD)
+    return cache_dir / RECORD
+
+
+def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 4096, candidates: tuple[int, ...] | None = None, log=print) -> dict[str, dict[str, Any]]:
+    """Rows/s of each transformer model's own batches of ``texts`` at each stream count.
+
+    Returns per model: runtime, precision, graph sha256, ``rows_per_s`` per stream count, the
+    chosen count (the fastest, if at least ``MIN_GAIN`` faster than one stream) and the record key.
+    """
+    from .engine.runner import TransformerRunner, _runner
+    from .engine.scorer import Scorer
+
+    threads = options.cpu_threads
+    candidates = candidates or tuple(range(1, min(threads, 4) + 1))
+    base = Scorer(artifact_dir, replace(options, streams=1))
+    work = base.prepared_batches(texts, window_rows)
+    out: dict[str, dict[str, Any]] = {}
+    for spec in base.manifest.models:
+        runner = base.runners[spec.name]
+        if not isinstance(runner, TransformerRunner) or runner.choice is None:
+            continue
+        batches = work[spec.name]
+        sha = base.manifest.files.get(spec.graphs[runner.choice.graph_key], {}).get("sha256", "")
+        speeds: dict[int, float] = {}
+        for n in candidates:
+            r = runner if n == 1 else _runner(spec, base.manifest, base.artifact_dir, replace(options, streams=n), {}, threading.Lock())
+            logits = np.zeros((max((int(b.rows.max()) for b in batches), default=-1) + 1, len(base.labels)), np.float32)
+            r._run_on(0, batches[:2], logits)  # warm: first shapes
+            best = float("inf")
+            for _ in range(2):
+                t0 = time.perf_counter()
+                r._run_on(0, batches, logits)
+                best = min(best, time.perf_counter() - t0)
+            speeds[n] = len(texts) / best
+            log(f"  {spec.name} ({runner.choice.backend}/{runner.choice.precision}): {n} stream{'s' if n > 1 else ''} {speeds[n]:,.0f} rows/s")
+        fastest = max(speeds, key=speeds.get)
+        chosen = fastest if speeds[fastest] >= speeds[1] * (1 + MIN_GAIN) else 1
+        out[spec.name] = {
+            "runtime": runner.choice.backend, "precision": runner.choice.precision, "graph_sha256": sha, "threads": threads,
+            "rows_per_s": {str(k): round(v, 1) for k, v in speeds.items()}, "streams": chosen,
+            "gain": round(speeds[chosen] / speeds[1] - 1, 4), "rows": len(texts),
+            "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads),
+        }
+    return out

@@ -1,0 +1,79 @@
+"""Several requests in flight per model (streams): same rows out, in order; chosen by measurement
+on this machine (`stackscore tune`), recorded under a key that names graph, runtime, precision,
+threads and CPU, and read back only for exactly that key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from stackscore.engine.scorer import Scorer
+from stackscore.options import RunOptions
+from stackscore.tuning import RECORD, record, record_key, recorded_streams
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_two_streams_score_the_same_rows_in_the_same_order(artifact, corpus_rows, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    texts = [r["text"] for r in corpus_rows[:300]]
+    one = Scorer(artifact, RunOptions(precision="fp32", backend=backend, token_budget=256))
+    two = Scorer(artifact, RunOptions(precision="fp32", backend=backend, token_budget=256, streams=2))
+    assert all(r.backends[0].streams == 2 for r in two.runners.values() if hasattr(r, "backends"))
+    a, b = one.score_texts(texts), two.score_texts(texts)
+    assert len(b.proba) == len(texts)
+    np.testing.assert_allclose(b.proba, a.proba, atol=1e-5)  # other thread counts: float sums may differ in the last bits
+    assert (b.proba.argmax(1) == a.proba.argmax(1)).all()
+    for name in a.logits:
+        np.testing.assert_allclose(b.logits[name], a.logits[name], atol=1e-4)
+
+
+def test_the_record_is_read_only_for_its_own_key(tmp_path):
+    sha = "ab" * 32
+    key = record_key("openvino", "bf16", sha, 2)
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) is None  # nothing recorded yet
+    record(tmp_path, key, {"streams": 2})
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) == 2
+    assert recorded_streams(tmp_path, "openvino", "int8", sha, 2) is None  # other precision
+    assert recorded_streams(tmp_path, "openvino", "bf16", "cd" * 32, 2) is None  # other graph
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 4) is None  # other thread count
+    assert recorded_streams(None, "openvino", "bf16", sha, 2) is None  # no cache dir
+    record(tmp_path, key, {"streams": 9})  # more streams than threads: not trusted
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) is None
+    (tmp_path / RECORD).write_text("{ not json")
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) is None
+
+
+def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path):
+    """`stackscore tune` times each model at 1 and 2 streams and records its choice; a scorer with
+    that cache dir (streams=0, the default) runs what was recorded, an explicit --streams wins."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:200]))
+    cache = tmp_path / "cache"
+    res = subprocess.run([sys.executable, "-m", "stackscore", "tune", str(artifact), "--data", str(data), "--cache-dir", str(cache),
+                          "--rows", "200", "--precision", "fp32", "--backend", "onnxruntime", "--json", str(tmp_path / "t.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    measured = json.loads((tmp_path / "t.json").read_text())
+    recorded = json.loads((cache / RECORD).read_text())
+    assert set(measured) == {"bert", "roberta"}
+    for name, m in measured.items():
+        assert set(m["rows_per_s"]) >= {"1"} and all(v > 0 for v in m["rows_per_s"].values())
+        assert recorded[m["key"]]["streams"] == m["streams"]
+        best = max(m["rows_per_s"].values())
+        assert m["streams"] == 1 or m["rows_per_s"][str(m["streams"])] == best
+    # Force a known record, then check the scorer reads it per model.
+    for m in measured.values():
+        record(cache, m["key"], {**m, "streams": 2})
+    s = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", cache_dir=cache))
+    assert [r.backends[0].streams for r in s.runners.values()] == [2, 2]
+    assert "x2 streams" in s.describe()
+    s = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", cache_dir=cache, streams=1))
+    assert [r.backends[0].streams for r in s.runners.values()] == [1, 1]
+    res = subprocess.run([sys.executable, "-m", "stackscore", "tune", str(artifact), "--data", str(data)], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "STACKSCORE_CACHE_DIR"})
+    assert res.returncode == 2 and "--cache-dir" in res.stderr and "Traceback" not in res.stderr
