@@ -32,7 +32,8 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     assert r["engine_process_rows_per_s"] > 0 and r["engine_process_seconds"] > 0
     # cold start: whole processes on a small file; roofline: work from the graphs, peak measured
     cold = r["cold_start"]
-    assert 0 < cold["import_s"] < cold["cold_start_s"] and cold["rows"] == 20
+    assert 0 < cold["import_s"] < cold["time_to_first_row_s"] < cold["cold_start_s"] and cold["rows"] == 20
+    assert 0 < cold["time_to_first_row_cached_s"] < cold["cold_start_cached_s"]
     roof = r["roofline"]
     assert set(roof) == {"bert", "roberta", "ensemble"}
     for name in ("bert", "roberta"):

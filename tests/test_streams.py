@@ -77,3 +77,45 @@ def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path)
     res = subprocess.run([sys.executable, "-m", "stackscore", "tune", str(artifact), "--data", str(data)], capture_output=True, text=True, timeout=120,
                          env={k: v for k, v in __import__("os").environ.items() if k != "STACKSCORE_CACHE_DIR"})
     assert res.returncode == 2 and "--cache-dir" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_fresh_process_with_two_openvino_streams_finishes(artifact, corpus_rows, tmp_path):
+    """Regression: two streams making a process's first OpenVINO calls at once deadlocked it (the
+    binding initializes C++ statics under the GIL on first use); each run is a new process."""
+    pytest.importorskip("openvino")
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:400]))
+    for i in range(3):
+        out = tmp_path / f"out{i}.jsonl"
+        res = subprocess.run([sys.executable, "-m", "stackscore", "score", str(artifact), str(data), "-o", str(out), "--quiet",
+                              "--backend", "openvino", "--precision", "fp32", "--streams", "2", "--token-budget", "128"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        assert len(out.read_text().splitlines()) == 400
+
+
+def test_an_openvino_backends_first_call_is_made_alone(artifact):
+    """The mechanism behind the fix above (the race itself is rare on a tiny model): a backend's
+    first inference holds the module's first-call lock; later ones run freely, concurrently."""
+    pytest.importorskip("openvino")
+    from stackscore.engine.backends import ov
+
+    runner = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=2)).runners["bert"]
+    backend = runner.backends[0]
+    seen = []
+    real = [r.infer for r in backend.requests]
+
+    class Spy:
+        def __init__(self, infer):
+            self.infer_real = infer
+
+        def infer(self, feeds):
+            seen.append(ov._FIRST_CALL.locked())
+            return self.infer_real(feeds)
+
+    backend.requests = [Spy(f) for f in real]
+    backend._called = False
+    ids = np.full((2, 8), 5, dtype=np.int64)
+    for slot in (0, 1, 0):
+        backend.run(ids, np.ones_like(ids), slot=slot)
+    assert seen == [True, False, False]

@@ -341,6 +341,8 @@ def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_p
         if opts.write.on_error == "fail":  # rows that failed at inference (non-finite output)
             _raise_first_error(scored.chunk, input_path)
         out.commit(result_block(scored, scorer.labels, scorer.model_names, opts.write, scorer.fusion.task, scorer.fusion.thresholds), len(scored.chunk))
+        if stats.first_row_at is None:  # what `stackscore bench` reports as time to the first row
+            stats.first_row_at = time.time()
 
     try:
         def report(st: ScoreStats) -> None:

@@ -28,6 +28,7 @@ class ScoreStats:
     backends: str = ""  # which backend/precision served each model
     resumed_from: int = 0  # input rows an earlier, interrupted run had committed
     stage_rows: list[int] = field(default_factory=list)  # cascade: rows answered by each stage
+    first_row_at: float | None = None  # wall clock (epoch s) when the first window's rows were committed
 
     def add_stages(self, stage: np.ndarray) -> None:
         counts = np.bincount(np.asarray(stage, dtype=np.int64), minlength=len(self.stage_rows) + 1)[1:]
@@ -87,6 +88,7 @@ class ScoreStats:
                 "p99": round(float(np.percentile(lat, 99)) * 1e3, 2),
             },
             "resumed_from": self.resumed_from,
+            "first_row_at": self.first_row_at,
             "backends": self.backends,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
             "labelled_rows": self.labelled,

@@ -8,12 +8,16 @@ It does not speed up ONNX Runtime's *dynamically* quantized graphs, which stay o
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ...manifest import ModelSpec
 from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_error
+
+
+_FIRST_CALL = threading.Lock()
 
 
 class OpenVinoBackend:
@@ -49,12 +53,26 @@ class OpenVinoBackend:
             raise session_error(graph, "OpenVINO", exc) from None
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
+        self._called = False
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
         shape = self.output.get_partial_shape()
         last = shape[shape.rank.get_length() - 1] if shape.rank.is_static and shape.rank.get_length() else None
         self.output_width = last.get_length() if last is not None and last.is_static else None
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
-        """One batch on request ``slot`` (one per stream; a request serves one caller at a time)."""
-        res = self.requests[slot].infer(graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids))
+        """One batch on request ``slot`` (one per stream; a request serves one caller at a time).
+
+        A backend's first call is made alone (``_FIRST_CALL``): OpenVINO's Python binding fills
+        C++ function-local statics on first use (the tensor-to-numpy conversions) while taking the
+        GIL, and two streams making their first calls at once deadlocked a whole `stackscore
+        score` process (one thread in the static's initializer waiting for the GIL, the other
+        holding the GIL waiting for the initializer). Waiting on this lock releases the GIL."""
+        feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
+        if not self._called:
+            with _FIRST_CALL:
+                res = self.requests[slot].infer(feeds)
+                out = np.asarray(res[self.output], dtype=np.float32)
+                self._called = True
+                return out
+        res = self.requests[slot].infer(feeds)
         return np.asarray(res[self.output], dtype=np.float32)
