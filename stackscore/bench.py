@@ -197,11 +197,11 @@ def pure_inference_seconds(scorer: Scorer, texts: list[str], chunk_rows: int) ->
     t0 = time.perf_counter()
     for name, payloads in work.items():
         runner = scorer.runners[name]
-        for payload in payloads:
-            if isinstance(runner, TextRunner):
+        if isinstance(runner, TextRunner):
+            for payload in payloads:
                 runner.run_texts(payload, k)
-            else:
-                runner.run_batch(payload)
+        else:
+            runner.run_batches(payloads, k)
     return time.perf_counter() - t0
 
 
@@ -349,7 +349,7 @@ def run_bench(
         if "roofline" not in skip:
             from .roofline import model_roofline
 
-            log("roofline: FLOPs from the graphs on the engine's batches, peak from one large MatMul per precision")
+            log("roofline: FLOPs from the graphs on the engine's batches, peak from a chain of MatMuls per runtime and precision")
             roof = model_roofline(scorer, texts, chunk_rows, opts.cpu_threads)
     n_base = len(base_texts)
     reference = results.get("classic")

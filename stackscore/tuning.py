@@ -22,8 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 RECORD = "tuning.json"
 MIN_GAIN = 0.03  # a second stream must be this much faster to be chosen (run-to-run noise is ~1-2 %)
 
@@ -87,12 +85,11 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
         speeds: dict[int, float] = {}
         for n in candidates:
             r = runner if n == 1 else _runner(spec, base.manifest, base.artifact_dir, replace(options, streams=n), {}, threading.Lock())
-            logits = np.zeros((max((int(b.rows.max()) for b in batches), default=-1) + 1, len(base.labels)), np.float32)
-            r._run_on(0, batches[:2], logits)  # warm: first shapes
+            r.run_batches(batches[:2], len(base.labels))  # warm: first shapes
             best = float("inf")
             for _ in range(2):
                 t0 = time.perf_counter()
-                r._run_on(0, batches, logits)
+                r.run_batches(batches, len(base.labels))
                 best = min(best, time.perf_counter() - t0)
             speeds[n] = len(texts) / best
             log(f"  {spec.name} ({runner.choice.backend}/{runner.choice.precision}): {n} stream{'s' if n > 1 else ''} {speeds[n]:,.0f} rows/s")

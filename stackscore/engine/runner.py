@@ -93,6 +93,13 @@ class TransformerRunner:
         for rows in plan_batches(lengths, self.token_budget, self.max_rows, buckets=self.buckets):
             yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
 
+    def run_batches(self, batches: list[Batch], width: int) -> RunStats:
+        """Prepared batches (from any windows) through the first device as scoring runs them,
+        every stream busy; the logits are dropped. What bench, tune and the roofline time: one
+        request at a time would leave a multi-stream model on a fraction of its cores."""
+        rows = max((int(b.rows.max()) for b in batches if len(b.rows)), default=-1) + 1
+        return self._run_on(0, batches, np.zeros((rows, width), dtype=np.float32))
+
     def run_batch(self, batch: Batch, device: int = 0) -> np.ndarray:
         return self.backends[device].run(batch.input_ids, batch.attention_mask, batch.token_type_ids)
 
