@@ -252,7 +252,8 @@ FFN_OUT = r".*layers?\.\d+/output/dense/.*"  # each layer's FFN down-projection 
 
 
 def fp32_scopes(graph: Path) -> list[list[str]]:
-    """The static-int8 ladder: what to keep in floating point on each try, least first.
+    """The fixed static-int8 ladder export used before ``int8_search`` (kept for
+    ``benchmarks/int8_probe.py``'s comparisons): what to keep in floating point on each try, least first.
 
     1. nothing (the whole graph int8);
     2. every layer's FFN down-projection: its input carries the activation outliers that
