@@ -6,9 +6,13 @@ more calibration rows, NNCF's mixed preset) on the same texts, through the engin
 tokenizer, batcher and OpenVINO backend, so a failed gate can be understood.
 
     python benchmarks/int8_probe.py --fitdir fit-runs/bench --model minilm [--texts FILE.jsonl] [--json F]
+    python benchmarks/int8_probe.py --fitdir fit-runs/bench --model minilm --search [--calibration F --calibration-rows N]
 
 Texts default to the fit's parity (gate) sample; calibration texts are the fit's training
-sample (``--calibration-rows`` more are read from ``--calibration FILE.jsonl`` if given).
+sample (``--calibration-rows`` more are read from ``--calibration FILE.jsonl`` if given, shuffled
+with seed 0). ``--search`` runs export's per-op sensitivity search (``export/int8_search.py``)
+instead of the fixed variants: the training texts are split into calibration and search sets,
+and each candidate is gated and timed against bf16 as export does.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ def main() -> None:
     ap.add_argument("--model", required=True)
     ap.add_argument("--texts", type=Path, help="JSONL with a 'text' field (default: the fit's gate sample)")
     ap.add_argument("--calibration", type=Path, help="JSONL with more calibration texts (for the 1,000-row variant)")
+    ap.add_argument("--calibration-rows", type=int, default=1000, help="rows read from --calibration (default 1000)")
+    ap.add_argument("--search", action="store_true", help="run export's sensitivity search instead of the fixed variants")
+    ap.add_argument("--min-speedup", type=float, default=1.05, help="--search: speed rule vs bf16 (0: agreement alone decides, to see the whole ladder)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
@@ -44,7 +51,10 @@ def main() -> None:
     fp32 = artifact / spec.graphs["fp32"]
     texts = [json.loads(line)["text"] for line in open(args.texts)] if args.texts else state.parity_texts
     calib_texts = state.calibration_texts or state.parity_texts
-    more = [json.loads(line)["text"] for line in open(args.calibration)][:1000] if args.calibration else None
+    more = None
+    if args.calibration:
+        pool = [json.loads(line)["text"] for line in open(args.calibration)]
+        more = [pool[i] for i in np.random.default_rng(0).permutation(len(pool))[: args.calibration_rows]]
     # The gates' own inputs: the engine's runner (tokenizer, batcher) over the OpenVINO backend.
     g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, list(spec.inputs), len(manifest.labels))
 
@@ -59,6 +69,26 @@ def main() -> None:
     rows = {"fp32 (reference)": {"agreement": 1.0, "seq_per_s": round(fp32_speed, 1)}}
     bf16, speed = run(fp32, "bf16")
     rows["bf16"] = {"agreement": float(np.mean(bf16.argmax(1) == ref.argmax(1))), "seq_per_s": round(speed, 1)}
+
+    if args.search:
+        from stackscore.export.int8_search import search_static_int8
+
+        training = more or state.calibration_texts
+        with tempfile.TemporaryDirectory() as d:
+            t0 = time.perf_counter()
+            gate = search_static_int8(fp32, Path(d) / "q.onnx", g, ref, training, 0.995, print, ("bf16", lambda: g.openvino(fp32, "bf16")), min_speedup=args.min_speedup)
+            seconds = time.perf_counter() - t0
+        print(f"\n{args.model}: {len(training)} training texts ({gate['calibration_rows']} calibrate, {gate['search_rows']} search), "
+              f"{gate.get('quantized_ops')} quantized ops; gate on {len(texts)} texts vs OpenVINO fp32 (>= 0.995); {seconds:.0f}s in all "
+              f"(quantize {gate['quantize_seconds']}s, search {gate.get('search_seconds', 0)}s)\n")
+        print("| ops in float | agreement | max prob error | rows/s | vs bf16 | passed |\n|---:|---:|---:|---:|---:|---|")
+        for c in gate["candidates"]:
+            print(f"| {c['fp32_ops']} | {c['label_agreement']:.4f} | {c['max_prob_error']:.3f} | {c.get('seq_per_s') or 0:,.0f} | {c.get('speedup') or 0:.2f}x | {c['passed']} |")
+        print(f"\nkept: {gate['passed']} {gate.get('reason', '')}; bf16 {gate.get('baseline_seq_per_s')} rows/s, bf16 agreement {rows['bf16']['agreement']:.4f}")
+        print("ranking (error removed by reverting the op alone):", *gate.get("ranking", [])[:10], sep="\n  ")
+        if args.json:
+            args.json.write_text(json.dumps({"model": args.model, "texts": len(texts), "training_texts": len(training), "seconds": seconds, "bf16": rows["bf16"], "gate": gate}, indent=2) + "\n")
+        return
 
     AQP = nncf.AdvancedQuantizationParameters
     ladder = fp32_scopes(fp32)

@@ -80,6 +80,7 @@ class FitState:
     calibration_texts: list | None = None
     int8: bool = True
     static_int8: bool = True
+    static_int8_min_speedup: float = 1.05
     fp16: bool = True
     cascade: dict[str, Any] | None = None  # the cascade's manifest section; its graphs are under fusion/
 

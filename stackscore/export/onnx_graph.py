@@ -252,7 +252,8 @@ FFN_OUT = r".*layers?\.\d+/output/dense/.*"  # each layer's FFN down-projection 
 
 
 def fp32_scopes(graph: Path) -> list[list[str]]:
-    """The static-int8 ladder: what to keep in floating point on each try, least first.
+    """The fixed static-int8 ladder export used before ``int8_search`` (kept for
+    ``benchmarks/int8_probe.py``'s comparisons): what to keep in floating point on each try, least first.
 
     1. nothing (the whole graph int8);
     2. every layer's FFN down-projection: its input carries the activation outliers that
@@ -357,7 +358,8 @@ class GateSettings:
     fp16: bool = True  # fused fp16 graph for GPUs
     min_agreement: float = 0.995  # gate for int8, static int8, bf16
     fp16_agreement: float = 0.999
-    calibration_texts: list[str] | None = None  # training texts for static int8
+    calibration_texts: list[str] | None = None  # training texts for static int8 (calibration + its search set)
+    static_int8_min_speedup: float = 1.05  # int8_static kept only this much faster than bf16 (or fp32)
     task: str = "single_label"  # what the gates compare (``compare``)
 
 
@@ -368,7 +370,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     - ``int8``: ONNX Runtime dynamic quantization (a graph, kept only if its gate passes);
     - ``bf16``: OpenVINO's bf16 inference precision on the fp32 graph (a record, no graph);
     - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
-      the whole graph fails the gate, retried with sensitive layers kept in fp32 (``fp32_scopes``);
+      the whole graph fails the gate, retried with the most sensitive ops in float, fewest first
+      (``int8_search``), and kept only if faster than bf16 (or fp32) by ``static_int8_min_speedup``;
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
@@ -406,30 +409,19 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     if have("openvino"):
         gates["bf16"] = _gate(lambda: g.openvino(fp32, "bf16"), ref, g, min_agreement, cpu_bf16=cpu_has_bf16())
         if variants.static_int8 and have("nncf"):
-            static = path("int8_static")
-            calib = calibration_batches(g, calibration_texts or g.texts)
-            for ignored in fp32_scopes(fp32):
+            from .int8_search import search_static_int8
 
-                def ov_static(ignored=ignored):
-                    quantize_static(fp32, static, calib, ignored)
-                    return g.openvino(static, "int8")
-
-                gate = _gate(
-                    ov_static, ref, g, min_agreement,
-                    method="nncf-static-qdq", fp32_scope=ignored, calibration_rows=len(calibration_texts or g.texts),
-                    calibration="training sample" if calibration_texts else "gate sample (old fit state)",
-                )
-                gates["int8_static"] = gate
-                if not gate["passed"] and "label_agreement" in gate:
-                    log(f"    int8_static (fp32: {ignored or 'none'}): agreement {gate['label_agreement']:.2%}")
-                if gate["passed"] or "error" in gate:
-                    break
-            _keep(gates["int8_static"], static, "int8_static", graphs)
+            # What ``--precision auto`` runs when int8_static is not kept: static int8 must beat it.
+            base = ("bf16", lambda: g.openvino(fp32, "bf16")) if gates["bf16"]["passed"] else ("fp32", lambda: g.openvino(fp32, "fp32"))
+            gates["int8_static"] = search_static_int8(
+                fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
+            )
+            _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
     for prec, gate in gates.items():
         if "error" in gate:
             log(f"    {prec}: not available ({gate['error'][:120]})")
         else:
-            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e} -> {'kept' if gate['passed'] else 'dropped (gate failed)'}")
+            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e} -> {'kept' if gate['passed'] else 'dropped (' + gate.get('reason', 'gate failed') + ')'}")
     return gates, graphs
 
 

@@ -1,0 +1,397 @@
+"""Static int8 that keeps the fewest ops in floating point: a per-op sensitivity search.
+
+When the whole NNCF static-int8 graph fails its gate, export quantizes once, then ranks every
+quantized op by how much the logits move back towards fp32 when that one op is reverted to
+floating point (graph surgery on the QDQ graph, ``revert_ops``), on a *search* set of training
+texts disjoint from both the calibration texts and the gate rows. It then gates the graph with
+the k most sensitive ops reverted, k = 1, 2, 4, ... (``ladder_sizes``), and keeps the first that
+passes, if it is also faster than the variant ``--precision auto`` would run instead
+(``speed_rule``): int8 with much in floating point can be slower than bf16.
+
+Reverting an op here means: its weight (and bias) back to the fp32 graph's values (undoing int8
+weights, SmoothQuant's rescaling and bias correction) and its activation inputs taken from
+before their Quantize/DequantizeLinear pair (and SmoothQuant's Mul); other consumers of the same
+quantizer keep it. OpenVINO then runs that op in its floating-point inference precision (bf16 on
+CPUs that have it, as for every non-quantized op of an int8 graph).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+PASS_THROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+SEARCH_SHARE = 0.25  # of the training texts, for the search set (the rest calibrate) ...
+MIN_SEARCH_ROWS = 32  # ... at least this many (fewer: no search, the ranking would be noise) ...
+MAX_SEARCH_ROWS = 128  # ... at most this many: each op's revert runs them (MiniLM-L6: ~0.8 s per op on 2 cores)
+MIN_CALIBRATION_ROWS = 64
+MAX_CALIBRATION_ROWS = 1024  # NNCF's statistics saturate; export time grows linearly
+MAX_FLOAT_SHARE = 0.5  # stop the ladder before more than this share of quantized ops is in float
+MIN_SPEEDUP = 1.05  # int8_static is kept only if this much faster than what auto would run instead
+
+
+class _Index:
+    def __init__(self, model):
+        self.model = model
+        self.producer = {o: n for n in model.graph.node for o in n.output}
+        self.consumers: dict[str, list] = defaultdict(list)
+        for n in model.graph.node:
+            for i in n.input:
+                self.consumers[i].append(n)
+        self.inits = {i.name: i for i in model.graph.initializer}
+        self.inputs = {i.name for i in model.graph.input}
+
+    def exists(self, tensor: str) -> bool:
+        return tensor in self.producer or tensor in self.inits or tensor in self.inputs
+
+    def dq_feeding(self, node, slot: int):
+        """(consumer, slot, DequantizeLinear) feeding ``node``'s input ``slot``, through single-consumer
+        shape ops (attention MatMuls are quantized before their Reshape/Transpose), or None."""
+        cur, s = node, slot
+        for _ in range(6):
+            if s >= len(cur.input) or not cur.input[s]:
+                return None
+            p = self.producer.get(cur.input[s])
+            if p is None:
+                return None
+            if p.op_type == "DequantizeLinear":
+                return cur, s, p
+            if p.op_type in PASS_THROUGH and len(self.consumers[p.output[0]]) == 1:
+                cur, s = p, 0
+                continue
+            return None
+        return None
+
+
+def _load(model):
+    import onnx
+
+    return onnx.load(str(model)) if isinstance(model, (str, Path)) else model
+
+
+def quantized_ops(qmodel, fmodel) -> list[str]:
+    """Names of the ops NNCF quantized (a DequantizeLinear on an input), in graph order; each
+    also exists in the fp32 graph (NNCF keeps the original node names)."""
+    q, f = _load(qmodel), _load(fmodel)
+    fnames = {n.name for n in f.graph.node}
+    idx = _Index(q)
+    out = []
+    for n in q.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", *PASS_THROUGH) or n.name not in fnames:
+            continue
+        if any(idx.dq_feeding(n, s) is not None for s in range(len(n.input))):
+            out.append(n.name)
+    return out
+
+
+def _fp32_initializer(q, qidx: _Index, fidx: _Index, name: str) -> str:
+    """The fp32 graph's initializer ``name`` in ``q`` (reused if identical, else copied under a new name)."""
+    from onnx import numpy_helper as nh
+
+    src = fidx.inits[name]
+    have = qidx.inits.get(name)
+    if have is not None and have.data_type == src.data_type and np.array_equal(nh.to_array(have), nh.to_array(src)):
+        return name
+    new = f"{name}__fp32"
+    if new not in qidx.inits:
+        t = q.graph.initializer.add()
+        t.CopyFrom(src)
+        t.name = new
+        qidx.inits[new] = t
+    return new
+
+
+def _remove_dead(model) -> None:
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    while True:
+        used = outputs | {i for n in g.node for i in n.input}
+        dead = [n for n in g.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    used = {i for n in g.node for i in n.input} | outputs
+    for t in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(t)
+
+
+def revert_ops(qmodel, fmodel, names) -> Any:
+    """A copy of the QDQ graph ``qmodel`` with the ops ``names`` back in floating point (see the module doc)."""
+    import copy
+
+    q = copy.deepcopy(_load(qmodel))
+    f = _load(fmodel)
+    fnodes = {n.name: n for n in f.graph.node}
+    fidx = _Index(f)
+    qidx = _Index(q)
+    byname = {n.name: n for n in q.graph.node}
+    for name in names:
+        node, fnode = byname[name], fnodes[name]
+        for s, ftensor in enumerate(fnode.input):
+            if s >= len(node.input) or not ftensor:
+                continue
+            if ftensor in fidx.inits:  # weight or bias: the fp32 values
+                node.input[s] = _fp32_initializer(q, qidx, fidx, ftensor)
+            elif ftensor != node.input[s] and qidx.exists(ftensor):  # DQ (after SmoothQuant's Mul) directly on the input
+                node.input[s] = ftensor
+            else:
+                hit = qidx.dq_feeding(node, s)
+                if hit is None:
+                    continue
+                consumer, cs, dq = hit
+                qn = qidx.producer.get(dq.input[0])
+                if qn is None or qn.op_type != "QuantizeLinear":
+                    continue
+                src = qn.input[0]
+                smooth = qidx.producer.get(src)
+                if smooth is not None and smooth.op_type == "Mul" and "smooth_quant" in smooth.name:
+                    src = smooth.input[0]
+                consumer.input[cs] = src
+        # a bias added right after the op (bias correction moves it): the fp32 values too
+        for c in qidx.consumers[node.output[0]]:
+            if c.op_type == "Add" and c.name in fnodes:
+                for s, ftensor in enumerate(fnodes[c.name].input):
+                    if ftensor in fidx.inits and s < len(c.input):
+                        c.input[s] = _fp32_initializer(q, qidx, fidx, ftensor)
+        qidx = _Index(q)  # rewired: recompute producers/consumers for the next op
+    _remove_dead(q)
+    return q
+
+
+def _save_new(model, path: Path) -> None:
+    """Save ``model`` to ``path`` as a new file: an earlier graph there may still be mapped by a
+    compiled OpenVINO model, and truncating it in place crashes that process (SIGSEGV)."""
+    import onnx
+
+    path.unlink(missing_ok=True)
+    onnx.save(model, str(path))
+
+
+def split_texts(texts: list, search_share: float = SEARCH_SHARE, min_search: int = MIN_SEARCH_ROWS, max_search: int = MAX_SEARCH_ROWS, max_calibration: int = MAX_CALIBRATION_ROWS) -> tuple[list, list]:
+    """(calibration, search): disjoint parts of the training texts (the search set from the end).
+    No search set (``[]``) when there are too few texts to spare ``min_search`` and still
+    calibrate on ``MIN_CALIBRATION_ROWS``."""
+    texts = list(texts)
+    n_search = min(max_search, max(min_search, int(round(len(texts) * search_share))))
+    if len(texts) - n_search < MIN_CALIBRATION_ROWS:
+        return texts[:max_calibration], []
+    calib, search = texts[: len(texts) - n_search], texts[len(texts) - n_search :]
+    return calib[:max_calibration], search
+
+
+def logit_error(ref: np.ndarray, got: np.ndarray, task: str = "single_label") -> float:
+    """A continuous distance of ``got`` from ``ref`` (label agreement on a few hundred rows is too
+    coarse to rank ops): mean KL(ref || got) of the softmax (single-label); mean |prob error|
+    (multi-label); mean |error| relative to ``ref``'s range (regression)."""
+    from ..tasks import activate
+
+    if task == "regression":
+        return float(np.mean(np.abs(got - ref)) / max(float(np.ptp(ref)), 1e-6))
+    pa, pb = activate(task, ref), activate(task, got)
+    if task == "multi_label":
+        return float(np.mean(np.abs(pa - pb)))
+    eps = 1e-12
+    return float(np.mean(np.sum(pa * (np.log(pa + eps) - np.log(pb + eps)), axis=1)))
+
+
+def ladder_sizes(n_ops: int, max_share: float = MAX_FLOAT_SHARE) -> list[int]:
+    """How many of the most sensitive ops each try keeps in float: 1, 2, 4, ... up to ``max_share`` of them."""
+    cap = int(n_ops * max_share)
+    sizes, k = [], 1
+    while k <= cap:
+        sizes.append(k)
+        k *= 2
+    if sizes and sizes[-1] < cap:
+        sizes.append(cap)
+    return sizes
+
+
+def speed_rule(int8_rps: float | None, base_rps: float | None, base: str = "bf16", min_speedup: float = MIN_SPEEDUP) -> tuple[bool, str]:
+    """Whether a static int8 graph is worth keeping against ``base`` (what auto runs otherwise)."""
+    if not int8_rps or not base_rps:
+        return True, ""  # nothing to compare with: the agreement gate alone decides
+    ratio = int8_rps / base_rps
+    if ratio >= min_speedup:
+        return True, ""
+    return False, f"{ratio:.2f}x {base} speed (< {min_speedup:.2f}x): {base} kept instead"
+
+
+def rows_per_s(run: Callable[[], Any], rows: int, run_base: Callable[[], Any] | None = None, repeats: int = 3) -> tuple[float, float | None]:
+    """Rows per second of ``run`` (one pass over ``rows`` rows, already warm) and of ``run_base``:
+    timed in turns, the best of ``repeats`` each, so that load from elsewhere on the machine
+    (it varies by 2x within a minute on a shared box) hits both alike."""
+    best = [float("inf"), float("inf")]
+    for _ in range(repeats):
+        for i, f in enumerate((run, run_base)):
+            if f is not None:
+                t0 = time.perf_counter()
+                f()
+                best[i] = min(best[i], time.perf_counter() - t0)
+    return rows / best[0], (rows / best[1] if run_base is not None else None)
+
+
+@dataclass
+class Ranking:
+    ops: list[str]  # most sensitive first
+    scores: dict[str, float]  # error removed by reverting the op alone (higher: more sensitive)
+    base_error: float  # whole int8 graph's error on the search set
+    rows: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def rank_ops(qmodel, fmodel, score: Callable[[Any], float], ops: list[str] | None = None, log=None) -> Ranking:
+    """Rank quantized ops by ``score(base error) - score(graph with the op reverted)``.
+
+    ``score(model)`` runs a graph on the search set and returns its ``logit_error`` vs fp32.
+    """
+    t0 = time.perf_counter()
+    q, f = _load(qmodel), _load(fmodel)
+    ops = ops if ops is not None else quantized_ops(q, f)
+    base = score(q)
+    scores = {}
+    for name in ops:
+        scores[name] = base - score(revert_ops(q, f, [name]))
+    order = sorted(ops, key=lambda n: -scores[n])
+    return Ranking(order, scores, base, 0, time.perf_counter() - t0)
+
+
+def search_static_int8(
+    fp32: Path, out: Path, g, ref: np.ndarray, training_texts: list | None, min_agreement: float, log,
+    baseline: tuple[str, Callable[[], Any]] | None = None, min_speedup: float = MIN_SPEEDUP,
+    max_share: float = MAX_FLOAT_SHARE, **nncf_options,
+) -> dict[str, Any]:
+    """Static int8 for ``fp32`` at ``out``, with the fewest ops in float that pass the gate.
+
+    1. quantize the whole graph once (NNCF, calibrated on the training texts less the search set)
+       and gate it on the gate rows (``g``, against ``ref``);
+    2. if it fails, rank the quantized ops on the search set (``rank_ops``) and gate the graph
+       with the k most sensitive in float, k in ``ladder_sizes``, stopping at the first that passes;
+    3. keep a passing graph only if it runs at least ``min_speedup`` x the rows/s of ``baseline``
+       (name, backend factory: what ``--precision auto`` runs otherwise), both timed in turns on
+       the gate rows (``rows_per_s``); the ladder also stops once a candidate is slower than that, since more ops
+       in float only slow it further.
+
+    Returns the gate (``passed``, ``label_agreement``, ``fp32_scope`` = ops kept in float, and
+    ``candidates``: one summary per graph tried). The file at ``out`` is the last graph gated.
+    """
+    import onnx
+
+    from .onnx_graph import _gate, calibration_batches, quantize_static
+
+    t_start = time.perf_counter()
+    if training_texts:
+        calib_texts, search_texts = split_texts(training_texts)
+        source = "training sample"
+    else:
+        calib_texts, search_texts = list(g.texts), []
+        source = "gate sample (old fit state)"
+    common: dict[str, Any] = {
+        "method": "nncf-static-qdq", "calibration_rows": len(calib_texts), "calibration": source, "search_rows": len(search_texts),
+    }
+    if not search_texts:
+        common["search"] = (
+            f"none: {len(training_texts)} training texts are too few to spare {MIN_SEARCH_ROWS} for a search set" if training_texts
+            else "none: no training texts in the fit state"
+        )
+    try:
+        quantize_static(fp32, out, calibration_batches(g, calib_texts), **nncf_options)
+        q, f = onnx.load(str(out)), onnx.load(str(fp32))
+        ops = quantized_ops(q, f)
+    except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
+        return {"error": f"{type(exc).__name__}: {exc}", **common, "fp32_scope": [], "passed": False}
+    common["quantized_ops"] = len(ops)
+    t_quantized = time.perf_counter()
+
+    base_backend: dict[str, Any] = {}
+
+    def base_run() -> Callable[[], Any] | None:
+        if baseline is not None and "b" not in base_backend:
+            try:
+                base_backend["b"] = baseline[1]()
+                g.logits(base_backend["b"])  # warm: every batch shape compiled
+            except Exception:  # noqa: BLE001 - no baseline: the agreement gate alone decides
+                base_backend["b"] = None
+        b = base_backend.get("b")
+        return (lambda: g.logits(b)) if b is not None else None
+
+    candidates: list[dict[str, Any]] = []
+
+    def try_graph(model, names: list[str]) -> dict[str, Any]:
+        built: dict[str, Any] = {}
+
+        def make():
+            if model is not None:
+                _save_new(model, out)
+            built["b"] = g.openvino(out, "int8")
+            return built["b"]
+
+        gate = _gate(make, ref, g, min_agreement, **common, fp32_scope=list(names), fp32_ops=len(names))
+        gate["agreement_passed"] = gate["passed"]  # ``passed`` may still be withdrawn by the speed rule
+        if "label_agreement" in gate and "b" in built:  # the gate's pass warmed it
+            rps, base = rows_per_s(lambda: g.logits(built["b"]), len(g.texts), base_run())
+            gate["seq_per_s"] = round(rps, 1)
+            if base:
+                gate["baseline"], gate["baseline_seq_per_s"] = baseline[0], round(base, 1)
+                gate["speedup"] = round(gate["seq_per_s"] / base, 3)
+                gate["min_speedup"] = min_speedup
+        summary = {k: gate.get(k) for k in ("fp32_ops", "label_agreement", "max_prob_error", "seq_per_s", "speedup", "agreement_passed")}
+        candidates.append(summary)
+        if "label_agreement" in gate:
+            speed = f", {gate['seq_per_s']:,.0f} rows/s ({gate['speedup']:.2f}x {baseline[0]})" if "speedup" in gate else ""
+            log(f"    int8_static ({len(names)} of {len(ops)} ops in float): agreement {gate['label_agreement']:.2%}{speed}")
+        return gate
+
+    gate = try_graph(None, [])
+    ranking = None
+    if not gate["passed"] and "error" not in gate and search_texts:
+        ok, why = speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+        if not ok:
+            gate["reason"] = f"whole graph int8 already {why}; search skipped"
+        else:
+            tmp = out.with_name(out.stem + ".search.onnx")
+            try:
+                search_ref = g.runner(g.openvino(fp32, "fp32")).logits(search_texts, g.width)
+
+                def score(model) -> float:
+                    _save_new(model, tmp)
+                    return logit_error(search_ref, g.runner(g.openvino(tmp, "int8")).logits(search_texts, g.width), g.task)
+
+                ranking = rank_ops(q, f, score, ops)
+            except Exception as exc:  # noqa: BLE001 - the whole-graph gate stands
+                gate["search_error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                tmp.unlink(missing_ok=True)
+            if ranking is not None:
+                log(f"    int8_static search: {len(ops)} ops ranked on {len(search_texts)} search texts in {ranking.seconds:.0f}s "
+                    f"(KL {ranking.base_error:.2e}; most sensitive: {', '.join(ranking.ops[:3])})")
+                for k in ladder_sizes(len(ops), max_share):
+                    gate = try_graph(revert_ops(q, f, ranking.ops[:k]), ranking.ops[:k])
+                    if gate["passed"] or "error" in gate:
+                        break
+                    ok, why = speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+                    if not ok:
+                        gate["reason"] = f"{gate['fp32_ops']} ops in float already {why}; ladder stopped"
+                        break
+                else:
+                    gate["reason"] = f"no graph with up to {int(len(ops) * max_share)} of {len(ops)} ops in float passed the gate"
+    if gate["passed"]:
+        ok, why = speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+        if not ok:
+            gate["passed"] = False
+            gate["reason"] = why
+    elif "reason" not in gate and "error" not in gate:
+        gate["reason"] = "gate failed" + ("" if search_texts else f" (no search: {common['search']})")
+    gate["candidates"] = candidates
+    if ranking is not None:
+        gate["ranking"] = [[n, float(f"{ranking.scores[n]:.3g}")] for n in ranking.ops[:16]]
+        gate["search_seconds"] = round(ranking.seconds, 1)
+    gate["quantize_seconds"] = round(t_quantized - t_start, 1)
+    gate["seconds"] = round(time.perf_counter() - t_start, 1)
+    return gate

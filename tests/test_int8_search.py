@@ -1,0 +1,238 @@
+"""Static int8's per-op sensitivity search (export/int8_search.py) on a tiny BERT graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stackscore.engine import backends
+from stackscore.export import int8_search as S
+
+needs_nncf = pytest.mark.skipif(not (backends.have("nncf") and backends.have("openvino")), reason="needs the openvino extra (nncf)")
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """(fp32 graph, NNCF static-int8 QDQ graph) of a random two-layer BERT."""
+    if not (backends.have("nncf") and backends.have("openvino")):
+        pytest.skip("needs the openvino extra (nncf)")
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from stackscore.export.onnx_graph import quantize_static, torch_to_onnx
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    cfg._attn_implementation = "eager"
+    model = BertForSequenceClassification(cfg).eval()
+    d = tmp_path_factory.mktemp("int8s")
+    fp32, q = d / "fp32.onnx", d / "q.onnx"
+    torch_to_onnx(model, fp32, pad_id=0)
+    quantize_static(fp32, q, [feeds(i) for i in range(16)])
+    return fp32, q
+
+
+def feeds(seed: int, rows: int = 8, width: int = 16) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, 120, size=(rows, width)).astype(np.int64)
+    mask = np.ones_like(ids)
+    for r in range(rows):
+        n = int(rng.integers(4, width + 1))
+        ids[r, n:], mask[r, n:] = 0, 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def run_ov(model, path: Path, precision: str = "fp32") -> np.ndarray:
+    """Logits of ``model`` (a path or ModelProto, saved to ``path``) on fixed feeds, through the engine's OpenVINO backend."""
+    import onnx
+
+    from stackscore.engine.backends.ov import OpenVinoBackend
+    from stackscore.manifest import ModelSpec
+    from stackscore.options import RunOptions
+
+    if not isinstance(model, Path):
+        onnx.save(model, str(path))
+        model = path
+    spec = ModelSpec(name="t", kind="transformer", graphs={}, tokenizer=None, max_length=16, pad_id=0, inputs=["input_ids", "attention_mask"])
+    b = OpenVinoBackend(model, spec, RunOptions(), precision)
+    return np.concatenate([b.run(f["input_ids"], f["attention_mask"]) for f in (feeds(100 + i) for i in range(4))])
+
+
+@needs_nncf
+def test_reverting_every_quantized_op_gives_the_fp32_graph_back(graphs, tmp_path):
+    import onnx
+
+    fp32, q = graphs
+    ops = S.quantized_ops(q, fp32)
+    names = {n.name: n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert {names[o] for o in ops} >= {"MatMul", "Gemm"} and len(ops) >= 12, ops
+    back = S.revert_ops(q, fp32, ops)
+    onnx.checker.check_model(back)
+    assert not {n.op_type for n in back.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    ref = run_ov(fp32, tmp_path / "unused.onnx")
+    np.testing.assert_allclose(run_ov(back, tmp_path / "back.onnx"), ref, atol=1e-4)
+    assert np.abs(run_ov(q, tmp_path / "q.onnx") - ref).max() > 1e-4  # the quantized graph itself does differ
+
+
+@needs_nncf
+def test_reverting_one_op_touches_that_op_only(graphs, tmp_path):
+    import onnx
+    from onnx import numpy_helper as nh
+
+    fp32, q = graphs
+    f = onnx.load(str(fp32))
+    finits = {t.name: nh.to_array(t) for t in f.graph.initializer}
+    fnodes = {n.name: n for n in f.graph.node}
+    ops = S.quantized_ops(q, fp32)
+    for op in ops:  # linear layers, attention MatMuls (quantized before their Reshape/Transpose), embeddings
+        one = S.revert_ops(q, fp32, [op])
+        assert S.quantized_ops(one, fp32) == [o for o in ops if o != op], op
+        node = next(n for n in one.graph.node if n.name == op)
+        inits = {t.name: nh.to_array(t) for t in one.graph.initializer}
+        for i, ft in enumerate(fnodes[op].input):
+            if ft in finits:  # weights (and a Gemm's bias) are the fp32 graph's, not int8 or SmoothQuant-scaled
+                np.testing.assert_array_equal(inits[node.input[i]], finits[ft])
+    ffn = next(o for o in ops if "output/dense" in o and "attention" not in o)
+    one = S.revert_ops(q, fp32, [ffn])
+    onnx.checker.check_model(one)
+    out = run_ov(one, tmp_path / "one.onnx", "int8")
+    assert out.shape == (32, 2) and np.isfinite(out).all()
+
+
+def test_ranking_orders_ops_by_the_error_their_revert_removes(graphs):
+    fp32, q = graphs
+    ops = S.quantized_ops(q, fp32)
+    weight = {o: float(i % 5) for i, o in enumerate(ops)}  # error each op adds while quantized
+
+    def score(model) -> float:
+        return sum(weight[o] for o in S.quantized_ops(model, fp32))
+
+    r = S.rank_ops(q, fp32, score, ops)
+    assert r.base_error == sum(weight.values())
+    assert [r.scores[o] for o in r.ops] == sorted(weight.values(), reverse=True)
+    assert all(r.scores[o] == weight[o] for o in ops)
+
+
+def test_ladder_sizes_and_the_speed_rule():
+    assert S.ladder_sizes(38) == [1, 2, 4, 8, 16, 19]
+    assert S.ladder_sizes(16) == [1, 2, 4, 8] and S.ladder_sizes(2) == [1] and S.ladder_sizes(1) == []
+    assert S.ladder_sizes(10, max_share=1.0) == [1, 2, 4, 8, 10]
+    assert S.speed_rule(110.0, 100.0) == (True, "")
+    ok, why = S.speed_rule(104.0, 100.0, "bf16")
+    assert not ok and "1.04x bf16" in why and "bf16 kept" in why
+    assert S.speed_rule(50.0, None) == (True, "")  # no baseline measured: agreement alone decides
+
+
+def test_search_texts_are_disjoint_from_calibration():
+    texts = [f"t{i}" for i in range(256)]
+    calib, search = S.split_texts(texts)
+    assert (len(calib), len(search)) == (192, 64) and not set(calib) & set(search)
+    assert S.split_texts(texts[:80]) == (texts[:80], [])  # too few to spare a search set
+    calib, search = S.split_texts([f"t{i}" for i in range(3000)])
+    assert len(calib) == S.MAX_CALIBRATION_ROWS and len(search) == S.MAX_SEARCH_ROWS and not set(calib) & set(search)
+    assert S.logit_error(np.zeros((3, 2)), np.zeros((3, 2))) == 0.0
+    assert S.logit_error(np.array([[2.0, 0.0]]), np.array([[0.0, 2.0]])) > S.logit_error(np.array([[2.0, 0.0]]), np.array([[1.0, 0.0]])) > 0
+
+
+class FakeGate:
+    """Stands in for GateInputs: a graph's 'logits' flip one gate row per unit of error its
+    still-quantized ops carry (``weight``); its speed falls with each op in float."""
+
+    def __init__(self, fp32, weight, speed_per_float_op, base_speed=100.0):
+        self.fp32, self.weight, self.step, self.base_speed = fp32, weight, speed_per_float_op, base_speed
+        self.texts, self.width, self.task = [f"g{i}" for i in range(200)], 2, "single_label"
+        self.ref = np.tile([[2.0, 0.0]], (200, 1))
+        self.all_ops = None
+
+    def openvino(self, graph, precision):
+        if precision in ("bf16", "fp32"):
+            return ("base", self.base_speed)
+        left = S.quantized_ops(Path(graph), self.fp32)
+        return (sum(self.weight.get(o, 0) for o in left), 120.0 - self.step * (len(self.all_ops) - len(left)))
+
+    def logits(self, backend):
+        out = self.ref.copy()
+        if backend[0] != "base":
+            out[: int(backend[0]), 1] = 3.0  # that many rows flip
+        return out
+
+    def runner(self, backend):
+        gate = self
+
+        class R:
+            def logits(self, texts, width):
+                out = np.tile([[2.0, 0.0]], (len(texts), 1))
+                if backend[0] != "base":
+                    out[:, 1] = backend[0] / 10  # a continuous error that grows with the flips
+                return out
+
+        return R()
+
+
+@pytest.fixture
+def fake_search(graphs, monkeypatch, tmp_path):
+    import shutil
+
+    from stackscore.export import onnx_graph
+
+    fp32, q = graphs
+    monkeypatch.setattr(onnx_graph, "quantize_static", lambda src, out, calib, **kw: shutil.copyfile(q, out))
+    monkeypatch.setattr(onnx_graph, "calibration_batches", lambda g, texts: [])
+    last = {}
+
+    def timed(run, rows, run_base=None, repeats=3):
+        run()
+        speed = last["speed"]
+        if run_base is None:
+            return speed, None
+        run_base()
+        return speed, last["speed"]
+
+    monkeypatch.setattr(S, "rows_per_s", timed)
+
+    def search(weight, step, base_speed=100.0):
+        g = FakeGate(fp32, weight, step, base_speed)
+        g.all_ops = S.quantized_ops(q, fp32)
+        real_logits = g.logits
+
+        def logits(b):
+            last["speed"] = b[1]
+            return real_logits(b)
+
+        g.logits = logits
+        lines = []
+        gate = S.search_static_int8(fp32, tmp_path / "out.onnx", g, g.ref, [f"t{i}" for i in range(256)], 0.995, lines.append, ("bf16", lambda: g.openvino(fp32, "bf16")))
+        return gate, lines, g.all_ops
+
+    return search
+
+
+def test_ladder_stops_at_the_first_graph_that_passes(fake_search):
+    ops = None
+
+    def weights(all_ops):
+        # three sensitive ops: 4 + 3 + 2 flipped rows of 200; the rest flip none
+        return {all_ops[-1]: 4, all_ops[3]: 3, all_ops[5]: 2}
+
+    gate, lines, ops = fake_search({}, 1.0)  # nothing sensitive: the whole graph passes
+    assert gate["passed"] and gate["fp32_scope"] == [] and len(gate["candidates"]) == 1 and "ranking" not in gate
+    gate, lines, ops = fake_search(weights(ops), 1.0)
+    # whole graph: 9 flips (95.5 %); 1 op in float: 5 flips; 2 ops: 2 flips (99.0 %); 4 ops: 0 flips -> passes
+    assert [c["fp32_ops"] for c in gate["candidates"]] == [0, 1, 2, 4]
+    assert gate["passed"] and gate["fp32_ops"] == 4 and set(gate["fp32_scope"]) >= {ops[-1], ops[3], ops[5]}
+    assert gate["ranking"][0][0] == ops[-1] and gate["search_rows"] == 64 and gate["calibration_rows"] == 192
+    assert gate["speedup"] == pytest.approx(1.16) and gate["baseline"] == "bf16"
+    assert len(lines) == 5 and "4 of" in lines[-1]  # one line per candidate + the search's
+
+
+def test_a_passing_graph_slower_than_bf16_is_dropped_and_the_ladder_stops_when_slow(fake_search):
+    _, _, ops = fake_search({}, 1.0)
+    heavy = {ops[-1]: 4, ops[3]: 3, ops[5]: 2}
+    gate, _, _ = fake_search(heavy, 5.0)  # 120 - 5 x 4 = 100 rows/s with 4 ops in float: 1.00x bf16
+    assert not gate["passed"] and gate["label_agreement"] >= 0.995 and "1.00x bf16" in gate["reason"]
+    gate, _, _ = fake_search(heavy, 9.0)  # 2 ops in float: 102 rows/s, failing too: no point in more float
+    assert [c["fp32_ops"] for c in gate["candidates"]] == [0, 1, 2] and "ladder stopped" in gate["reason"]
+    gate, _, _ = fake_search(heavy, 1.0, base_speed=118.0)  # whole graph int8 barely faster than bf16
+    assert len(gate["candidates"]) == 1 and "search skipped" in gate["reason"] and not gate["passed"]
