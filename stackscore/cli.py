@@ -68,6 +68,9 @@ def export(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Artifact directory (default WORKDIR/artifact)."),
     overwrite: bool = typer.Option(True, help="Replace an existing artifact directory."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show third-party progress bars and warnings."),
+    calibration: Optional[Path] = typer.Option(None, help="Training texts (a corpus file) to calibrate static int8 on instead of the fit's own sample; texts that are gate rows are left out."),
+    calibration_rows: int = typer.Option(1152, help="With --calibration: how many of its texts (shuffled, seed 0): 1,024 calibrate, the rest rank ops for the int8 search."),
+    text_field: str = typer.Option(_READ.text_field, help="With --calibration: the field holding the text."),
 ):
     """(Re-)export a fitted work directory to an artifact: ONNX graphs, parity checks, manifest."""
     from .quiet import configure
@@ -75,7 +78,24 @@ def export(
     configure(verbose)
     from .export import export_artifact
 
-    m = export_artifact(workdir, out, log=_err, overwrite=overwrite)
+    texts = None
+    if calibration is not None:
+        import random
+
+        from .engine.readers import open_reader
+        from .fit_state import FitState
+
+        state = FitState.load(workdir)
+        if state.text_pair:
+            raise StackscoreError("--calibration takes single texts; this fit scores sentence pairs (its own calibration pairs are used)")
+        gate = set(state.parity_texts)
+        pool = [t for c in open_reader(str(calibration), text_field=text_field) for t, e in zip(c.texts, c.errors) if e is None and t not in gate]
+        random.Random(0).shuffle(pool)
+        texts = pool[:calibration_rows]
+        if not texts:
+            raise StackscoreError(f"{calibration}: no texts to calibrate on (field '{text_field}', gate rows left out)")
+        _err(f"calibrating static int8 on {len(texts):,} texts from {calibration}")
+    m = export_artifact(workdir, out, log=_err, overwrite=overwrite, calibration_texts=texts)
     _err(f"artifact written: {out or workdir / 'artifact'} ({len(m.files)} files, fusion '{m.fusion.method}')")
 
 

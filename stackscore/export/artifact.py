@@ -24,16 +24,22 @@ from .onnx_graph import GateSettings, export_transformer
 from .tfidf import export_tfidf
 
 
-def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print, overwrite: bool = True, check: Callable[[Path, Manifest], None] | None = None) -> Manifest:
+def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Callable[[str], None] = print, overwrite: bool = True, check: Callable[[Path, Manifest], None] | None = None, calibration_texts: list[str] | None = None) -> Manifest:
     """Build the artifact in ``<out>.tmp``, run ``check`` on it there, then put it in place.
 
     Nothing reaches ``out`` unless every gate and ``check`` passed (fit's engine-vs-training
     check), and an artifact already at ``out`` is replaced only by a complete, checked one: a
-    failed (re-)export leaves the previous artifact as it was.
+    failed (re-)export leaves the previous artifact as it was. ``calibration_texts`` replace the
+    fit's own static-int8 calibration sample (training texts, never the gate rows).
     """
     workdir = Path(workdir)
     out = Path(out) if out else workdir / "artifact"
     state = FitState.load(workdir)
+    if calibration_texts is not None:
+        gate = set(map(str, state.parity_texts))
+        if any(t in gate for t in calibration_texts):
+            raise StackscoreError("calibration texts must not include the gate rows (the gate measures on rows never used to calibrate)")
+        state.calibration_texts = list(calibration_texts)
     if out.exists() and not overwrite:
         raise StackscoreError(f"{out}: exists; pass --overwrite")
     tmp = out.with_name(out.name + ".tmp")
