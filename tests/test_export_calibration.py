@@ -52,3 +52,26 @@ def test_export_calibrates_on_the_given_file_without_its_gate_rows(workdir, tmp_
     assert gates and all("error" not in g for g in gates)
     # 150 training texts: the int8 search keeps some for ranking ops, the rest calibrate
     assert all(g["calibration_rows"] + g.get("search_rows", 0) == 150 for g in gates), gates
+
+
+def test_the_ensemble_gate_drops_faster_variants_until_the_fused_answers_agree(workdir):
+    """Every model can pass its own gate while their combination does not: an impossible
+    ensemble threshold drops each lossy variant in turn (lowest own agreement first) until the
+    ensemble runs exact fp32; what it did is in the manifest."""
+    from stackscore.export.artifact import ensemble_gate
+
+    art = workdir / "artifact"
+    export_artifact(workdir, art, log=lambda *_: None)
+    m = load_manifest(art)
+    passed = m.fusion.parity["ensemble_auto"]
+    assert passed["label_agreement"] >= 0.995 and passed["dropped"] == [] and passed["rows"] == len(FitState.load(workdir).parity_texts)
+    texts = FitState.load(workdir).parity_texts
+    result = ensemble_gate(art, m, texts, 1.01, log=lambda *_: None)  # 101 %: nothing lossy can pass
+    assert result["dropped"], result
+    assert "openvino" not in result["runs"] and "int8" not in result["runs"] and result["label_agreement"] == 1.0
+    for item in result["dropped"]:
+        name, key = item.split(":")
+        spec = next(s for s in m.models if s.name == name)
+        assert spec.parity["gates"][key]["passed"] is False and "ensemble gate" in spec.parity["gates"][key]["reason"]
+        if key in ("int8", "int8_static"):
+            assert key not in spec.graphs and not list(art.glob(f"models/{name}/*{key.replace('_', '-')}*"))
