@@ -79,6 +79,8 @@ def export(
     from .export import export_artifact
 
     texts = None
+    if calibration_rows < 1:
+        raise StackscoreError(f"--calibration-rows must be a positive whole number, not {calibration_rows}")
     if calibration is not None:
         import random
 
@@ -253,6 +255,7 @@ def tune(
     precision: str = typer.Option("auto", help="The precision you will score with."),
     backend: str = typer.Option(_RUN.backend, help="auto, onnxruntime or openvino."),
     threads: int = typer.Option(_RUN.threads, help="Intra-op threads you will score with (0 = all cores)."),
+    token_budget: int = typer.Option(_RUN.token_budget, help="The token budget you will score with (it shapes every batch)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the measurements as JSON here."),
 ):
     """Measure 1, 2, ... requests in flight per model on this CPU and record the fastest in --cache-dir."""
@@ -262,8 +265,10 @@ def tune(
 
     if cache_dir is None:
         raise StackscoreError("--cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
+    if rows < 1:
+        raise StackscoreError(f"--rows must be a positive whole number, not {rows}")
     texts = load_corpus([str(data)], rows, text_field=text_field)
-    run = RunOptions(precision=precision, backend=backend, threads=threads)
+    run = RunOptions(precision=precision, backend=backend, threads=threads, token_budget=token_budget)
     _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (best of 2)")
     result = measure(artifact, texts, run, log=_err)
     for name, r in result.items():

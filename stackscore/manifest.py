@@ -83,29 +83,39 @@ class Manifest:
 
 
 def sha256_file(path: Path) -> str:
-    return _digest_and_scan(path)[0]
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-_LOCATION_KEY = b"\n\x08location"  # field 1 (key) of a StringStringEntryProto, = "location"
+_LOCATION_KEY = b"location"  # the key of every external tensor's data-file entry, as protobuf stores it
 
 
 def _digest_and_scan(path: Path) -> tuple[str, bool]:
-    """The file's sha256 and whether a ``key: "location"`` entry occurs in it, from one mapping.
+    """The file's sha256 and whether the bytes ``location`` occur in it, in one pass.
 
     Every external tensor of an ONNX graph names its data file in an entry whose key is the
-    string "location", which protobuf serializers write as these bytes (tag, length, the raw
-    string): a graph without them has no external data, and need not be parsed to know it (a
-    TF-IDF vocabulary holding the word "locations" does not match). A graph crafted to encode the
-    entry otherwise would have to be written into the artifact, and fail its checksum. Hashing a
-    memory map (no copies through Python buffers) takes 0.06 s for an 87 MB graph, about half of
-    reading it in chunks."""
+    string "location", and protobuf stores a string as its raw bytes whatever else of the
+    encoding varies (a length written as a non-minimal varint, say): a graph without those bytes
+    has no external data and need not be parsed to know it. A graph with them (a TF-IDF
+    vocabulary holding "locations" is one) is parsed. Hashing a memory map takes 0.06 s for an
+    87 MB graph, about half of reading it in chunks; where a file cannot be mapped (some
+    filesystems), it is read in chunks."""
     import mmap
 
     with open(path, "rb") as fh:
-        if os.fstat(fh.fileno()).st_size == 0:
-            return hashlib.sha256().hexdigest(), False
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return hashlib.sha256(m).hexdigest(), m.find(_LOCATION_KEY) >= 0
+        try:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return hashlib.sha256().hexdigest(), False
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return hashlib.sha256(m).hexdigest(), m.find(_LOCATION_KEY) >= 0
+        except (OSError, ValueError):
+            fh.seek(0)
+            h, found, tail = hashlib.sha256(), False, b""
+            while block := fh.read(1 << 20):
+                h.update(block)
+                found = found or _LOCATION_KEY in tail + block
+                tail = block[-(len(_LOCATION_KEY) - 1) :]
+            return h.hexdigest(), found
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> Path:
@@ -357,7 +367,7 @@ def referenced_files(manifest: Manifest) -> list[tuple[str, str]]:
     return refs
 
 
-def verify_files(directory: Path, manifest: Manifest, opened: set[str] | None = None) -> None:
+def verify_files(directory: Path, manifest: Manifest) -> None:
     """Every file the runtime may open is listed in ``files``, inside the directory, and intact.
 
     Three rules, so that nothing unchecked reaches a session: (1) every referenced file has a
@@ -367,12 +377,12 @@ def verify_files(directory: Path, manifest: Manifest, opened: set[str] | None = 
     file would be loaded unchecked); (3) every external-data location named inside a graph that
     will be opened is a listed file of this artifact.
 
-    ``opened``: the relative paths this process opens; ``None`` (``stackscore verify``, export)
-    checks every file. The scorer runs the two halves itself (``check_listing``, then
-    ``verify_opened`` per model just before its sessions open its files).
+    This checks every file (``stackscore inspect``, export). The scorer runs the two halves
+    itself: ``check_listing``, then ``verify_opened`` on each model's files just before its
+    sessions open them.
     """
     check_listing(directory, manifest)
-    verify_opened(directory, manifest, list(manifest.files) if opened is None else [r for r in manifest.files if r in opened])
+    verify_opened(directory, manifest, list(manifest.files))
 
 
 def check_listing(directory: Path, manifest: Manifest) -> None:

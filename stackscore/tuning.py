@@ -7,7 +7,7 @@ and its batch shapes: small GEMMs leave cores idle between kernels that a second
 large ones do not. So it is measured, not assumed: ``measure`` times each model's own batches of
 the user's rows (the engine's runner, the same backends) at 1, 2, ... streams, best of two, and
 ``record`` keeps the choice in the cache directory under a key that names the graph (sha256),
-runtime, precision, thread count and CPU. ``RunOptions(streams=0)`` (the default) looks the key
+runtime, precision, thread count, token budget and CPU. ``RunOptions(streams=0)`` (the default) looks the key
 up (``recorded_streams``); without a record a model runs one stream, as before. A record is
 never used for another graph, CPU, precision or thread count.
 """
@@ -22,14 +22,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .errors import StackscoreError
+
 RECORD = "tuning.json"
 MIN_GAIN = 0.03  # a second stream must be this much faster to be chosen (run-to-run noise is ~1-2 %)
 
 
-def record_key(runtime: str, precision: str, graph_sha256: str, threads: int) -> str:
+def record_key(runtime: str, precision: str, graph_sha256: str, threads: int, token_budget: int) -> str:
+    """What a choice depends on: the graph, runtime, precision, threads, batch size (the token
+    budget shapes every batch) and the CPU."""
     from .engine.backends import cpu_key
 
-    return f"{runtime}/{precision}/threads{threads}/cpu{cpu_key()}/{graph_sha256[:32]}"
+    return f"{runtime}/{precision}/threads{threads}/budget{token_budget}/cpu{cpu_key()}/{graph_sha256[:32]}"
 
 
 def _load(cache_dir: Path) -> dict[str, Any]:
@@ -41,11 +45,12 @@ def _load(cache_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int) -> int | None:
-    """The streams ``stackscore tune`` chose for this graph, runtime, precision, threads and CPU, or None."""
+def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int, token_budget: int) -> int | None:
+    """The streams ``stackscore tune`` chose for this graph, runtime, precision, threads, token
+    budget and CPU, or None."""
     if cache_dir is None or not graph_sha256:
         return None
-    entry = _load(cache_dir).get(record_key(runtime, precision, graph_sha256, threads))
+    entry = _load(cache_dir).get(record_key(runtime, precision, graph_sha256, threads, token_budget))
     streams = entry.get("streams") if isinstance(entry, dict) else None
     return streams if isinstance(streams, int) and not isinstance(streams, bool) and 1 <= streams <= max(threads, 1) else None
 
@@ -72,6 +77,8 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     from .engine.scorer import Scorer
 
     threads = options.cpu_threads
+    if not texts:
+        raise StackscoreError("tuning needs at least one row to time")
     candidates = candidates or tuple(range(1, min(threads, 4) + 1))
     base = Scorer(artifact_dir, replace(options, streams=1))
     work = base.prepared_batches(texts, window_rows)
@@ -99,6 +106,6 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             "runtime": runner.choice.backend, "precision": runner.choice.precision, "graph_sha256": sha, "threads": threads,
             "rows_per_s": {str(k): round(v, 1) for k, v in speeds.items()}, "streams": chosen,
             "gain": round(speeds[chosen] / speeds[1] - 1, 4), "rows": len(texts),
-            "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads),
+            "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, options.token_budget), "token_budget": options.token_budget,
         }
     return out

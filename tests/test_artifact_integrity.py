@@ -235,3 +235,17 @@ def test_scorer_checks_every_file_it_opens_and_only_those(copy, corpus_rows):
     (copy / unopened[0]).write_bytes((copy / unopened[0]).read_bytes() + b"x")
     with pytest.raises(ArtifactError, match="has size"):
         scorer(copy)  # sizes are checked for every file
+
+
+def test_the_external_data_precheck_sees_any_encoding_of_the_location_key(tmp_path):
+    """The scorer parses a graph only when the bytes "location" occur in it; they do however the
+    entry's length is encoded (a non-minimal varint too), so no graph naming external data is
+    let through unparsed."""
+    from stackscore.manifest import _digest_and_scan
+
+    for body in (b"\n\x08location\x12\x04w.bin", b"\n\x88\x00location\x12\x04w.bin", b"x" * (1 << 20) + b"locat" + b"ion"):
+        p = tmp_path / "g.onnx"
+        p.write_bytes(body)
+        assert _digest_and_scan(p)[1] is True
+    p.write_bytes(b"no such key here" * 1000)
+    assert _digest_and_scan(p)[1] is False

@@ -34,18 +34,19 @@ def test_two_streams_score_the_same_rows_in_the_same_order(artifact, corpus_rows
 
 def test_the_record_is_read_only_for_its_own_key(tmp_path):
     sha = "ab" * 32
-    key = record_key("openvino", "bf16", sha, 2)
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) is None  # nothing recorded yet
+    key = record_key("openvino", "bf16", sha, 2, 2048)
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None  # nothing recorded yet
     record(tmp_path, key, {"streams": 2})
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) == 2
-    assert recorded_streams(tmp_path, "openvino", "int8", sha, 2) is None  # other precision
-    assert recorded_streams(tmp_path, "openvino", "bf16", "cd" * 32, 2) is None  # other graph
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 4) is None  # other thread count
-    assert recorded_streams(None, "openvino", "bf16", sha, 2) is None  # no cache dir
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) == 2
+    assert recorded_streams(tmp_path, "openvino", "int8", sha, 2, 2048) is None  # other precision
+    assert recorded_streams(tmp_path, "openvino", "bf16", "cd" * 32, 2, 2048) is None  # other graph
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 4, 2048) is None  # other thread count
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 4096) is None  # other batch shapes
+    assert recorded_streams(None, "openvino", "bf16", sha, 2, 2048) is None  # no cache dir
     record(tmp_path, key, {"streams": 9})  # more streams than threads: not trusted
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) is None
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None
     (tmp_path / RECORD).write_text("{ not json")
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2) is None
+    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None
 
 
 def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path):
@@ -119,3 +120,54 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact):
     for slot in (0, 1, 0):
         backend.run(ids, np.ones_like(ids), slot=slot)
     assert seen == [True, False, False]
+
+
+class _Failing:
+    """A two-stream backend whose second call fails (and counts what it was asked to run)."""
+
+    streams = 2
+
+    def __init__(self):
+        self.calls = 0
+
+    def run(self, ids, mask, types=None, slot=0):
+        import time
+
+        self.calls += 1
+        if self.calls == 2:
+            raise RuntimeError("device lost")
+        time.sleep(0.01)
+        return np.zeros((len(ids), 2), np.float32)
+
+
+def test_a_failing_stream_stops_the_others_and_its_error_surfaces(artifact):
+    """One caller's error stops the other at its next batch (not after the whole window) and is
+    what the window raises; the pool is sized for every stream whatever the first window held."""
+    from stackscore.engine.batcher import Batch
+    from stackscore.engine.runner import TransformerRunner
+
+    runner = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime")).runners["bert"]
+    backend = _Failing()
+    r = TransformerRunner("x", runner.tokenizer, 0, [backend], 2048, 256)
+    assert r._streams is not None and r._streams._max_workers == 2
+    ids = np.ones((1, 4), np.int64)
+    batches = [Batch(np.array([i]), ids, ids) for i in range(100)]
+    with pytest.raises(RuntimeError, match="device lost"):
+        r.run_batches(batches, 2)
+    assert backend.calls < 10  # not the 100 batches of the window
+
+
+def test_a_run_resumes_with_other_stream_counts(artifact, corpus_rows, tmp_path):
+    """Streams split the same work like thread counts do: an interrupted run resumes after a
+    `stackscore tune` changed them (the runtime and precision must still match)."""
+    from stackscore.engine.pipeline import backends_for_resume, fingerprint
+    from stackscore.options import ScoreOptions
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:10]))
+    prints = []
+    for streams in (1, 2):
+        s = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", streams=streams))
+        prints.append(fingerprint(data, s, ScoreOptions.from_kwargs(run=s.options), None))
+    assert prints[0] == prints[1]
+    assert backends_for_resume("bert: openvino/bf16 x2 streams, tfidf: onnxruntime/tfidf") == "bert: openvino/bf16, tfidf: onnxruntime/tfidf"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -73,7 +73,10 @@ class TransformerRunner:
         self.description = describe
         self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
         self._workers = ThreadPoolExecutor(len(self.backends), thread_name_prefix=f"{name}-device") if len(self.backends) > 1 else None
-        self._streams: ThreadPoolExecutor | None = None  # callers of a multi-stream backend (made on first use)
+        # Callers of multi-stream backends: one worker per stream of every device, sized here
+        # (not by the first window's batch count, which would cap every later window).
+        slots = sum(getattr(b, "streams", 1) for b in self.backends if getattr(b, "streams", 1) > 1)
+        self._streams = ThreadPoolExecutor(slots, thread_name_prefix=f"{name}-stream") if slots else None
 
     @classmethod
     def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None) -> "TransformerRunner":
@@ -112,28 +115,33 @@ class TransformerRunner:
         backend = self.backends[device]
         streams = min(getattr(backend, "streams", 1), len(batches))
         if streams <= 1:
-            return self._run_slot(backend, iter(batches), out, 0, None)
-        if self._streams is None:
-            self._streams = ThreadPoolExecutor(streams, thread_name_prefix=f"{self.name}-stream")
-        queue, lock = iter(batches), threading.Lock()
+            return self._run_slot(backend, iter(batches), out, 0, None, None)
+        queue, lock, stop = iter(batches), threading.Lock(), threading.Event()
+        futures = [self._streams.submit(self._run_slot, backend, queue, out, slot, lock, stop) for slot in range(streams)]
+        wait(futures)  # every caller has stopped (one that fails stops the others at their next batch)
         stats = RunStats()
-        for f in [self._streams.submit(self._run_slot, backend, queue, out, slot, lock) for slot in range(streams)]:
-            stats.add(f.result())
+        for f in futures:
+            stats.add(f.result())  # the first error, if any, is raised here
         return stats
 
     @staticmethod
-    def _run_slot(backend, queue: Iterator[Batch], out: np.ndarray, slot: int, lock: threading.Lock | None) -> RunStats:
+    def _run_slot(backend, queue: Iterator[Batch], out: np.ndarray, slot: int, lock: threading.Lock | None, stop: threading.Event | None) -> RunStats:
         stats = RunStats()
         while True:
             if lock is None:
                 b = next(queue, None)
             else:
                 with lock:
-                    b = next(queue, None)
+                    b = None if stop.is_set() else next(queue, None)
             if b is None:
                 return stats
             t0 = time.perf_counter()
-            logits = backend.run(b.input_ids, b.attention_mask, b.token_type_ids, slot=slot) if lock is not None else backend.run(b.input_ids, b.attention_mask, b.token_type_ids)
+            try:
+                logits = backend.run(b.input_ids, b.attention_mask, b.token_type_ids, slot=slot) if lock is not None else backend.run(b.input_ids, b.attention_mask, b.token_type_ids)
+            except BaseException:
+                if stop is not None:
+                    stop.set()
+                raise
             out[b.rows] = logits
             stats.seconds.append(time.perf_counter() - t0)
             stats.real_tokens += b.real_tokens
@@ -244,8 +252,13 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
         return _runner(spec, manifest, artifact_dir, options, tokenizers, lock)
 
     workers = max(1, min(len(manifest.models), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers, thread_name_prefix="load") as pool:
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
+    try:
         built = list(pool.map(build, manifest.models))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)  # the first error is reported without waiting for every other model
+        raise
+    pool.shutdown()
     return {r.name: r for r in built}
 
 
@@ -269,7 +282,7 @@ def _runner(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: Ru
     if not streams:  # what `stackscore tune` measured and recorded for this graph on this CPU, else one
         from ..tuning import recorded_streams
 
-        streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads)) or 1
+        streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, options.token_budget)) or 1
     backends = []
     for device in options.devices:
         if choice.backend == "openvino":

@@ -122,7 +122,12 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
     variant of the model whose own gate agreed least is dropped (its gate marked failed, with
     why; its graph file removed), and the ensemble is measured again. Labels for single- and
     multi-label tasks; a regression's values are recorded, not gated here (its models' gates
-    bound each value's error). Returns what was measured, for the manifest."""
+    bound each value's error). Returns what was measured, for the manifest.
+
+    What it covers: what ``auto`` picks on the *export* machine (without OpenVINO there, bf16
+    and static int8 take no part; a scoring machine with other CPU features may pick otherwise),
+    with the cascade off (every model on every row; a cascade's partial stages run the same
+    variants). ``runs`` in the record says which variants were measured."""
     from ..engine.scorer import Scorer
     from ..options import RunOptions
 

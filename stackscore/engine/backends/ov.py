@@ -24,6 +24,13 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1):
+        # Models are built on a thread each (``runners_for``); OpenVINO's part of it is made one
+        # at a time, for the reason ``run`` gives (the other models' checksums and tokenizers
+        # still load meanwhile).
+        with _FIRST_CALL:
+            self._build(graph, spec, options, precision, graph_sha256, streams)
+
+    def _build(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str, graph_sha256: str | None, streams: int) -> None:
         import openvino as ov
 
         core = ov.Core()
