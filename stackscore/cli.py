@@ -118,7 +118,7 @@ def score(
     device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
     gpus: Optional[str] = typer.Option(None, help="GPU ids for --device cuda/tensorrt, comma-separated (default 0): one session per model per GPU, batches dealt across them. --engine local only."),
     trt_cache: Optional[Path] = typer.Option(None, help="TensorRT engine cache directory (default: <output>.trt-cache/, reused by later runs)."),
-    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Keep OpenVINO's compiled models here (keyed by graph checksum, runtime version, CPU): later runs start faster. Default: no cache."),
+    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Keep OpenVINO's compiled models and ONNX Runtime's optimized graphs here (keyed by graph checksum, runtime version, CPU), and read `stackscore tune`'s streams from it: later runs start faster. Default: no cache."),
     gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
     provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
     threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores; with --engine ray: the actor's CPUs)."),

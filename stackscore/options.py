@@ -79,7 +79,7 @@ class RunOptions:
     long_text: str = "truncate"  # truncate | head-tail | windows (see engine/tokenize.py)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
-    cache_dir: Path | None = None  # compiled-model cache (OpenVINO), keyed by graph sha256 + runtime version + CPU; None: none
+    cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none
     streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else 1
 
     def __post_init__(self) -> None:

@@ -160,3 +160,21 @@ def test_compiled_model_cache_is_keyed_and_changes_nothing(artifact, tmp_path):
     dirs = sorted(p.name for p in cache.iterdir())
     assert len(dirs) == len(shas) and all(d.startswith("openvino-") and "-bf16-" in d for d in dirs)
     assert {d.rsplit("-", 1)[1] for d in dirs} == shas and all(any(p.iterdir()) for p in cache.iterdir())
+
+
+def test_onnx_runtime_keeps_its_optimized_graph_under_the_graphs_key(artifact, corpus_rows, tmp_path):
+    """With a cache dir, ONNX Runtime's optimized graph is kept per (graph sha256, ORT version,
+    CPU, precision) and loaded instead of re-optimizing; scores are the same, cold and warm."""
+    from stackscore.manifest import load_manifest
+
+    texts = [r["text"] for r in corpus_rows[:30]]
+    plain = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime")).score_texts(texts).proba
+    cache = tmp_path / "cache"
+    for _ in range(2):  # writes, then loads the optimized graphs
+        got = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", cache_dir=cache)).score_texts(texts).proba
+        np.testing.assert_allclose(got, plain, atol=1e-6)
+    m = load_manifest(artifact)
+    shas = {m.files[s.graphs["fp32"]]["sha256"][:32] for s in m.models if s.kind == "transformer"}
+    dirs = sorted(p for p in cache.iterdir() if p.name.startswith("onnxruntime-"))
+    assert {d.name.rsplit("-", 1)[1] for d in dirs} == shas and all("-fp32-" in d.name for d in dirs)
+    assert all([f.name for f in d.iterdir()] == ["model.optimized.onnx"] for d in dirs)  # no temporary file left

@@ -290,7 +290,7 @@ def _runner(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: Ru
 
             backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
         else:
-            backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams))
+            backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
         check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
     where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
     buckets = buckets_for(spec.max_length) if options.bucketed else None
