@@ -87,19 +87,34 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-_LOCATION_KEY = b"location"  # the key of every external tensor's data-file entry, as protobuf stores it
+# The key of every external tensor's data-file entry, as protobuf stores it: the raw bytes of
+# "location" right after their length, 8, whose varint ends in 0x08 (minimal) or 0x00 (any
+# non-minimal encoding: 0x88 0x00, 0x88 0x80 0x00, ...).
+_LOCATION_KEY = b"location"
+
+
+def _names_location(data) -> bool:
+    """Whether ``data`` (bytes or a memory map) holds ``location`` right after a 0x08 or 0x00
+    (a literal search, then one byte looked at per hit: a regex with a class in front of the
+    literal scanned an 87 MB graph four times slower)."""
+    i = data.find(_LOCATION_KEY, 1)
+    while i >= 0:
+        if data[i - 1] in (0x00, 0x08):
+            return True
+        i = data.find(_LOCATION_KEY, i + 1)
+    return False
 
 
 def _digest_and_scan(path: Path) -> tuple[str, bool]:
-    """The file's sha256 and whether the bytes ``location`` occur in it, in one pass.
+    """The file's sha256 and whether the key of an external-data entry may occur in it, in one
+    pass over the bytes.
 
     Every external tensor of an ONNX graph names its data file in an entry whose key is the
-    string "location", and protobuf stores a string as its raw bytes whatever else of the
-    encoding varies (a length written as a non-minimal varint, say): a graph without those bytes
-    has no external data and need not be parsed to know it. A graph with them (a TF-IDF
-    vocabulary holding "locations" is one) is parsed. Hashing a memory map takes 0.06 s for an
-    87 MB graph, about half of reading it in chunks; where a file cannot be mapped (some
-    filesystems), it is read in chunks."""
+    string "location" (length 8, see ``_LOCATION_KEY``): a graph without those bytes, however
+    the length is encoded, has no external data and need not be parsed to know it. A graph with
+    them is parsed. A TF-IDF vocabulary holding "locations" does not match (its length byte is
+    9). Hashing a memory map takes 0.06 s for an 87 MB graph, about half of reading it in
+    chunks; where a file cannot be mapped (some filesystems), it is read in chunks."""
     import mmap
 
     with open(path, "rb") as fh:
@@ -107,14 +122,14 @@ def _digest_and_scan(path: Path) -> tuple[str, bool]:
             if os.fstat(fh.fileno()).st_size == 0:
                 return hashlib.sha256().hexdigest(), False
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return hashlib.sha256(m).hexdigest(), m.find(_LOCATION_KEY) >= 0
+                return hashlib.sha256(m).hexdigest(), _names_location(m)
         except (OSError, ValueError):
             fh.seek(0)
             h, found, tail = hashlib.sha256(), False, b""
             while block := fh.read(1 << 20):
                 h.update(block)
-                found = found or _LOCATION_KEY in tail + block
-                tail = block[-(len(_LOCATION_KEY) - 1) :]
+                found = found or _names_location(tail + block)
+                tail = block[-8:]
             return h.hexdigest(), found
 
 

@@ -243,9 +243,11 @@ def test_the_external_data_precheck_sees_any_encoding_of_the_location_key(tmp_pa
     let through unparsed."""
     from stackscore.manifest import _digest_and_scan
 
-    for body in (b"\n\x08location\x12\x04w.bin", b"\n\x88\x00location\x12\x04w.bin", b"x" * (1 << 20) + b"locat" + b"ion"):
-        p = tmp_path / "g.onnx"
+    p = tmp_path / "g.onnx"
+    for body in (b"\n\x08location\x12\x04w.bin", b"\n\x88\x00location\x12\x04w.bin", b"\n\x88\x80\x00location\x12\x04w.bin",
+                 b"x" * ((1 << 20) - 5) + b"\n\x08location"):
         p.write_bytes(body)
-        assert _digest_and_scan(p)[1] is True
-    p.write_bytes(b"no such key here" * 1000)
-    assert _digest_and_scan(p)[1] is False
+        assert _digest_and_scan(p)[1] is True, body[-20:]
+    for body in (b"no such key here" * 1000, b"J\tlocations J\x05local"):  # a vocabulary's "locations"
+        p.write_bytes(body)
+        assert _digest_and_scan(p)[1] is False
