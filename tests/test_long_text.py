@@ -60,3 +60,33 @@ def test_modes_agree_on_short_texts_and_windows_average(artifact, corpus_rows):
 def test_unknown_mode_is_a_clear_error(artifact):
     with pytest.raises(StackscoreError, match="--long-text must be one of"):
         Scorer(artifact, RunOptions(long_text="summarize"))
+
+
+@pytest.mark.parametrize("model", ["bert", "roberta"])
+def test_cutting_long_texts_at_a_word_boundary_keeps_every_id(artifact, corpus_rows, model, tmp_path):
+    """Truncation's shortcut (tokenize only the first words of a long text) gives the ids the
+    whole text gives: WordPiece and byte-level BPE, odd whitespace, punctuation, words that
+    normalize to nothing (control characters), rows just over and far over the cut."""
+    import json
+
+    m = load_manifest(artifact)
+    spec = next(s for s in m.models if s.name == model)
+    rng = np.random.default_rng(0)
+    words = " ".join(r["text"] for r in corpus_rows[:200]).split() + ["\x00\x01", "naïve", "e-mail,", "(wow)", "x" * 150, "\u00a0", "a\nb", "c\td"]
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 400, size=300)]
+    texts += [" ".join(["\x00"] * 300) + " then real words", "word " * 20 + "y" * 5000]
+    for max_length in (8, 16, spec.max_length):
+        tok = TextTokenizer(artifact / spec.tokenizer, max_length)
+        assert tok.word_cut == max_length * 8  # both test tokenizers split at whitespace first
+        fast = tok.encode(texts)
+        tok.word_cut = None
+        whole = tok.encode(texts)
+        np.testing.assert_array_equal(fast.lengths, whole.lengths)
+        np.testing.assert_array_equal(fast.flat, whole.flat)
+    # A tokenizer that does not split at whitespace first is never cut.
+    raw = json.loads((artifact / spec.tokenizer).read_text())
+    raw["pre_tokenizer"] = None
+    other = tmp_path / f"no-pre-{model}.json"
+    other.write_text(json.dumps(raw))
+    assert TextTokenizer(other, 16).word_cut is None
+    assert TextTokenizer(artifact / spec.tokenizer, 16, long_text="head-tail").word_cut is None  # needs the whole text
