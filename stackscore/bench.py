@@ -304,13 +304,11 @@ def run_bench(
         if "tune" not in skip:  # what `stackscore tune` records, into this run's own cache dir
             from dataclasses import replace
 
-            from .tuning import measure, record
+            from .tuning import tune
 
             log("streams: each model's batches at 1, 2, ... requests in flight (best of 2), as `stackscore tune`")
             cache = Path(tmp) / "cache"
-            streams = measure(artifact, texts, opts, chunk_rows, log=log)
-            for r in streams.values():
-                record(cache, r["key"], r)
+            streams = tune(artifact, texts, opts, cache, chunk_rows, log=log)
             opts = replace(opts, cache_dir=cache)
         log(f"engine ({precision}): {len(texts):,} rows from {', '.join(data)}")
         cold, info = engine_run(artifact, texts, Path(tmp), opts, chunk_rows)

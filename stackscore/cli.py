@@ -261,7 +261,7 @@ def tune(
     """Measure 1, 2, ... requests in flight per model on this CPU and record the fastest in --cache-dir."""
     from .bench import load_corpus
     from .options import RunOptions
-    from .tuning import measure, record
+    from .tuning import tune as tune_streams
 
     if cache_dir is None:
         raise StackscoreError("--cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
@@ -270,9 +270,8 @@ def tune(
     texts = load_corpus([str(data)], rows, text_field=text_field)
     run = RunOptions(precision=precision, backend=backend, threads=threads, token_budget=token_budget)
     _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (best of 2)")
-    result = measure(artifact, texts, run, log=_err)
+    result = tune_streams(artifact, texts, run, cache_dir, log=_err)
     for name, r in result.items():
-        record(cache_dir, r["key"], {k: v for k, v in r.items() if k != "key"})
         speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in r["rows_per_s"].items())
         print(f"{name} ({r['runtime']}/{r['precision']}): rows/s by streams {speeds} -> {r['streams']} stream(s) ({r['gain']:+.1%})")
     if not result:

@@ -129,7 +129,7 @@ def _digest_and_scan(path: Path) -> tuple[str, bool]:
             while block := fh.read(1 << 20):
                 h.update(block)
                 found = found or _names_location(tail + block)
-                tail = block[-8:]
+                tail = block[-9:]  # a key split across blocks, with the byte before it
             return h.hexdigest(), found
 
 

@@ -136,7 +136,7 @@ def measure_peak(precision: str, threads: int, runtime: str = "openvino", n: int
                 so = ort.SessionOptions()
                 so.intra_op_num_threads = threads
                 sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-                calls = [lambda: sess.run(None, {"X": x})]
+                calls = [(lambda: sess.run(None, {"X": x}), 1)]  # (one call, requests it runs)
             else:
                 import openvino as ov
 
@@ -158,8 +158,7 @@ def measure_peak(precision: str, threads: int, runtime: str = "openvino", n: int
                     calls.append((run, streams))
         except Exception:  # noqa: BLE001 - a precision this runtime/CPU lacks: no peak, said as such
             return None
-        for call in calls:
-            run, per_call = call if isinstance(call, tuple) else (call, 1)
+        for run, per_call in calls:
             run()
             done, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -73,7 +72,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     Returns per model: runtime, precision, graph sha256, ``rows_per_s`` per stream count, the
     chosen count (the fastest, if at least ``MIN_GAIN`` faster than one stream) and the record key.
     """
-    from .engine.runner import TransformerRunner, _runner
+    from .engine.runner import TransformerRunner, runner_for
     from .engine.scorer import Scorer
 
     threads = options.cpu_threads
@@ -91,7 +90,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
         sha = base.manifest.files.get(spec.graphs[runner.choice.graph_key], {}).get("sha256", "")
         speeds: dict[int, float] = {}
         for n in candidates:
-            r = runner if n == 1 else _runner(spec, base.manifest, base.artifact_dir, replace(options, streams=n), {}, threading.Lock())
+            r = runner if n == 1 else runner_for(spec, base.manifest, base.artifact_dir, replace(options, streams=n))
             r.run_batches(batches[:2], len(base.labels))  # warm: first shapes
             best = float("inf")
             for _ in range(2):
@@ -109,3 +108,12 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, options.token_budget), "token_budget": options.token_budget,
         }
     return out
+
+
+def tune(artifact_dir: Path, texts: list[str], options, cache_dir: Path, window_rows: int = 4096, log=print) -> dict[str, dict[str, Any]]:
+    """``measure``, then ``record`` each model's choice in ``cache_dir``: `stackscore tune` and
+    the first step of `stackscore bench`."""
+    result = measure(artifact_dir, texts, options, window_rows, log=log)
+    for r in result.values():
+        record(cache_dir, r["key"], {k: v for k, v in r.items() if k != "key"})
+    return result

@@ -136,8 +136,8 @@ class TransformerRunner:
             if b is None:
                 return stats
             t0 = time.perf_counter()
-            try:
-                logits = backend.run(b.input_ids, b.attention_mask, b.token_type_ids, slot=slot) if lock is not None else backend.run(b.input_ids, b.attention_mask, b.token_type_ids)
+            try:  # a single caller does not name its slot: every backend (PyTorch's in the gates too) takes that
+                logits = backend.run(b.input_ids, b.attention_mask, b.token_type_ids, **({} if lock is None else {"slot": slot}))
             except BaseException:
                 if stop is not None:
                     stop.set()
@@ -249,7 +249,7 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
     def build(spec: ModelSpec) -> ModelRunner:
         if verify is not None:
             verify(model_files(spec, options))
-        return _runner(spec, manifest, artifact_dir, options, tokenizers, lock)
+        return runner_for(spec, manifest, artifact_dir, options, tokenizers, lock)
 
     workers = max(1, min(len(manifest.models), os.cpu_count() or 1))
     pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
@@ -262,8 +262,13 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
     return {r.name: r for r in built}
 
 
-def _runner(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict, lock: threading.Lock) -> ModelRunner:
+def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict | None = None, lock: threading.Lock | None = None) -> ModelRunner:
+    """One model's runner under ``options`` (``runners_for`` builds them all; ``tune`` builds one
+    per stream count). ``tokenizers``/``lock``: a cache shared by models loading together."""
     from .backends.ort import OrtBackend, TextBackend
+
+    tokenizers = {} if tokenizers is None else tokenizers
+    lock = lock or threading.Lock()
 
     k = len(manifest.labels)
     if spec.kind == "tfidf":

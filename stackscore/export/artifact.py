@@ -149,7 +149,7 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
         if task == "regression" or agree >= min_agreement or not lossy:
             break
         spec, key = min(
-            ((next(m for m in manifest.models if m.name == name), c.graph_key if c.graph_key != "fp32" else c.precision) for name, c in lossy),
+            ((next(m for m in manifest.models if m.name == name), c.variant) for name, c in lossy),
             key=lambda sk: sk[0].parity.get("gates", {}).get(sk[1], {}).get("label_agreement", 0.0),
         )
         gate = spec.parity["gates"][key]

@@ -411,15 +411,17 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
         if variants.static_int8 and have("nncf"):
             from .int8_search import search_static_int8
 
-            # What ``--precision auto`` runs on this CPU when int8_static is not kept (AUTO_ORDER:
-            # bf16 where the CPU has it and its gate passed, else ONNX Runtime's dynamic int8 if
-            # kept, else fp32 on ONNX Runtime): static int8 must beat that.
-            if gates["bf16"]["passed"] and cpu_has_bf16():
-                base = ("bf16", lambda: g.openvino(fp32, "bf16"))
-            elif "int8" in graphs:
-                base = ("int8", lambda: g.ort(path("int8"), "int8"))
-            else:
-                base = ("fp32", lambda: g.ort(fp32, "fp32"))
+            # What ``--precision auto`` would run on this CPU if int8_static is not kept (the
+            # engine's own choice over the gates so far): static int8 must beat that.
+            from dataclasses import replace
+
+            from ..engine.backends import auto_variant
+            from ..options import RunOptions
+
+            so_far = replace(g.spec(), graphs={"fp32": fp32.name, **graphs}, parity={"gates": gates})
+            name = auto_variant(so_far, RunOptions(precision="auto"))
+            runs = {"bf16": lambda: g.openvino(fp32, "bf16"), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
+            base = (name, runs[name])
             gates["int8_static"] = search_static_int8(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
             )

@@ -121,6 +121,12 @@ class Choice:
     precision: str
     graph_key: str  # key into spec.graphs
 
+    @property
+    def variant(self) -> str:
+        """The variant's name (``variants.VARIANTS``, the key of its export gate): its own graph's
+        key, or for a runtime hint on the fp32 graph (bf16) the precision."""
+        return self.graph_key if self.graph_key != "fp32" else self.precision
+
 
 def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
     """``--precision auto``: the first variant of ``AUTO_ORDER`` this model, runtime and CPU can run."""
