@@ -211,6 +211,9 @@ def score(
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if stats_json:
         stats_json.write_text(json.dumps({**stats.to_dict(), **extra}, indent=2) + "\n")
+    if engine == "local":
+        global _DONE
+        _DONE = True  # every file of the run is written and closed: main() may skip the teardown
 
 
 def _on_off(flag: str, value: str) -> bool:
@@ -317,9 +320,32 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
         raise typer.Exit(1)
 
 
+_DONE = False  # set by a command whose work is complete and whose files are all closed
+
+
+def _exit_now(code: int) -> None:
+    """End the process without the interpreter's teardown: unloading OpenVINO's and ONNX
+    Runtime's plugins and freeing every module takes 60-80 ms after the last row is written,
+    which a small job's user waits for (measured on a 20-row `score`: 0.07 s of 0.9 s). Only
+    after a command says its output is complete (``_DONE``); Python's buffers are flushed first.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main() -> None:
+    global _DONE
+    _DONE = False
     try:
         app()
+    except SystemExit as exc:
+        if _DONE and exc.code in (0, None):
+            _exit_now(0)
+        raise
     except StackscoreError as exc:
         _err(f"error: {exc}")
         sys.exit(2)
