@@ -193,6 +193,10 @@ from stackscore.cli import app
 e = Ensemble.load(sys.argv[1])
 e.predict_proba(["a fine film", "not good"])
 score_file(sys.argv[1], sys.argv[2], sys.argv[3], ScoreOptions.from_kwargs(progress=False))
+from stackscore.engine.backends import have
+if have("openvino"):
+    Ensemble.load(sys.argv[1], backend="openvino").predict_proba(["a fine film"])
+    assert "openvino" in sys.modules
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "sklearn", "scipy", "skl2onnx"))
 # OpenVINO's model converter (~0.1 s of every cold start) is skipped; the engine reads ONNX
 bad += [m for m in ("openvino.tools.ovc",) if m in sys.modules]

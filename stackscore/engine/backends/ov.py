@@ -20,6 +20,40 @@ from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_
 _FIRST_CALL = threading.Lock()
 
 
+def import_openvino():
+    """``openvino`` without its model converter: ``import openvino`` also imports
+    ``openvino.tools.ovc`` (``convert_model``, for PyTorch/TF models), ~0.1 s of a cold start
+    spent on something the engine never calls (it reads ONNX through the frontend). Importing
+    the package while that submodule's import fails skips it (``openvino/__init__`` guards it
+    with ``except ImportError``); ``openvino.convert_model`` stays available to later code in
+    the process, imported on first use. A package imported earlier is returned as it is."""
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    key = "openvino.tools.ovc"
+    blocked = key not in sys.modules
+    if blocked:
+        sys.modules[key] = None  # type: ignore[assignment]  # import -> ImportError
+    try:
+        import openvino as ov
+    finally:
+        if blocked and sys.modules.get(key, 0) is None:
+            del sys.modules[key]
+    if not hasattr(ov, "convert_model"):
+
+        def __getattr__(name: str):  # PEP 562: only called for names the module lacks
+            if name == "convert_model":
+                from openvino.tools.ovc import convert_model
+
+                ov.convert_model = convert_model
+                return convert_model
+            raise AttributeError(f"module 'openvino' has no attribute {name!r}")
+
+        ov.__getattr__ = __getattr__
+    return ov
+
+
 class OpenVinoBackend:
     name = "openvino"
 
@@ -31,8 +65,7 @@ class OpenVinoBackend:
             self._build(graph, spec, options, precision, graph_sha256, streams)
 
     def _build(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str, graph_sha256: str | None, streams: int) -> None:
-        import openvino as ov
-
+        ov = import_openvino()
         core = ov.Core()
         cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision)
         model = str(graph)
