@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -55,14 +56,25 @@ def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph
 
 
 def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
-    """Add one model's choice to the record (written to a temporary file, then renamed)."""
+    """Add one model's choice to the record (written to a temporary file, then renamed).
+
+    Read, update and rename happen under an exclusive lock on ``.tuning.lock`` (``flock``, where
+    the platform has it), so two `tune` runs sharing a cache dir (one per artifact, say) both
+    keep their entries instead of the later rename dropping the other's."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    data = _load(cache_dir)
-    data[key] = entry
-    tmp = cache_dir / f".{RECORD}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, cache_dir / RECORD)
+    with open(cache_dir / f".{RECORD}.lock", "a") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        except ImportError:  # no flock (Windows): last writer wins, as before
+            pass
+        data = _load(cache_dir)
+        data[key] = entry
+        tmp = cache_dir / f".{RECORD}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, cache_dir / RECORD)
     return cache_dir / RECORD
 
 

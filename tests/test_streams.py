@@ -49,6 +49,40 @@ def test_the_record_is_read_only_for_its_own_key(tmp_path):
     assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None
 
 
+def test_concurrent_records_keep_every_entry(tmp_path, monkeypatch):
+    """Two `tune` runs sharing a cache dir: each read-update-rename is made under one lock
+    (``flock`` on its own open file, so threads exclude each other as processes do), so no
+    writer's entry is lost to another's rename."""
+    import threading
+    import time
+
+    from stackscore import tuning
+
+    load = tuning._load
+
+    def slow_load(cache_dir):  # widen the read-to-rename window, as a slow disk would
+        data = load(cache_dir)
+        time.sleep(0.002)
+        return data
+
+    monkeypatch.setattr(tuning, "_load", slow_load)
+    keys = [[record_key("openvino", "bf16", f"{w:032x}{i:032x}", 2, 2048) for i in range(40)] for w in range(6)]
+    go = threading.Barrier(len(keys))
+
+    def writer(mine: list[str]) -> None:
+        go.wait()
+        for k in mine:
+            record(tmp_path, k, {"streams": 2})
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(json.loads((tmp_path / RECORD).read_text())) == {k for mine in keys for k in mine}
+    assert not list(tmp_path.glob(f".{RECORD}.*.tmp"))
+
+
 def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path):
     """`stackscore tune` times each model at 1 and 2 streams and records its choice; a scorer with
     that cache dir (streams=0, the default) runs what was recorded, an explicit --streams wins."""
