@@ -58,7 +58,7 @@ def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph
 def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
     """Add one model's choice to the record (written to a temporary file, then renamed).
 
-    Read, update and rename happen under an exclusive lock on ``.tuning.lock`` (``flock``, where
+    Read, update and rename happen under an exclusive lock on ``.tuning.json.lock`` (``flock``, where
     the platform has it), so two `tune` runs sharing a cache dir (one per artifact, say) both
     keep their entries instead of the later rename dropping the other's."""
     cache_dir = Path(cache_dir)
