@@ -8,6 +8,7 @@ It does not speed up ONNX Runtime's *dynamically* quantized graphs, which stay o
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_
 
 
 _FIRST_CALL = threading.Lock()
+_IMPORT = threading.Lock()  # the sys.modules switch below is process-wide
 
 
 def import_openvino():
@@ -27,19 +29,18 @@ def import_openvino():
     the package while that submodule's import fails skips it (``openvino/__init__`` guards it
     with ``except ImportError``); ``openvino.convert_model`` stays available to later code in
     the process, imported on first use. A package imported earlier is returned as it is."""
-    import sys
-
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
     key = "openvino.tools.ovc"
-    blocked = key not in sys.modules
-    if blocked:
-        sys.modules[key] = None  # type: ignore[assignment]  # import -> ImportError
-    try:
-        import openvino as ov
-    finally:
-        if blocked and sys.modules.get(key, 0) is None:
-            del sys.modules[key]
+    with _IMPORT:
+        if "openvino" in sys.modules:
+            return sys.modules["openvino"]
+        blocked = key not in sys.modules
+        if blocked:
+            sys.modules[key] = None  # type: ignore[assignment]  # import -> ImportError
+        try:
+            import openvino as ov
+        finally:
+            if blocked and sys.modules.get(key, 0) is None:
+                del sys.modules[key]
     if not hasattr(ov, "convert_model"):
 
         def __getattr__(name: str):  # PEP 562: only called for names the module lacks
