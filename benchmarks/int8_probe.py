@@ -83,7 +83,10 @@ def main() -> None:
               f"(quantize {gate['quantize_seconds']}s, search {gate.get('search_seconds', 0)}s)\n")
         print("| ops in float | agreement | max prob error | rows/s | vs bf16 | passed |\n|---:|---:|---:|---:|---:|---|")
         for c in gate["candidates"]:
-            print(f"| {c['fp32_ops']} | {c['label_agreement']:.4f} | {c['max_prob_error']:.3f} | {c.get('seq_per_s') or 0:,.0f} | {c.get('speedup') or 0:.2f}x | {c['passed']} |")
+            if c.get("label_agreement") is None:  # the candidate failed to build or run
+                print(f"| {c['fp32_ops']} | error | | | | False |")
+                continue
+            print(f"| {c['fp32_ops']} | {c['label_agreement']:.4f} | {c['max_prob_error']:.3f} | {c.get('seq_per_s') or 0:,.0f} | {c.get('speedup') or 0:.2f}x | {c['agreement_passed']} |")
         print(f"\nkept: {gate['passed']} {gate.get('reason', '')}; bf16 {gate.get('baseline_seq_per_s')} rows/s, bf16 agreement {rows['bf16']['agreement']:.4f}")
         print("ranking (error removed by reverting the op alone):", *gate.get("ranking", [])[:10], sep="\n  ")
         if args.json:

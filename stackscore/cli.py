@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from .errors import StackscoreError
+from .export.variants import CALIBRATION_ROWS
 from .options import ReadOptions, RunOptions, WriteOptions
 
 # Each default is written once, in the options dataclasses; the CLI shows the same values.
@@ -69,7 +70,7 @@ def export(
     overwrite: bool = typer.Option(True, help="Replace an existing artifact directory."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show third-party progress bars and warnings."),
     calibration: Optional[Path] = typer.Option(None, help="Training texts (a corpus file) to calibrate static int8 on instead of the fit's own sample; texts that are gate rows are left out."),
-    calibration_rows: int = typer.Option(1152, help="With --calibration: how many of its texts (shuffled, seed 0): 1,024 calibrate, the rest rank ops for the int8 search."),
+    calibration_rows: int = typer.Option(CALIBRATION_ROWS, help="With --calibration: how many of its texts (shuffled, seed 0): 1,024 calibrate, the rest rank ops for the int8 search."),
     text_field: str = typer.Option(_READ.text_field, help="With --calibration: the field holding the text."),
 ):
     """(Re-)export a fitted work directory to an artifact: ONNX graphs, parity checks, manifest."""
@@ -327,13 +328,14 @@ def _exit_now(code: int) -> None:
     """End the process without the interpreter's teardown: unloading OpenVINO's and ONNX
     Runtime's plugins and freeing every module takes 60-80 ms after the last row is written,
     which a small job's user waits for (measured on a 20-row `score`: 0.07 s of 0.9 s). Only
-    after a command says its output is complete (``_DONE``); Python's buffers are flushed first.
+    after a command says its output is complete (``_DONE``); Python's buffers are flushed first,
+    and a flush that fails (a closed pipe) exits 120, as Python's own shutdown does.
     """
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
+            code = code or 120
     os._exit(code)
 
 

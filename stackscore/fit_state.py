@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StackscoreError
+from .export.variants import STATIC_INT8_MIN_SPEEDUP
 
 FIT_STATE = "fit_state.json"
 
@@ -80,7 +81,7 @@ class FitState:
     calibration_texts: list | None = None
     int8: bool = True
     static_int8: bool = True
-    static_int8_min_speedup: float = 1.05
+    static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP
     fp16: bool = True
     cascade: dict[str, Any] | None = None  # the cascade's manifest section; its graphs are under fusion/
 

@@ -159,8 +159,6 @@ class FakeGate:
         return out
 
     def runner(self, backend):
-        gate = self
-
         class R:
             def logits(self, texts, width):
                 out = np.tile([[2.0, 0.0]], (len(texts), 1))
@@ -210,8 +208,6 @@ def fake_search(graphs, monkeypatch, tmp_path):
 
 
 def test_ladder_stops_at_the_first_graph_that_passes(fake_search):
-    ops = None
-
     def weights(all_ops):
         # three sensitive ops: 4 + 3 + 2 flipped rows of 200; the rest flip none
         return {all_ops[-1]: 4, all_ops[3]: 3, all_ops[5]: 2}

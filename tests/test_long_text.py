@@ -90,3 +90,24 @@ def test_cutting_long_texts_at_a_word_boundary_keeps_every_id(artifact, corpus_r
     other.write_text(json.dumps(raw))
     assert TextTokenizer(other, 16).word_cut is None
     assert TextTokenizer(artifact / spec.tokenizer, 16, long_text="head-tail").word_cut is None  # needs the whole text
+
+
+def test_word_cut_is_used_only_where_words_are_split_at_spaces_first():
+    """The word cut relies on no token spanning a space: true for BERT, Whitespace, byte-level
+    BPE with its regex, Metaspace with split; not for byte-level without the regex, Metaspace
+    without split, or no pre-tokenizer at all."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from stackscore.engine.tokenize import _splits_on_whitespace
+
+    def tok(pre):
+        t = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+        if pre is not None:
+            t.pre_tokenizer = pre
+        return t
+
+    yes = [pre_tokenizers.BertPreTokenizer(), pre_tokenizers.ByteLevel(), pre_tokenizers.Whitespace(),
+           pre_tokenizers.Metaspace(), pre_tokenizers.Sequence([pre_tokenizers.Digits(), pre_tokenizers.WhitespaceSplit()])]
+    no = [None, pre_tokenizers.ByteLevel(use_regex=False), pre_tokenizers.Metaspace(split=False), pre_tokenizers.Digits()]
+    assert [_splits_on_whitespace(tok(p)) for p in yes] == [True] * len(yes)
+    assert [_splits_on_whitespace(tok(p)) for p in no] == [False] * len(no)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
@@ -178,3 +179,25 @@ def test_onnx_runtime_keeps_its_optimized_graph_under_the_graphs_key(artifact, c
     dirs = sorted(p for p in cache.iterdir() if p.name.startswith("onnxruntime-"))
     assert {d.name.rsplit("-", 1)[1] for d in dirs} == shas and all("-fp32-" in d.name for d in dirs)
     assert all([f.name for f in d.iterdir()] == ["model.optimized.onnx"] for d in dirs)  # no temporary file left
+
+
+def test_the_optimized_graph_cache_is_for_plain_cpu_sessions_and_leaves_nothing_behind(artifact, tmp_path):
+    """Another provider (OpenVINO EP, DNNL ...) compiles nodes ORT cannot save and is not in the
+    key: no cache for it. A session that fails to build leaves no temporary file in the cache."""
+    import onnxruntime as ort
+
+    from stackscore.engine.backends.ort import _optimized_cache
+    from stackscore.manifest import load_manifest
+
+    spec = load_manifest(artifact).models[0]
+    graph = artifact / spec.graphs["fp32"]
+    opts = RunOptions(precision="fp32", backend="onnxruntime", cache_dir=tmp_path / "cache")
+    so = ort.SessionOptions()
+    source, finish = _optimized_cache(ort, so, graph, opts, "ab" * 32, "fp32", ["DnnlExecutionProvider", "CPUExecutionProvider"])
+    assert source == graph and so.optimized_model_filepath == "" and not (tmp_path / "cache").exists()
+    finish(True)
+    source, finish = _optimized_cache(ort, so, graph, opts, "ab" * 32, "fp32", ["CPUExecutionProvider"])
+    assert source == graph and so.optimized_model_filepath
+    Path(so.optimized_model_filepath).write_bytes(b"half a graph")  # what a session that then failed may have written
+    finish(False)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []

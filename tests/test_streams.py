@@ -194,7 +194,8 @@ def test_a_failing_stream_stops_the_others_and_its_error_surfaces(artifact):
 def test_a_run_resumes_with_other_stream_counts(artifact, corpus_rows, tmp_path):
     """Streams split the same work like thread counts do: an interrupted run resumes after a
     `stackscore tune` changed them (the runtime and precision must still match)."""
-    from stackscore.engine.pipeline import backends_for_resume, fingerprint
+    from stackscore.engine.pipeline import fingerprint
+    from stackscore.engine.runner import streams_note, without_streams
     from stackscore.options import ScoreOptions
 
     data = tmp_path / "rows.jsonl"
@@ -204,4 +205,5 @@ def test_a_run_resumes_with_other_stream_counts(artifact, corpus_rows, tmp_path)
         s = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", streams=streams))
         prints.append(fingerprint(data, s, ScoreOptions.from_kwargs(run=s.options), None))
     assert prints[0] == prints[1]
-    assert backends_for_resume("bert: openvino/bf16 x2 streams, tfidf: onnxruntime/tfidf") == "bert: openvino/bf16, tfidf: onnxruntime/tfidf"
+    assert without_streams("bert: openvino/bf16 x2 streams, tfidf: onnxruntime/tfidf") == "bert: openvino/bf16, tfidf: onnxruntime/tfidf"
+    assert all(without_streams(f"bert: openvino/int8{streams_note(n)}") == "bert: openvino/int8" for n in (1, 2, 12))

@@ -25,6 +25,7 @@ from ..errors import InputError, StackscoreError
 from ..tasks import activate
 from .committer import CommittedOutput, OutputLock, check_output_path
 from .readers import Window, Snapshot, open_reader
+from .runner import without_streams
 from ..options import ScoreOptions, WriteOptions, fingerprint_options
 from .scorer import Scorer, ScoredWindow
 from .stats import ScoreStats
@@ -297,17 +298,8 @@ def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions, snapshot: 
         "manifest_sha256": sha256_file(manifest),
         # the output-shaping options, and the backend/precision each model actually runs on
         # ("auto" may resolve differently elsewhere)
-        "options": {**fingerprint_options(opts), "backends": backends_for_resume(scorer.describe())},
+        "options": {**fingerprint_options(opts), "backends": without_streams(scorer.describe())},
     }
-
-
-def backends_for_resume(described: str) -> str:
-    """Which runtime and precision ran each model, as a resume must match it: without the stream
-    counts, which (like thread counts) split the same work differently and are re-measured by
-    `stackscore tune` (a tune between an interrupted run and its resume must not refuse it)."""
-    import re
-
-    return re.sub(r" x\d+ streams", "", described)
 
 
 def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_path: str | Path, opts: ScoreOptions | None = None) -> ScoreStats:

@@ -215,12 +215,19 @@ class TextRunner:
 ModelRunner = TransformerRunner | TextRunner
 
 
-def model_files(spec: ModelSpec, options: RunOptions) -> list[str]:
-    """The artifact files a runner for ``spec`` opens under ``options``: its chosen graph (the variant
-    ``choose`` picks here, the same call the runner makes) and its tokenizer."""
-    if spec.kind != "transformer":
-        return [spec.graphs.get("fp32", "")]
-    return [spec.graphs[choose(spec, options).graph_key], spec.tokenizer]
+def streams_note(streams: int) -> str:
+    """How a runner's description says it runs several requests at once (``without_streams``
+    takes it out again)."""
+    return f" x{streams} streams" if streams > 1 else ""
+
+
+def without_streams(described: str) -> str:
+    """A description (one runner's, or a scorer's list of them) without ``streams_note``'s part:
+    what a resume must match. Stream counts, like thread counts, split the same work differently
+    and are re-measured by `stackscore tune`; a Ray run's actors report their descriptions as text."""
+    import re
+
+    return re.sub(r" x\d+ streams", "", described)
 
 
 def fusion_files(manifest: Manifest, options: RunOptions) -> list[str]:
@@ -238,8 +245,8 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
     window is encoded once for all of them (``tokenizer_key``). The models are built on a thread
     each (at most one per core): checksumming a graph, parsing a tokenizer and compiling a session
     release the GIL, and a process that scores a small file waits for all of them before its
-    first row. ``verify(files)`` (the scorer's checksums) runs on a model's files before anything
-    opens them.
+    first row. ``verify(files)`` (the scorer's checksums) runs on each model's files before
+    anything opens them (``runner_for``).
     """
     import os
 
@@ -247,9 +254,7 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
     lock = threading.Lock()
 
     def build(spec: ModelSpec) -> ModelRunner:
-        if verify is not None:
-            verify(model_files(spec, options))
-        return runner_for(spec, manifest, artifact_dir, options, tokenizers, lock)
+        return runner_for(spec, manifest, artifact_dir, options, tokenizers, lock, verify)
 
     workers = max(1, min(len(manifest.models), os.cpu_count() or 1))
     pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
@@ -262,25 +267,30 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
     return {r.name: r for r in built}
 
 
-def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict | None = None, lock: threading.Lock | None = None) -> ModelRunner:
+def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict | None = None, lock: threading.Lock | None = None, verify: Callable[[list[str]], None] | None = None) -> ModelRunner:
     """One model's runner under ``options`` (``runners_for`` builds them all; ``tune`` builds one
-    per stream count). ``tokenizers``/``lock``: a cache shared by models loading together."""
+    per stream count). ``tokenizers``/``lock``: a cache shared by models loading together.
+    ``verify(files)``: called with the manifest names of exactly the files this runner is about
+    to open (the graph ``choose`` picked, the tokenizer), before it opens them."""
     from .backends.ort import OrtBackend, TextBackend
 
     tokenizers = {} if tokenizers is None else tokenizers
     lock = lock or threading.Lock()
+    verify = verify or (lambda files: None)
 
     k = len(manifest.labels)
     if spec.kind == "tfidf":
+        verify([spec.graphs.get("fp32", "")])
         graph = resolve_inside(artifact_dir, spec.graphs.get("fp32", ""), f"models[{spec.name}].graphs.fp32")
         backend = TextBackend(graph, options)
         check_output_width(spec.name, backend.output_width, k, graph)
         return TextRunner(spec.name, backend)
     if spec.kind != "transformer":
         raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
+    choice = choose(spec, options)
+    verify([spec.graphs[choice.graph_key], spec.tokenizer])
     with lock:  # models sharing a tokenizer file load it once
         key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
-    choice = choose(spec, options)
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
     streams = options.streams
@@ -301,7 +311,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     buckets = buckets_for(spec.max_length) if options.bucketed else None
     return TransformerRunner(
         spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
-        describe=f"{choice.backend}/{choice.precision}{where}{f' x{streams} streams' if streams > 1 else ''}", tokenizer_key=key, choice=choice,
+        describe=f"{choice.backend}/{choice.precision}{where}{streams_note(streams)}", tokenizer_key=key, choice=choice,
     )
 
 

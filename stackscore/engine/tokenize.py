@@ -55,17 +55,26 @@ class Encoded:
 WHITESPACE_PRE_TOKENIZERS = {"BertPreTokenizer", "ByteLevel", "Whitespace", "WhitespaceSplit"}
 
 
-def _splits_on_whitespace(path: Path) -> bool:
-    """Whether a tokenizer.json splits text into words at whitespace before anything else sees
-    them (so no token spans two whitespace-separated words)."""
+def _splits_on_whitespace(tok) -> bool:
+    """Whether a loaded tokenizer splits text into words at whitespace before anything else sees
+    them (so no token spans two whitespace-separated words). Its pre-tokenizer's own JSON is read
+    from the loaded object (the file is not read again). ByteLevel splits at spaces only with its
+    regex on; Metaspace only with ``split``."""
     import json
 
     try:
-        pre = json.loads(Path(path).read_text()).get("pre_tokenizer") or {}
-    except (OSError, ValueError):
+        pre = json.loads(tok.pre_tokenizer.__getstate__()) if tok.pre_tokenizer is not None else {}
+    except (AttributeError, TypeError, ValueError):
         return False
     parts = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    return any(isinstance(p, dict) and (p.get("type") in WHITESPACE_PRE_TOKENIZERS or (p.get("type") == "Metaspace" and p.get("split", True))) for p in parts)
+    return any(
+        isinstance(p, dict) and (
+            p.get("type") in WHITESPACE_PRE_TOKENIZERS - {"ByteLevel"}
+            or (p.get("type") == "ByteLevel" and p.get("use_regex", True))
+            or (p.get("type") == "Metaspace" and p.get("split", True))
+        )
+        for p in parts
+    )
 
 
 def _cut_after_words(text: str, chars: int, words: int) -> str:
@@ -124,7 +133,7 @@ class TextTokenizer:
         # space, so the cut text's tokens are the full text's up to the cut; if they still
         # overflow ``max_length`` (checked per row, ``Encoding.overflowing``), the first
         # ``max_length`` are the same ids; if not, the row is encoded whole.
-        self.word_cut = self.max_length * 8 if long_text == "truncate" and _splits_on_whitespace(self.path) else None
+        self.word_cut = self.max_length * 8 if long_text == "truncate" and _splits_on_whitespace(self.tok) else None
 
     @property
     def vocab_size(self) -> int:

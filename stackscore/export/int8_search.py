@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from .variants import STATIC_INT8_MIN_SPEEDUP as MIN_SPEEDUP  # kept only if this much faster than what auto runs instead
 
 PASS_THROUGH = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
 SEARCH_SHARE = 0.25  # of the training texts, for the search set (the rest calibrate) ...
@@ -32,7 +34,6 @@ MAX_SEARCH_ROWS = 128  # ... at most this many: each op's revert runs them (Mini
 MIN_CALIBRATION_ROWS = 64
 MAX_CALIBRATION_ROWS = 1024  # NNCF's statistics saturate; export time grows linearly
 MAX_FLOAT_SHARE = 0.5  # stop the ladder before more than this share of quantized ops is in float
-MIN_SPEEDUP = 1.05  # int8_static is kept only if this much faster than what auto would run instead
 
 
 class _Index:
@@ -241,12 +242,10 @@ class Ranking:
     ops: list[str]  # most sensitive first
     scores: dict[str, float]  # error removed by reverting the op alone (higher: more sensitive)
     base_error: float  # whole int8 graph's error on the search set
-    rows: int
     seconds: float
-    extra: dict = field(default_factory=dict)
 
 
-def rank_ops(qmodel, fmodel, score: Callable[[Any], float], ops: list[str] | None = None, log=None) -> Ranking:
+def rank_ops(qmodel, fmodel, score: Callable[[Any], float], ops: list[str] | None = None) -> Ranking:
     """Rank quantized ops by ``score(base error) - score(graph with the op reverted)``.
 
     ``score(model)`` runs a graph on the search set and returns its ``logit_error`` vs fp32.
@@ -259,7 +258,7 @@ def rank_ops(qmodel, fmodel, score: Callable[[Any], float], ops: list[str] | Non
     for name in ops:
         scores[name] = base - score(revert_ops(q, f, [name]))
     order = sorted(ops, key=lambda n: -scores[n])
-    return Ranking(order, scores, base, 0, time.perf_counter() - t0)
+    return Ranking(order, scores, base, time.perf_counter() - t0)
 
 
 def search_static_int8(
@@ -323,6 +322,9 @@ def search_static_int8(
 
     candidates: list[dict[str, Any]] = []
 
+    def fast_enough(gate: dict[str, Any]) -> tuple[bool, str]:
+        return speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+
     def try_graph(model, names: list[str]) -> dict[str, Any]:
         built: dict[str, Any] = {}
 
@@ -351,7 +353,7 @@ def search_static_int8(
     gate = try_graph(None, [])
     ranking = None
     if not gate["passed"] and "error" not in gate and search_texts:
-        ok, why = speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+        ok, why = fast_enough(gate)
         if not ok:
             gate["reason"] = f"whole graph int8 already {why}; search skipped"
         else:
@@ -375,14 +377,14 @@ def search_static_int8(
                     gate = try_graph(revert_ops(q, f, ranking.ops[:k]), ranking.ops[:k])
                     if gate["passed"] or "error" in gate:
                         break
-                    ok, why = speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+                    ok, why = fast_enough(gate)
                     if not ok:
                         gate["reason"] = f"{gate['fp32_ops']} ops in float already {why}; ladder stopped"
                         break
                 else:
                     gate["reason"] = f"no graph with up to {int(len(ops) * max_share)} of {len(ops)} ops in float passed the gate"
     if gate["passed"]:
-        ok, why = speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+        ok, why = fast_enough(gate)
         if not ok:
             gate["passed"] = False
             gate["reason"] = why

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import ParityError, StackscoreError
 from ..manifest import ModelSpec
-from .variants import VARIANTS
+from .variants import STATIC_INT8_MIN_SPEEDUP, VARIANTS
 
 OPSET = 17
 MAX_ERROR_GATE = 0.05  # multi-label / regression variants: largest probability (or relative value) error
@@ -359,7 +359,7 @@ class GateSettings:
     min_agreement: float = 0.995  # gate for int8, static int8, bf16
     fp16_agreement: float = 0.999
     calibration_texts: list[str] | None = None  # training texts for static int8 (calibration + its search set)
-    static_int8_min_speedup: float = 1.05  # int8_static kept only this much faster than bf16 (or fp32)
+    static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # int8_static kept only this much faster than bf16 (or fp32)
     task: str = "single_label"  # what the gates compare (``compare``)
 
 

@@ -11,6 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+STATIC_INT8_MIN_SPEEDUP = 1.05
+"""Static int8 is kept only if this much faster than what ``auto`` would run instead (0: the
+agreement gate alone decides)."""
+CALIBRATION_ROWS = 1152
+"""Training rows for static int8 (never gate rows): 1,024 calibrate, the rest rank ops for the search."""
+
 
 @dataclass(frozen=True)
 class Variant:

@@ -57,8 +57,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..engine.committer import CommittedOutput, OutputLock, check_output_path
-from ..engine.pipeline import _Progress, _raise_first_error, _skip_done, backends_for_resume, check_pair_option, fingerprint, score_file
+from ..engine.pipeline import _Progress, _raise_first_error, _skip_done, check_pair_option, fingerprint, score_file
 from ..engine.readers import Snapshot, Window, open_reader
+from ..engine.runner import without_streams
 from ..engine.stats import ScoreStats
 from ..errors import InputError, StackscoreError
 from ..options import CPU, CUDA, ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
@@ -575,7 +576,7 @@ def _multi_fingerprint(sources: list[Source], facts: ArtifactFacts, opts: ScoreO
     return {
         "inputs": [{"input": s.abspath, "size": s.size, "mtime_ns": s.mtime_ns} for s in sources],
         "manifest_sha256": sha256_file(facts.artifact_dir / "manifest.json"),
-        "options": {**fingerprint_options(opts), "backends": backends_for_resume(facts.describe())},
+        "options": {**fingerprint_options(opts), "backends": without_streams(facts.describe())},
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StackscoreError
+from ..export.variants import CALIBRATION_ROWS, STATIC_INT8_MIN_SPEEDUP
 from .models import ModelConfig
 
 
@@ -56,10 +57,10 @@ class FitConfig:
     task: str = ""  # single_label | multi_label | regression; empty: from the data (see train/data.py)
     seed: int = 0
     parity_rows: int = 512  # test-split rows for the parity and precision gates
-    calibration_rows: int = 1152  # training rows for static int8 (never the gate rows): 1,024 calibrate, 128 rank ops (export/int8_search.py)
+    calibration_rows: int = CALIBRATION_ROWS  # training rows for static int8 (never the gate rows): 1,024 calibrate, 128 rank ops (export/int8_search.py)
     int8: bool = True  # try ONNX Runtime dynamic int8 at export (gated)
     static_int8: bool = True  # try NNCF static int8 for OpenVINO at export (needs the openvino extra)
-    static_int8_min_speedup: float = 1.05  # keep static int8 only this much faster than bf16 (0: agreement alone decides)
+    static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # keep static int8 only this much faster than bf16 (0: agreement alone decides)
     fp16: bool = True  # write the fused fp16 graph for GPUs (gated at 99.9 % agreement)
     base_dir: Path = Path(".")
 

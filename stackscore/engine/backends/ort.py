@@ -78,8 +78,11 @@ class OrtBackend:
         ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # A session is thread-safe: with several streams, as many callers run batches at once,
-        # each on its share of the cores (the runner keeps them busy).
+        # A session is thread-safe: with several streams, as many callers run batches at once.
+        # Each run works on its calling thread plus the session's one intra-op pool, which the
+        # callers share: on 2 cores and 2 streams, two single-threaded runs; on more cores the
+        # pool (threads/streams - 1 workers) is contended, so `stackscore tune` measures rather
+        # than assumes the gain.
         self.streams = max(1, int(streams))
         so.intra_op_num_threads = max(1, options.cpu_threads // self.streams)
         so.inter_op_num_threads = 1
@@ -91,13 +94,13 @@ class OrtBackend:
                 max_length=spec.max_length, max_rows=options.max_batch_rows, token_budget=options.token_budget,
             )
         self.precision = precision
-        source, keep = _optimized_cache(ort, so, graph, options, graph_sha256, precision, self.device_id)
+        source, finish = _optimized_cache(ort, so, graph, options, graph_sha256, precision, providers)
         try:
             self.session = ort.InferenceSession(str(source), sess_options=so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
+            finish(False)
             raise session_error(graph, "ONNX Runtime", exc) from None
-        if keep is not None:
-            keep()
+        finish(True)
         self.providers = self.session.get_providers()
         check_active_providers(spec.name, provider_names(providers), self.providers, options.allow_cpu_fallback)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -137,35 +140,41 @@ class OrtBackend:
         return binding.copy_outputs_to_cpu()[0].astype(np.float32, copy=False)
 
 
-def _optimized_cache(ort, so, graph: Path, options: RunOptions, graph_sha256: str | None, precision: str, device_id: int | None):
+def _optimized_cache(ort, so, graph: Path, options: RunOptions, graph_sha256: str | None, precision: str, providers: list):
     """ONNX Runtime's optimized-model file, with ``--cache-dir``: the graph as ORT rewrites it
     (constant folding, fusions: ~0.04 s of a MiniLM session's ~0.14 s), kept under a key of the
     graph's sha256, ORT's version, the CPU and the precision (``compile_cache_dir``), so it is
     only ever loaded in place of the exact, checksummed graph it was made from, by the same ORT
-    on the same CPU. Returns (what to load, a callback that keeps the file the session just
-    wrote, or None). CPU sessions only; a graph ORT cannot save (over 2 GB) is simply not kept."""
+    on the same CPU. Returns (what to load, ``finish(session_ok)``: keeps the file the session
+    just wrote, or removes it). Plain CPU sessions only: other providers compile parts of the
+    graph into nodes ORT cannot save, and the key does not name them. A graph ORT cannot save
+    (over 2 GB) is simply not kept."""
     from . import compile_cache_dir
 
-    if device_id is not None:
-        return graph, None
-    cache = compile_cache_dir(options, "onnxruntime", ort.__version__, graph_sha256, precision)
+    def nothing(ok: bool) -> None:
+        return None
+
+    cache = compile_cache_dir(options, "onnxruntime", ort.__version__, graph_sha256, precision) if list(providers) == ["CPUExecutionProvider"] else None
     if cache is None:
-        return graph, None
+        return graph, nothing
     kept = cache / "model.optimized.onnx"
     if kept.is_file():
-        return kept, None
+        return kept, nothing
     import os
 
     tmp = cache / f".model.{os.getpid()}.{id(so)}.onnx"
     so.optimized_model_filepath = str(tmp)
 
-    def keep() -> None:
+    def finish(ok: bool) -> None:
         try:
-            os.replace(tmp, kept)  # atomic: a concurrent reader sees no file or a whole one
+            if ok:
+                os.replace(tmp, kept)  # atomic: a concurrent reader sees no file or a whole one
+                return
         except OSError:
-            tmp.unlink(missing_ok=True)
+            pass
+        tmp.unlink(missing_ok=True)
 
-    return graph, keep
+    return graph, finish
 
 
 class TextBackend:
