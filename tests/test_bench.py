@@ -70,3 +70,25 @@ def test_peak_is_measured_on_every_installed_runtime(runtime):
     for precision in ("fp32", "int8"):
         peak = measure_peak(precision, 1, runtime=runtime, n=128, depth=2, seconds=0.05)
         assert peak is not None and peak > 0, (runtime, precision)
+
+
+def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path):
+    """benchmarks/cold_phases.py and tokenize_cut.py, which RESULTS cites, run on a real artifact
+    (a cited benchmark that crashed once went unnoticed: int8_probe --search)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from stackscore.manifest import load_manifest
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": " ".join([r["text"]] * 30)}) + "\n" for r in corpus_rows[:40]))
+    res = subprocess.run([sys.executable, str(bench / "cold_phases.py"), str(artifact), "--data", str(data), "--rows", "5"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "scorer ready" in res.stdout and "first 5 rows scored" in res.stdout and res.stdout.count("model built") == len(load_manifest(artifact).models)
+    spec = next(m for m in load_manifest(artifact).models if m.kind == "transformer")
+    res = subprocess.run([sys.executable, str(bench / "tokenize_cut.py"), str(artifact / spec.tokenizer), "--data", str(data), "--rows", "40", "--max-length", "16"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "ids identical: True" in res.stdout
