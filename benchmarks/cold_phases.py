@@ -35,7 +35,8 @@ def timed(owner, name: str, label: str) -> None:
         finally:
             EVENTS.append((label, t - T0, time.perf_counter() - T0, threading.current_thread().name))
 
-    setattr(owner, name, wrapper)
+    static = isinstance(getattr(owner, "__dict__", {}).get(name), staticmethod)
+    setattr(owner, name, staticmethod(wrapper) if static else wrapper)
 
 
 def main() -> None:
@@ -57,7 +58,8 @@ def main() -> None:
     EVENTS.append(("import stackscore (cli path, numpy included)", t - T0, time.perf_counter() - T0, "MainThread"))
     timed(scorer, "verify_opened", "checksums of opened files")
     timed(tokenize.TextTokenizer, "__init__", "tokenizer")
-    timed(ov.OpenVinoBackend, "_build", "OpenVINO session (incl. import)")
+    timed(ov.OpenVinoBackend, "__init__", "OpenVINO session (incl. import)")
+    timed(ov.OpenVinoBackend, "_compile", "  its compilation (or cached blob)")
     timed(ort.OrtBackend, "__init__", "ONNX Runtime session (incl. import)")
     timed(ort.TextBackend, "__init__", "string-input session")
     timed(runner, "runner_for", "model built")

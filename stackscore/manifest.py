@@ -53,6 +53,10 @@ class ModelSpec:
     # the graph's logits are already in the artifact's label order. Empty for models fitted here.
     label_map: dict[str, str] = field(default_factory=dict)
     architecture: str = ""  # the Hugging Face model_type (bert, deberta-v2, ...)
+    # Weight-GEMM FLOPs per token of the graph (roofline.graph_cost), written by export; 0 when
+    # unknown (artifacts exported before it). Sizes the batches of models smaller than MiniLM
+    # (engine/batcher.py:batch_scale).
+    flops_per_token: float = 0.0
 
 
 @dataclass
@@ -241,6 +245,7 @@ def _model_from(raw: Any, where: str, i: int) -> ModelSpec:
         opset=f.get("opset", int, default=17),
         label_map=f.get("label_map", dict, default={}, check=lambda v: _str_list(list(v.values())), what="an object (checkpoint label -> label)"),
         architecture=f.get("architecture", str, default=""),
+        flops_per_token=float(f.get("flops_per_token", (int, float), default=0.0, check=lambda v: v >= 0 and v == v and v != float("inf"), what="a non-negative number")),
     )
     return ModelSpec(**values)
 

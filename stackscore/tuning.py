@@ -117,7 +117,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             "runtime": runner.choice.backend, "precision": runner.choice.precision, "graph_sha256": sha, "threads": threads,
             "rows_per_s": {str(k): round(v, 1) for k, v in speeds.items()}, "streams": chosen,
             "gain": round(speeds[chosen] / speeds[1] - 1, 4), "rows": len(texts),
-            "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, options.token_budget), "token_budget": options.token_budget,
+            "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, runner.token_budget), "token_budget": runner.token_budget,
         }
     return out
 

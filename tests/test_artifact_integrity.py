@@ -172,6 +172,8 @@ def test_duplicated_labels_are_refused(copy):
         (lambda r: r["fusion"].update(params=None), r"field 'fusion.params' must be an object, got null"),
         (lambda r: r["fusion"]["params"].update(n_classes="2"), r"field 'fusion.params.n_classes' must be a positive integer"),
         (lambda r: r["models"][0]["parity"].update(vocab_size=True), r"field 'models\[0\].parity.vocab_size' must be a positive integer"),
+        (lambda r: r["models"][0].update(flops_per_token=-1), r"field 'models\[0\].flops_per_token' must be a non-negative number, got -1"),
+        (lambda r: r["models"][0].update(flops_per_token="2e7"), r"field 'models\[0\].flops_per_token' must be a non-negative number, got '2e7'"),
         (lambda r: r.update(task=3), r"field 'task' must be a string, got 3"),
         (lambda r: r.update(labels=["a", 1]), r"field 'labels' must be a list of at least two label names"),
     ],

@@ -121,6 +121,46 @@ def test_a_runner_scores_any_subset_of_a_window_as_it_scores_the_whole(artifact,
         assert isinstance(runner, (TransformerRunner, TextRunner))
 
 
+def test_a_model_smaller_than_minilm_gets_larger_batches_and_the_same_scores(artifact, monkeypatch):
+    """Export records each graph's FLOPs per token; on CPUs a model with a fraction of MiniLM's
+    work per token gets that many times the token budget, row cap and per-batch overhead (capped
+    at MAX_BATCH_SCALE): fewer batches, so fewer runtime calls and new shapes, same scores."""
+    from stackscore.engine import runner as runner_mod
+    from stackscore.engine.batcher import BATCH_OVERHEAD_TOKENS, MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN, batch_scale
+    from stackscore.manifest import load_manifest
+    from stackscore.roofline import graph_cost
+
+    assert [batch_scale(f) for f in (0.0, REFERENCE_FLOPS_PER_TOKEN * 4, REFERENCE_FLOPS_PER_TOKEN, REFERENCE_FLOPS_PER_TOKEN / 3, 1.0)] == [1, 1, 1, 3, MAX_BATCH_SCALE]
+    spec = next(m for m in load_manifest(artifact).models if m.kind == "transformer")
+    assert spec.flops_per_token == graph_cost(artifact / spec.graphs["fp32"]).per_token > 0
+    scale = batch_scale(spec.flops_per_token)
+    assert scale > 1  # the test models are far smaller than MiniLM
+    opts = RunOptions(precision="fp32", token_budget=64, max_batch_rows=4)
+    scaled = Scorer(artifact, opts)
+    r = scaled.runners[spec.name]
+    assert (r.token_budget, r.max_rows, r.overhead_tokens) == (64 * scale, 4 * scale, BATCH_OVERHEAD_TOKENS * scale)
+    monkeypatch.setattr(runner_mod, "batch_scale", lambda flops: 1)
+    plain = Scorer(artifact, opts)
+    assert (plain.runners[spec.name].token_budget, plain.runners[spec.name].max_rows) == (64, 4)
+    texts = [("a fine and moving film " * (i % 5 + 1)) + str(i) for i in range(60)]
+    enc = r.encode(texts)
+    assert len(list(r.batches(enc))) < len(list(plain.runners[spec.name].batches(enc)))
+    a, b = scaled.score_texts(texts), plain.score_texts(texts)
+    np.testing.assert_allclose(a.logits[spec.name], b.logits[spec.name], atol=1e-5)
+    np.testing.assert_allclose(a.proba, b.proba, atol=1e-6)
+
+
+def test_gpu_runners_keep_the_budget_their_shape_profiles_were_built_for(artifact):
+    from stackscore.engine.batcher import BATCH_OVERHEAD_TOKENS, batch_scale
+    from stackscore.engine.runner import batch_geometry
+    from stackscore.manifest import load_manifest
+
+    spec = next(m for m in load_manifest(artifact).models if m.kind == "transformer")
+    k = batch_scale(spec.flops_per_token)
+    assert batch_geometry(spec, RunOptions(token_budget=100, max_batch_rows=5)) == (100 * k, 5 * k, BATCH_OVERHEAD_TOKENS * k)
+    assert batch_geometry(spec, RunOptions(token_budget=100, max_batch_rows=5, providers=("CUDAExecutionProvider",))) == (100, 5, BATCH_OVERHEAD_TOKENS)
+
+
 def test_export_gates_run_through_the_engine_runner(monkeypatch, artifact):
     """The parity gate's logits come from TransformerRunner (the scorer's class), not a side loop."""
     from stackscore.export import onnx_graph

@@ -156,6 +156,32 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact):
     assert seen == [True, False, False]
 
 
+def test_openvino_compiles_outside_the_first_call_lock_and_binds_under_it(artifact, monkeypatch):
+    """Models load on a thread each: the compilations (C++ with the GIL released) may overlap, every
+    other call into the binding is made under the lock; many loads in a row never hang."""
+    pytest.importorskip("openvino")
+    from stackscore.engine.backends import ov
+
+    held = {}
+    for name in ("_prepare", "_compile", "_finish"):
+        real = getattr(ov.OpenVinoBackend, name)
+
+        def spy(*a, _real=real, _name=name, **k):
+            held.setdefault(_name, []).append(ov._FIRST_CALL.locked())
+            return _real(*a, **k)
+
+        monkeypatch.setattr(ov.OpenVinoBackend, name, staticmethod(spy) if name == "_compile" else spy)
+    from stackscore.manifest import load_manifest
+
+    spec = next(m for m in load_manifest(artifact).models if m.kind == "transformer")
+    ov.OpenVinoBackend(artifact / spec.graphs["fp32"], spec, RunOptions(backend="openvino"))  # alone: nobody else holds the lock
+    assert held == {"_prepare": [True], "_compile": [False], "_finish": [True]}
+    for _ in range(5):  # two models loading at once, five times over
+        scorer = Scorer(artifact, RunOptions(precision="fp32", backend="openvino"))
+        assert scorer.score_texts(["a fine film", "dull"]).proba.shape == (2, 2)
+    assert len(held["_compile"]) == len(held["_finish"]) == 1 + 5 * len([m for m in scorer.manifest.models if m.kind == "transformer"])
+
+
 class _Failing:
     """A two-stream backend whose second call fails (and counts what it was asked to run)."""
 

@@ -62,6 +62,30 @@ call, which is ~170 tokens of a 2-layer RoBERTa and ~16-40 tokens of MiniLM-L6 (
 run their GEMMs less efficiently); 64 sits between them."""
 
 
+REFERENCE_FLOPS_PER_TOKEN = 2.2e7
+"""Weight-GEMM FLOPs per token of MiniLM-L6-H384 (``roofline.graph_cost``: 2.15e7), the model the
+token budget and ``BATCH_OVERHEAD_TOKENS`` were measured on."""
+
+MAX_BATCH_SCALE = 8
+
+
+def batch_scale(flops_per_token: float) -> int:
+    """How many times the token budget, row cap and per-batch overhead a model gets (1 for a
+    model as large as the reference or larger, or whose work per token is unknown).
+
+    A batch's fixed costs do not shrink with the model: a runtime call, and in a fresh process
+    the preparation of every shape OpenVINO has not run before (5-9 ms each for a 2-layer,
+    width-128 RoBERTa: ``benchmarks/shape_cost.py``). A model with 1/k of the reference's work per
+    token (that RoBERTa: 1/38) spends most of a reference-sized batch on them, so it gets k times
+    the tokens per batch, capped at ``MAX_BATCH_SCALE`` (its batches stay a fraction of the
+    reference's work, and memory stays small: activations grow with tokens x width). Measured on
+    2,000 short reviews (RESULTS.md): that RoBERTa's first pass in a fresh process fell from
+    0.41-0.55 s to 0.23-0.31 s at the same warm speed."""
+    if not flops_per_token or flops_per_token <= 0:
+        return 1
+    return int(max(1, min(MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN // flops_per_token)))
+
+
 def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None) -> list[np.ndarray]:
     """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
 

@@ -30,7 +30,7 @@ from ..manifest import Manifest, ModelSpec, resolve_inside
 from ..options import RunOptions
 from .backends import check_output_width, choose
 from .backends.gpu import buckets_for
-from .batcher import Batch, build_batch, plan_batches
+from .batcher import BATCH_OVERHEAD_TOKENS, Batch, batch_scale, build_batch, plan_batches
 from .tokenize import Encoded, TextTokenizer
 
 
@@ -61,7 +61,7 @@ class TransformerRunner:
 
     kind = "transformer"
 
-    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None, choice=None):
+    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None, choice=None, overhead_tokens: int = BATCH_OVERHEAD_TOKENS):
         self.name = name
         self.tokenizer = tokenizer
         self.tokenizer_key = tokenizer_key or str(tokenizer.path)
@@ -69,6 +69,7 @@ class TransformerRunner:
         self.backends = list(backends)
         self.token_budget = int(token_budget)
         self.max_rows = int(max_rows)
+        self.overhead_tokens = int(overhead_tokens)
         self.buckets = buckets
         self.description = describe
         self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
@@ -93,7 +94,7 @@ class TransformerRunner:
     def batches(self, enc: Encoded, seqs: np.ndarray | None = None) -> Iterator[Batch]:
         """Padded batches of ``enc``'s sequences (all, or ``seqs``), cut by the token budget."""
         lengths = enc.lengths if seqs is None else enc.lengths[seqs]
-        for rows in plan_batches(lengths, self.token_budget, self.max_rows, buckets=self.buckets):
+        for rows in plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets):
             yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
 
     def run_batches(self, batches: list[Batch], width: int) -> RunStats:
@@ -293,11 +294,12 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
         key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
+    token_budget, max_rows, overhead = batch_geometry(spec, options)
     streams = options.streams
     if not streams:  # what `stackscore tune` measured and recorded for this graph on this CPU, else one
         from ..tuning import recorded_streams
 
-        streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, options.token_budget)) or 1
+        streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)) or 1
     backends = []
     for device in options.devices:
         if choice.backend == "openvino":
@@ -310,9 +312,18 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
     buckets = buckets_for(spec.max_length) if options.bucketed else None
     return TransformerRunner(
-        spec.name, tok, spec.pad_id, backends, options.token_budget, options.max_batch_rows, buckets,
+        spec.name, tok, spec.pad_id, backends, token_budget, max_rows, buckets,
         describe=f"{choice.backend}/{choice.precision}{where}{streams_note(streams)}", tokenizer_key=key, choice=choice,
+        overhead_tokens=overhead,
     )
+
+
+def batch_geometry(spec: ModelSpec, options: RunOptions) -> tuple[int, int, int]:
+    """A model's token budget, row cap and per-batch overhead (tokens): the options' own, times
+    ``batch_scale`` for a model much smaller than MiniLM on CPUs. GPU backends keep the options'
+    budget, which their shape profiles (TensorRT) and length buckets were built for."""
+    scale = 1 if options.on_gpu else batch_scale(spec.flops_per_token)
+    return options.token_budget * scale, options.max_batch_rows * scale, BATCH_OVERHEAD_TOKENS * scale
 
 
 def _tokenizer(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, cache: dict[str, TextTokenizer]) -> tuple[str, TextTokenizer]:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ParityError, StackscoreError
 from ..manifest import ModelSpec
+from ..roofline import graph_cost
 from .variants import STATIC_INT8_MIN_SPEEDUP, VARIANTS
 
 OPSET = 17
@@ -478,5 +479,5 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         name=name, kind="transformer", graphs=graphs,
         tokenizer=(rel / "tokenizer.json").as_posix(), max_length=int(max_length), pad_id=int(pad_id),
         inputs=list(inputs), output="logits", opset=OPSET, parity=parity,
-        label_map=dict(label_map or {}), architecture=arch,
+        label_map=dict(label_map or {}), architecture=arch, flops_per_token=graph_cost(graph).per_token,
     )

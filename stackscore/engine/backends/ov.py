@@ -59,13 +59,25 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1):
-        # Models are built on a thread each (``runners_for``); OpenVINO's part of it is made one
-        # at a time, for the reason ``run`` gives (the other models' checksums and tokenizers
-        # still load meanwhile).
+        # Models are built on a thread each (``runners_for``). Every call into OpenVINO's Python
+        # binding is made under ``_FIRST_CALL`` (the reason is in ``run``), except the compilation
+        # itself (``_compile``): the binding converts its arguments with the GIL held, then
+        # releases the GIL for the C++ work, which never calls back into Python, so two models'
+        # compilations (or cached-blob imports) run at once on two cores.
         with _FIRST_CALL:
-            self._build(graph, spec, options, precision, graph_sha256, streams)
+            core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
+        self.compiled = self._compile(core, model, config, graph)
+        with _FIRST_CALL:
+            self._finish(spec)
 
-    def _build(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str, graph_sha256: str | None, streams: int) -> None:
+    @staticmethod
+    def _compile(core, model, config: dict, graph: Path):
+        try:
+            return core.compile_model(model, "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
+            raise session_error(graph, "OpenVINO", exc) from None
+
+    def _prepare(self, graph: Path, options: RunOptions, precision: str, graph_sha256: str | None, streams: int):
         ov = import_openvino()
         core = ov.Core()
         cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision)
@@ -88,10 +100,9 @@ class OpenVinoBackend:
         self.streams = max(1, int(streams))
         config.update({"PERFORMANCE_HINT": "LATENCY"} if self.streams == 1 else {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
         self.precision = precision
-        try:
-            self.compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:  # noqa: BLE001
-            raise session_error(graph, "OpenVINO", exc) from None
+        return core, model, config
+
+    def _finish(self, spec: ModelSpec) -> None:
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self._called = False
