@@ -111,7 +111,7 @@ def score(
     text_pair_field: Optional[str] = typer.Option(None, help="Column/field holding the second text, for ensembles fitted on sentence pairs."),
     id_field: Optional[str] = typer.Option(None, help="Column/field holding the row id (default: 'id' if present, else row number)."),
     label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
-    token_budget: int = typer.Option(_RUN.token_budget, help="Max padded tokens (rows x length) per batch (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md)."),
+    token_budget: int = typer.Option(_RUN.token_budget, help="Max padded tokens (rows x length) per batch for a model the size of MiniLM-L6 (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md); on CPUs a smaller model gets proportionally more, up to 8x."),
     chunk_rows: int = typer.Option(_READ.window_rows, help="Rows per window (the length-sorting window)."),
     long_text: str = typer.Option(_RUN.long_text, help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
     precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),

@@ -74,7 +74,7 @@ class RunOptions:
     allow_cpu_fallback: bool = False  # GPU providers missing: fall back to CPU only if allowed
     gpu: GpuOptions = field(default_factory=GpuOptions)  # devices, TensorRT cache, memory limit
     io_binding: bool | None = None  # None: on for GPU providers (outputs stay on the device)
-    token_budget: int = 2048  # padded tokens per batch; measured: 1024-16384 within 7 % on CPU, 2048 keeps latency low
+    token_budget: int = 2048  # padded tokens per batch of a MiniLM-sized model (smaller models: batcher.batch_scale); measured: 1024-16384 within 7 % on CPU, 2048 keeps latency low
     max_batch_rows: int = 256
     long_text: str = "truncate"  # truncate | head-tail | windows (see engine/tokenize.py)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
