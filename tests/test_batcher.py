@@ -37,6 +37,23 @@ def test_every_row_once_and_budget_respected(lengths, budget, max_rows, overhead
         assert cost <= budget or len(g) == 1
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=60), min_size=0, max_size=40),
+    min_batches=st.integers(min_value=1, max_value=4),
+)
+def test_a_small_window_still_gives_every_stream_a_batch(lengths, min_batches):
+    """With several streams, a window the planner would send as one batch (20 short rows) is
+    halved until each stream has one: every row once, as many batches as rows allow."""
+    lengths_a = np.asarray(lengths, dtype=np.int64)
+    one = plan_batches(lengths_a, 4096, 256)
+    groups = plan_batches(lengths_a, 4096, 256, min_batches=min_batches)
+    seen = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+    assert sorted(seen.tolist()) == list(range(len(lengths)))
+    assert len(groups) == max(len(one), min(min_batches, len(lengths)))
+    assert all(len(g) >= 1 for g in groups)
+
+
 def plan_cost(lengths, groups, overhead):
     return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
 

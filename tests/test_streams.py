@@ -156,6 +156,19 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact):
     assert seen == [True, False, False]
 
 
+def test_a_multi_stream_runner_splits_a_one_batch_window_across_its_streams(artifact):
+    """20 short rows plan as one batch; on two streams they run as two, same logits as one stream."""
+    one = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", streams=1))
+    two = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", streams=2))
+    texts = [f"a short review {i}" for i in range(20)]
+    for name, r in two.runners.items():
+        if r.kind != "transformer":
+            continue
+        enc = r.encode(texts)
+        assert len(list(one.runners[name].batches(enc))) == 1 and len(list(r.batches(enc))) == 2
+    np.testing.assert_allclose(one.score_texts(texts).proba, two.score_texts(texts).proba, atol=1e-6)
+
+
 def test_openvino_compiles_outside_the_first_call_lock_and_binds_under_it(artifact, monkeypatch):
     """Models load on a thread each: the compilations (C++ with the GIL released) may overlap, every
     other call into the binding is made under the lock; many loads in a row never hang."""

@@ -86,7 +86,7 @@ def batch_scale(flops_per_token: float) -> int:
     return int(max(1, min(MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN // flops_per_token)))
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None, min_batches: int = 1) -> list[np.ndarray]:
     """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
 
     Rows are taken in ascending length order (stable, so equal lengths keep input order) and cut
@@ -97,9 +97,23 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, ov
     20 short rows became 11 batches) and a large one still pads little. A row longer than the
     budget on its own still gets a batch of one: nothing is ever dropped.
     With ``buckets`` (GPU backends), batches are cut per length bucket instead (``plan_bucketed``).
+
+    ``min_batches``: a model running several requests at once (streams, each on its share of the
+    cores) needs that many batches to keep every core busy; a window with fewer (a small job:
+    20 rows make one batch) has its largest batches halved until there are enough.
     """
-    if buckets:
-        return plan_bucketed(lengths, token_budget, max_rows, buckets)
+    groups = plan_bucketed(lengths, token_budget, max_rows, buckets) if buckets else _plan_sorted(lengths, token_budget, max_rows, overhead_tokens)
+    while len(groups) < min_batches:
+        i = max(range(len(groups)), key=lambda g: len(groups[g]), default=None)
+        if i is None or len(groups[i]) < 2:
+            break
+        half = (len(groups[i]) + 1) // 2
+        groups[i : i + 1] = [groups[i][:half], groups[i][half:]]
+    return groups
+
+
+def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead_tokens: int) -> list[np.ndarray]:
+    """``plan_batches``' exact programme over the rows in ascending length order."""
     lengths = np.asarray(lengths)
     order = np.argsort(lengths, kind="stable")
     s = np.maximum(lengths[order], 1).astype(np.int64)

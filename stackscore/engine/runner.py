@@ -78,6 +78,7 @@ class TransformerRunner:
         # (not by the first window's batch count, which would cap every later window).
         slots = sum(getattr(b, "streams", 1) for b in self.backends if getattr(b, "streams", 1) > 1)
         self._streams = ThreadPoolExecutor(slots, thread_name_prefix=f"{name}-stream") if slots else None
+        self.min_batches = max(1, slots)  # a small window still gives every stream a batch (``plan_batches``)
 
     @classmethod
     def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None) -> "TransformerRunner":
@@ -94,7 +95,7 @@ class TransformerRunner:
     def batches(self, enc: Encoded, seqs: np.ndarray | None = None) -> Iterator[Batch]:
         """Padded batches of ``enc``'s sequences (all, or ``seqs``), cut by the token budget."""
         lengths = enc.lengths if seqs is None else enc.lengths[seqs]
-        for rows in plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets):
+        for rows in plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets, min_batches=self.min_batches):
             yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
 
     def run_batches(self, batches: list[Batch], width: int) -> RunStats:
