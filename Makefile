@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[cpu,train,test]'
+	# Bytecode for the package, as a regular pip install writes it: an editable install leaves it
+	# to the first import, which never writes it where PYTHONDONTWRITEBYTECODE is set, and then
+	# every `stackscore` process compiles the package again (~0.03 s of each start).
+	$(PY) -m compileall -q stackscore
 	touch $(STAMP)
 
 install: $(STAMP)
