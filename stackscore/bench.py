@@ -437,6 +437,16 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
         for name, m in roof.items():
             frac = "n/a" if m["fraction_of_peak"] is None else f"{m['fraction_of_peak']:.0%}"
             log(f"| {name} | {m['precision']} | {m['gflops_per_row']} | {m['achieved_gflops']} | {m['peak_gflops']} | {frac} | {m['held_by'] or '-'} |")
+        profiled = {name: m["ops"] for name, m in roof.items() if m.get("ops")}
+        if profiled:
+            pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+            log("\nwhere each OpenVINO model's time goes (per-node counters, the same batches):")
+            log("| model | int8 GEMMs | float GEMMs | other ops | int8 GEMMs % of peak | float GEMMs % of peak | largest other ops |")
+            log("|---|---:|---:|---:|---:|---:|---|")
+            for name, o in profiled.items():
+                top = ", ".join(f"{t} {v:.0%}" for t, v in o["other_top"][:3])
+                log(f"| {name} | {pct(o['int8_gemm_share'])} | {pct(o['float_gemm_share'])} | {pct(o['other_share'])} | "
+                    f"{pct(o['int8_gemm_fraction_of_peak'])} | {pct(o['float_gemm_fraction_of_peak'])} ({o['float_gemm_precision']}) | {top} |")
 
 
 def plot(r: dict[str, Any], path: Path) -> None:

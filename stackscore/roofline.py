@@ -14,9 +14,12 @@ Two numbers per model, both measured in the same run with the same runtime:
   cores' vector units can issue at their clock.
 
 ``fraction = achieved / peak`` for the precision the model runs at. Below 60 % the bench says
-which stage holds it: padding (computed tokens that are not real), small matrices (a width
-under 512 leaves GEMMs too small to fill the cores), or attention (long sequences, where the
-``L^2`` part dominates and runs as small batched matmuls).
+which stage holds it: padding (computed tokens that are not real) first; then, for an OpenVINO
+model, what its per-node counters measured (``op_profile``): GEMMs a static-int8 graph keeps in
+float for accuracy, or the time outside the GEMMs (attention, norms, activations), with the
+GEMMs' own speed against the peak; else (or where the GEMMs themselves are slow) the model's
+shape: small matrices (a width under 512 leaves GEMMs too small to fill the cores), or
+attention (long sequences, where the ``L^2`` part dominates and runs as small batched matmuls).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class GraphCost:
     per_token: float  # weight-GEMM FLOPs per token
     width: int  # model width d (the most common K of the weight GEMMs)
     layers: int  # Softmax nodes (one per attention layer)
+    per_token_int8: float = 0.0  # the part whose weight comes through a DequantizeLinear (static int8 QDQ)
 
     def batch_flops(self, rows: int, length: int) -> float:
         """FLOPs of one padded batch of ``rows x length`` tokens."""
@@ -51,30 +55,35 @@ def graph_cost(path: Path) -> GraphCost:
     shapes = {i.name: list(i.dims) for i in g.initializer}
     producers = {o: n for n in g.node for o in n.output}
 
-    def weight_shape(name: str) -> list[int] | None:
+    def weight_shape(name: str) -> tuple[list[int], bool] | None:
+        """The weight's shape, and whether it is quantized (behind a DequantizeLinear)."""
         if name in shapes:
-            return shapes[name]
+            return shapes[name], False
         node = producers.get(name)  # QDQ: DequantizeLinear(initializer) or a Transpose of one
         if node is not None and node.op_type in ("DequantizeLinear", "Transpose", "Cast") and node.input:
-            shape = weight_shape(node.input[0])
-            return shape[::-1] if shape is not None and node.op_type == "Transpose" else shape
+            found = weight_shape(node.input[0])
+            if found is None:
+                return None
+            shape, quantized = found
+            return (shape[::-1] if node.op_type == "Transpose" else shape), quantized or node.op_type == "DequantizeLinear"
         return None
 
-    per_token, ks = 0.0, Counter()
+    per_token, per_token_int8, ks = 0.0, 0.0, Counter()
     for n in g.node:
         if n.op_type not in ("MatMul", "Gemm", "MatMulInteger") or len(n.input) < 2:
             continue
-        shape = weight_shape(n.input[1])
-        if shape is None or len(shape) != 2:
+        found = weight_shape(n.input[1])
+        if found is None or len(found[0]) != 2:
             continue
-        k, m = shape
+        (k, m), quantized = found
         if n.op_type == "Gemm" and any(a.name == "transB" and a.i for a in n.attribute):
             k, m = m, k
         per_token += 2.0 * k * m
+        per_token_int8 += 2.0 * k * m if quantized or n.op_type == "MatMulInteger" else 0.0
         ks[k] += 1
     layers = sum(1 for n in g.node if n.op_type == "Softmax")
     width = ks.most_common(1)[0][0] if ks else 0
-    return GraphCost(per_token, int(width), layers)
+    return GraphCost(per_token, int(width), layers, per_token_int8)
 
 
 PEAK_N, PEAK_DEPTH = 1024, 4
@@ -182,7 +191,8 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
         if not isinstance(runner, TransformerRunner):
             continue
         spec = next(m for m in scorer.manifest.models if m.name == name)
-        cost = graph_cost(scorer.artifact_dir / spec.graphs["fp32"])  # the same model whatever precision runs it
+        # The graph that runs (its weight GEMMs: the same FLOPs whatever the precision, and which of them are int8)
+        cost = graph_cost(scorer.artifact_dir / spec.graphs[runner.choice.graph_key if runner.choice is not None else "fp32"])
         batches = work[name]
         flops = sum(cost.batch_flops(*b.input_ids.shape) for b in batches)
         padded = sum(b.padded_tokens for b in batches)
@@ -193,9 +203,12 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
         seconds = time.perf_counter() - t0
         precision = runner.choice.precision if runner.choice is not None else "fp32"
         runtime = runner.choice.backend if runner.choice is not None else "onnxruntime"
-        if (runtime, precision) not in peaks:
-            peaks[(runtime, precision)] = measure_peak(precision, threads, runtime)
-        peak = peaks[(runtime, precision)]
+        def peak_of(p: str) -> float | None:
+            if (runtime, p) not in peaks:
+                peaks[(runtime, p)] = measure_peak(p, threads, runtime)
+            return peaks[(runtime, p)]
+
+        peak = peak_of(precision)
         achieved = flops / seconds / 1e9
         row = {
             "precision": precision, "runtime": runtime, "gflops_per_row": round(flops / len(texts) / 1e9, 4), "gflops_total": flops / 1e9, "seconds_alone": round(seconds, 3),
@@ -204,6 +217,11 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
             "padding_fraction": round(1 - real / max(padded, 1), 4), "width": cost.width, "layers": cost.layers,
             "mean_padded_length": round(padded / max(sum(b.input_ids.shape[0] for b in batches), 1), 1),
         }
+        if runtime == "openvino":
+            from .engine.backends import cpu_has_bf16
+
+            floats = ("bf16",) if precision in ("bf16", "int8") and cpu_has_bf16() else ("fp32",)
+            row["ops"] = op_profile(scorer, runner, batches, cost, {p: peak_of(p) for p in {precision, *floats} if p in ("int8", "bf16", "fp32")})
         row["held_by"] = held_by(row)
         out[name] = row
     if out:  # the ensemble: all its GEMM work over all its model time; fraction time-weighted
@@ -220,12 +238,77 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
     return out
 
 
+def op_profile(scorer, runner, batches: list, cost: GraphCost, peaks: dict[str, float | None]) -> dict[str, Any] | None:
+    """Where an OpenVINO model's time goes, measured: its graph compiled again with per-node
+    counters (``PERF_COUNT``), the engine's batches run once to warm and once counted. Node time
+    splits into int8 GEMMs, float GEMMs (layers a static-int8 graph keeps in float for accuracy,
+    or every GEMM of a float graph) and everything else (attention, layer norms, activations,
+    reorders), with the GEMMs' achieved GFLOP/s against ``peaks`` ("int8", "bf16", "fp32")."""
+    from dataclasses import replace
+
+    from .engine.backends.ov import OpenVinoBackend
+
+    choice = runner.choice
+    if choice is None or choice.backend != "openvino" or not batches:
+        return None
+    spec = next(m for m in scorer.manifest.models if m.name == runner.name)
+    graph = scorer.artifact_dir / spec.graphs[choice.graph_key]  # verified by the scorer that opened it
+    backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None), choice.precision, perf_count=True)
+    seconds: Counter = Counter()
+    for counted in (False, True):
+        for b in batches:
+            backend.run(b.input_ids, b.attention_mask, b.token_type_ids)
+            if counted:
+                for p in backend.requests[0].profiling_info:
+                    seconds[(p.node_type, p.exec_type)] += p.real_time.total_seconds()
+    total = sum(seconds.values()) or 1e-12
+    int8_s = sum(v for (t, e), v in seconds.items() if t.startswith("FullyConnected") and ("i8" in e or "u8" in e))
+    float_s = sum(v for (t, _), v in seconds.items() if t.startswith("FullyConnected")) - int8_s
+    others = Counter()
+    for (t, _), v in seconds.items():
+        if not t.startswith("FullyConnected"):
+            others[t] += v
+    tokens = sum(b.padded_tokens for b in batches)
+    float_hint = "bf16" if choice.precision in ("bf16", "int8") else "fp32"
+
+    def gemm(flops_per_token: float, s: float, peak: float | None) -> tuple[float | None, float | None]:
+        if s <= 0 or flops_per_token <= 0:
+            return None, None
+        achieved = flops_per_token * tokens / s / 1e9
+        return round(achieved, 1), (round(achieved / peak, 3) if peak else None)
+
+    int8_gflops, int8_frac = gemm(cost.per_token_int8, int8_s, peaks.get("int8"))
+    float_gflops, float_frac = gemm(cost.per_token - cost.per_token_int8, float_s, peaks.get(float_hint))
+    return {
+        "int8_gemm_share": round(int8_s / total, 3), "float_gemm_share": round(float_s / total, 3), "other_share": round(1 - (int8_s + float_s) / total, 3),
+        "float_gemm_precision": float_hint,
+        "int8_gemm_gflops": int8_gflops, "int8_gemm_fraction_of_peak": int8_frac,
+        "float_gemm_gflops": float_gflops, "float_gemm_fraction_of_peak": float_frac,
+        "other_top": [[t, round(v / total, 3)] for t, v in others.most_common(4)],
+    }
+
+
 def held_by(row: dict[str, Any]) -> str | None:
-    """Which stage keeps a model below the goal (None when it meets it or no peak was measured)."""
+    """Which stage keeps a model below the goal (None when it meets it or no peak was measured):
+    from the op profile where there is one (OpenVINO), else from the model's shape."""
     if row["fraction_of_peak"] is None or row["fraction_of_peak"] >= GOAL:
         return None
     if row["padding_fraction"] > 0.10:
         return f"padding ({row['padding_fraction']:.0%} of computed tokens are pad)"
+    ops = row.get("ops")
+    if ops:
+        main = "int8" if row["precision"] == "int8" else "float"
+        main_frac = ops[f"{main}_gemm_fraction_of_peak"]
+        reasons = []  # (share of the model's time, what)
+        if main == "int8" and ops["float_gemm_share"] >= 0.15:
+            slow = f", at {ops['float_gemm_fraction_of_peak']:.0%} of the {ops['float_gemm_precision']} peak" if ops["float_gemm_fraction_of_peak"] is not None else ""
+            reasons.append((ops["float_gemm_share"], f"GEMMs kept in float for accuracy {ops['float_gemm_share']:.0%} of its time{slow}"))
+        if ops["other_share"] >= 0.15:
+            top = ", ".join(f"{t} {v:.0%}" for t, v in ops["other_top"][:3])
+            reasons.append((ops["other_share"], f"ops outside the GEMMs {ops['other_share']:.0%} ({top}: attention, norms, activations)"))
+        if reasons and (main_frac is None or main_frac >= GOAL):
+            gemms = f"; its {main} GEMMs run at {main_frac:.0%} of the {'int8' if main == 'int8' else ops['float_gemm_precision']} peak" if main_frac is not None else ""
+            return " and ".join(r for _, r in sorted(reasons, reverse=True)) + gemms
     if row["mean_padded_length"] > 4 * row["width"] / 3:
         return f"attention (mean length {row['mean_padded_length']:.0f} vs width {row['width']}: the L^2 part runs as small batched matmuls)"
     if row["width"] < 512:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from stackscore.bench import run_bench
+from stackscore.engine.scorer import Scorer
+from stackscore.options import RunOptions
 
 
 def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
@@ -47,6 +50,7 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
         if m["peak_gflops"] is not None:  # the fraction is achieved over the same run's peak (both rounded)
             assert abs(m["fraction_of_peak"] - m["achieved_gflops"] / m["peak_gflops"]) < 0.01
         assert m["held_by"] is None or m["fraction_of_peak"] < 0.6  # a reason is given exactly when below the goal
+        assert (m.get("ops") is not None) == (m["runtime"] == "openvino")  # the op profile: OpenVINO's per-node counters
 
 
 def test_graph_cost_counts_the_weight_gemms_and_attention(artifact):
@@ -61,6 +65,62 @@ def test_graph_cost_counts_the_weight_gemms_and_attention(artifact):
     assert cost.width == 32 and cost.layers == 1
     assert cost.per_token == 2.0 * (per_layer + head)
     assert cost.batch_flops(2, 10) == 20 * (cost.per_token + 4 * 32 * 10 * 1)
+
+
+def test_graph_cost_tells_int8_weights_from_float_ones(tmp_path):
+    """A static-int8 graph's GEMMs whose weight comes through a DequantizeLinear are its int8 part."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from stackscore.roofline import graph_cost
+
+    w8 = numpy_helper.from_array(np.ones((8, 16), np.int8), "w8")
+    scale, zero = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")
+    wf = numpy_helper.from_array(np.ones((16, 4), np.float32), "wf")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w8", "s", "z"], ["w8f"]),
+        helper.make_node("MatMul", ["x", "w8f"], ["h"]),
+        helper.make_node("MatMul", ["h", "wf"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], [w8, scale, zero, wf])
+    path = tmp_path / "g.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    cost = graph_cost(path)
+    assert (cost.per_token, cost.per_token_int8) == (2.0 * (8 * 16 + 16 * 4), 2.0 * 8 * 16)
+
+
+def test_op_profile_splits_an_openvino_models_time_and_names_what_holds_it(artifact):
+    """The roofline's op profile: per-node counters of the model's own graph on the engine's
+    batches, split into int8 GEMMs, float GEMMs and other ops, GEMM speed against the peak."""
+    pytest.importorskip("openvino")
+    from stackscore.roofline import graph_cost, op_profile
+
+    scorer = Scorer(artifact, RunOptions(precision="fp32", backend="openvino"))
+    runner = scorer.runners["bert"]
+    spec = next(m for m in scorer.manifest.models if m.name == "bert")
+    batches = list(runner.batches(runner.encode([f"a fine film number {i}" for i in range(40)])))
+    ops = op_profile(scorer, runner, batches, graph_cost(artifact / spec.graphs["fp32"]), {"fp32": 100.0})
+    assert ops["int8_gemm_share"] == 0 and ops["float_gemm_share"] > 0 and ops["other_share"] > 0
+    assert abs(ops["int8_gemm_share"] + ops["float_gemm_share"] + ops["other_share"] - 1) < 1e-6
+    assert ops["float_gemm_precision"] == "fp32" and ops["float_gemm_gflops"] > 0
+    assert ops["float_gemm_fraction_of_peak"] == round(ops["float_gemm_gflops"] / 100.0, 3)
+    assert ops["other_top"] and all(share > 0 for _, share in ops["other_top"])
+
+
+def test_held_by_names_the_measured_stages_before_guessing_from_the_shape():
+    from stackscore.roofline import held_by
+
+    row = {"fraction_of_peak": 0.49, "padding_fraction": 0.01, "precision": "int8", "mean_padded_length": 27, "width": 384,
+           "ops": {"int8_gemm_share": 0.48, "float_gemm_share": 0.24, "other_share": 0.28, "float_gemm_precision": "bf16",
+                   "int8_gemm_fraction_of_peak": 0.99, "float_gemm_fraction_of_peak": 0.98, "other_top": [["Subgraph", 0.13], ["Add", 0.04]]}}
+    said = held_by(row)
+    assert said.startswith("ops outside the GEMMs 28% (Subgraph 13%, Add 4%")
+    assert "GEMMs kept in float for accuracy 24% of its time, at 98% of the bf16 peak" in said and said.endswith("int8 GEMMs run at 99% of the int8 peak")
+    assert held_by({**row, "fraction_of_peak": 0.61}) is None
+    assert held_by({**row, "padding_fraction": 0.2}).startswith("padding")
+    slow = {**row, "ops": {**row["ops"], "int8_gemm_fraction_of_peak": 0.3}}  # the GEMMs themselves are slow: the shape says why
+    assert held_by(slow).startswith("small matrices (width 384")
+    assert held_by({k: v for k, v in row.items() if k != "ops"}).startswith("small matrices")
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

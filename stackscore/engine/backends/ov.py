@@ -58,7 +58,7 @@ def import_openvino():
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False):
         # Models are built on a thread each (``runners_for``). Every call into OpenVINO's Python
         # binding is made under ``_FIRST_CALL`` (the reason is in ``run``), except the compilation
         # itself (``_compile``): the binding converts its arguments with the GIL held, then
@@ -66,6 +66,8 @@ class OpenVinoBackend:
         # compilations (or cached-blob imports) run at once on two cores.
         with _FIRST_CALL:
             core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
+        if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
+            config["PERF_COUNT"] = True
         self.compiled = self._compile(core, model, config, graph)
         with _FIRST_CALL:
             self._finish(spec)
