@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m compileall -q stackscore
 	$(VENV)/bin/stackscore demo --workdir demo-run
 
 test: $(STAMP)
+	$(PY) -m compileall -q stackscore
 	$(PY) -m pytest -q
 
 clean:

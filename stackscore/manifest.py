@@ -245,7 +245,7 @@ def _model_from(raw: Any, where: str, i: int) -> ModelSpec:
         opset=f.get("opset", int, default=17),
         label_map=f.get("label_map", dict, default={}, check=lambda v: _str_list(list(v.values())), what="an object (checkpoint label -> label)"),
         architecture=f.get("architecture", str, default=""),
-        flops_per_token=float(f.get("flops_per_token", (int, float), default=0.0, check=lambda v: v >= 0 and v == v and v != float("inf"), what="a non-negative number")),
+        flops_per_token=float(f.get("flops_per_token", (int, float), default=0.0, check=lambda v: 0 <= v < 1e30, what="a non-negative number")),
     )
     return ModelSpec(**values)
 

@@ -76,6 +76,7 @@ class RunOptions:
     io_binding: bool | None = None  # None: on for GPU providers (outputs stay on the device)
     token_budget: int = 2048  # padded tokens per batch of a MiniLM-sized model (smaller models: batcher.batch_scale); measured: 1024-16384 within 7 % on CPU, 2048 keeps latency low
     max_batch_rows: int = 256
+    scale_batches: bool = True  # on CPUs a model smaller than MiniLM gets up to 8x the budget and rows (batcher.batch_scale); False: exactly as given
     long_text: str = "truncate"  # truncate | head-tail | windows (see engine/tokenize.py)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +191,15 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
         if not isinstance(runner, TransformerRunner):
             continue
         spec = next(m for m in scorer.manifest.models if m.name == name)
-        # The graph that runs (its weight GEMMs: the same FLOPs whatever the precision, and which of them are int8)
-        cost = graph_cost(scorer.artifact_dir / spec.graphs[runner.choice.graph_key if runner.choice is not None else "fp32"])
+        # FLOPs from the fp32 graph (a fused graph, fp16's, hides GEMMs inside Attention nodes);
+        # which of them are int8, from the graph that runs
+        from .manifest import verify_opened
+
+        key = runner.choice.graph_key if runner.choice is not None else "fp32"
+        verify_opened(scorer.artifact_dir, scorer.manifest, sorted({spec.graphs["fp32"], spec.graphs[key]}))
+        cost = graph_cost(scorer.artifact_dir / spec.graphs["fp32"])
+        if key != "fp32":
+            cost = replace(cost, per_token_int8=graph_cost(scorer.artifact_dir / spec.graphs[key]).per_token_int8)
         batches = work[name]
         flops = sum(cost.batch_flops(*b.input_ids.shape) for b in batches)
         padded = sum(b.padded_tokens for b in batches)
@@ -218,10 +225,10 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
             "mean_padded_length": round(padded / max(sum(b.input_ids.shape[0] for b in batches), 1), 1),
         }
         if runtime == "openvino":
-            from .engine.backends import cpu_has_bf16
+            from .engine.backends.ov import inference_hint
 
-            floats = ("bf16",) if precision in ("bf16", "int8") and cpu_has_bf16() else ("fp32",)
-            row["ops"] = op_profile(scorer, runner, batches, cost, {p: peak_of(p) for p in {precision, *floats} if p in ("int8", "bf16", "fp32")})
+            float_peak = "bf16" if inference_hint(precision) == "bf16" else "fp32"
+            row["ops"] = op_profile(scorer, runner, batches, cost, {p: peak_of(p) for p in {precision, float_peak}})
         row["held_by"] = held_by(row)
         out[name] = row
     if out:  # the ensemble: all its GEMM work over all its model time; fraction time-weighted
@@ -240,19 +247,20 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
 
 def op_profile(scorer, runner, batches: list, cost: GraphCost, peaks: dict[str, float | None]) -> dict[str, Any] | None:
     """Where an OpenVINO model's time goes, measured: its graph compiled again with per-node
-    counters (``PERF_COUNT``), the engine's batches run once to warm and once counted. Node time
+    counters (``PERF_COUNT``, one request at a time whatever streams the model scores with; the
+    shares, not the seconds, are what it is for), the engine's batches run once to warm and once counted. Node time
     splits into int8 GEMMs, float GEMMs (layers a static-int8 graph keeps in float for accuracy,
     or every GEMM of a float graph) and everything else (attention, layer norms, activations,
     reorders), with the GEMMs' achieved GFLOP/s against ``peaks`` ("int8", "bf16", "fp32")."""
-    from dataclasses import replace
-
-    from .engine.backends.ov import OpenVinoBackend
+    from .engine.backends.ov import OpenVinoBackend, inference_hint
+    from .manifest import resolve_inside, verify_opened
 
     choice = runner.choice
     if choice is None or choice.backend != "openvino" or not batches:
         return None
     spec = next(m for m in scorer.manifest.models if m.name == runner.name)
-    graph = scorer.artifact_dir / spec.graphs[choice.graph_key]  # verified by the scorer that opened it
+    graph = resolve_inside(scorer.artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
+    verify_opened(scorer.artifact_dir, scorer.manifest, [spec.graphs[choice.graph_key]])  # opened again, so checked again
     backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None), choice.precision, perf_count=True)
     seconds: Counter = Counter()
     for counted in (False, True):
@@ -262,14 +270,14 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peaks: dict[str, 
                 for p in backend.requests[0].profiling_info:
                     seconds[(p.node_type, p.exec_type)] += p.real_time.total_seconds()
     total = sum(seconds.values()) or 1e-12
-    int8_s = sum(v for (t, e), v in seconds.items() if t.startswith("FullyConnected") and ("i8" in e or "u8" in e))
+    int8_s = sum(v for (t, e), v in seconds.items() if t.startswith("FullyConnected") and int8_kernel(e))
     float_s = sum(v for (t, _), v in seconds.items() if t.startswith("FullyConnected")) - int8_s
     others = Counter()
     for (t, _), v in seconds.items():
         if not t.startswith("FullyConnected"):
             others[t] += v
     tokens = sum(b.padded_tokens for b in batches)
-    float_hint = "bf16" if choice.precision in ("bf16", "int8") else "fp32"
+    float_hint = "bf16" if inference_hint(choice.precision) == "bf16" else "fp32"
 
     def gemm(flops_per_token: float, s: float, peak: float | None) -> tuple[float | None, float | None]:
         if s <= 0 or flops_per_token <= 0:
@@ -286,6 +294,12 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peaks: dict[str, 
         "float_gemm_gflops": float_gflops, "float_gemm_fraction_of_peak": float_frac,
         "other_top": [[t, round(v / total, 3)] for t, v in others.most_common(4)],
     }
+
+
+def int8_kernel(exec_type: str) -> bool:
+    """Whether an OpenVINO CPU kernel name (``brgemm_avx512_i8``, ``..._I8`` for u8 inputs,
+    ``..._amx_u8``) runs on 8-bit integers: one of its ``_``-separated parts names the type."""
+    return any(part in ("i8", "u8", "int8", "uint8") for part in exec_type.lower().split("_"))
 
 
 def held_by(row: dict[str, Any]) -> str | None:

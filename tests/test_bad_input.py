@@ -137,7 +137,7 @@ def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_
         lines.append(r.encode() if isinstance(r, str) else orjson.dumps({"id": f"r{i}", **r}))
     payload = b"".join(l + b"\n" for l in lines)
     src.write_bytes(gzip.compress(payload) if gz else payload)
-    opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=chunk_rows, on_error=on_error, token_budget=budget)
+    opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=chunk_rows, on_error=on_error, token_budget=budget, scale_batches=False)
     out = d / "o.jsonl"
     stats = score_file(artifact, src, out, opts)
     got = [orjson.loads(l) for l in out.read_bytes().splitlines()]

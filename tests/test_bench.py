@@ -104,7 +104,14 @@ def test_op_profile_splits_an_openvino_models_time_and_names_what_holds_it(artif
     assert abs(ops["int8_gemm_share"] + ops["float_gemm_share"] + ops["other_share"] - 1) < 1e-6
     assert ops["float_gemm_precision"] == "fp32" and ops["float_gemm_gflops"] > 0
     assert ops["float_gemm_fraction_of_peak"] == round(ops["float_gemm_gflops"] / 100.0, 3)
-    assert ops["other_top"] and all(share > 0 for _, share in ops["other_top"])
+    assert ops["other_top"] and ops["other_top"][0][1] > 0 and all(share >= 0 for _, share in ops["other_top"])
+
+
+def test_int8_kernels_are_told_by_the_type_in_their_name():
+    from stackscore.roofline import int8_kernel
+
+    assert [int8_kernel(e) for e in ("brgemm_avx512_i8", "brgemm_avx512_I8", "brgemm_avx512_amx_u8", "jit_avx512_int8")] == [True] * 4
+    assert [int8_kernel(e) for e in ("brgemm_avx512_bf16", "brgemm_avx512_f32", "gemm_mlas_fp32", "unknown")] == [False] * 4
 
 
 def test_held_by_names_the_measured_stages_before_guessing_from_the_shape():

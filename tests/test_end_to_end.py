@@ -111,7 +111,7 @@ def test_token_budget_and_window_do_not_change_results(artifact, corpus_rows, tm
     a = tmp_path / "a.jsonl"
     b = tmp_path / "b.jsonl"
     score_file(artifact, tmp_path / "in.jsonl", a, ScoreOptions.from_kwargs(progress=False))
-    opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=97, token_budget=300, max_batch_rows=7)
+    opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=97, token_budget=300, max_batch_rows=7, scale_batches=False)
     score_file(artifact, tmp_path / "in.jsonl", b, opts)
     ra, rb = read_output(a), read_output(b)
     assert [r["id"] for r in ra] == [r["id"] for r in rb]

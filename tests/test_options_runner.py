@@ -121,11 +121,10 @@ def test_a_runner_scores_any_subset_of_a_window_as_it_scores_the_whole(artifact,
         assert isinstance(runner, (TransformerRunner, TextRunner))
 
 
-def test_a_model_smaller_than_minilm_gets_larger_batches_and_the_same_scores(artifact, monkeypatch):
+def test_a_model_smaller_than_minilm_gets_larger_batches_and_the_same_scores(artifact):
     """Export records each graph's FLOPs per token; on CPUs a model with a fraction of MiniLM's
     work per token gets that many times the token budget, row cap and per-batch overhead (capped
     at MAX_BATCH_SCALE): fewer batches, so fewer runtime calls and new shapes, same scores."""
-    from stackscore.engine import runner as runner_mod
     from stackscore.engine.batcher import BATCH_OVERHEAD_TOKENS, MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN, batch_scale
     from stackscore.manifest import load_manifest
     from stackscore.roofline import graph_cost
@@ -139,8 +138,7 @@ def test_a_model_smaller_than_minilm_gets_larger_batches_and_the_same_scores(art
     scaled = Scorer(artifact, opts)
     r = scaled.runners[spec.name]
     assert (r.token_budget, r.max_rows, r.overhead_tokens) == (64 * scale, 4 * scale, BATCH_OVERHEAD_TOKENS * scale)
-    monkeypatch.setattr(runner_mod, "batch_scale", lambda flops: 1)
-    plain = Scorer(artifact, opts)
+    plain = Scorer(artifact, replace(opts, scale_batches=False))
     assert (plain.runners[spec.name].token_budget, plain.runners[spec.name].max_rows) == (64, 4)
     texts = [("a fine and moving film " * (i % 5 + 1)) + str(i) for i in range(60)]
     enc = r.encode(texts)
@@ -157,8 +155,9 @@ def test_gpu_runners_keep_the_budget_their_shape_profiles_were_built_for(artifac
 
     spec = next(m for m in load_manifest(artifact).models if m.kind == "transformer")
     k = batch_scale(spec.flops_per_token)
-    assert batch_geometry(spec, RunOptions(token_budget=100, max_batch_rows=5)) == (100 * k, 5 * k, BATCH_OVERHEAD_TOKENS * k)
-    assert batch_geometry(spec, RunOptions(token_budget=100, max_batch_rows=5, providers=("CUDAExecutionProvider",))) == (100, 5, BATCH_OVERHEAD_TOKENS)
+    assert batch_geometry(spec.flops_per_token, RunOptions(token_budget=100, max_batch_rows=5)) == (100 * k, 5 * k, BATCH_OVERHEAD_TOKENS * k)
+    assert batch_geometry(spec.flops_per_token, RunOptions(token_budget=100, max_batch_rows=5, providers=("CUDAExecutionProvider",))) == (100, 5, BATCH_OVERHEAD_TOKENS)
+    assert batch_geometry(spec.flops_per_token, RunOptions(token_budget=100, max_batch_rows=5, scale_batches=False)) == (100, 5, BATCH_OVERHEAD_TOKENS)
 
 
 def test_export_gates_run_through_the_engine_runner(monkeypatch, artifact):
@@ -181,7 +180,14 @@ def test_export_gates_run_through_the_engine_runner(monkeypatch, artifact):
     scored = Scorer(artifact).score_texts(["a fine film", "dull"])
     np.testing.assert_allclose(got, scored.logits[spec.name], atol=1e-6)
     defaults = RunOptions()
-    assert calls == [(defaults.token_budget, defaults.max_batch_rows, 2)]
+    assert calls == [(defaults.token_budget, defaults.max_batch_rows, 2)]  # a graph of unknown work per token
+    # export knows the graph's FLOPs per token: its gates batch exactly as scoring does
+    sized = onnx_graph.GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, ["a fine film"], list(spec.inputs), 2, flops_per_token=spec.flops_per_token)
+    gate, scoring = sized.runner(None), Scorer(artifact).runners[spec.name]
+    assert (gate.token_budget, gate.max_rows, gate.overhead_tokens) == (scoring.token_budget, scoring.max_rows, scoring.overhead_tokens) != (defaults.token_budget, defaults.max_batch_rows, 64)
+    # calibration keeps its own rows per batch (what NNCF sees), whatever the model's size
+    calib = onnx_graph.calibration_batches(sized, [f"a review of film {i}" for i in range(20)], rows=8)
+    assert len(calib) >= 3 and max(len(b["input_ids"]) for b in calib) <= 8
 
 
 def test_compiled_model_cache_is_keyed_and_changes_nothing(artifact, tmp_path):

@@ -78,9 +78,12 @@ def batch_scale(flops_per_token: float) -> int:
     width-128 RoBERTa: ``benchmarks/shape_cost.py``). A model with 1/k of the reference's work per
     token (that RoBERTa: 1/38) spends most of a reference-sized batch on them, so it gets k times
     the tokens per batch, capped at ``MAX_BATCH_SCALE`` (its batches stay a fraction of the
-    reference's work, and memory stays small: activations grow with tokens x width). Measured on
-    2,000 short reviews (RESULTS.md): that RoBERTa's first pass in a fresh process fell from
-    0.41-0.55 s to 0.23-0.31 s at the same warm speed."""
+    reference's work, and memory stays small: activations grow with tokens x width). The
+    overhead scales too, which trades some padding for fewer batches: on 2,000 short reviews
+    (RESULTS.md, ``benchmarks/shape_cost.py``) that RoBERTa's batches went 37 -> 10, its first
+    pass in a fresh process 0.41 -> 0.31 s, its warm pass 0.15 -> 0.17 s (padding 1 -> 7 %): a
+    gain for every job of a window or a few, a small loss for a long one, on a model that takes
+    ~6 % of the ensemble's time. ``RunOptions(scale_batches=False)`` keeps the options' geometry."""
     if not flops_per_token or flops_per_token <= 0:
         return 1
     return int(max(1, min(MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN // flops_per_token)))

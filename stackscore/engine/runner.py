@@ -81,12 +81,14 @@ class TransformerRunner:
         self.min_batches = max(1, slots)  # a small window still gives every stream a batch (``plan_batches``)
 
     @classmethod
-    def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None) -> "TransformerRunner":
-        """A runner on one backend with the scorer's batch geometry (export's gates and calibration)."""
+    def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None, flops_per_token: float = 0.0) -> "TransformerRunner":
+        """A runner on one backend with the scorer's batch geometry for a graph of
+        ``flops_per_token`` (export's gates and calibration)."""
         options = options or RunOptions()
         tok = TextTokenizer(tokenizer_json, max_length, options.long_text)
         buckets = buckets_for(max_length) if options.bucketed else None
-        return cls(name, tok, pad_id, [backend], options.token_budget, options.max_batch_rows, buckets)
+        budget, rows, overhead = batch_geometry(flops_per_token, options)
+        return cls(name, tok, pad_id, [backend], budget, rows, buckets, overhead_tokens=overhead)
 
     # -- the one batch loop ------------------------------------------------------------------
     def encode(self, items: list) -> Encoded:
@@ -295,7 +297,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
         key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
-    token_budget, max_rows, overhead = batch_geometry(spec, options)
+    token_budget, max_rows, overhead = batch_geometry(spec.flops_per_token, options)
     streams = options.streams
     if not streams:  # what `stackscore tune` measured and recorded for this graph on this CPU, else one
         from ..tuning import recorded_streams
@@ -319,11 +321,12 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     )
 
 
-def batch_geometry(spec: ModelSpec, options: RunOptions) -> tuple[int, int, int]:
+def batch_geometry(flops_per_token: float, options: RunOptions) -> tuple[int, int, int]:
     """A model's token budget, row cap and per-batch overhead (tokens): the options' own, times
-    ``batch_scale`` for a model much smaller than MiniLM on CPUs. GPU backends keep the options'
-    budget, which their shape profiles (TensorRT) and length buckets were built for."""
-    scale = 1 if options.on_gpu else batch_scale(spec.flops_per_token)
+    ``batch_scale`` for a model much smaller than MiniLM on CPUs (unless ``scale_batches`` is
+    off). GPU backends keep the options' budget, which their shape profiles (TensorRT) and
+    length buckets were built for."""
+    scale = 1 if options.on_gpu or not options.scale_batches else batch_scale(flops_per_token)
     return options.token_budget * scale, options.max_batch_rows * scale, BATCH_OVERHEAD_TOKENS * scale
 
 

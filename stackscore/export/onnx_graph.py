@@ -123,15 +123,16 @@ class GateInputs:
     inputs: list[str]
     width: int  # logits per row
     task: str = "single_label"
+    flops_per_token: float = 0.0  # the graph's (roofline.graph_cost): scoring's batch geometry for it
 
     def spec(self, name: str = "gate") -> ModelSpec:
-        return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs))
+        return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs), flops_per_token=self.flops_per_token)
 
     def runner(self, backend, **options):
         from ..engine.runner import TransformerRunner
         from ..options import RunOptions
 
-        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options))
+        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options), self.flops_per_token)
 
     def logits(self, backend) -> np.ndarray:
         """``backend``'s logits of the sample texts, batched exactly as scoring batches them."""
@@ -320,7 +321,7 @@ def calibration_batches(g: GateInputs, texts: list, rows: int = 8) -> list[dict[
     """The engine's own padded batches of ``texts`` (``rows`` per batch), as graph feeds, for calibration."""
     from ..engine.backends import graph_feeds
 
-    runner = g.runner(None, token_budget=rows * g.max_length, max_batch_rows=rows)
+    runner = g.runner(None, token_budget=rows * g.max_length, max_batch_rows=rows, scale_batches=False)
     return [graph_feeds(b.input_ids, b.attention_mask, g.inputs, b.token_type_ids) for b in runner.batches(runner.encode(texts))]
 
 
@@ -459,7 +460,8 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     try:
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
         width = len(label_order) if label_order is not None else int(model.config.num_labels)
-        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task)
+        flops = graph_cost(graph).per_token
+        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops)
         parity, ref = check_parity(model, graph, g, tol, label_order, with_types)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None
@@ -479,5 +481,5 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         name=name, kind="transformer", graphs=graphs,
         tokenizer=(rel / "tokenizer.json").as_posix(), max_length=int(max_length), pad_id=int(pad_id),
         inputs=list(inputs), output="logits", opset=OPSET, parity=parity,
-        label_map=dict(label_map or {}), architecture=arch, flops_per_token=graph_cost(graph).per_token,
+        label_map=dict(label_map or {}), architecture=arch, flops_per_token=flops,
     )

@@ -55,15 +55,21 @@ def import_openvino():
     return ov
 
 
+def inference_hint(precision: str) -> str:
+    """OpenVINO's ``INFERENCE_PRECISION_HINT`` for a variant: bf16 for bf16, and for int8 (a static
+    QDQ graph runs its non-quantized ops in bf16) where the CPU has it; f32 otherwise."""
+    return "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_bf16()) else "f32"
+
+
 class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False):
-        # Models are built on a thread each (``runners_for``). Every call into OpenVINO's Python
-        # binding is made under ``_FIRST_CALL`` (the reason is in ``run``), except the compilation
-        # itself (``_compile``): the binding converts its arguments with the GIL held, then
-        # releases the GIL for the C++ work, which never calls back into Python, so two models'
-        # compilations (or cached-blob imports) run at once on two cores.
+        # Models are built on a thread each (``runners_for``). Building calls into OpenVINO's
+        # Python binding under ``_FIRST_CALL`` (the reason is in ``run``), except the compilation
+        # itself (``_compile``): the binding converts its arguments (strings, numbers) with the GIL
+        # held, then releases the GIL for C++ work that never calls back into Python, so two
+        # models' compilations (or cached-blob imports) run at once on two cores.
         with _FIRST_CALL:
             core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
         if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
@@ -93,8 +99,7 @@ class OpenVinoBackend:
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
                 raise session_error(graph, "OpenVINO", exc) from None
         config = {
-            # int8 (a static QDQ graph) runs its non-quantized ops in bf16 where the CPU has it.
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_bf16()) else "f32",
+            "INFERENCE_PRECISION_HINT": inference_hint(precision),
             "INFERENCE_NUM_THREADS": options.cpu_threads,
         }
         # One stream: one request at a time, all cores on it. Several: the cores split into
