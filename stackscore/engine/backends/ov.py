@@ -65,17 +65,17 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False):
-        # Models are built on a thread each (``runners_for``). Building calls into OpenVINO's
-        # Python binding under ``_FIRST_CALL`` (the reason is in ``run``), except the compilation
-        # itself (``_compile``): the binding converts its arguments (strings, numbers) with the GIL
-        # held, then releases the GIL for C++ work that never calls back into Python, so two
-        # models' compilations (or cached-blob imports) run at once on two cores.
+        # Models are built on a thread each (``runners_for``); OpenVINO's part of it is made one
+        # at a time (the other models' checksums and tokenizers still load meanwhile), for the
+        # reason ``run`` gives and one more: two ``compile_model`` calls at once left the whole
+        # process in the "C" locale (OpenVINO sets and restores the process-wide C locale while it
+        # reads a model; two threads interleaving that restore the wrong one), and every later
+        # decode of non-ASCII bytes by locale failed (tests/test_streams.py checks the locale).
         with _FIRST_CALL:
             core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
-        if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
-            config["PERF_COUNT"] = True
-        self.compiled = self._compile(core, model, config, graph)
-        with _FIRST_CALL:
+            if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
+                config["PERF_COUNT"] = True
+            self.compiled = self._compile(core, model, config, graph)
             self._finish(spec)
 
     @staticmethod
