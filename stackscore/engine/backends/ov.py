@@ -68,9 +68,10 @@ class OpenVinoBackend:
         # Models are built on a thread each (``runners_for``); OpenVINO's part of it is made one
         # at a time (the other models' checksums and tokenizers still load meanwhile), for the
         # reason ``run`` gives and one more: two ``compile_model`` calls at once left the whole
-        # process in the "C" locale (OpenVINO sets and restores the process-wide C locale while it
-        # reads a model; two threads interleaving that restore the wrong one), and every later
-        # decode of non-ASCII bytes by locale failed (tests/test_streams.py checks the locale).
+        # process in the "C" locale, and every later decode of non-ASCII bytes by locale failed
+        # (tests/test_streams.py checks the locale). OpenVINO calls ``setlocale`` while it
+        # imports a cached model (a concurrent locale query once read a half-written name), so
+        # two threads doing it can restore each other's "C"; one at a time, it restores its own.
         with _FIRST_CALL:
             core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
             if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
