@@ -425,7 +425,9 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
         log(f"engine as a whole process (start to exit, {r['rows']:,} rows): {r['engine_process_rows_per_s']:,.1f} rows/s" + (f" = {vs} (warm, in-process)" if vs else ""))
     for name, t in (r.get("streams") or {}).items():
         speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in t["rows_per_s"].items())
-        log(f"streams {name} ({t['runtime']}/{t['precision']}): rows/s by requests in flight {speeds} -> {t['streams']} ({t['gain']:+.1%})")
+        firsts = ", ".join(f"{k}: {v:,.0f}" for k, v in (t.get("first_pass_rows_per_s") or {}).items())
+        log(f"streams {name} ({t['runtime']}/{t['precision']}): rows/s by requests in flight {speeds} -> {t['streams']} ({t['gain']:+.1%})"
+            + (f"; first pass (new shapes) {firsts}" if firsts else ""))
     c = r.get("cold_start")
     if c:
         log(f"cold start, a {c['rows']}-row file: whole process {c['cold_start_s']} s, launch to first committed row {c['time_to_first_row_s']} s; "

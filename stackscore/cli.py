@@ -273,11 +273,13 @@ def tune(
         raise StackscoreError(f"--rows must be a positive whole number, not {rows}")
     texts = load_corpus([str(data)], rows, text_field=text_field)
     run = RunOptions(precision=precision, backend=backend, threads=threads, token_budget=token_budget)
-    _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (best of 2)")
+    _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (first pass, then best of 2)")
     result = tune_streams(artifact, texts, run, cache_dir, log=_err)
     for name, r in result.items():
         speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in r["rows_per_s"].items())
-        print(f"{name} ({r['runtime']}/{r['precision']}): rows/s by streams {speeds} -> {r['streams']} stream(s) ({r['gain']:+.1%})")
+        firsts = ", ".join(f"{k}: {v:,.0f}" for k, v in r["first_pass_rows_per_s"].items())
+        print(f"{name} ({r['runtime']}/{r['precision']}): rows/s by streams {speeds} -> {r['streams']} stream(s) ({r['gain']:+.1%}); "
+              f"first pass (new shapes) {firsts}")
     if not result:
         print("no transformer model to tune (string-input models run one call per window)")
     else:

@@ -93,11 +93,13 @@ def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path)
                           "--rows", "200", "--precision", "fp32", "--backend", "onnxruntime", "--json", str(tmp_path / "t.json")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
+    assert res.stdout.count("first pass (new shapes) 1: ") == 2  # reported per model
     measured = json.loads((tmp_path / "t.json").read_text())
     recorded = json.loads((cache / RECORD).read_text())
     assert set(measured) == {"bert", "roberta"}
     for name, m in measured.items():
         assert set(m["rows_per_s"]) >= {"1"} and all(v > 0 for v in m["rows_per_s"].values())
+        assert set(m["first_pass_rows_per_s"]) == set(m["rows_per_s"]) and all(v > 0 for v in m["first_pass_rows_per_s"].values())
         assert recorded[m["key"]]["streams"] == m["streams"]
         best = max(m["rows_per_s"].values())
         assert m["streams"] == 1 or m["rows_per_s"][str(m["streams"])] == best
