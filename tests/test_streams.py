@@ -158,6 +158,30 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact):
     assert seen == [True, False, False]
 
 
+def test_an_openvino_runner_reuses_the_shapes_it_has_prepared_in_later_windows(artifact, corpus_rows):
+    """OpenVINO prepares kernels per batch shape; the runner remembers the shapes it ran and later
+    windows' plans prefer them (a long job kept meeting ~30 new shapes per window), with the
+    same scores. ONNX Runtime runners plan as before."""
+    pytest.importorskip("openvino")
+    texts = [r["text"] for r in corpus_rows]
+    windows = [texts[i : i + 150] for i in range(0, 600, 150)]
+    lean = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", token_budget=256, scale_batches=False)).runners["bert"]
+    plain = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", token_budget=256, scale_batches=False)).runners["bert"]
+    assert lean.new_shape_tokens > 0 and plain.new_shape_tokens == 0
+
+    def new_shapes(runner):
+        seen, fresh = set(), []
+        for w in windows:
+            shapes = {b.input_ids.shape for b in runner.batches(runner.encode(w))}
+            fresh.append(len(shapes - seen))
+            seen |= shapes
+        return fresh
+
+    lean_new, plain_new = new_shapes(lean), new_shapes(plain)
+    assert sum(lean_new[1:]) < sum(plain_new[1:])
+    np.testing.assert_allclose(lean.logits(windows[3], 2), plain.logits(windows[3], 2), atol=1e-4)
+
+
 def test_a_multi_stream_runner_splits_a_one_batch_window_across_its_streams(artifact):
     """20 short rows plan as one batch; on two streams they run as two, same logits as one stream."""
     one = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", streams=1))

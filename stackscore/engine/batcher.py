@@ -62,6 +62,13 @@ call, which is ~170 tokens of a 2-layer RoBERTa and ~16-40 tokens of MiniLM-L6 (
 run their GEMMs less efficiently); 64 sits between them."""
 
 
+NEW_SHAPE_TOKENS = 256
+"""What a batch shape the runtime has not run before costs, in padded tokens of a MiniLM-sized
+model, where the runtime prepares kernels per shape (OpenVINO: 7-21 ms for MiniLM-L6 on 2 EPYC
+cores, ``benchmarks/shape_cost.py``, at ~20k tokens/s). A long job keeps meeting new shapes: on
+SST-2 sentences each 4,096-row window after the first still brought 23-33 new ones among ~37
+batches, 0.22-0.49 s over 2.4 s of work (RESULTS.md)."""
+
 REFERENCE_FLOPS_PER_TOKEN = 2.2e7
 """Weight-GEMM FLOPs per token of MiniLM-L6-H384 (``roofline.graph_cost``: 2.15e7), the model the
 token budget and ``BATCH_OVERHEAD_TOKENS`` were measured on."""
@@ -89,7 +96,7 @@ def batch_scale(flops_per_token: float) -> int:
     return int(max(1, min(MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN // flops_per_token)))
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None, min_batches: int = 1) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None, min_batches: int = 1, seen: np.ndarray | None = None, new_shape_tokens: int = 0) -> list[np.ndarray]:
     """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
 
     Rows are taken in ascending length order (stable, so equal lengths keep input order) and cut
@@ -101,11 +108,16 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, ov
     budget on its own still gets a batch of one: nothing is ever dropped.
     With ``buckets`` (GPU backends), batches are cut per length bucket instead (``plan_bucketed``).
 
+    ``seen``, ``new_shape_tokens``: a batch whose shape ``(rows, width)`` is not marked in ``seen``
+    (a boolean array indexed ``[width, rows]``: the shapes the runtime has already prepared)
+    costs ``new_shape_tokens`` more, so later windows reuse prepared shapes where that costs less
+    padding than preparing a new one.
+
     ``min_batches``: a model running several requests at once (streams, each on its share of the
     cores) needs that many batches to keep every core busy; a window with fewer (a small job:
     20 rows make one batch) has its largest batches halved until there are enough.
     """
-    groups = plan_bucketed(lengths, token_budget, max_rows, buckets) if buckets else _plan_sorted(lengths, token_budget, max_rows, overhead_tokens)
+    groups = plan_bucketed(lengths, token_budget, max_rows, buckets) if buckets else _plan_sorted(lengths, token_budget, max_rows, overhead_tokens, seen, new_shape_tokens)
     while len(groups) < min_batches:
         i = max(range(len(groups)), key=lambda g: len(groups[g]), default=None)
         if i is None or len(groups[i]) < 2:
@@ -115,8 +127,9 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, ov
     return groups
 
 
-def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead_tokens: int) -> list[np.ndarray]:
+def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead_tokens: int, seen: np.ndarray | None = None, new_shape_tokens: int = 0) -> list[np.ndarray]:
     """``plan_batches``' exact programme over the rows in ascending length order."""
+    charge = seen is not None and new_shape_tokens > 0
     lengths = np.asarray(lengths)
     order = np.argsort(lengths, kind="stable")
     s = np.maximum(lengths[order], 1).astype(np.int64)
@@ -127,8 +140,12 @@ def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead
     for j in range(1, n + 1):
         width = int(s[j - 1])  # the longest row of any batch ending at j
         lo = max(0, j - max_rows, j - max(1, token_budget // width))
-        # cost = best[i] + (j - i) * width + overhead, minimised over the batch's start i
+        # cost = best[i] + (j - i) * width + overhead (+ a new shape's cost), minimised over the batch's start i
         cand = best[lo:j] - width * at[lo:j]
+        if charge:
+            rows = j - at[lo:j]
+            known = seen[width, np.minimum(rows, seen.shape[1] - 1)] & (rows < seen.shape[1]) if width < seen.shape[0] else np.zeros(len(rows), bool)
+            cand = cand + new_shape_tokens * ~known
         k = int(np.argmin(cand))
         best[j] = cand[k] + width * j + overhead_tokens
         cut[j] = lo + k

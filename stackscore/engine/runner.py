@@ -30,7 +30,7 @@ from ..manifest import Manifest, ModelSpec, resolve_inside
 from ..options import RunOptions
 from .backends import check_output_width, choose
 from .backends.gpu import buckets_for
-from .batcher import BATCH_OVERHEAD_TOKENS, Batch, batch_scale, build_batch, plan_batches
+from .batcher import BATCH_OVERHEAD_TOKENS, NEW_SHAPE_TOKENS, Batch, batch_scale, build_batch, plan_batches
 from .tokenize import Encoded, TextTokenizer
 
 
@@ -61,7 +61,7 @@ class TransformerRunner:
 
     kind = "transformer"
 
-    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None, choice=None, overhead_tokens: int = BATCH_OVERHEAD_TOKENS):
+    def __init__(self, name: str, tokenizer: TextTokenizer, pad_id: int, backends: list[Backend], token_budget: int, max_rows: int, buckets: tuple[int, ...] | None = None, describe: str = "", tokenizer_key: str | None = None, choice=None, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, new_shape_tokens: int = 0):
         self.name = name
         self.tokenizer = tokenizer
         self.tokenizer_key = tokenizer_key or str(tokenizer.path)
@@ -70,6 +70,10 @@ class TransformerRunner:
         self.token_budget = int(token_budget)
         self.max_rows = int(max_rows)
         self.overhead_tokens = int(overhead_tokens)
+        # Backends that prepare kernels per batch shape (OpenVINO): the shapes already run, as a
+        # [width, rows] mask, so later windows' plans reuse them where that is cheaper (plan_batches).
+        self.new_shape_tokens = int(new_shape_tokens)
+        self._seen = np.zeros((tokenizer.max_length + 1, self.max_rows + 1), dtype=bool) if self.new_shape_tokens > 0 and not buckets else None
         self.buckets = buckets
         self.description = describe
         self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
@@ -97,8 +101,13 @@ class TransformerRunner:
     def batches(self, enc: Encoded, seqs: np.ndarray | None = None) -> Iterator[Batch]:
         """Padded batches of ``enc``'s sequences (all, or ``seqs``), cut by the token budget."""
         lengths = enc.lengths if seqs is None else enc.lengths[seqs]
-        for rows in plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets, min_batches=self.min_batches):
-            yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
+        groups = plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets, min_batches=self.min_batches,
+                              seen=self._seen, new_shape_tokens=self.new_shape_tokens)
+        for rows in groups:
+            batch = build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
+            if self._seen is not None and batch.input_ids.shape[1] < self._seen.shape[0] and len(rows) < self._seen.shape[1]:
+                self._seen[batch.input_ids.shape[1], len(rows)] = True  # planned to run: prepared from now on
+            yield batch
 
     def run_batches(self, batches: list[Batch], width: int) -> RunStats:
         """Prepared batches (from any windows) through the first device as scoring runs them,
@@ -317,7 +326,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     return TransformerRunner(
         spec.name, tok, spec.pad_id, backends, token_budget, max_rows, buckets,
         describe=f"{choice.backend}/{choice.precision}{where}{streams_note(streams)}", tokenizer_key=key, choice=choice,
-        overhead_tokens=overhead,
+        overhead_tokens=overhead, new_shape_tokens=NEW_SHAPE_TOKENS * overhead // BATCH_OVERHEAD_TOKENS if choice.backend == "openvino" else 0,
     )
 
 
