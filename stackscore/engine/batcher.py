@@ -63,11 +63,12 @@ run their GEMMs less efficiently); 64 sits between them."""
 
 
 NEW_SHAPE_TOKENS = 256
-"""What a batch shape the runtime has not run before costs, in padded tokens of a MiniLM-sized
+"""What a batch shape the runtime has not prepared costs, in padded tokens of a MiniLM-sized
 model, where the runtime prepares kernels per shape (OpenVINO: 7-21 ms for MiniLM-L6 on 2 EPYC
-cores, ``benchmarks/shape_cost.py``, at ~20k tokens/s). A long job keeps meeting new shapes: on
-SST-2 sentences each 4,096-row window after the first still brought 23-33 new ones among ~37
-batches, 0.22-0.49 s over 2.4 s of work (RESULTS.md)."""
+cores, ``benchmarks/shape_cost.py``, at ~20k tokens/s). A long job kept meeting new shapes: on
+SST-2 sentences each 4,096-row window after the first brought 23-33 new ones among ~37 batches,
+0.22-0.49 s over 2.4 s of work; charging this for shapes outside one fixed shape per width
+(``TransformerRunner.usual_shapes``) left 3-7, for 2.7 % more padding (RESULTS.md)."""
 
 REFERENCE_FLOPS_PER_TOKEN = 2.2e7
 """Weight-GEMM FLOPs per token of MiniLM-L6-H384 (``roofline.graph_cost``: 2.15e7), the model the

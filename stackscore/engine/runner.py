@@ -70,10 +70,13 @@ class TransformerRunner:
         self.token_budget = int(token_budget)
         self.max_rows = int(max_rows)
         self.overhead_tokens = int(overhead_tokens)
-        # Backends that prepare kernels per batch shape (OpenVINO): the shapes already run, as a
-        # [width, rows] mask, so later windows' plans reuse them where that is cheaper (plan_batches).
+        # Backends that prepare kernels per batch shape (OpenVINO): a fixed set of shapes, one per
+        # width (as many rows as the budget allows), that plans prefer where that costs less than
+        # preparing a new shape (plan_batches), so windows keep meeting the same few shapes. Fixed,
+        # not learned from the windows run so far: a window's plan (so its bytes) must not depend
+        # on what ran before it (a resumed run, a Ray actor's share of the windows).
         self.new_shape_tokens = int(new_shape_tokens)
-        self._seen = np.zeros((tokenizer.max_length + 1, self.max_rows + 1), dtype=bool) if self.new_shape_tokens > 0 and not buckets else None
+        self._seen = self.usual_shapes(tokenizer.max_length) if self.new_shape_tokens > 0 and not buckets else None
         self.buckets = buckets
         self.description = describe
         self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
@@ -104,10 +107,15 @@ class TransformerRunner:
         groups = plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets, min_batches=self.min_batches,
                               seen=self._seen, new_shape_tokens=self.new_shape_tokens)
         for rows in groups:
-            batch = build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
-            if self._seen is not None and batch.input_ids.shape[1] < self._seen.shape[0] and len(rows) < self._seen.shape[1]:
-                self._seen[batch.input_ids.shape[1], len(rows)] = True  # planned to run: prepared from now on
-            yield batch
+            yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
+
+    def usual_shapes(self, max_length: int) -> np.ndarray:
+        """``[width, rows]`` mask of the shapes plans prefer: for every width, the most rows the
+        token budget and row cap allow (what a long job's full batches are)."""
+        shapes = np.zeros((max_length + 1, self.max_rows + 1), dtype=bool)
+        widths = np.arange(1, max_length + 1)
+        shapes[widths, np.minimum(self.max_rows, np.maximum(1, self.token_budget // widths))] = True
+        return shapes
 
     def run_batches(self, batches: list[Batch], width: int) -> RunStats:
         """Prepared batches (from any windows) through the first device as scoring runs them,
