@@ -28,10 +28,11 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     classic = r["methods"]["classic"]["rows_per_s"]
     assert abs(r["ratio_vs_classic"] - r["engine_rows_per_s"] / classic) < 0.02 * r["ratio_vs_classic"] + 0.01
     assert r["methods"]["engine_fp32"]["agreement_vs_classic_fp32"] == 1.0  # exact fp32 vs PyTorch fp32
-    # The planner pads where a batch saved costs more than the padding; the test models have a
-    # tiny fraction of MiniLM's work per token, so they get 8x the batch overhead (batch_scale)
-    # and pad more than a real model does.
-    assert 0.0 <= r["padding_fraction"] <= 0.3
+    # The planner pads where a batch (or, on OpenVINO, a new batch shape) saved costs more than
+    # the padding; the test models have a tiny fraction of MiniLM's work per token, so those
+    # costs (8x, batch_scale) outweigh much of their compute and they pad far more than a real
+    # model does (MiniLM: 1-4 %).
+    assert 0.0 <= r["padding_fraction"] <= 0.6
     # streams measured per model (1 and 2 on a 2-core machine, more on more cores) and used;
     # the engine also timed as a whole process over all the rows
     assert set(r["streams"]) == {"bert", "roberta"}
