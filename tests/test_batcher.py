@@ -58,48 +58,10 @@ def plan_cost(lengths, groups, overhead):
     return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    lengths=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=9),
-    budget=st.integers(min_value=1, max_value=200),
-    max_rows=st.integers(min_value=1, max_value=9),
-    overhead=st.sampled_from([0, 5, 64]),
-)
-def test_plan_is_the_cheapest_split_of_the_sorted_rows(lengths, budget, max_rows, overhead):
-    """Against brute force: every way of cutting the length-sorted rows into contiguous batches."""
+def cheapest_split(lengths, budget, max_rows, cost):
+    """Brute force: the least ``cost(groups)`` over every way of cutting the length-sorted rows
+    into contiguous batches that respect the budget and the row cap."""
     import itertools
-
-    order = np.argsort(lengths, kind="stable")
-    n = len(lengths)
-    best = None
-    for cuts in itertools.product([0, 1], repeat=n - 1):
-        bounds = [0, *[i + 1 for i, c in enumerate(cuts) if c], n]
-        groups = [order[a:b] for a, b in zip(bounds, bounds[1:])]
-        if all(len(g) <= max_rows and (len(g) == 1 or len(g) * max(lengths[i] for i in g) <= budget) for g in groups):
-            c = plan_cost(lengths, groups, overhead)
-            best = c if best is None else min(best, c)
-    got = plan_batches(np.asarray(lengths), budget, max_rows, overhead)
-    assert plan_cost(lengths, got, overhead) == best
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    lengths=st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=9),
-    budget=st.integers(min_value=1, max_value=60),
-    max_rows=st.integers(min_value=1, max_value=9),
-    penalty=st.sampled_from([1, 7, 40]),
-    seen_cells=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 9)), max_size=12),
-)
-def test_plan_with_prepared_shapes_is_the_cheapest_split_counting_new_shapes(lengths, budget, max_rows, penalty, seen_cells):
-    """Against brute force, a batch whose (rows, width) was never prepared costs ``penalty`` more."""
-    import itertools
-
-    seen = np.zeros((13, 10), dtype=bool)
-    for w, r in seen_cells:
-        seen[w, r] = True
-
-    def cost(groups):
-        return sum(len(g) * max(lengths[i] for i in g) + 5 + (0 if seen[max(lengths[i] for i in g), len(g)] else penalty) for g in groups)
 
     order = np.argsort(lengths, kind="stable")
     n, best = len(lengths), None
@@ -108,8 +70,37 @@ def test_plan_with_prepared_shapes_is_the_cheapest_split_counting_new_shapes(len
         groups = [order[a:b] for a, b in zip(bounds, bounds[1:])]
         if all(len(g) <= max_rows and (len(g) == 1 or len(g) * max(lengths[i] for i in g) <= budget) for g in groups):
             best = cost(groups) if best is None else min(best, cost(groups))
+    return best
+
+
+SMALL_PLANS = {  # windows small enough to brute-force every split
+    "lengths": st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=9),
+    "budget": st.integers(min_value=1, max_value=200),
+    "max_rows": st.integers(min_value=1, max_value=9),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(**SMALL_PLANS, overhead=st.sampled_from([0, 5, 64]))
+def test_plan_is_the_cheapest_split_of_the_sorted_rows(lengths, budget, max_rows, overhead):
+    """Against brute force: every way of cutting the length-sorted rows into contiguous batches."""
+    got = plan_batches(np.asarray(lengths), budget, max_rows, overhead)
+    assert plan_cost(lengths, got, overhead) == cheapest_split(lengths, budget, max_rows, lambda g: plan_cost(lengths, g, overhead))
+
+
+@settings(max_examples=150, deadline=None)
+@given(**SMALL_PLANS, penalty=st.sampled_from([1, 7, 40]), seen_cells=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 9)), max_size=40))
+def test_plan_with_preferred_shapes_is_the_cheapest_split_counting_other_shapes(lengths, budget, max_rows, penalty, seen_cells):
+    """Against brute force, a batch whose (width, rows) is not marked costs ``penalty`` more."""
+    seen = np.zeros((41, 10), dtype=bool)
+    for w, r in seen_cells:
+        seen[w, r] = True
+
+    def cost(groups):
+        return sum(len(g) * max(lengths[i] for i in g) + 5 + (0 if seen[max(lengths[i] for i in g), len(g)] else penalty) for g in groups)
+
     got = plan_batches(np.asarray(lengths), budget, max_rows, 5, seen=seen, new_shape_tokens=penalty)
-    assert sorted(np.concatenate(got).tolist()) == list(range(n)) and cost(got) == best
+    assert sorted(np.concatenate(got).tolist()) == list(range(len(lengths))) and cost(got) == cheapest_split(lengths, budget, max_rows, cost)
 
 
 def test_a_small_window_is_not_cut_into_tiny_batches():
