@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -225,10 +225,7 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
             "mean_padded_length": round(padded / max(sum(b.input_ids.shape[0] for b in batches), 1), 1),
         }
         if runtime == "openvino":
-            from .engine.backends.ov import inference_hint
-
-            float_peak = "bf16" if inference_hint(precision) == "bf16" else "fp32"
-            row["ops"] = op_profile(scorer, runner, batches, cost, {p: peak_of(p) for p in {precision, float_peak}})
+            row["ops"] = op_profile(scorer, runner, batches, cost, peak_of)
         row["held_by"] = held_by(row)
         out[name] = row
     if out:  # the ensemble: all its GEMM work over all its model time; fraction time-weighted
@@ -245,13 +242,13 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
     return out
 
 
-def op_profile(scorer, runner, batches: list, cost: GraphCost, peaks: dict[str, float | None]) -> dict[str, Any] | None:
+def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable[[str], float | None]) -> dict[str, Any] | None:
     """Where an OpenVINO model's time goes, measured: its graph compiled again with per-node
     counters (``PERF_COUNT``, one request at a time whatever streams the model scores with; the
     shares, not the seconds, are what it is for), the engine's batches run once to warm and once counted. Node time
     splits into int8 GEMMs, float GEMMs (layers a static-int8 graph keeps in float for accuracy,
     or every GEMM of a float graph) and everything else (attention, layer norms, activations,
-    reorders), with the GEMMs' achieved GFLOP/s against ``peaks`` ("int8", "bf16", "fp32")."""
+    reorders), with each GEMM kind's achieved GFLOP/s against ``peak_of(precision)``."""
     from .engine.backends.ov import OpenVinoBackend, inference_hint
     from .manifest import resolve_inside, verify_opened
 
@@ -285,8 +282,8 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peaks: dict[str, 
         achieved = flops_per_token * tokens / s / 1e9
         return round(achieved, 1), (round(achieved / peak, 3) if peak else None)
 
-    int8_gflops, int8_frac = gemm(cost.per_token_int8, int8_s, peaks.get("int8"))
-    float_gflops, float_frac = gemm(cost.per_token - cost.per_token_int8, float_s, peaks.get(float_hint))
+    int8_gflops, int8_frac = gemm(cost.per_token_int8, int8_s, peak_of("int8") if int8_s > 0 else None)
+    float_gflops, float_frac = gemm(cost.per_token - cost.per_token_int8, float_s, peak_of(float_hint) if float_s > 0 else None)
     return {
         "int8_gemm_share": round(int8_s / total, 3), "float_gemm_share": round(float_s / total, 3), "other_share": round(1 - (int8_s + float_s) / total, 3),
         "float_gemm_precision": float_hint,

@@ -89,17 +89,19 @@ def test_plan_is_the_cheapest_split_of_the_sorted_rows(lengths, budget, max_rows
 
 
 @settings(max_examples=150, deadline=None)
-@given(**SMALL_PLANS, penalty=st.sampled_from([1, 7, 40]), seen_cells=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 9)), max_size=40))
-def test_plan_with_preferred_shapes_is_the_cheapest_split_counting_other_shapes(lengths, budget, max_rows, penalty, seen_cells):
-    """Against brute force, a batch whose (width, rows) is not marked costs ``penalty`` more."""
-    seen = np.zeros((41, 10), dtype=bool)
-    for w, r in seen_cells:
-        seen[w, r] = True
+@given(**SMALL_PLANS, penalty=st.sampled_from([1, 7, 40]))
+def test_plan_with_preferred_shapes_is_the_cheapest_split_counting_other_shapes(lengths, budget, max_rows, penalty):
+    """Against brute force, a batch costs ``penalty`` more unless it is its width's preferred
+    shape: as many rows as the budget and the row cap allow."""
 
     def cost(groups):
-        return sum(len(g) * max(lengths[i] for i in g) + 5 + (0 if seen[max(lengths[i] for i in g), len(g)] else penalty) for g in groups)
+        def extra(g):
+            width = max(lengths[i] for i in g)
+            return 0 if len(g) == min(max_rows, max(1, budget // width)) else penalty
 
-    got = plan_batches(np.asarray(lengths), budget, max_rows, 5, seen=seen, new_shape_tokens=penalty)
+        return sum(len(g) * max(lengths[i] for i in g) + 5 + extra(g) for g in groups)
+
+    got = plan_batches(np.asarray(lengths), budget, max_rows, 5, new_shape_tokens=penalty)
     assert sorted(np.concatenate(got).tolist()) == list(range(len(lengths))) and cost(got) == cheapest_split(lengths, budget, max_rows, cost)
 
 

@@ -100,7 +100,7 @@ def test_op_profile_splits_an_openvino_models_time_and_names_what_holds_it(artif
     runner = scorer.runners["bert"]
     spec = next(m for m in scorer.manifest.models if m.name == "bert")
     batches = list(runner.batches(runner.encode([f"a fine film number {i}" for i in range(40)])))
-    ops = op_profile(scorer, runner, batches, graph_cost(artifact / spec.graphs["fp32"]), {"fp32": 100.0})
+    ops = op_profile(scorer, runner, batches, graph_cost(artifact / spec.graphs["fp32"]), {"fp32": 100.0}.get)
     assert ops["int8_gemm_share"] == 0 and ops["float_gemm_share"] > 0 and ops["other_share"] > 0
     assert abs(ops["int8_gemm_share"] + ops["float_gemm_share"] + ops["other_share"] - 1) < 1e-6
     assert ops["float_gemm_precision"] == "fp32" and ops["float_gemm_gflops"] > 0
@@ -163,3 +163,8 @@ def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path)
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "ids identical: True" in res.stdout
+    pytest.importorskip("openvino")
+    res = subprocess.run([sys.executable, str(bench / "window_shapes.py"), str(artifact), "--model", spec.name, "--data", str(data), "--windows", "2", "--window-rows", "20"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("\n| ") == 3 and "all windows: first passes" in res.stdout

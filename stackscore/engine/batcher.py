@@ -68,7 +68,7 @@ model, where the runtime prepares kernels per shape (OpenVINO: 7-21 ms for MiniL
 cores, ``benchmarks/shape_cost.py``, at ~20k tokens/s). A long job kept meeting new shapes: on
 SST-2 sentences each 4,096-row window after the first brought 23-33 new ones among ~37 batches,
 0.22-0.49 s over 2.4 s of work; charging this for shapes outside one fixed shape per width
-(``TransformerRunner.usual_shapes``) left 3-7, for 2.7 % more padding (RESULTS.md)."""
+(``plan_batches``) left 3-7, for 2.7 % more padding (RESULTS.md)."""
 
 REFERENCE_FLOPS_PER_TOKEN = 2.2e7
 """Weight-GEMM FLOPs per token of MiniLM-L6-H384 (``roofline.graph_cost``: 2.15e7), the model the
@@ -97,7 +97,7 @@ def batch_scale(flops_per_token: float) -> int:
     return int(max(1, min(MAX_BATCH_SCALE, REFERENCE_FLOPS_PER_TOKEN // flops_per_token)))
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None, min_batches: int = 1, seen: np.ndarray | None = None, new_shape_tokens: int = 0) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, overhead_tokens: int = BATCH_OVERHEAD_TOKENS, buckets: tuple[int, ...] | None = None, min_batches: int = 1, new_shape_tokens: int = 0) -> list[np.ndarray]:
     """Groups of row indices, each with ``len(group) * max(length in group) <= token_budget``.
 
     Rows are taken in ascending length order (stable, so equal lengths keep input order) and cut
@@ -109,16 +109,17 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, ov
     budget on its own still gets a batch of one: nothing is ever dropped.
     With ``buckets`` (GPU backends), batches are cut per length bucket instead (``plan_bucketed``).
 
-    ``seen``, ``new_shape_tokens``: a batch whose shape ``(rows, width)`` is not marked in ``seen``
-    (a boolean array indexed ``[width, rows]``: the shapes the runtime has already prepared)
-    costs ``new_shape_tokens`` more, so later windows reuse prepared shapes where that costs less
-    padding than preparing a new one.
+    ``new_shape_tokens`` (runtimes that prepare kernels per batch shape): a batch costs that much
+    more unless it is the one shape its width is preferred in, as many rows as the budget and
+    row cap allow, so a long job's windows keep meeting the same few shapes. The preferred shapes
+    are fixed, not learned from earlier windows: a window's plan (so its output bytes) never
+    depends on what ran before it (a resumed run, a Ray actor's share of the windows).
 
     ``min_batches``: a model running several requests at once (streams, each on its share of the
     cores) needs that many batches to keep every core busy; a window with fewer (a small job:
     20 rows make one batch) has its largest batches halved until there are enough.
     """
-    groups = plan_bucketed(lengths, token_budget, max_rows, buckets) if buckets else _plan_sorted(lengths, token_budget, max_rows, overhead_tokens, seen, new_shape_tokens)
+    groups = plan_bucketed(lengths, token_budget, max_rows, buckets) if buckets else _plan_sorted(lengths, token_budget, max_rows, overhead_tokens, new_shape_tokens)
     while len(groups) < min_batches:
         i = max(range(len(groups)), key=lambda g: len(groups[g]), default=None)
         if i is None or len(groups[i]) < 2:
@@ -128,9 +129,8 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int = 512, ov
     return groups
 
 
-def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead_tokens: int, seen: np.ndarray | None = None, new_shape_tokens: int = 0) -> list[np.ndarray]:
+def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead_tokens: int, new_shape_tokens: int = 0) -> list[np.ndarray]:
     """``plan_batches``' exact programme over the rows in ascending length order."""
-    charge = seen is not None and new_shape_tokens > 0
     lengths = np.asarray(lengths)
     order = np.argsort(lengths, kind="stable")
     s = np.maximum(lengths[order], 1).astype(np.int64)
@@ -143,10 +143,9 @@ def _plan_sorted(lengths: np.ndarray, token_budget: int, max_rows: int, overhead
         lo = max(0, j - max_rows, j - max(1, token_budget // width))
         # cost = best[i] + (j - i) * width + overhead (+ a new shape's cost), minimised over the batch's start i
         cand = best[lo:j] - width * at[lo:j]
-        if charge:
-            rows = j - at[lo:j]
-            known = seen[width, np.minimum(rows, seen.shape[1] - 1)] & (rows < seen.shape[1]) if width < seen.shape[0] else np.zeros(len(rows), bool)
-            cand = cand + new_shape_tokens * ~known
+        if new_shape_tokens:  # any start but the one that makes a full batch (the preferred shape)
+            full = min(max_rows, max(1, token_budget // width))
+            cand = cand + new_shape_tokens * (at[lo:j] != j - full)
         k = int(np.argmin(cand))
         best[j] = cand[k] + width * j + overhead_tokens
         cut[j] = lo + k

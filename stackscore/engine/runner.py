@@ -70,13 +70,7 @@ class TransformerRunner:
         self.token_budget = int(token_budget)
         self.max_rows = int(max_rows)
         self.overhead_tokens = int(overhead_tokens)
-        # Backends that prepare kernels per batch shape (OpenVINO): a fixed set of shapes, one per
-        # width (as many rows as the budget allows), that plans prefer where that costs less than
-        # preparing a new shape (plan_batches), so windows keep meeting the same few shapes. Fixed,
-        # not learned from the windows run so far: a window's plan (so its bytes) must not depend
-        # on what ran before it (a resumed run, a Ray actor's share of the windows).
-        self.new_shape_tokens = int(new_shape_tokens)
-        self._seen = self.usual_shapes(tokenizer.max_length) if self.new_shape_tokens > 0 and not buckets else None
+        self.new_shape_tokens = int(new_shape_tokens)  # backends that prepare kernels per batch shape (plan_batches)
         self.buckets = buckets
         self.description = describe
         self.choice = choice  # backends.Choice (runtime, precision, graph) when built from an artifact
@@ -105,17 +99,9 @@ class TransformerRunner:
         """Padded batches of ``enc``'s sequences (all, or ``seqs``), cut by the token budget."""
         lengths = enc.lengths if seqs is None else enc.lengths[seqs]
         groups = plan_batches(lengths, self.token_budget, self.max_rows, self.overhead_tokens, buckets=self.buckets, min_batches=self.min_batches,
-                              seen=self._seen, new_shape_tokens=self.new_shape_tokens)
+                              new_shape_tokens=self.new_shape_tokens)
         for rows in groups:
             yield build_batch(enc, rows if seqs is None else seqs[rows], self.pad_id, self.buckets)
-
-    def usual_shapes(self, max_length: int) -> np.ndarray:
-        """``[width, rows]`` mask of the shapes plans prefer: for every width, the most rows the
-        token budget and row cap allow (what a long job's full batches are)."""
-        shapes = np.zeros((max_length + 1, self.max_rows + 1), dtype=bool)
-        widths = np.arange(1, max_length + 1)
-        shapes[widths, np.minimum(self.max_rows, np.maximum(1, self.token_budget // widths))] = True
-        return shapes
 
     def run_batches(self, batches: list[Batch], width: int) -> RunStats:
         """Prepared batches (from any windows) through the first device as scoring runs them,
