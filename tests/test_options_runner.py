@@ -247,3 +247,31 @@ def test_the_optimized_graph_cache_is_for_plain_cpu_sessions_and_leaves_nothing_
     Path(so.optimized_model_filepath).write_bytes(b"half a graph")  # what a session that then failed may have written
     finish(False)
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("precision, backend, imports_ahead", [("bf16", "auto", True), ("fp32", "onnxruntime", False)])
+def test_openvino_is_imported_ahead_only_when_a_model_runs_on_it(monkeypatch, artifact, precision, backend, imports_ahead):
+    """runners_for starts OpenVINO's import on its own thread (it overlaps the checksums and
+    tokenizers) when some model will run on it, and never for an ONNX Runtime-only run; the
+    models come out the same either way, each with its tokenizer (parsed beside its session)."""
+    if precision == "bf16":
+        pytest.importorskip("openvino")
+    import threading
+
+    from stackscore.engine import runner
+
+    started = []
+    real = threading.Thread
+
+    class Spy(real):
+        def start(self):
+            started.append(self.name)
+            return super().start()
+
+    monkeypatch.setattr(runner.threading, "Thread", Spy)
+    scorer = Scorer(artifact, RunOptions(precision=precision, backend=backend))
+    assert ("import-openvino" in started) is imports_ahead
+    transformers = [r for r in scorer.runners.values() if isinstance(r, TransformerRunner)]
+    assert transformers and all(r.tokenizer is not None for r in transformers)
+    assert {r.describe().split("/")[0] for r in transformers} == {"openvino" if imports_ahead else "onnxruntime"}
+    assert scorer.score_texts(["a fine film", "dull"]).proba.shape == (2, len(scorer.labels))

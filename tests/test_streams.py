@@ -199,28 +199,30 @@ def test_a_multi_stream_runner_splits_a_one_batch_window_across_its_streams(arti
     np.testing.assert_allclose(one.score_texts(texts).proba, two.score_texts(texts).proba, atol=1e-6)
 
 
-def test_openvino_models_build_one_at_a_time_and_leave_the_locale_alone(artifact, tmp_path):
-    """Models load on a thread each; OpenVINO's part is made under the first-call lock, since two
-    compilations at once left the process in the "C" locale (seen: a later subprocess's UTF-8
-    output failed to decode). Six two-model loads, cold and cached, never hang nor move the locale."""
+def test_openvino_models_build_at_once_and_leave_the_locale_alone(artifact, tmp_path):
+    """Models load on a thread each and their OpenVINO compilations run at once, in the "C"
+    locale that ``c_locale_while_building`` holds across them: two at once without it left the
+    process in "C" (OpenVINO's scoped setlocale interleaved; seen: a later subprocess's UTF-8
+    output failed to decode). Six two-model loads, cold and cached, never hang, compile in "C",
+    and put the caller's locale back."""
     pytest.importorskip("openvino")
     import locale
     import threading
 
     from stackscore.engine.backends import ov
 
-    real, held = ov.OpenVinoBackend._compile, []
+    real, during = ov.OpenVinoBackend._compile, []
 
     def spy(*a, **k):
-        held.append(ov._FIRST_CALL.locked())
+        during.append(locale.setlocale(locale.LC_ALL))
         return real(*a, **k)
 
-    before, seen = locale.setlocale(locale.LC_CTYPE), []
+    before, seen = locale.setlocale(locale.LC_ALL), []
 
     def loads():
         for i in range(6):
             scorer = Scorer(artifact, RunOptions(precision="bf16", cache_dir=tmp_path / f"cache{i % 2}"))
-            seen.append((scorer.score_texts(["a fine film", "dull"]).proba.shape, locale.setlocale(locale.LC_CTYPE)))
+            seen.append((scorer.score_texts(["a fine film", "dull"]).proba.shape, locale.setlocale(locale.LC_ALL)))
 
     ov.OpenVinoBackend._compile = staticmethod(spy)
     try:
@@ -231,7 +233,52 @@ def test_openvino_models_build_one_at_a_time_and_leave_the_locale_alone(artifact
         ov.OpenVinoBackend._compile = staticmethod(real)
     assert not worker.is_alive(), "loading two OpenVINO models at once hung"
     assert seen == [((2, 2), before)] * 6
-    assert held and all(held)
+    assert during == ["C"] * 12
+
+
+def test_c_locale_while_building_restores_the_callers_locale_once_the_last_build_ends():
+    """Overlapping builds on two threads: "C" from the first's start to the last's end, then the
+    caller's locale (a non-C one where the machine has it), whatever order they end in."""
+    import locale
+    import threading
+
+    from stackscore.engine.backends.ov import c_locale_while_building
+
+    before = locale.setlocale(locale.LC_ALL)
+    for name in ("C.UTF-8", "en_US.UTF-8"):
+        try:
+            locale.setlocale(locale.LC_ALL, name)
+            break
+        except locale.Error:
+            continue
+    caller = locale.setlocale(locale.LC_ALL)
+    try:
+        first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def first():
+            with c_locale_while_building():
+                first_in.set()
+                second_in.wait(10)
+                seen["first"] = locale.setlocale(locale.LC_ALL)
+            first_out.set()
+
+        def second():
+            first_in.wait(10)
+            with c_locale_while_building():
+                second_in.set()
+                first_out.wait(10)
+                seen["second, after the first ended"] = locale.setlocale(locale.LC_ALL)
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert seen == {"first": "C", "second, after the first ended": "C"}
+        assert locale.setlocale(locale.LC_ALL) == caller
+    finally:
+        locale.setlocale(locale.LC_ALL, before)
 
 
 class _Failing:

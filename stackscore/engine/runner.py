@@ -259,6 +259,7 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
 
     tokenizers: dict[str, TextTokenizer] = {}
     lock = threading.Lock()
+    _import_runtimes_ahead(manifest, options)
 
     def build(spec: ModelSpec) -> ModelRunner:
         return runner_for(spec, manifest, artifact_dir, options, tokenizers, lock, verify)
@@ -272,6 +273,30 @@ def runners_for(manifest: Manifest, artifact_dir: Path, options: RunOptions, ver
         raise
     pool.shutdown()
     return {r.name: r for r in built}
+
+
+def _import_runtimes_ahead(manifest: Manifest, options: RunOptions) -> None:
+    """Start importing OpenVINO on a thread of its own when a model will run on it: the import
+    (0.05 s alone, ~0.09 s beside the loaders) then overlaps the checksums and tokenizers
+    instead of sitting in the first model's build, which every OpenVINO build waits for. Errors
+    are left to the build, which imports it again and reports them as it always has."""
+
+    def wanted(spec: ModelSpec) -> bool:
+        try:
+            return spec.kind == "transformer" and choose(spec, options).backend == "openvino"
+        except Exception:  # noqa: BLE001 - the model's own build reports what is wrong with it
+            return False
+
+    def run() -> None:
+        try:
+            from .backends.ov import import_openvino
+
+            import_openvino()
+        except Exception:  # noqa: BLE001 - see above
+            pass
+
+    if any(wanted(spec) for spec in manifest.models):
+        threading.Thread(target=run, name="import-openvino", daemon=True).start()
 
 
 def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict | None = None, lock: threading.Lock | None = None, verify: Callable[[list[str]], None] | None = None) -> ModelRunner:
@@ -296,8 +321,6 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
         raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
     choice = choose(spec, options)
     verify([spec.graphs[choice.graph_key], spec.tokenizer])
-    with lock:  # models sharing a tokenizer file load it once
-        key, tok = _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
     token_budget, max_rows, overhead = batch_geometry(spec.flops_per_token, options)
@@ -306,15 +329,28 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
         from ..tuning import recorded_streams
 
         streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)) or 1
-    backends = []
-    for device in options.devices:
-        if choice.backend == "openvino":
-            from .backends.ov import OpenVinoBackend
 
-            backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
-        else:
-            backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
-        check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
+    def load_tokenizer() -> tuple[str, TextTokenizer]:
+        with lock:  # models sharing a tokenizer file load it once
+            return _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
+
+    # The tokenizer is parsed on a thread of its own while the sessions build (a compilation
+    # releases the GIL): MiniLM's 0.02-0.03 s parse no longer comes before its build.
+    loading = ThreadPoolExecutor(1, thread_name_prefix=f"{spec.name}-tokenizer")
+    try:
+        tokenizer = loading.submit(load_tokenizer)
+        backends = []
+        for device in options.devices:
+            if choice.backend == "openvino":
+                from .backends.ov import OpenVinoBackend
+
+                backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
+            else:
+                backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
+            check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
+        key, tok = tokenizer.result()
+    finally:
+        loading.shutdown(wait=False, cancel_futures=True)
     where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
     buckets = buckets_for(spec.max_length) if options.bucketed else None
     return TransformerRunner(

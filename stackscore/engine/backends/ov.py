@@ -8,8 +8,10 @@ It does not speed up ONNX Runtime's *dynamically* quantized graphs, which stay o
 
 from __future__ import annotations
 
+import locale
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,42 @@ def import_openvino():
     return ov
 
 
+_LOCALE = threading.Lock()
+_building = 0  # OpenVINO builds of this process in flight (under _LOCALE)
+_saved_locale: str | None = None
+
+
+@contextmanager
+def c_locale_while_building():
+    """The process in the "C" locale while any of its OpenVINO builds runs; the caller's locale
+    put back once, when the last one ends.
+
+    OpenVINO reads and writes its compiled-model cache under a scoped ``setlocale(LC_ALL, "C")``
+    (``ScopedLocale`` in its ``cache_manager.hpp``: query the process's locale name, set "C",
+    restore the saved name). Two builds at once interleave those process-wide calls: the second
+    saves the "C" the first has set and restores it after the first has restored the caller's,
+    so the process was left in "C" (seen: 3 of 6 two-model loads; a later decode of UTF-8 bytes
+    by locale failed), and a name queried while the other thread replaces it can be read after
+    glibc has freed it. With "C" held across every build that overlaps, each of OpenVINO's
+    save/set/restore is a "C" -> "C" no-op (glibc frees no name: the C names are static), and no
+    build starts or ends while this function changes the locale (both happen under ``_LOCALE``
+    with no build in flight). Other threads of the process see "C" for the builds' duration, as
+    they already did for each cached import's duration."""
+    global _building, _saved_locale
+    with _LOCALE:
+        if _building == 0:
+            _saved_locale = locale.setlocale(locale.LC_ALL)
+            locale.setlocale(locale.LC_ALL, "C")
+        _building += 1
+    try:
+        yield
+    finally:
+        with _LOCALE:
+            _building -= 1
+            if _building == 0:
+                locale.setlocale(locale.LC_ALL, _saved_locale)
+
+
 def inference_hint(precision: str) -> str:
     """OpenVINO's ``INFERENCE_PRECISION_HINT`` for a variant: bf16 for bf16, and for int8 (a static
     QDQ graph runs its non-quantized ops in bf16) where the CPU has it; f32 otherwise."""
@@ -65,18 +103,17 @@ class OpenVinoBackend:
     name = "openvino"
 
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False):
-        # Models are built on a thread each (``runners_for``); OpenVINO's part of it is made one
-        # at a time (the other models' checksums and tokenizers still load meanwhile), for the
-        # reason ``run`` gives and one more: two ``compile_model`` calls at once left the whole
-        # process in the "C" locale, and every later decode of non-ASCII bytes by locale failed
-        # (tests/test_streams.py checks the locale). OpenVINO calls ``setlocale`` while it
-        # imports a cached model (a concurrent locale query once read a half-written name), so
-        # two threads doing it can restore each other's "C"; one at a time, it restores its own.
+        # Models are built on a thread each (``runners_for``). The compilation (or the cached
+        # blob's import: the longest part of a cached start, GIL released) runs alongside the
+        # other models' under ``c_locale_while_building``; what touches the Python binding's
+        # state around it is made under the first-call lock, for the reason ``run`` gives.
         with _FIRST_CALL:
             core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
             if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
                 config["PERF_COUNT"] = True
+        with c_locale_while_building():
             self.compiled = self._compile(core, model, config, graph)
+        with _FIRST_CALL:
             self._finish(spec)
 
     @staticmethod
