@@ -296,7 +296,9 @@ def _import_runtimes_ahead(manifest: Manifest, options: RunOptions) -> None:
             pass
 
     if any(wanted(spec) for spec in manifest.models):
-        threading.Thread(target=run, name="import-openvino", daemon=True).start()
+        # Not a daemon: a process that fails early (a bad artifact, exit 2) waits for the import
+        # to finish before it shuts down, instead of finalizing around a half-loaded library.
+        threading.Thread(target=run, name="import-openvino").start()
 
 
 def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, tokenizers: dict | None = None, lock: threading.Lock | None = None, verify: Callable[[list[str]], None] | None = None) -> ModelRunner:
