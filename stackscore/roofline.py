@@ -87,6 +87,9 @@ def graph_cost(path: Path) -> GraphCost:
 
 
 PEAK_N, PEAK_DEPTH = 1024, 4
+# A peak is the best of this many slices of its measuring time: one second averaged whole once read
+# a bf16 peak 25 % low on this shared machine, and MiniLM's float GEMMs at "131 %" of it.
+PEAK_SLICES = 5
 
 
 def _matmul_graph(n: int = PEAK_N, depth: int = PEAK_DEPTH, int8: bool = False) -> bytes:
@@ -121,7 +124,8 @@ def _matmul_graph(n: int = PEAK_N, depth: int = PEAK_DEPTH, int8: bool = False) 
 def measure_peak(precision: str, threads: int, runtime: str = "openvino", n: int = PEAK_N, depth: int = PEAK_DEPTH, seconds: float = 1.0) -> float | None:
     """GFLOP/s of a chain of large MatMuls at ``precision`` on ``runtime`` with ``threads``
     threads, the best of one request at a time and one per core pair (streams), or None where
-    this runtime/CPU cannot run it. ONNX Runtime's int8 is its dynamic quantization of the same
+    this runtime/CPU cannot run it (each the best of ``PEAK_SLICES`` slices of ``seconds``).
+    ONNX Runtime's int8 is its dynamic quantization of the same
     chain (MatMulInteger), what an ``int8`` model on ONNX Runtime runs."""
     import tempfile
 
@@ -170,12 +174,13 @@ def measure_peak(precision: str, threads: int, runtime: str = "openvino", n: int
             return None
         for run, per_call in calls:
             run()
-            done, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < seconds:
-                run()
-                done += per_call
-            gflops = 2.0 * n**3 * depth * done / (time.perf_counter() - t0) / 1e9
-            best = gflops if best is None else max(best, gflops)
+            for _ in range(PEAK_SLICES):  # the best slice: a peak, not an average over a neighbour's burst
+                done, t0 = 0, time.perf_counter()
+                while time.perf_counter() - t0 < seconds / PEAK_SLICES:
+                    run()
+                    done += per_call
+                gflops = 2.0 * n**3 * depth * done / (time.perf_counter() - t0) / 1e9
+                best = gflops if best is None else max(best, gflops)
     return best
 
 
