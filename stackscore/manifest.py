@@ -325,7 +325,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     if not mpath.is_file():
         raise ArtifactError(f"{mpath}: no manifest.json; is this an artifact directory?")
     try:
-        raw = json.loads(mpath.read_text())
+        raw = json.loads(mpath.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{mpath}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):

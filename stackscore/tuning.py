@@ -39,7 +39,7 @@ def record_key(runtime: str, precision: str, graph_sha256: str, threads: int, to
 def _load(cache_dir: Path) -> dict[str, Any]:
     path = Path(cache_dir) / RECORD
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

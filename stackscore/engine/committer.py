@@ -177,7 +177,7 @@ class CommittedOutput:
             shutil.rmtree(self.dir)
             return
         try:
-            rec = json.loads(path.read_text())
+            rec = json.loads(path.read_bytes())
             rec["rows"], rec["parts"]
         except (ValueError, KeyError, TypeError, OSError) as exc:
             raise StackscoreError(f"{path}: unreadable progress record ({exc}); use --overwrite to start over") from None

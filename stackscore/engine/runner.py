@@ -337,19 +337,27 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
             return _tokenizer(spec, manifest, artifact_dir, options, tokenizers)
 
     # The tokenizer is parsed on a thread of its own while the sessions build (a compilation
-    # releases the GIL): MiniLM's 0.02-0.03 s parse no longer comes before its build.
+    # releases the GIL): MiniLM's 0.02-0.03 s parse no longer comes before its build. A broken
+    # tokenizer is still what is reported when both fail, as when it loaded first.
     loading = ThreadPoolExecutor(1, thread_name_prefix=f"{spec.name}-tokenizer")
     try:
         tokenizer = loading.submit(load_tokenizer)
         backends = []
-        for device in options.devices:
-            if choice.backend == "openvino":
-                from .backends.ov import OpenVinoBackend
+        try:
+            for device in options.devices:
+                if tokenizer.done():
+                    tokenizer.result()  # already failed: no compilation for nothing
+                if choice.backend == "openvino":
+                    from .backends.ov import OpenVinoBackend
 
-                backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
-            else:
-                backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
-            check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
+                    backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
+                else:
+                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
+                check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
+        except Exception:
+            if tokenizer.exception() is not None:  # waits for the parse (tens of ms)
+                tokenizer.result()
+            raise
         key, tok = tokenizer.result()
     finally:
         loading.shutdown(wait=False, cancel_futures=True)

@@ -32,7 +32,7 @@ __all__ = ["PRECISIONS", "Choice", "RunOptions", "choose", "cpu_has_bf16", "grap
 def cpuinfo() -> str:
     """``/proc/cpuinfo`` (empty where there is none), read once."""
     try:
-        with open("/proc/cpuinfo") as fh:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             return fh.read()
     except OSError:
         return ""

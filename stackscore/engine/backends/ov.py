@@ -11,7 +11,7 @@ from __future__ import annotations
 import locale
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_
 
 _FIRST_CALL = threading.Lock()
 _IMPORT = threading.Lock()  # the sys.modules switch below is process-wide
+_import_error: BaseException | None = None  # the first failed import, raised again to every caller
 
 
 def import_openvino():
@@ -31,8 +32,11 @@ def import_openvino():
     the package while that submodule's import fails skips it (``openvino/__init__`` guards it
     with ``except ImportError``); ``openvino.convert_model`` stays available to later code in
     the process, imported on first use. A package imported earlier is returned as it is."""
+    global _import_error
     key = "openvino.tools.ovc"
     with _IMPORT:
+        if _import_error is not None:  # a second attempt could fail differently (half-imported submodules)
+            raise _import_error
         if "openvino" in sys.modules:
             return sys.modules["openvino"]
         blocked = key not in sys.modules
@@ -40,6 +44,9 @@ def import_openvino():
             sys.modules[key] = None  # type: ignore[assignment]  # import -> ImportError
         try:
             import openvino as ov
+        except BaseException as exc:
+            _import_error = exc
+            raise
         finally:
             if blocked and sys.modules.get(key, 0) is None:
                 del sys.modules[key]
@@ -76,8 +83,9 @@ def c_locale_while_building():
     glibc has freed it. With "C" held across every build that overlaps, each of OpenVINO's
     save/set/restore is a "C" -> "C" no-op (glibc frees no name: the C names are static), and no
     build starts or ends while this function changes the locale (both happen under ``_LOCALE``
-    with no build in flight). Other threads of the process see "C" for the builds' duration, as
-    they already did for each cached import's duration."""
+    with no build in flight). Only builds with a cache directory use it (OpenVINO's only
+    ``setlocale`` is in its cache manager): other threads of the process see "C" while those run,
+    as they already did for each cached import's duration (so the engine names its encodings)."""
     global _building, _saved_locale
     with _LOCALE:
         if _building == 0:
@@ -90,7 +98,10 @@ def c_locale_while_building():
         with _LOCALE:
             _building -= 1
             if _building == 0:
-                locale.setlocale(locale.LC_ALL, _saved_locale)
+                try:
+                    locale.setlocale(locale.LC_ALL, _saved_locale)
+                except locale.Error:  # never in place of the build's own outcome
+                    pass
 
 
 def inference_hint(precision: str) -> str:
@@ -105,13 +116,14 @@ class OpenVinoBackend:
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False):
         # Models are built on a thread each (``runners_for``). The compilation (or the cached
         # blob's import: the longest part of a cached start, GIL released) runs alongside the
-        # other models' under ``c_locale_while_building``; what touches the Python binding's
-        # state around it is made under the first-call lock, for the reason ``run`` gives.
+        # other models' (with a cache directory, under ``c_locale_while_building``); what touches
+        # the Python binding's state around it is made under the first-call lock, for the reason
+        # ``run`` gives.
         with _FIRST_CALL:
-            core, model, config = self._prepare(graph, options, precision, graph_sha256, streams)
+            core, model, config, cached = self._prepare(graph, options, precision, graph_sha256, streams)
             if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
                 config["PERF_COUNT"] = True
-        with c_locale_while_building():
+        with c_locale_while_building() if cached else nullcontext():
             self.compiled = self._compile(core, model, config, graph)
         with _FIRST_CALL:
             self._finish(spec)
@@ -125,6 +137,11 @@ class OpenVinoBackend:
 
     def _prepare(self, graph: Path, options: RunOptions, precision: str, graph_sha256: str | None, streams: int):
         ov = import_openvino()
+        # pybind11's numpy API is looked up by a function-local static that imports numpy (Python
+        # code, during which the GIL can pass to another thread): the kind of initializer behind
+        # the deadlock ``run`` describes. Filled here, under the lock, so that no compilation
+        # outside it is the first to reach it, whatever its config conversion touches.
+        ov.Tensor(np.zeros(1, dtype=np.float32))
         core = ov.Core()
         cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision)
         model = str(graph)
@@ -145,7 +162,7 @@ class OpenVinoBackend:
         self.streams = max(1, int(streams))
         config.update({"PERFORMANCE_HINT": "LATENCY"} if self.streams == 1 else {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
         self.precision = precision
-        return core, model, config
+        return core, model, config, cache is not None
 
     def _finish(self, spec: ModelSpec) -> None:
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
