@@ -168,3 +168,24 @@ def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path)
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("\n| ") == 3 and "all windows: first passes" in res.stdout
+
+
+def test_compare_trees_times_the_whole_process_and_the_first_row(artifact, corpus_rows, tmp_path):
+    """benchmarks/compare_trees.py, which RESULTS cites for the start figures: two trees (here the
+    same one twice), whole `stackscore score` processes, launch to exit and to the first row."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:20]))
+    out = tmp_path / "cmp.json"
+    res = subprocess.run([sys.executable, str(root / "benchmarks" / "compare_trees.py"), "--before", str(root), "--after", str(root), "--artifact", str(artifact),
+                          "--input", str(data), "--repeats", "1", "--before-path", str(tmp_path), "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(out.read_text())
+    assert got["identical_output"] is True and got["rows"] == 20
+    for tree in ("before", "after"):
+        (whole,), (first,) = got["seconds"][tree], got["first_row_seconds"][tree]
+        assert 0 < first < whole
