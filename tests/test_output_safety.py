@@ -198,3 +198,22 @@ def test_progress_percent_follows_the_windows_written_not_the_read_ahead(tmp_pat
     line = progress.line(stats, stats.started + 1.0)
     pct = float(line.split("% read")[0])
     assert pct < 25.0, line  # ~10 % of the rows (plus the reader's 1 MiB buffer), not the 50 % read
+
+
+def test_stats_percentiles_are_numpys_and_leave_numpy_ma_unimported():
+    """The run statistics' batch-latency percentiles are np.percentile's (linear), computed
+    without np.unique, whose first call imports numpy.ma at the end of every small job."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from stackscore.engine.stats import _percentiles
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 101):
+        values = rng.random(n)
+        np.testing.assert_allclose(_percentiles(values, (50, 95, 99)), np.percentile(values, [50, 95, 99]))
+    code = ("import sys; from stackscore.engine.stats import ScoreStats; s = ScoreStats(batch_seconds=[0.1, 0.3, 0.2]); "
+            "d = s.finish().to_dict(); assert d['batch_latency_ms']['p50'] == 200.0, d; print('numpy.ma' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "False"
