@@ -123,10 +123,10 @@ def _matmul_graph(n: int = PEAK_N, depth: int = PEAK_DEPTH, int8: bool = False) 
 
 def measure_peak(precision: str, threads: int, runtime: str = "openvino", n: int = PEAK_N, depth: int = PEAK_DEPTH, seconds: float = 1.0) -> float | None:
     """GFLOP/s of a chain of large MatMuls at ``precision`` on ``runtime`` with ``threads``
-    threads, the best of one request at a time and one per core pair (streams), or None where
-    this runtime/CPU cannot run it (each the best of ``PEAK_SLICES`` slices of ``seconds``).
-    ONNX Runtime's int8 is its dynamic quantization of the same
-    chain (MatMulInteger), what an ``int8`` model on ONNX Runtime runs."""
+    threads, the best of one request at a time and one per core pair (streams), each the best
+    of ``PEAK_SLICES`` slices of ``seconds``; None where this runtime/CPU cannot run it. ONNX
+    Runtime's int8 is its dynamic quantization of the same chain (MatMulInteger), what an
+    ``int8`` model on ONNX Runtime runs."""
     import tempfile
 
     x = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)

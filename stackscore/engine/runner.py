@@ -279,7 +279,7 @@ def _import_runtimes_ahead(manifest: Manifest, options: RunOptions) -> None:
     """Start importing OpenVINO on a thread of its own when a model will run on it: the import
     (0.05 s alone, ~0.09 s beside the loaders) then overlaps the checksums and tokenizers
     instead of sitting in the first model's build, which every OpenVINO build waits for. Errors
-    are left to the build, which imports it again and reports them as it always has."""
+    are left to the builds: ``import_openvino`` raises the same failure to each of them."""
 
     def wanted(spec: ModelSpec) -> bool:
         try:
