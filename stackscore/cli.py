@@ -232,13 +232,13 @@ def bench(
     precision: str = typer.Option("auto", help="Engine precision (auto, fp32, int8, bf16)."),
     backend: str = typer.Option("auto", help="Engine backend (auto, onnxruntime, openvino)."),
     token_budget: int = typer.Option(_RUN.token_budget, help="Engine token budget per batch for a MiniLM-sized model (smaller models get up to 8x on CPUs)."),
-    skip: list[str] = typer.Option([], help="Methods to skip: classic, expert_bf16, ortmodel, engine_fp32, roofline, tune (streams: one per model)."),
+    skip: list[str] = typer.Option([], help="Methods to skip: classic, expert, ortmodel, engine_fp32, roofline, tune (streams: one per model)."),
     cascade: str = typer.Option("on", help="Artifacts with a cascade: on (as `score` runs by default) or off (every model on every row)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     chart: Optional[Path] = typer.Option(None, help="Write a PNG bar chart here."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show third-party progress bars and warnings (model loading for the PyTorch loops)."),
 ):
-    """Engine vs PyTorch fp32 / PyTorch bf16 / plain ORT loops on one corpus: a table and ratios."""
+    """Engine vs PyTorch fp32 / expert PyTorch (bf16 where the CPU has it) / plain ORT loops on one corpus: a table and ratios."""
     from .quiet import configure
 
     configure(verbose)

@@ -18,16 +18,20 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
 
     data.write_text("".join(json.dumps({"text": e.text}) + "\n" for e in generate(120, seed=11, start=9000)))
     r = run_bench(fitted, [str(data)], rows=120, baseline_rows=40, log=lambda *_: None)
-    for key in ("rows", "engine_rows_per_s", "ratio_vs_classic", "ratio_vs_expert_bf16", "ratio_vs_ortmodel",
+    for key in ("rows", "engine_rows_per_s", "ratio_vs_classic", "ratio_vs_expert", "ratio_vs_ortmodel",
                 "padding_fraction", "overhead_fraction", "agreement", "engine_cold_rows_per_s"):
         assert key in r, key
     assert r["rows"] == 120 and r["engine_rows_per_s"] > 0
-    for name in ("engine", "engine_fp32", "classic", "expert_bf16", "ortmodel"):
+    for name in ("engine", "engine_fp32", "classic", "expert", "ortmodel"):
         assert r["methods"][name]["rows_per_s"] > 0, name
     # ratios are engine rows/s over each baseline's, measured in this run
     classic = r["methods"]["classic"]["rows_per_s"]
     assert abs(r["ratio_vs_classic"] - r["engine_rows_per_s"] / classic) < 0.02 * r["ratio_vs_classic"] + 0.01
     assert r["methods"]["engine_fp32"]["agreement_vs_classic_fp32"] == 1.0  # exact fp32 vs PyTorch fp32
+    # the expert runs bf16 only where the CPU has bf16 instructions (emulated bf16 is slower than fp32)
+    from stackscore.engine.backends import cpu_has_bf16
+
+    assert r["expert_precision"] == ("bf16" if cpu_has_bf16() else "fp32")
     # The planner pads where a batch (or, on OpenVINO, a new batch shape) saved costs more than
     # the padding; the test models have a tiny fraction of MiniLM's work per token, so those
     # costs (8x, batch_scale) outweigh much of their compute and they pad far more than a real
@@ -189,3 +193,23 @@ def test_compare_trees_times_the_whole_process_and_the_first_row(artifact, corpu
     for tree in ("before", "after"):
         (whole,), (first,) = got["seconds"][tree], got["first_row_seconds"][tree]
         assert 0 < first < whole
+
+
+def test_skip_names_are_checked_and_the_old_expert_name_still_works():
+    from stackscore.bench import skip_names
+    from stackscore.errors import StackscoreError
+
+    assert skip_names(["expert_bf16", "ortmodel"]) == ("expert", "ortmodel")
+    with pytest.raises(StackscoreError, match="--skip: unknown method 'expret'"):
+        skip_names(["expret"])
+
+
+def test_the_expert_runs_bf16_only_on_cpus_with_bf16_instructions(monkeypatch):
+    from stackscore import bench
+    from stackscore.engine import backends
+
+    for flags, want in ((" avx2 avx512f", "fp32"), (" avx2 avx512f avx512_bf16", "bf16"), (" avx2 amx_bf16", "bf16")):
+        backends.cpu_has_bf16.cache_clear()
+        monkeypatch.setattr(backends, "cpuinfo", lambda flags=flags: flags)
+        assert bench.expert_precision() == want
+    backends.cpu_has_bf16.cache_clear()
