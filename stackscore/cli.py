@@ -232,7 +232,7 @@ def bench(
     precision: str = typer.Option("auto", help="Engine precision (auto, fp32, int8, bf16)."),
     backend: str = typer.Option("auto", help="Engine backend (auto, onnxruntime, openvino)."),
     token_budget: int = typer.Option(_RUN.token_budget, help="Engine token budget per batch for a MiniLM-sized model (smaller models get up to 8x on CPUs)."),
-    skip: list[str] = typer.Option([], help="Methods to skip: classic, expert, ortmodel, engine_fp32, roofline, tune (streams: one per model)."),
+    skip: list[str] = typer.Option([], help="Methods to skip: classic, expert, expert_int8, ortmodel, engine_fp32, roofline, tune (streams: one per model)."),
     cascade: str = typer.Option("on", help="Artifacts with a cascade: on (as `score` runs by default) or off (every model on every row)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     chart: Optional[Path] = typer.Option(None, help="Write a PNG bar chart here."),

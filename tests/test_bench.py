@@ -22,7 +22,7 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
                 "padding_fraction", "overhead_fraction", "agreement", "engine_cold_rows_per_s"):
         assert key in r, key
     assert r["rows"] == 120 and r["engine_rows_per_s"] > 0
-    for name in ("engine", "engine_fp32", "classic", "expert", "ortmodel"):
+    for name in ("engine", "engine_fp32", "classic", "expert", "expert_int8", "ortmodel"):
         assert r["methods"][name]["rows_per_s"] > 0, name
     # ratios are engine rows/s over each baseline's, measured in this run
     classic = r["methods"]["classic"]["rows_per_s"]
@@ -32,6 +32,7 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     from stackscore.engine.backends import cpu_has_bf16
 
     assert r["expert_precision"] == ("bf16" if cpu_has_bf16() else "fp32")
+    assert r["process_ratio_vs_expert_int8"] > 0 and 0.5 <= r["methods"]["expert_int8"]["agreement_vs_classic_fp32"] <= 1.0
     # The planner pads where a batch (or, on OpenVINO, a new batch shape) saved costs more than
     # the padding; the test models have a tiny fraction of MiniLM's work per token, so those
     # costs (8x, batch_scale) outweigh much of their compute and they pad far more than a real
