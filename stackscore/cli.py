@@ -293,6 +293,9 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
     """Show what an artifact holds, and whether every checksum matches."""
     from .manifest import load_manifest, verify_files
 
+    from .engine.backends import gate_holds_here
+    from .export.variants import VARIANTS
+
     m = load_manifest(artifact, verify=False)
     try:
         verify_files(artifact, m)
@@ -310,7 +313,12 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
         for prec, gate in spec.parity.get("gates", {}).items():
             verdict = "passed" if gate.get("passed") else "failed"
             detail = gate.get("error") or f"agreement {gate.get('label_agreement', 0):.2%}, max prob error {gate.get('max_prob_error', 0):.4f}"
-            print(f"    gate {prec}: {verdict} ({detail})")
+            if "int8_kernels" in gate:
+                detail += f"; measured with {gate['int8_kernels']} int8 kernels"
+            if gate.get("cpu_bf16") is False:
+                detail += "; ran in fp32: no bf16 on the export CPU"
+            why = gate_holds_here(spec, prec) if prec in VARIANTS and gate.get("passed") else None
+            print(f"    gate {prec}: {verdict} ({detail})" + (f"\n      not used on this CPU: {why}" if why else ""))
     print(f"  fusion {m.fusion.method}: {json.dumps({k: v for k, v in m.fusion.params.items() if k != 'linear_coef'})}")
     print(f"    why: {m.fusion.reason}")
     if m.cascade:

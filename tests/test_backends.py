@@ -21,8 +21,64 @@ def spec(graphs=("fp32",), gates=None) -> ModelSpec:
 
 @pytest.fixture
 def cpu_with_bf16(monkeypatch):
+    """A CPU like the export machines': bf16 instructions and VNNI (exact int8 kernels)."""
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(backends, "int8_kernels", lambda: "exact")
     monkeypatch.setattr(backends, "have", lambda m: True)
+
+
+def test_auto_trusts_a_gate_only_on_the_kind_of_cpu_that_measured_it(monkeypatch):
+    """An int8 gate measured with VNNI's exact kernels says nothing where int8 saturates (x86
+    without VNNI), and a bf16 gate run on a CPU without bf16 measured fp32: auto skips both,
+    an explicit precision runs with a warning naming why."""
+    monkeypatch.setattr(backends, "have", lambda m: True)
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(backends, "int8_kernels", lambda: "saturating")
+    vnni = spec(("fp32", "int8", "int8_static"), {"int8": {"passed": True, "int8_kernels": "exact"}, "int8_static": {"passed": True, "int8_kernels": "exact"}})
+    assert choose(vnni, RunOptions(precision="auto")) == backends.Choice("onnxruntime", "fp32", "fp32")
+    old = spec(("fp32", "int8"), {"int8": {"passed": True}})  # before the record: measured on VNNI machines
+    assert choose(old, RunOptions(precision="auto")).precision == "fp32"
+    with pytest.warns(RuntimeWarning, match="model 'm' at --precision int8: its int8 gate was measured on a CPU with VNNI"):
+        assert choose(vnni, RunOptions(precision="int8")) == backends.Choice("openvino", "int8", "int8_static")
+    here = spec(("fp32", "int8", "int8_static"), {"int8": {"passed": True, "int8_kernels": "saturating"}, "int8_static": {"passed": True, "int8_kernels": "saturating"}})
+    assert choose(here, RunOptions(precision="auto")) == backends.Choice("openvino", "int8", "int8_static")
+    assert choose(here, RunOptions(precision="auto", backend="onnxruntime")) == backends.Choice("onnxruntime", "int8", "int8")
+    # On a VNNI CPU a gate measured with saturating kernels holds (exact sums are closer to fp32).
+    monkeypatch.setattr(backends, "int8_kernels", lambda: "exact")
+    assert choose(here, RunOptions(precision="auto")).graph_key == "int8_static"
+    # bf16 gated where there was no bf16: a bf16 CPU does not take it, falls to int8
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    unmeasured = spec(("fp32", "int8"), {"int8": {"passed": True}, "bf16": {"passed": True, "cpu_bf16": False}})
+    assert choose(unmeasured, RunOptions(precision="auto")) == backends.Choice("onnxruntime", "int8", "int8")
+    with pytest.warns(RuntimeWarning, match="bf16 gate ran on a CPU without bf16 instructions"):
+        choose(unmeasured, RunOptions(precision="bf16"))
+    measured = spec(("fp32",), {"bf16": {"passed": True, "cpu_bf16": True}})
+    assert choose(measured, RunOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
+
+
+def _matmul_integer_graph(k: int, n: int):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    b = np.full((k, n), 127, np.int8)
+    g = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "g",
+                          [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, k])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, [1, n])], [numpy_helper.from_array(b, "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def test_int8_kernels_tells_what_onnx_runtime_computes_on_this_cpu():
+    """The premise of the int8 record, checked on whatever CPU runs the tests: 64 products of
+    255 x 127 sum to 2,072,640 with exact int8 kernels; kernels that add pairs in int16 clip
+    every pair at 32,767."""
+    import onnxruntime as ort
+
+    backends.int8_kernels.cache_clear()
+    sess = ort.InferenceSession(_matmul_integer_graph(64, 16), providers=["CPUExecutionProvider"])
+    got = int(sess.run(None, {"a": np.full((1, 64), 255, np.uint8)})[0][0, 0])
+    assert got == {"exact": 64 * 255 * 127, "saturating": 32 * 32767}[backends.int8_kernels()]
 
 
 def test_auto_prefers_bf16_then_int8_then_fp32(cpu_with_bf16, monkeypatch):
@@ -85,6 +141,7 @@ def test_export_records_gates_and_keeps_only_passing_int8(artifact):
     for s in m.models:
         gate = s.parity["gates"]["int8"]
         assert ("int8" in s.graphs) == gate["passed"]
+        assert gate["int8_kernels"] == backends.int8_kernels()  # which kind of CPU measured it
         if "label_agreement" in gate:
             assert gate["passed"] == (gate["label_agreement"] >= 0.995)
         if "int8" not in s.graphs:
@@ -98,6 +155,7 @@ def test_export_writes_static_int8_qdq_graph_with_a_gate(artifact):
     for s in load_manifest(artifact).models:
         gate = s.parity["gates"]["int8_static"]
         assert gate["method"] == "nncf-static-qdq" and gate["calibration"] == "training sample", gate
+        assert gate["int8_kernels"] == backends.int8_kernels()
         assert gate["passed"] == (gate["label_agreement"] >= 0.995) == gate["agreement_passed"]  # speed rule off (conftest)
         # The baseline is what ``auto`` would run without int8_static: bf16 where this CPU has it
         # (AVX512-BF16 / AMX), else the dynamic int8 or fp32 graph (CI machines differ).

@@ -250,6 +250,10 @@ def test_cli_score_and_inspect(artifact, corpus_rows, tmp_path):
     assert pq.read_table(out).num_rows == 50
     res = run_cli("inspect", str(artifact))
     assert res.returncode == 0 and "checksums: OK" in res.stdout and "fusion stack" in res.stdout
+    from stackscore.engine.backends import int8_kernels
+
+    assert f"measured with {int8_kernels()} int8 kernels" in res.stdout  # the kind of CPU behind each int8 gate
+    assert "not used on this CPU" not in res.stdout  # exported here: every gate holds here
 
 
 def test_cli_errors_are_one_line_without_traceback(artifact, tmp_path):

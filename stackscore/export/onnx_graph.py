@@ -379,7 +379,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
     Returns (gates, extra graph files by variant name).
     """
-    from ..engine.backends import cpu_has_bf16, have
+    from ..engine.backends import cpu_has_bf16, have, int8_kernels
 
     graphs: dict[str, str] = {}
     gates: dict[str, Any] = {}
@@ -394,7 +394,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             quantize_int8(fp32, path("int8"))
             return g.ort(path("int8"), "int8")
 
-        gates["int8"] = _gate(ort_int8, ref, g, min_agreement, method="dynamic")
+        gates["int8"] = _gate(ort_int8, ref, g, min_agreement, method="dynamic", int8_kernels=int8_kernels())
         _keep(gates["int8"], path("int8"), "int8", graphs)
 
     if variants.fp16 and fp16_shape:
@@ -427,12 +427,14 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             gates["int8_static"] = search_static_int8(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
             )
+            gates["int8_static"]["int8_kernels"] = int8_kernels()
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
     for prec, gate in gates.items():
         if "error" in gate:
             log(f"    {prec}: not available ({gate['error'][:120]})")
         else:
-            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e} -> {'kept' if gate['passed'] else 'dropped (' + gate.get('reason', 'gate failed') + ')'}")
+            note = " (measured in fp32: this CPU has no bf16 instructions, so no CPU's auto will run bf16 from it)" if gate.get("cpu_bf16") is False and gate["passed"] else ""
+            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e} -> {'kept' if gate['passed'] else 'dropped (' + gate.get('reason', 'gate failed') + ')'}{note}")
     return gates, graphs
 
 

@@ -25,7 +25,7 @@ from ...export.variants import AUTO_ORDER, VARIANTS, graph_key
 from ...manifest import ModelSpec
 from ...options import PRECISIONS, TENSORRT, RunOptions, provider_names
 
-__all__ = ["PRECISIONS", "Choice", "RunOptions", "choose", "cpu_has_bf16", "graph_feeds", "have"]
+__all__ = ["PRECISIONS", "Choice", "RunOptions", "choose", "cpu_has_bf16", "gate_holds_here", "graph_feeds", "have", "int8_kernels"]
 
 
 @lru_cache(maxsize=1)
@@ -42,6 +42,43 @@ def cpuinfo() -> str:
 def cpu_has_bf16() -> bool:
     flags = cpuinfo()
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@lru_cache(maxsize=1)
+def int8_kernels() -> str:
+    """How this CPU's int8 GEMMs add up: "exact" or "saturating".
+
+    x86 CPUs without VNNI (AVX2, AVX-512 before VNNI) multiply u8 x s8 with VPMADDUBSW, whose
+    int16 sums of adjacent pairs clip at 32,767; ONNX Runtime's and OpenVINO's int8 kernels both
+    use it there (measured on an AVX2 EPYC: a MatMulInteger of 64 x 255 x 127 returned 32 x
+    32,767, not 2,072,640, on both runtimes). VNNI (VPDPBUSD), AMX and Arm's dot products
+    accumulate in int32. So an int8 graph's accuracy gate measured on one kind of CPU does not
+    hold on the other: the export records which kind measured it. A CPU whose flags cannot be
+    read counts as saturating (the safe side: its int8 gates hold everywhere)."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return "exact"
+    flags = cpuinfo()
+    return "exact" if any(f in flags for f in (" avx512_vnni", " avx_vnni", " amx_int8")) else "saturating"
+
+
+def gate_holds_here(spec: ModelSpec, name: str) -> str | None:
+    """Why ``name``'s export gate says nothing about this CPU, or None when it applies.
+
+    A bf16 gate measured on a CPU without bf16 instructions ran OpenVINO in fp32 (it cannot have
+    measured bf16's rounding); an int8 gate measured with exact int8 kernels (VNNI) does not
+    cover a CPU whose kernels saturate (``int8_kernels``). Artifacts from before the int8 record
+    count as measured with exact kernels (the project's export machines had VNNI)."""
+    gate = spec.parity.get("gates", {}).get(name) or {}
+    if name == "bf16" and gate.get("cpu_bf16") is False and cpu_has_bf16():
+        return "its bf16 gate ran on a CPU without bf16 instructions (OpenVINO computed fp32 there), so bf16 was never checked; export on a bf16 CPU to gate it"
+    if VARIANTS[name].precision == "int8" and int8_kernels() == "saturating" and gate.get("int8_kernels") != "saturating":
+        where = ("was measured on a CPU with VNNI (exact int8 sums)" if "int8_kernels" in gate
+                 else "does not say which kind of CPU measured it (exported before stackscore recorded that)")
+        return (f"its int8 gate {where}, and this CPU's int8 kernels saturate (x86 without VNNI: int16 pair sums clip), "
+                "so its accuracy here is unchecked; export on a CPU like this one to gate it")
+    return None
 
 
 def have(module: str) -> bool:
@@ -144,6 +181,8 @@ def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
             return True
         if (v.file and name not in spec.graphs) or not gate_passed(spec, name):
             return False
+        if not gpu and gate_holds_here(spec, name):
+            return False
         if gpu:
             return True
         if v.runtime == "openvino":
@@ -159,6 +198,13 @@ def choose(spec: ModelSpec, options: RunOptions) -> Choice:
     ov_ok = backend != "onnxruntime" and not options.on_gpu and have("openvino")
     if prec == "auto":
         prec = VARIANTS[auto_variant(spec, options)].precision
+    elif not options.on_gpu:
+        name = "int8_static" if prec == "int8" and ov_ok and "int8_static" in spec.graphs else prec
+        why = gate_holds_here(spec, name) if name in VARIANTS and gate_passed(spec, name) else None
+        if why:
+            import warnings
+
+            warnings.warn(f"model '{spec.name}' at --precision {prec}: {why} (--precision auto would not run it here)", RuntimeWarning, stacklevel=2)
     if prec == "bf16":
         if backend == "onnxruntime":
             raise StackscoreError("bf16 runs on the OpenVINO backend; use --backend openvino or auto")

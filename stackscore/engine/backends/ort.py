@@ -164,6 +164,10 @@ def _optimized_cache(ort, so, graph: Path, options: RunOptions, graph_sha256: st
 
     tmp = cache / f".model.{os.getpid()}.{id(so)}.onnx"
     so.optimized_model_filepath = str(tmp)
+    # Saving a graph with CPU-specific rewrites (NCHWc layouts on AVX2/AVX-512) makes ORT warn that
+    # it "should only be used in the same environment": the key above names the CPU, so that is
+    # what happens; errors still print.
+    so.log_severity_level = max(so.log_severity_level, 3)
 
     def finish(ok: bool) -> None:
         try:
