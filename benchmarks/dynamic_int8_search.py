@@ -1,0 +1,101 @@
+"""Could ONNX Runtime's dynamic int8 pass the gate with a few ops kept in fp32? (a probe, not a
+feature: on the rt-polarity MiniLM it could not, see RESULTS.md "On a CPU without VNNI or bf16").
+
+Ranks every MatMul/Gather with a weight initializer by how much the logits' KL to fp32 drops
+when that one node is left out of ``quantize_dynamic`` (on ``--search-rows`` training texts),
+then leaves out the k most sensitive, k = 0, 1, 2, 4, 8, 12, and reports each graph's label
+agreement with fp32 on the test texts and its speed against fp32 (best of 3, batches of 64 sorted
+by length, the machine's cores). Also, with ``--reduce-range``, the whole graph with 7-bit
+weights, which cannot saturate on CPUs without VNNI.
+
+    python benchmarks/dynamic_int8_search.py ARTIFACT --model minilm \\
+        --search ../shared/data/rt-polarity/train.jsonl --test ../shared/data/rt-polarity/test.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("artifact", type=Path)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--search", type=Path, required=True, help="training texts (the last --search-rows are ranked on)")
+    ap.add_argument("--test", type=Path, required=True)
+    ap.add_argument("--search-rows", type=int, default=128)
+    ap.add_argument("--ks", default="0,1,2,4,8,12")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from tokenizers import Tokenizer
+
+    from stackscore.export.int8_search import logit_error
+    from stackscore.manifest import load_manifest
+
+    spec = next(s for s in load_manifest(args.artifact).models if s.name == args.model)
+    fp32 = str(args.artifact / spec.graphs["fp32"])
+    tok = Tokenizer.from_file(str(args.artifact / spec.tokenizer))
+    tok.enable_truncation(spec.max_length)
+    read = lambda p: [json.loads(line)["text"] for line in p.open(encoding="utf-8")]  # noqa: E731
+    test = sorted(read(args.test), key=len)
+    search = read(args.search)[-args.search_rows :]
+    tmp = Path(tempfile.mkdtemp())
+
+    def run(path: str, texts: list[str], reps: int = 1):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = os.cpu_count() or 1
+        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        names = {i.name for i in s.get_inputs()}
+        best, out = float("inf"), []
+        for _ in range(reps):
+            out, t0 = [], time.perf_counter()
+            for b in range(0, len(texts), 64):
+                enc = tok.encode_batch(texts[b : b + 64])
+                ids = np.zeros((len(enc), max(len(e.ids) for e in enc)), np.int64)
+                mask = np.zeros_like(ids)
+                for i, e in enumerate(enc):
+                    ids[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, 1
+                feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+                out.append(s.run(None, {k: v for k, v in feeds.items() if k in names})[0])
+            best = min(best, time.perf_counter() - t0)
+        return np.concatenate(out), len(texts) / best
+
+    def quantized(exclude=(), reduce_range=False) -> str:
+        path = str(tmp / "q.onnx")
+        quantize_dynamic(fp32, path, weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
+                         nodes_to_exclude=list(exclude), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        return path
+
+    g = onnx.load(fp32, load_external_data=False)
+    inits = {i.name for i in g.graph.initializer}
+    nodes = [n.name for n in g.graph.node if n.op_type in ("MatMul", "Gather") and any(i in inits for i in n.input)]
+    search_ref, _ = run(fp32, search)
+    t0 = time.perf_counter()
+    base = logit_error(search_ref, run(quantized(), search)[0])
+    gain = {n: base - logit_error(search_ref, run(quantized([n]), search)[0]) for n in nodes}
+    order = sorted(nodes, key=lambda n: -gain[n])
+    print(f"{len(nodes)} nodes ranked on {len(search)} texts in {time.perf_counter() - t0:.0f}s (KL {base:.2e}); most sensitive: {order[:4]}")
+    ref, fp32_rps = run(fp32, test, 3)
+    rows = []
+    for k, rr in [(int(k), False) for k in args.ks.split(",")] + [(0, True)]:
+        got, rps = run(quantized(order[:k], rr), test, 3)
+        rows.append({"fp32_nodes": k, "reduce_range": rr, "agreement": round(float(np.mean(got.argmax(1) == ref.argmax(1))), 4), "speed_vs_fp32": round(rps / fp32_rps, 2)})
+        print(f"| {k} in fp32{' (7-bit weights)' if rr else ''} | {rows[-1]['agreement']:.2%} | {rows[-1]['speed_vs_fp32']:.2f}x fp32 |")
+    if args.json:
+        args.json.write_text(json.dumps({"ranking": order[:16], "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
