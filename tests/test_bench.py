@@ -214,3 +214,25 @@ def test_the_expert_runs_bf16_only_on_cpus_with_bf16_instructions(monkeypatch):
         monkeypatch.setattr(backends, "cpuinfo", lambda flags=flags: flags)
         assert bench.expert_precision() == want
     backends.cpu_has_bf16.cache_clear()
+
+
+def test_the_int8_and_torch_precision_probes_run(fitted, corpus_rows, tmp_path):
+    """benchmarks/dynamic_int8_search.py and torch_precisions.py, which RESULTS cites for why
+    MiniLM stays fp32 on CPUs without VNNI and why the expert runs fp32 there."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:60]))
+    res = subprocess.run([sys.executable, str(bench / "dynamic_int8_search.py"), str(fitted / "artifact"), "--model", "bert", "--search", str(data),
+                          "--test", str(data), "--search-rows", "16", "--ks", "0,1", "--json", str(tmp_path / "d.json")], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads((tmp_path / "d.json").read_text())["rows"]
+    assert [(r["fp32_nodes"], r["reduce_range"]) for r in rows] == [(0, False), (1, False), (0, True)]
+    assert all(0.0 <= r["agreement"] <= 1.0 and r["speed_vs_fp32"] > 0 for r in rows)
+    res = subprocess.run([sys.executable, str(bench / "torch_precisions.py"), str(fitted), "--model", "bert", "--data", str(data), "--rows", "40"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count(" rows/s |") == 3 and "CPU has bf16 instructions" in res.stdout
