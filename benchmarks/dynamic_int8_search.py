@@ -4,8 +4,8 @@ feature: on the rt-polarity MiniLM it could not, see RESULTS.md "On a CPU withou
 Ranks every MatMul/Gather with a weight initializer by how much the logits' KL to fp32 drops
 when that one node is left out of ``quantize_dynamic`` (on ``--search-rows`` training texts),
 then leaves out the k most sensitive, k = 0, 1, 2, 4, 8, 12, and reports each graph's label
-agreement with fp32 on the test texts and its speed against fp32 (best of 3, batches of 64 sorted
-by length, the machine's cores). Also, with ``--reduce-range``, the whole graph with 7-bit
+agreement with fp32 on the test texts and its speed against fp32 (best of 3), every graph run
+through the engine's own runner and ONNX Runtime backend, as export's gates run them. Also, with ``--reduce-range``, the whole graph with 7-bit
 weights, which cannot saturate on CPUs without VNNI.
 
     python benchmarks/dynamic_int8_search.py ARTIFACT --model minilm \\
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -37,40 +36,30 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from tokenizers import Tokenizer
 
     from stackscore.export.int8_search import logit_error
+    from stackscore.export.onnx_graph import GateInputs
     from stackscore.manifest import load_manifest
 
-    spec = next(s for s in load_manifest(args.artifact).models if s.name == args.model)
+    m = load_manifest(args.artifact)
+    spec = next(s for s in m.models if s.name == args.model)
     fp32 = str(args.artifact / spec.graphs["fp32"])
-    tok = Tokenizer.from_file(str(args.artifact / spec.tokenizer))
-    tok.enable_truncation(spec.max_length)
     read = lambda p: [json.loads(line)["text"] for line in p.open(encoding="utf-8")]  # noqa: E731
-    test = sorted(read(args.test), key=len)
+    test = read(args.test)
     search = read(args.search)[-args.search_rows :]
+    # The engine's own runner and ONNX Runtime backend, batched as scoring batches (as export's gates run)
+    g = GateInputs(args.artifact / spec.tokenizer, spec.max_length, spec.pad_id, test, list(spec.inputs), len(m.labels), m.task, spec.flops_per_token)
     tmp = Path(tempfile.mkdtemp())
 
     def run(path: str, texts: list[str], reps: int = 1):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = os.cpu_count() or 1
-        s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        names = {i.name for i in s.get_inputs()}
-        best, out = float("inf"), []
+        runner = g.runner(g.ort(Path(path), "fp32"))
+        best, out = float("inf"), None
         for _ in range(reps):
-            out, t0 = [], time.perf_counter()
-            for b in range(0, len(texts), 64):
-                enc = tok.encode_batch(texts[b : b + 64])
-                ids = np.zeros((len(enc), max(len(e.ids) for e in enc)), np.int64)
-                mask = np.zeros_like(ids)
-                for i, e in enumerate(enc):
-                    ids[i, : len(e.ids)], mask[i, : len(e.ids)] = e.ids, 1
-                feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-                out.append(s.run(None, {k: v for k, v in feeds.items() if k in names})[0])
+            t0 = time.perf_counter()
+            out = runner.logits(texts, g.width)
             best = min(best, time.perf_counter() - t0)
-        return np.concatenate(out), len(texts) / best
+        return out, len(texts) / best
 
     def quantized(exclude=(), reduce_range=False) -> str:
         path = str(tmp / "q.onnx")
@@ -78,13 +67,13 @@ def main() -> None:
                          nodes_to_exclude=list(exclude), extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         return path
 
-    g = onnx.load(fp32, load_external_data=False)
-    inits = {i.name for i in g.graph.initializer}
-    nodes = [n.name for n in g.graph.node if n.op_type in ("MatMul", "Gather") and any(i in inits for i in n.input)]
+    graph = onnx.load(fp32, load_external_data=False)
+    inits = {i.name for i in graph.graph.initializer}
+    nodes = [n.name for n in graph.graph.node if n.op_type in ("MatMul", "Gather") and any(i in inits for i in n.input)]
     search_ref, _ = run(fp32, search)
     t0 = time.perf_counter()
-    base = logit_error(search_ref, run(quantized(), search)[0])
-    gain = {n: base - logit_error(search_ref, run(quantized([n]), search)[0]) for n in nodes}
+    base = logit_error(search_ref, run(quantized(), search)[0], g.task)
+    gain = {n: base - logit_error(search_ref, run(quantized([n]), search)[0], g.task) for n in nodes}
     order = sorted(nodes, key=lambda n: -gain[n])
     print(f"{len(nodes)} nodes ranked on {len(search)} texts in {time.perf_counter() - t0:.0f}s (KL {base:.2e}); most sensitive: {order[:4]}")
     ref, fp32_rps = run(fp32, test, 3)
