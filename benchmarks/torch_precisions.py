@@ -1,18 +1,15 @@
-"""Which PyTorch precision an expert would pick on this CPU: one transformer of a fit directory
-under fp32, ``torch.autocast(bfloat16)`` and dynamic int8, sorted batches of 32 (best of 2).
-On a CPU without bf16 instructions PyTorch emulates bf16 (6.3x slower than fp32 for MiniLM on an
-AVX2 EPYC), which is why ``stackscore bench``'s expert runs fp32 there.
+"""Which PyTorch precision an expert would pick on this CPU: a fit directory's ensemble through
+``stackscore bench``'s own expert loop (sorted batches of 32, best of 2) in fp32, under
+``torch.autocast(bfloat16)`` and in dynamic int8. On a CPU without bf16 instructions PyTorch
+emulates bf16 (7x slower than fp32 for the rt-polarity ensemble on an AVX2 EPYC), which is why the bench's
+expert runs fp32 there.
 
-    python benchmarks/torch_precisions.py fit-runs/rt-polarity --model minilm --data ../shared/data/rt-polarity/test.jsonl
+    python benchmarks/torch_precisions.py fit-runs/rt-polarity --data ../shared/data/rt-polarity/test.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import time
 import warnings
 from pathlib import Path
 
@@ -20,34 +17,22 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("workdir", type=Path)
-    ap.add_argument("--model", required=True)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--rows", type=int, default=256)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+    from stackscore.bench import TorchEnsemble, load_corpus, torch_loop
     from stackscore.engine.backends import cpu_has_bf16
+    from stackscore.engine.scorer import Scorer
+    from stackscore.options import RunOptions
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    d = args.workdir / "models" / args.model
-    tok = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True).eval()
-    texts = sorted((json.loads(line)["text"] for line in args.data.open(encoding="utf-8")), key=len)[: args.rows]
-    runs = {"fp32": (model, False), "bf16 autocast": (model, True),
-            "dynamic int8": (torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8), False)}
-    print(f"CPU has bf16 instructions: {cpu_has_bf16()}")
-    for name, (m, bf16) in runs.items():
-        best = float("inf")
-        for _ in range(2):
-            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-            t0 = time.perf_counter()
-            with torch.inference_mode(), ctx:
-                for s in range(0, len(texts), 32):
-                    m(**tok(texts[s : s + 32], padding=True, truncation=True, max_length=64, return_tensors="pt"))
-            best = min(best, time.perf_counter() - t0)
-        print(f"| {name} | {len(texts) / best:,.1f} rows/s |")
+    texts = load_corpus([str(args.data)], args.rows)
+    ens = TorchEnsemble(args.workdir, Scorer(args.workdir / "artifact", RunOptions(precision="fp32")))
+    runs = {"fp32": (ens, False), "bf16 autocast": (ens, True), "dynamic int8": (ens.dynamic_int8(), False)}
+    print(f"CPU has bf16 instructions: {cpu_has_bf16()}; models: {', '.join(ens.models)}")
+    for name, (e, bf16) in runs.items():
+        best = min((torch_loop(e, texts, name, sort=True, bf16=bf16) for _ in range(2)), key=lambda m: m.seconds)
+        print(f"| {name} | {best.rows_per_s:,.1f} rows/s |")
 
 
 if __name__ == "__main__":

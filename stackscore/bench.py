@@ -8,7 +8,7 @@ what to compare on a shared, noisy machine):
   (what ``Trainer.predict`` does), every base model, then the fusion;
 - ``expert``: PyTorch with length-sorted batches of 32, under ``torch.autocast(bfloat16)`` where
   the CPU computes bf16 natively (AVX512-BF16 or AMX) and in fp32 elsewhere: on an AVX2-only CPU
-  PyTorch emulates bf16 and MiniLM ran 6.3x slower under autocast than in fp32 (2-core AMD EPYC
+  PyTorch emulates bf16 and the ensemble ran 7x slower under autocast than in fp32 (2-core AMD EPYC
   Zen 3), so an expert there runs fp32, and a bf16 "expert" would flatter the engine
   (``expert_precision`` in the JSON says which ran);
 - ``expert_int8``: the expert loop on PyTorch's dynamic int8 (``quantize_dynamic`` on the Linear
@@ -120,7 +120,7 @@ class TorchEnsemble:
         """The same ensemble with each transformer's Linear layers in PyTorch's dynamic int8
         (``quantize_dynamic``: int8 weights, activations quantized per batch), quantized once
         here, outside any timing: the next thing an expert tries on a CPU, and on one without
-        bf16 instructions the fastest PyTorch loop (1.28x fp32 for MiniLM on an AVX2 EPYC, `benchmarks/torch_precisions.py`)."""
+        bf16 instructions the fastest PyTorch loop (1.19x fp32 for the rt-polarity ensemble on an AVX2 EPYC, `benchmarks/torch_precisions.py`)."""
         import copy
 
         import torch

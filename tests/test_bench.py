@@ -232,7 +232,7 @@ def test_the_int8_and_torch_precision_probes_run(fitted, corpus_rows, tmp_path):
     rows = json.loads((tmp_path / "d.json").read_text())["rows"]
     assert [(r["fp32_nodes"], r["reduce_range"]) for r in rows] == [(0, False), (1, False), (0, True)]
     assert all(0.0 <= r["agreement"] <= 1.0 and r["speed_vs_fp32"] > 0 for r in rows)
-    res = subprocess.run([sys.executable, str(bench / "torch_precisions.py"), str(fitted), "--model", "bert", "--data", str(data), "--rows", "40"],
+    res = subprocess.run([sys.executable, str(bench / "torch_precisions.py"), str(fitted), "--data", str(data), "--rows", "40"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count(" rows/s |") == 3 and "CPU has bf16 instructions" in res.stdout
