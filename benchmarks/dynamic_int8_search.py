@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -39,7 +37,7 @@ def main() -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from stackscore.export.int8_search import logit_error
-    from stackscore.export.onnx_graph import GateInputs
+    from stackscore.export.onnx_graph import GateInputs, compare
     from stackscore.manifest import load_manifest
 
     m = load_manifest(args.artifact)
@@ -50,7 +48,8 @@ def main() -> None:
     search = read(args.search)[-args.search_rows :]
     # The engine's own runner and ONNX Runtime backend, batched as scoring batches (as export's gates run)
     g = GateInputs(args.artifact / spec.tokenizer, spec.max_length, spec.pad_id, test, list(spec.inputs), len(m.labels), m.task, spec.flops_per_token)
-    tmp = Path(tempfile.mkdtemp())
+    tmpdir = tempfile.TemporaryDirectory()
+    tmp = Path(tmpdir.name)
 
     def run(path: str, texts: list[str], reps: int = 1):
         runner = g.runner(g.ort(Path(path), "fp32"))
@@ -80,7 +79,7 @@ def main() -> None:
     rows = []
     for k, rr in [(int(k), False) for k in args.ks.split(",")] + [(0, True)]:
         got, rps = run(quantized(order[:k], rr), test, 3)
-        rows.append({"fp32_nodes": k, "reduce_range": rr, "agreement": round(float(np.mean(got.argmax(1) == ref.argmax(1))), 4), "speed_vs_fp32": round(rps / fp32_rps, 2)})
+        rows.append({"fp32_nodes": k, "reduce_range": rr, "agreement": round(float(compare(ref, got, g.task)["label_agreement"]), 4), "speed_vs_fp32": round(rps / fp32_rps, 2)})
         print(f"| {k} in fp32{' (7-bit weights)' if rr else ''} | {rows[-1]['agreement']:.2%} | {rows[-1]['speed_vs_fp32']:.2f}x fp32 |")
     if args.json:
         args.json.write_text(json.dumps({"ranking": order[:16], "rows": rows}, indent=2) + "\n")

@@ -72,13 +72,37 @@ def _matmul_integer_graph(k: int, n: int):
 def test_int8_kernels_tells_what_onnx_runtime_computes_on_this_cpu():
     """The premise of the int8 record, checked on whatever CPU runs the tests: 64 products of
     255 x 127 sum to 2,072,640 with exact int8 kernels; kernels that add pairs in int16 clip
-    every pair at 32,767."""
+    every pair at 32,767. Scoring reads the CPU's flags; export measures (the same answer)."""
     import onnxruntime as ort
+
+    from stackscore.export.onnx_graph import measured_int8_kernels
 
     backends.int8_kernels.cache_clear()
     sess = ort.InferenceSession(_matmul_integer_graph(64, 16), providers=["CPUExecutionProvider"])
     got = int(sess.run(None, {"a": np.full((1, 64), 255, np.uint8)})[0][0, 0])
     assert got == {"exact": 64 * 255 * 127, "saturating": 32 * 32767}[backends.int8_kernels()]
+    assert measured_int8_kernels() == backends.int8_kernels()
+
+
+def test_auto_runs_the_int8_graph_whose_gate_holds_and_static_int8_needs_bf16_where_it_runs_bf16(monkeypatch):
+    """Static int8 runs its float ops in bf16 on a bf16 CPU: gated without bf16, a bf16 CPU does
+    not trust it, and auto (and an explicit int8 not forced onto OpenVINO) runs the dynamic int8
+    graph whose gate holds, not the static one."""
+    monkeypatch.setattr(backends, "have", lambda m: True)
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(backends, "int8_kernels", lambda: "exact")
+    gates = {"int8": {"passed": True, "int8_kernels": "exact"}, "int8_static": {"passed": True, "int8_kernels": "exact", "cpu_bf16": False},
+             "bf16": {"passed": False}}
+    m = spec(("fp32", "int8", "int8_static"), gates)
+    assert backends.auto_variant(m, RunOptions(precision="auto")) == "int8"
+    assert choose(m, RunOptions(precision="auto")) == backends.Choice("onnxruntime", "int8", "int8")
+    assert choose(m, RunOptions(precision="int8")) == backends.Choice("onnxruntime", "int8", "int8")
+    with pytest.warns(RuntimeWarning, match="static int8 \\(its float ops run in bf16 here\\) was never checked"):
+        assert choose(m, RunOptions(precision="int8", backend="openvino")) == backends.Choice("openvino", "int8", "int8_static")
+    gated_with_bf16 = spec(("fp32", "int8", "int8_static"), {**gates, "int8_static": {**gates["int8_static"], "cpu_bf16": True}})
+    assert choose(gated_with_bf16, RunOptions(precision="auto")) == backends.Choice("openvino", "int8", "int8_static")
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)  # no bf16 here: its float ops run fp32, as gated
+    assert choose(m, RunOptions(precision="auto")) == backends.Choice("openvino", "int8", "int8_static")
 
 
 def test_auto_prefers_bf16_then_int8_then_fp32(cpu_with_bf16, monkeypatch):
@@ -155,7 +179,7 @@ def test_export_writes_static_int8_qdq_graph_with_a_gate(artifact):
     for s in load_manifest(artifact).models:
         gate = s.parity["gates"]["int8_static"]
         assert gate["method"] == "nncf-static-qdq" and gate["calibration"] == "training sample", gate
-        assert gate["int8_kernels"] == backends.int8_kernels()
+        assert gate["int8_kernels"] == backends.int8_kernels() and gate["cpu_bf16"] == backends.cpu_has_bf16()
         assert gate["passed"] == (gate["label_agreement"] >= 0.995) == gate["agreement_passed"]  # speed rule off (conftest)
         # The baseline is what ``auto`` would run without int8_static: bf16 where this CPU has it
         # (AVX512-BF16 / AMX), else the dynamic int8 or fp32 graph (CI machines differ).

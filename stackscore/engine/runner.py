@@ -283,7 +283,7 @@ def _import_runtimes_ahead(manifest: Manifest, options: RunOptions) -> None:
 
     def wanted(spec: ModelSpec) -> bool:
         try:
-            return spec.kind == "transformer" and choose(spec, options).backend == "openvino"
+            return spec.kind == "transformer" and choose(spec, options, warn=False).backend == "openvino"
         except Exception:  # noqa: BLE001 - the model's own build reports what is wrong with it
             return False
 

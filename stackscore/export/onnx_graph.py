@@ -236,6 +236,33 @@ def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int]
     return result, ref
 
 
+EXACT_DOT, SATURATED_DOT = 64 * 255 * 127, 32 * 32767  # 64 products of u8 255 x s8 127: exact, or clipped per int16 pair
+
+
+def int8_probe_graph() -> bytes:
+    """One MatMulInteger: a row of 64 u8 inputs times 64 x 16 s8 weights of 127."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "int8-probe",
+                          [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 16])],
+                          [numpy_helper.from_array(np.full((64, 16), 127, np.int8), "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def measured_int8_kernels() -> str:
+    """This CPU's int8 kernels, measured rather than read from its flags ("exact", "saturating",
+    or "unknown"): what export records in each int8 gate. A VNNI CPU whose flags cannot be read
+    would otherwise record its gates as saturating, and CPUs that do saturate would trust them."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(int8_probe_graph(), providers=["CPUExecutionProvider"])
+    got = int(sess.run(None, {"a": np.full((1, 64), 255, np.uint8)})[0][0, 0])
+    return {EXACT_DOT: "exact", SATURATED_DOT: "saturating"}.get(got, "unknown")
+
+
 def quantize_int8(fp32: Path, int8: Path) -> None:
     """Dynamic int8: QInt8 weights, per channel (QUInt8 weights measured 2.5x slower here)."""
     import onnx
@@ -361,7 +388,7 @@ class GateSettings:
     min_agreement: float = 0.995  # gate for int8, static int8, bf16
     fp16_agreement: float = 0.999
     calibration_texts: list[str] | None = None  # training texts for static int8 (calibration + its search set)
-    static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # int8_static kept only this much faster than bf16 (or fp32)
+    static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # int8_static kept only this much faster than what auto runs otherwise (bf16, dynamic int8 or fp32)
     task: str = "single_label"  # what the gates compare (``compare``)
 
 
@@ -373,13 +400,16 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     - ``bf16``: OpenVINO's bf16 inference precision on the fp32 graph (a record, no graph);
     - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
       the whole graph fails the gate, retried with the most sensitive ops in float, fewest first
-      (``int8_search``), and kept only if faster than bf16 (or fp32) by ``static_int8_min_speedup``;
+      (``int8_search``), and kept only if faster by ``static_int8_min_speedup`` than what ``auto``
+      would run instead (bf16, dynamic int8 or fp32);
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
     Returns (gates, extra graph files by variant name).
     """
-    from ..engine.backends import cpu_has_bf16, have, int8_kernels
+    from ..engine.backends import cpu_has_bf16, have
+
+    kernels = measured_int8_kernels() if variants.int8 or variants.static_int8 else None
 
     graphs: dict[str, str] = {}
     gates: dict[str, Any] = {}
@@ -394,7 +424,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             quantize_int8(fp32, path("int8"))
             return g.ort(path("int8"), "int8")
 
-        gates["int8"] = _gate(ort_int8, ref, g, min_agreement, method="dynamic", int8_kernels=int8_kernels())
+        gates["int8"] = _gate(ort_int8, ref, g, min_agreement, method="dynamic", int8_kernels=kernels)
         _keep(gates["int8"], path("int8"), "int8", graphs)
 
     if variants.fp16 and fp16_shape:
@@ -427,7 +457,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             gates["int8_static"] = search_static_int8(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
             )
-            gates["int8_static"]["int8_kernels"] = int8_kernels()
+            gates["int8_static"]["int8_kernels"] = kernels
+            gates["int8_static"]["cpu_bf16"] = cpu_has_bf16()  # its float ops ran in bf16 where this is true
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
     for prec, gate in gates.items():
         if "error" in gate:

@@ -68,11 +68,14 @@ def gate_holds_here(spec: ModelSpec, name: str) -> str | None:
 
     A bf16 gate measured on a CPU without bf16 instructions ran OpenVINO in fp32 (it cannot have
     measured bf16's rounding); an int8 gate measured with exact int8 kernels (VNNI) does not
-    cover a CPU whose kernels saturate (``int8_kernels``). Artifacts from before the int8 record
-    count as measured with exact kernels (the project's export machines had VNNI)."""
+    cover a CPU whose kernels saturate (``int8_kernels``); static int8 runs its float ops in bf16
+    on a bf16 CPU, so its gate needs ``cpu_bf16`` there too. Artifacts from before these records
+    count as measured with exact kernels and bf16 (the project's export machines had both)."""
     gate = spec.parity.get("gates", {}).get(name) or {}
-    if name == "bf16" and gate.get("cpu_bf16") is False and cpu_has_bf16():
-        return "its bf16 gate ran on a CPU without bf16 instructions (OpenVINO computed fp32 there), so bf16 was never checked; export on a bf16 CPU to gate it"
+    if name in ("bf16", "int8_static") and gate.get("cpu_bf16") is False and cpu_has_bf16():
+        # OpenVINO runs bf16, and static int8's ops left in float, in bf16 where the CPU has it
+        what = "bf16" if name == "bf16" else "static int8 (its float ops run in bf16 here)"
+        return f"its {name} gate ran on a CPU without bf16 instructions (OpenVINO computed fp32 there), so {what} was never checked; export on a bf16 CPU to gate it"
     if VARIANTS[name].precision == "int8" and int8_kernels() == "saturating" and gate.get("int8_kernels") != "saturating":
         where = ("was measured on a CPU with VNNI (exact int8 sums)" if "int8_kernels" in gate
                  else "does not say which kind of CPU measured it (exported before stackscore recorded that)")
@@ -192,16 +195,24 @@ def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
     return next(n for n in AUTO_ORDER["gpu" if gpu else "cpu"] if usable(n))
 
 
-def choose(spec: ModelSpec, options: RunOptions) -> Choice:
-    """The runtime, precision and graph that serve ``spec`` under ``options`` (the variants table)."""
+def choose(spec: ModelSpec, options: RunOptions, warn: bool = True) -> Choice:
+    """The runtime, precision and graph that serve ``spec`` under ``options`` (the variants table).
+    ``warn``: an explicit precision whose gate does not hold on this CPU warns (once per model:
+    callers that only look ahead pass False)."""
     prec, backend = options.precision, options.backend
     ov_ok = backend != "onnxruntime" and not options.on_gpu and have("openvino")
     if prec == "auto":
-        prec = VARIANTS[auto_variant(spec, options)].precision
+        chosen = auto_variant(spec, options)
+        if chosen == "int8":  # dynamic int8 (also where a static graph exists whose gate does not hold here)
+            return Choice("onnxruntime", "int8", "int8")
+        prec = VARIANTS[chosen].precision
     elif not options.on_gpu:
         name = "int8_static" if prec == "int8" and ov_ok and "int8_static" in spec.graphs else prec
+        holds = lambda n: n in VARIANTS and (not gate_passed(spec, n) or gate_holds_here(spec, n) is None)  # noqa: E731
+        if name == "int8_static" and not holds(name) and backend != "openvino" and "int8" in spec.graphs and gate_passed(spec, "int8") and holds("int8"):
+            return Choice("onnxruntime", "int8", "int8")  # the int8 graph whose gate holds here
         why = gate_holds_here(spec, name) if name in VARIANTS and gate_passed(spec, name) else None
-        if why:
+        if why and warn:
             import warnings
 
             warnings.warn(f"model '{spec.name}' at --precision {prec}: {why} (--precision auto would not run it here)", RuntimeWarning, stacklevel=2)
