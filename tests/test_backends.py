@@ -56,31 +56,18 @@ def test_auto_trusts_a_gate_only_on_the_kind_of_cpu_that_measured_it(monkeypatch
     assert choose(measured, RunOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
 
 
-def _matmul_integer_graph(k: int, n: int):
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    b = np.full((k, n), 127, np.int8)
-    g = helper.make_graph([helper.make_node("MatMulInteger", ["a", "b"], ["y"])], "g",
-                          [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, k])],
-                          [helper.make_tensor_value_info("y", TensorProto.INT32, [1, n])], [numpy_helper.from_array(b, "b")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m.SerializeToString()
-
-
 def test_int8_kernels_tells_what_onnx_runtime_computes_on_this_cpu():
     """The premise of the int8 record, checked on whatever CPU runs the tests: 64 products of
     255 x 127 sum to 2,072,640 with exact int8 kernels; kernels that add pairs in int16 clip
     every pair at 32,767. Scoring reads the CPU's flags; export measures (the same answer)."""
     import onnxruntime as ort
 
-    from stackscore.export.onnx_graph import measured_int8_kernels
+    from stackscore.export.onnx_graph import int8_probe_graph, measured_int8_kernels
 
     backends.int8_kernels.cache_clear()
-    sess = ort.InferenceSession(_matmul_integer_graph(64, 16), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(int8_probe_graph(), providers=["CPUExecutionProvider"])
     got = int(sess.run(None, {"a": np.full((1, 64), 255, np.uint8)})[0][0, 0])
-    assert got == {"exact": 64 * 255 * 127, "saturating": 32 * 32767}[backends.int8_kernels()]
+    assert got == {"exact": 2_072_640, "saturating": 32 * 32_767}[backends.int8_kernels()]  # written out, not the module's constants
     assert measured_int8_kernels() == backends.int8_kernels()
 
 

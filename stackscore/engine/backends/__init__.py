@@ -53,8 +53,10 @@ def int8_kernels() -> str:
     use it there (measured on an AVX2 EPYC: a MatMulInteger of 64 x 255 x 127 returned 32 x
     32,767, not 2,072,640, on both runtimes). VNNI (VPDPBUSD), AMX and Arm's dot products
     accumulate in int32. So an int8 graph's accuracy gate measured on one kind of CPU does not
-    hold on the other: the export records which kind measured it. A CPU whose flags cannot be
-    read counts as saturating (the safe side: its int8 gates hold everywhere)."""
+    hold on the other: the export records which kind measured it (measuring, not reading flags:
+    ``export.onnx_graph.measured_int8_kernels``). Scoring reads the flags; a CPU whose flags
+    cannot be read counts as saturating (the safe side: only gates measured on saturating
+    kernels are trusted there)."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
@@ -208,10 +210,9 @@ def choose(spec: ModelSpec, options: RunOptions, warn: bool = True) -> Choice:
         prec = VARIANTS[chosen].precision
     elif not options.on_gpu:
         name = "int8_static" if prec == "int8" and ov_ok and "int8_static" in spec.graphs else prec
-        holds = lambda n: n in VARIANTS and (not gate_passed(spec, n) or gate_holds_here(spec, n) is None)  # noqa: E731
-        if name == "int8_static" and not holds(name) and backend != "openvino" and "int8" in spec.graphs and gate_passed(spec, "int8") and holds("int8"):
-            return Choice("onnxruntime", "int8", "int8")  # the int8 graph whose gate holds here
         why = gate_holds_here(spec, name) if name in VARIANTS and gate_passed(spec, name) else None
+        if why and name == "int8_static" and backend != "openvino" and "int8" in spec.graphs and gate_passed(spec, "int8") and gate_holds_here(spec, "int8") is None:
+            return Choice("onnxruntime", "int8", "int8")  # the int8 graph whose gate holds here
         if why and warn:
             import warnings
 
