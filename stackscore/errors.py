@@ -22,3 +22,9 @@ class InputError(StackscoreError):
 
 class ParityError(StackscoreError):
     """An exported graph (or tokenizer) does not compute what the trained model computes."""
+
+
+class StackscoreWarning(RuntimeWarning):
+    """Something the user should know that does not stop the run (an explicit precision whose gate
+    does not hold on this CPU, a GPU provider that fell back): shown even where ``--verbose`` is off
+    and third-party warnings are silenced (``quiet.configure``)."""

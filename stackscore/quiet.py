@@ -26,6 +26,9 @@ def configure(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore")
+    from .errors import StackscoreWarning
+
+    warnings.filterwarnings("default", category=StackscoreWarning)  # ours still show (added last: it wins)
     for name in ("nncf", "onnxruntime", "transformers", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:

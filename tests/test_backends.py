@@ -11,7 +11,7 @@ from stackscore.engine import backends
 from stackscore.engine.backends import choose
 from stackscore.options import RunOptions
 from stackscore.engine.scorer import Scorer
-from stackscore.errors import StackscoreError
+from stackscore.errors import StackscoreError, StackscoreWarning
 from stackscore.manifest import ModelSpec, load_manifest
 
 
@@ -54,6 +54,27 @@ def test_auto_trusts_a_gate_only_on_the_kind_of_cpu_that_measured_it(monkeypatch
         choose(unmeasured, RunOptions(precision="bf16"))
     measured = spec(("fp32",), {"bf16": {"passed": True, "cpu_bf16": True}})
     assert choose(measured, RunOptions(precision="auto")) == backends.Choice("openvino", "bf16", "fp32")
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)  # a bf16 gate, a CPU without bf16: fp32 is as fast
+    assert choose(measured, RunOptions(precision="auto")) == backends.Choice("onnxruntime", "fp32", "fp32")
+    with pytest.warns(StackscoreWarning, match="at --precision bf16: this CPU has no bf16 instructions"):
+        assert choose(measured, RunOptions(precision="bf16")) == backends.Choice("openvino", "bf16", "fp32")
+
+
+def test_quiet_mode_hides_third_party_warnings_but_not_stackscores_own(monkeypatch):
+    """fit/export/bench silence third-party warnings unless --verbose; the engine's own (an
+    explicit precision whose gate does not hold here, a provider that fell back) still show."""
+    import warnings
+
+    from stackscore.quiet import configure
+
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "error")  # configure only sets these by default
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with warnings.catch_warnings(record=True) as seen:
+        configure(False)
+        warnings.warn("a library's advice", UserWarning)
+        warnings.warn("a library's runtime note", RuntimeWarning)
+        warnings.warn("model 'm' at --precision int8: ...", StackscoreWarning)
+    assert [str(w.message) for w in seen] == ["model 'm' at --precision int8: ..."]
 
 
 def test_int8_kernels_tells_what_onnx_runtime_computes_on_this_cpu():

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ...errors import ArtifactError, StackscoreError
+from ...errors import ArtifactError, StackscoreError, StackscoreWarning
 from ...export.variants import AUTO_ORDER, VARIANTS, graph_key
 from ...manifest import ModelSpec
 from ...options import PRECISIONS, TENSORRT, RunOptions, provider_names
@@ -66,7 +66,8 @@ def int8_kernels() -> str:
 
 
 def gate_holds_here(spec: ModelSpec, name: str) -> str | None:
-    """Why ``name``'s export gate says nothing about this CPU, or None when it applies.
+    """Why ``name``'s export gate says nothing about this CPU (or, for bf16 on a CPU without it,
+    why running it would be pointless), or None when it applies.
 
     A bf16 gate measured on a CPU without bf16 instructions ran OpenVINO in fp32 (it cannot have
     measured bf16's rounding); an int8 gate measured with exact int8 kernels (VNNI) does not
@@ -74,6 +75,8 @@ def gate_holds_here(spec: ModelSpec, name: str) -> str | None:
     on a bf16 CPU, so its gate needs ``cpu_bf16`` there too. Artifacts from before these records
     count as measured with exact kernels and bf16 (the project's export machines had both)."""
     gate = spec.parity.get("gates", {}).get(name) or {}
+    if name == "bf16" and not cpu_has_bf16():
+        return "this CPU has no bf16 instructions: OpenVINO would compute fp32 from the fp32 graph (no faster than fp32)"
     if name in ("bf16", "int8_static") and gate.get("cpu_bf16") is False and cpu_has_bf16():
         # OpenVINO runs bf16, and static int8's ops left in float, in bf16 where the CPU has it
         what = "bf16" if name == "bf16" else "static int8 (its float ops run in bf16 here)"
@@ -191,7 +194,7 @@ def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
         if gpu:
             return True
         if v.runtime == "openvino":
-            return ov_ok and (name != "bf16" or cpu_has_bf16())
+            return ov_ok
         return options.backend != "openvino"
 
     return next(n for n in AUTO_ORDER["gpu" if gpu else "cpu"] if usable(n))
@@ -216,7 +219,7 @@ def choose(spec: ModelSpec, options: RunOptions, warn: bool = True) -> Choice:
         if why and warn:
             import warnings
 
-            warnings.warn(f"model '{spec.name}' at --precision {prec}: {why} (--precision auto would not run it here)", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"model '{spec.name}' at --precision {prec}: {why} (--precision auto would not run it here)", StackscoreWarning, stacklevel=2)
     if prec == "bf16":
         if backend == "onnxruntime":
             raise StackscoreError("bf16 runs on the OpenVINO backend; use --backend openvino or auto")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ArtifactError, StackscoreError
+from ...errors import ArtifactError, StackscoreError, StackscoreWarning
 from ...manifest import ModelSpec
 from . import RunOptions, graph_feeds, session_error
 from .gpu import provider_list, provider_names
@@ -38,7 +38,7 @@ def resolve_providers(ort, options: RunOptions) -> list:
         raise StackscoreError(msg + "; pass --allow-cpu-fallback to run on the CPU instead")
     import warnings
 
-    warnings.warn(msg + "; falling back to CPUExecutionProvider as allowed", RuntimeWarning, stacklevel=3)
+    warnings.warn(msg + "; falling back to CPUExecutionProvider as allowed", StackscoreWarning, stacklevel=3)
     return ["CPUExecutionProvider"]
 
 
@@ -60,7 +60,7 @@ def check_active_providers(model: str, requested: list[str], active: list[str], 
         raise StackscoreError(msg + "; install the provider's libraries or pass --allow-cpu-fallback to accept this")
     import warnings
 
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)
+    warnings.warn(msg, StackscoreWarning, stacklevel=3)
 
 
 class OrtBackend:
