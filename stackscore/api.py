@@ -16,7 +16,7 @@ import numpy as np
 from .engine.pipeline import score_file
 from .engine.scorer import Scorer
 from .engine.stats import ScoreStats
-from .options import RunOptions, ScoreOptions, WriteOptions
+from .options import ReadOptions, RunOptions, ScoreOptions, WriteOptions
 
 
 class Ensemble:
@@ -116,7 +116,8 @@ class Ensemble:
                 yield {c: (None if block.columns[c][i] != block.columns[c][i] else float(block.columns[c][i])) if isinstance(block.columns[c], np.ndarray) else block.columns[c][i] for c in names}
 
     def score_dataframe(self, df, text_column: str = "text", prefix: str = "", text_pair_column: str | None = None):
-        """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added.
+        """A copy of ``df`` (pandas, index kept; or a pyarrow Table) with label/score/prob_<label>/error added
+        (each name after ``prefix``; a result column that would replace one of ``df``'s is refused).
 
         A row whose text is missing, not a string or empty gets no prediction and says why in
         ``error`` (the same reasons as the file readers give).
@@ -135,6 +136,11 @@ class Ensemble:
         for col in (text_column, text_pair_column):
             if col is not None and col not in df.columns:
                 raise InputError(f"no column '{col}' (columns: {', '.join(map(str, df.columns))})")
+        from .integrations.windows import check_columns, empty_block
+
+        # A result column must not replace one of the user's (a true `label` overwritten by the
+        # prediction would make any accuracy computed afterwards compare predictions with themselves).
+        check_columns(df.columns, ReadOptions(text_field=text_column, text_pair_field=text_pair_column), empty_block(self.scorer, WriteOptions()).columns, prefix)
 
         def column(name: str) -> list:
             return [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[name].tolist()]

@@ -33,6 +33,29 @@ def test_score_dataframe_keeps_index_and_marks_bad_rows(artifact):
     np.testing.assert_allclose(out.loc[[10, 30], ["prob_negative", "prob_positive"]].sum(1), 1.0, atol=1e-6)
 
 
+def test_score_dataframe_never_replaces_a_users_column(artifact):
+    """A true `label` column replaced by the prediction would make an accuracy computed
+    afterwards compare predictions with themselves: refused in one line; a prefix keeps both.
+    Ray Data's predictor refuses it the same way (a dataset whose schema the driver cannot see)."""
+    import pyarrow as pa
+    import pytest
+
+    from stackscore.errors import StackscoreError
+    from stackscore.integrations.ray import EnsemblePredictor
+    from stackscore.options import ScoreOptions
+
+    e = Ensemble.load(artifact)
+    df = pd.DataFrame({"text": ["a great film", "dull and boring"], "label": ["positive", "negative"], "score": [1, 2]})
+    with pytest.raises(StackscoreError, match="input column\\(s\\) label, score would be overwritten by result columns"):
+        e.score_dataframe(df)
+    out = e.score_dataframe(df, prefix="pred_")
+    assert out["label"].tolist() == ["positive", "negative"] and out["score"].tolist() == [1, 2]
+    assert out["pred_label"].tolist() == e.predict(df["text"])
+    predictor = EnsemblePredictor(str(artifact), ScoreOptions.from_kwargs(progress=False))
+    with pytest.raises(StackscoreError, match="input column\\(s\\) label, score would be overwritten"):
+        predictor(pa.Table.from_pandas(df))
+
+
 def test_pickles_by_reference(artifact):
     e = Ensemble.load(artifact)
     blob = pickle.dumps(e)

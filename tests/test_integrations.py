@@ -15,6 +15,7 @@ import pytest
 
 from stackscore.engine.pipeline import score_file
 from stackscore.options import ScoreOptions
+from stackscore.errors import StackscoreError
 
 
 def local_results(artifact, src, tmp_path) -> list[dict]:
@@ -69,6 +70,8 @@ def test_ray_score_dataset_on_an_in_memory_dataset(artifact, ray_cluster):
     np.testing.assert_allclose(out["prob_positive"].to_numpy()[ok], Ensemble.load(artifact).predict_proba([texts[i] for i in ok])[:, 1], atol=1e-5)
     assert out["error"][7] == "field 'text' is null" and pd.isna(out["label"][7]) and out["error"].isna().sum() == 99
     assert "logit_bert_positive" in out.columns  # the engine's columns, options included
+    with pytest.raises(StackscoreError, match="input column\\(s\\) label would be overwritten"):  # on the driver, before any actor
+        score_dataset(ray_cluster.data.from_pandas(pd.DataFrame({"text": ["fine"], "label": ["positive"]})), artifact)
 
 
 def test_spark_equals_local_engine_row_for_row_on_bad_rows(artifact, corpus_rows, tmp_path):

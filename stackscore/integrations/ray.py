@@ -64,7 +64,7 @@ from ..engine.stats import ScoreStats
 from ..errors import InputError, StackscoreError
 from ..options import CPU, CUDA, ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
 from .shards import MANIFEST, WORK, OutputDir, Source, is_uri, locate, is_ours, stage, count_output, expand_inputs, is_directory_output, shard_name
-from .windows import ArtifactFacts, empty_block, merge_stats, result_schema, score_arrow, score_window
+from .windows import ArtifactFacts, check_columns, empty_block, merge_stats, result_schema, score_arrow, score_window
 
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "csv", "csv.gz", "tsv", "tsv.gz", "parquet")
 
@@ -842,10 +842,14 @@ class EnsemblePredictor:
         self.prefix = prefix
         self.scorer = Scorer(artifact_dir, opts.run)
         self.schema = result_schema(self.scorer, opts.write)
+        self._checked = False
 
     def __call__(self, batch):
         import pyarrow as pa
 
+        if not self._checked:  # where the driver could not see the schema without running the dataset
+            check_columns(batch.schema.names, self.opts.read, self.schema.names, self.prefix)
+            self._checked = True
         out = list(score_arrow(self.scorer, [batch], self.opts.read, self.opts.write, self.schema, self.prefix))
         if out:
             return pa.Table.from_batches(out)
@@ -886,6 +890,9 @@ def score_dataset(
     opts = ScoreOptions.from_kwargs(text_field=text_column, text_pair_field=text_pair_column, progress=False, **run, **options)
     facts = ArtifactFacts(artifact_dir, opts.run)
     check_pair_option(facts, text_pair_column)  # one line here, not a failure in every actor
+    known = ds.schema(fetch_if_missing=False)  # without running the dataset: read_* knows it, a map may not
+    if known is not None:
+        check_columns(known.names, opts.read, result_schema(facts, opts.write).names, prefix)
     if preserve_order:
         # A Dataset snapshots the DataContext when it is created: set it on the dataset itself.
         ctx = getattr(ds, "context", None) or ray.data.DataContext.get_current()
