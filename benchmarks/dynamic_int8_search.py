@@ -47,7 +47,7 @@ def main() -> None:
     test = read(args.test)
     search = read(args.search)[-args.search_rows :]
     # The engine's own runner and ONNX Runtime backend, batched as scoring batches (as export's gates run)
-    g = GateInputs(args.artifact / spec.tokenizer, spec.max_length, spec.pad_id, test, list(spec.inputs), len(m.labels), m.task, spec.flops_per_token)
+    g = GateInputs(args.artifact / spec.tokenizer, spec.max_length, spec.pad_id, test, list(spec.inputs), len(m.labels), m.task, spec.flops_per_token, spec.truncation_side)
     tmpdir = tempfile.TemporaryDirectory()
     tmp = Path(tmpdir.name)
 

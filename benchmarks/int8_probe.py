@@ -56,7 +56,7 @@ def main() -> None:
         pool = [json.loads(line)["text"] for line in open(args.calibration)]
         more = [pool[i] for i in np.random.default_rng(0).permutation(len(pool))[: args.calibration_rows]]
     # The gates' own inputs: the engine's runner (tokenizer, batcher) over the OpenVINO backend.
-    g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, list(spec.inputs), len(manifest.labels), flops_per_token=spec.flops_per_token)
+    g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, list(spec.inputs), len(manifest.labels), flops_per_token=spec.flops_per_token, truncation_side=spec.truncation_side)
 
     def run(graph: Path, precision: str) -> tuple[np.ndarray, float]:
         backend = g.openvino(graph, precision)

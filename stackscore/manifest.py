@@ -21,16 +21,20 @@ from .errors import ArtifactError
 FORMAT_VERSION = "2.0"
 # 1.x: single-label, single-text artifacts (what every stackscore reads). An artifact that an
 # older reader would silently mis-score (sentence pairs, multi-label, regression) is written as
-# 2.0, which 1.x readers refuse; this reader reads both.
-READABLE_MAJORS = ("1", "2")
+# 2.0, which 1.x readers refuse; one with a model that truncates long texts on the left (keeps
+# their end) as 3.0, which 1.x and 2.x readers (always right) refuse; this reader reads all.
+READABLE_MAJORS = ("1", "2", "3")
 TASK_VALUES = ("binary", "multiclass", "multi_label", "regression")
 
 
 def format_version_for(manifest: "Manifest") -> str:
-    """2.x: sentence pairs, multi-label, regression (1.x readers would mis-score them). The minor
+    """2.x: sentence pairs, multi-label, regression (1.x readers would mis-score them); 3.x: a
+    model truncating on the left (earlier readers cut every long text on the right). The minor
     version is 1 when the artifact has a cascade: a reader that ignores it scores the full
     ensemble for every row, the same predictions, only slower."""
     major = "2" if manifest.text_pair or manifest.task in ("multi_label", "regression") else "1"
+    if any(m.truncation_side == "left" for m in manifest.models):
+        major = "3"
     return f"{major}.{1 if manifest.cascade else 0}"
 MANIFEST_NAME = "manifest.json"
 
@@ -57,6 +61,9 @@ class ModelSpec:
     # unknown (artifacts exported before it). Sizes the batches of models smaller than MiniLM
     # (engine/batcher.py:batch_scale).
     flops_per_token: float = 0.0
+    # Which end of a text longer than max_length is cut: the checkpoint tokenizer's own
+    # ``truncation_side`` ("left" keeps the end, as the model was trained and validated).
+    truncation_side: str = "right"
 
 
 @dataclass
@@ -246,6 +253,7 @@ def _model_from(raw: Any, where: str, i: int) -> ModelSpec:
         label_map=f.get("label_map", dict, default={}, check=lambda v: _str_list(list(v.values())), what="an object (checkpoint label -> label)"),
         architecture=f.get("architecture", str, default=""),
         flops_per_token=float(f.get("flops_per_token", (int, float), default=0.0, check=lambda v: 0 <= v < 1e30, what="a non-negative number")),
+        truncation_side=f.get("truncation_side", str, default="right", check=lambda v: v in ("right", "left"), what="'right' or 'left'"),
     )
     return ModelSpec(**values)
 

@@ -325,3 +325,29 @@ def test_fusion_rows_are_never_rows_a_model_trained_on(tmp_path, mode, validatio
         predict(train(rows.fit), rows.fusion)
     for i in rows.fusion:
         assert int(i) not in seen[predicted_by[int(i)]]
+
+
+def test_a_tokenizer_that_truncates_on_the_left_is_followed(tmp_path, data):
+    """A checkpoint whose tokenizer keeps the end of long texts (``truncation_side: left``): the
+    manifest records it (format 3.x, which earlier readers refuse: they cut on the right), and
+    the engine scores long rows as PyTorch does, on their last tokens."""
+    from stackscore import Ensemble
+
+    ckpt = make_checkpoint(tmp_path / "left", "bert", seed=7)
+    cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({**cfg, "truncation_side": "left"}))
+    run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt), "max_length": 16}]), tmp_path / "work")
+    manifest = json.loads((tmp_path / "work/artifact/manifest.json").read_text())
+    assert manifest["models"][0]["truncation_side"] == "left" and manifest["format_version"].startswith("3.")
+    short = [json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()]
+    texts = [f"{a} {b} {c}" for a, b, c in zip(short, short[1:], short[2:])]  # well past 16 tokens
+    _, logits = torch_labels(ckpt, texts, max_length=16)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    assert tok.truncation_side == "left"
+    cut_right = tok(texts, truncation=True, max_length=16)["input_ids"]
+    tok.truncation_side = "right"
+    assert cut_right != tok(texts, truncation=True, max_length=16)["input_ids"]  # the two sides differ on these rows
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
+    assert np.abs(outs["m"] - logits).max() < 1e-4 * max(1.0, float(np.abs(logits).max()))

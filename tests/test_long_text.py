@@ -111,3 +111,21 @@ def test_word_cut_is_used_only_where_words_are_split_at_spaces_first():
     no = [None, pre_tokenizers.ByteLevel(use_regex=False), pre_tokenizers.Metaspace(split=False), pre_tokenizers.Digits()]
     assert [_splits_on_whitespace(tok(p)) for p in yes] == [True] * len(yes)
     assert [_splits_on_whitespace(tok(p)) for p in no] == [False] * len(no)
+
+
+def test_left_truncation_keeps_the_last_tokens_past_the_character_cap(tmp_path):
+    """``truncation_side='left'``: the last max_length tokens, also for a text longer than the
+    character cap (which then keeps the text's end, not its start)."""
+    from stackscore.engine.tokenize import TextTokenizer
+    from stackscore.train.models import train_wordpiece
+
+    raw = train_wordpiece(["alpha beta gamma delta omega final words"] * 50, 100)
+    raw.save(str(tmp_path / "t.json"))
+    text = "alpha beta gamma " * 2000 + "omega final words"  # ~34,000 characters, cap 4,096
+    left = TextTokenizer(tmp_path / "t.json", 8, truncation_side="left")
+    right = TextTokenizer(tmp_path / "t.json", 8)
+    assert len(text) > left.max_chars
+    ids = left.encode([text]).flat.tolist()
+    tail = raw.encode("omega final words", add_special_tokens=False).ids
+    assert len(ids) == 8 and ids[-1 - len(tail) : -1] == tail  # ... omega final words [SEP]
+    assert right.encode([text]).flat.tolist()[1:4] == raw.encode("alpha beta gamma", add_special_tokens=False).ids

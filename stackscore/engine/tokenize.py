@@ -100,9 +100,12 @@ SLICE = 1024  # rows per encode_batch call (bounds the tokenizer's transient mem
 class TextTokenizer:
     """Wraps one ``tokenizer.json``: truncation at ``max_length`` (or a long-text mode), no padding."""
 
-    def __init__(self, path: str | Path, max_length: int, long_text: str = "truncate", max_windows: int = 8):
+    def __init__(self, path: str | Path, max_length: int, long_text: str = "truncate", max_windows: int = 8, truncation_side: str = "right"):
         if long_text not in LONG_TEXT_MODES:
             raise StackscoreError(f"--long-text must be one of {', '.join(LONG_TEXT_MODES)}, not '{long_text}'")
+        if truncation_side not in ("right", "left"):
+            raise ArtifactError(f"{path}: truncation side must be 'right' or 'left', not {truncation_side!r}")
+        self.truncation_side = truncation_side
         self.path = Path(path)
         self.max_length = int(max_length)
         self.long_text = long_text
@@ -113,7 +116,8 @@ class TextTokenizer:
             raise ArtifactError(f"{self.path}: not a valid tokenizer.json ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         self.tok.no_padding()
         if long_text == "truncate":
-            self.tok.enable_truncation(self.max_length)
+            # ``left``: the last max_length tokens (pairs: longest-first, each side from its start)
+            self.tok.enable_truncation(self.max_length, direction=truncation_side)
         else:
             self.tok.no_truncation()
             specials = self.tok.encode("").ids  # e.g. [CLS, SEP] or [<s>, </s>]
@@ -133,7 +137,8 @@ class TextTokenizer:
         # space, so the cut text's tokens are the full text's up to the cut; if they still
         # overflow ``max_length`` (checked per row, ``Encoding.overflowing``), the first
         # ``max_length`` are the same ids; if not, the row is encoded whole.
-        self.word_cut = self.max_length * 8 if long_text == "truncate" and _splits_on_whitespace(self.tok) else None
+        self.word_cut = self.max_length * 8 if long_text == "truncate" and truncation_side == "right" and _splits_on_whitespace(self.tok) else None
+        self.keep_end = long_text == "truncate" and truncation_side == "left"  # the character cap keeps the end
 
     @property
     def vocab_size(self) -> int:
@@ -151,10 +156,14 @@ class TextTokenizer:
     def encode(self, texts: list[str] | list[tuple[str, str]]) -> Encoded:
         cap = self.max_chars
         pairs = bool(texts) and isinstance(texts[0], tuple)
+
+        def capped(t: str) -> str:
+            return t if len(t) <= cap else (t[-cap:] if self.keep_end else t[:cap])
+
         if pairs:
-            texts = [(a if len(a) <= cap else a[:cap], b if len(b) <= cap else b[:cap]) for a, b in texts]
+            texts = [(capped(a), capped(b)) for a, b in texts]
         else:
-            texts = [t if len(t) <= cap else t[:cap] for t in texts]
+            texts = [capped(t) for t in texts]
         whole: dict[int, str] = {}  # rows cut at a word boundary -> their text before the cut
         if self.word_cut is not None and not pairs:
             for i, t in enumerate(texts):

@@ -124,15 +124,17 @@ class GateInputs:
     width: int  # logits per row
     task: str = "single_label"
     flops_per_token: float = 0.0  # the graph's (roofline.graph_cost): scoring's batch geometry for it
+    truncation_side: str = "right"  # the checkpoint tokenizer's (ModelSpec.truncation_side)
 
     def spec(self, name: str = "gate") -> ModelSpec:
-        return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs), flops_per_token=self.flops_per_token)
+        return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs),
+                         flops_per_token=self.flops_per_token, truncation_side=self.truncation_side)
 
     def runner(self, backend, **options):
         from ..engine.runner import TransformerRunner
         from ..options import RunOptions
 
-        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options), self.flops_per_token)
+        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options), self.flops_per_token, self.truncation_side)
 
     def logits(self, backend) -> np.ndarray:
         """``backend``'s logits of the sample texts, batched exactly as scoring batches them."""
@@ -167,15 +169,41 @@ class TorchBackend:
             return self.wrapped(torch.from_numpy(ids), torch.from_numpy(mask), t).float().numpy()
 
 
-def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> dict[str, Any]:
-    """The engine's ``tokenizer.json`` must give transformers' own ids (and token types) on ``texts``.
+def truncation_side(tok) -> str:
+    """Which end transformers cuts from a long text with this tokenizer (``truncation_side``)."""
+    side = getattr(tok, "truncation_side", "right") or "right"
+    if side not in ("right", "left"):
+        raise StackscoreError(f"tokenizer truncation_side {side!r} is neither 'right' nor 'left'")
+    return side
 
-    Catches a slow tokenizer converted badly, or a fast one whose saved form lost a setting.
+
+def long_parity_texts(texts: list, max_length: int) -> list:
+    """Two texts (or pairs) built from ``texts``, each far longer than ``max_length`` tokens, so
+    the parity check also sees where a long text is cut (short texts never truncate: a tokenizer
+    that keeps the end would otherwise pass and be cut at the start on long rows)."""
+    if not texts:
+        return []
+    pairs = isinstance(texts[0], tuple)
+    firsts = [t[0] if pairs else t for t in texts[:64]]
+    body = " ".join(firsts)
+    reps = max(1, -(-max_length * 16 // max(1, len(body))))
+    long = " ".join([body] * reps)
+    rev = " ".join([" ".join(reversed(firsts))] * reps)
+    return [(long, rev), (firsts[0], rev)] if pairs else [long, rev]
+
+
+def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> dict[str, Any]:
+    """The engine's ``tokenizer.json`` must give transformers' own ids (and token types) on ``texts``
+    and on two long texts made of them (``long_parity_texts``: the side that is cut).
+
+    Catches a slow tokenizer converted badly, a fast one whose saved form lost a setting, or a
+    truncation side the engine would not follow.
     """
     from ..engine.tokenize import TextTokenizer
     from ..hf import hf_encode
 
-    enc = TextTokenizer(tokenizer_json, max_length).encode(texts)
+    texts = list(texts) + long_parity_texts(texts, max_length)
+    enc = TextTokenizer(tokenizer_json, max_length, truncation_side=truncation_side(tok)).encode(texts)
     ref = hf_encode(tok, texts, max_length, keep_types=True)
     ref_ids, ref_mask = ref["input_ids"].numpy(), ref["attention_mask"].numpy()
     ref_types = ref["token_type_ids"].numpy() if "token_type_ids" in ref else None
@@ -486,6 +514,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     graph = artifact_dir / rel / VARIANTS["fp32"].file
     tok_path = artifact_dir / rel / "tokenizer.json"
     write_engine_tokenizer(tok, tok_path)
+    side = truncation_side(tok)
     tokens = check_token_ids(tok, tok_path, max_length, sample_texts)
     # The TorchScript exporter leaves the traced module slightly changed (seen with transformers
     # 5.24 / torch 2.13: logits moved by ~1e-2 after export), so trace a copy and keep the
@@ -494,7 +523,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
         width = len(label_order) if label_order is not None else int(model.config.num_labels)
         flops = graph_cost(graph).per_token
-        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops)
+        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops, side)
         parity, ref = check_parity(model, graph, g, tol, label_order, with_types)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None
@@ -514,5 +543,5 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         name=name, kind="transformer", graphs=graphs,
         tokenizer=(rel / "tokenizer.json").as_posix(), max_length=int(max_length), pad_id=int(pad_id),
         inputs=list(inputs), output="logits", opset=OPSET, parity=parity,
-        label_map=dict(label_map or {}), architecture=arch, flops_per_token=flops,
+        label_map=dict(label_map or {}), architecture=arch, flops_per_token=flops, truncation_side=side,
     )
