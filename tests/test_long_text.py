@@ -129,3 +129,30 @@ def test_left_truncation_keeps_the_last_tokens_past_the_character_cap(tmp_path):
     tail = raw.encode("omega final words", add_special_tokens=False).ids
     assert len(ids) == 8 and ids[-1 - len(tail) : -1] == tail  # ... omega final words [SEP]
     assert right.encode([text]).flat.tolist()[1:4] == raw.encode("alpha beta gamma", add_special_tokens=False).ids
+
+
+def test_long_text_modes_place_special_tokens_where_the_template_does(tmp_path):
+    """A "$A </s>" template (T5-style): head-tail and windows put </s> after the text, as
+    truncate does, not in front of it."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "hello": 3, "world": 4, "foo": 5}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    tok.save(str(tmp_path / "eos.json"))
+    for mode in ("truncate", "head-tail", "windows"):
+        assert TextTokenizer(tmp_path / "eos.json", 16, mode).encode(["hello world foo"]).flat.tolist() == [3, 4, 5, 1], mode
+    long = TextTokenizer(tmp_path / "eos.json", 5, "head-tail").encode(["hello " * 10 + "world foo"]).flat.tolist()
+    assert long == [3, 3, 4, 5, 1]  # one head token, three tail tokens, then </s>
+
+
+def test_head_tail_takes_the_tail_from_the_end_of_a_text_past_the_character_cap(bert_tok):
+    path, max_len = bert_tok
+    tok = TextTokenizer(path, max_len, "head-tail")
+    text = "opening words " + "the movie was long " * 4000 + "final verdict terrible"
+    assert len(text) > tok.max_chars
+    seq = tok.encode([text]).flat.tolist()
+    end = TextTokenizer(path, 100_000).encode(["the movie was long final verdict terrible"]).flat[1:-1].tolist()
+    start = TextTokenizer(path, 100_000).encode(["opening words"]).flat[1:-1].tolist()
+    assert seq[-1 - len(end) : -1] == end and seq[1 : 1 + len(start)] == start

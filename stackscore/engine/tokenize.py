@@ -87,6 +87,23 @@ def _cut_after_words(text: str, chars: int, words: int) -> str:
     return head[:end]
 
 
+def _template_ends(tok) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer's single-text template puts before and after the text:
+    ([CLS], [SEP]) for BERT, (<s>, </s>) for RoBERTa, ([], </s>) for a "$A </s>" template,
+    ([], <sep> <cls>) for XLNet's. Found by where a probe word's ids sit in its encoding with
+    special tokens; a tokenizer whose probe gives no ids falls back to the first special token
+    before, the rest after."""
+    specials = tok.encode("").ids
+    for probe in ("a", "the", "x", "0"):
+        body = tok.encode(probe, add_special_tokens=False).ids
+        full = tok.encode(probe).ids
+        if body and len(full) == len(body) + len(specials):
+            for k in range(len(full) - len(body) + 1):
+                if full[k : k + len(body)] == body:
+                    return full[:k], full[k + len(body) :]
+    return specials[:1], specials[1:]
+
+
 def _csr(seqs_lengths: np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(seqs_lengths), dtype=np.int64)
     if len(seqs_lengths) > 1:
@@ -120,15 +137,17 @@ class TextTokenizer:
             self.tok.enable_truncation(self.max_length, direction=truncation_side)
         else:
             self.tok.no_truncation()
-            specials = self.tok.encode("").ids  # e.g. [CLS, SEP] or [<s>, </s>]
-            self.prefix, self.suffix = specials[:1], specials[1:]
-            self.body = self.max_length - len(specials)
+            self.prefix, self.suffix = _template_ends(self.tok)  # e.g. [CLS] + [SEP], <s> + </s>, [] + </s>
+            self.body = self.max_length - len(self.prefix) - len(self.suffix)
         self._encode = getattr(self.tok, "encode_batch_fast", self.tok.encode_batch)
         # A 10 MB row would be normalized and split in full before truncation. Real text has far
         # more than max_length tokens in max_length * 64 characters, so the cut keeps the ids
         # (a row of nothing but whitespace for that long is the exception: documented).
         windows = 1 if long_text == "truncate" else max_windows
         self.max_chars = max(4096, self.max_length * 64 * windows)
+        # head-tail keeps both ends of a text past the cap: its first and last halves, so the
+        # tail tokens are the document's last, not those of wherever the cap fell.
+        self.cap_both_ends = long_text == "head-tail"
         # Truncation still tokenizes the whole text (an IMDb review: ~1,300 characters for 64
         # tokens, 0.4 s per 2,000 rows per tokenizer). ``word_cut``: where words are split at
         # spaces before subwords (BERT, byte-level BPE, Metaspace, Whitespace) and normalized
@@ -158,7 +177,11 @@ class TextTokenizer:
         pairs = bool(texts) and isinstance(texts[0], tuple)
 
         def capped(t: str) -> str:
-            return t if len(t) <= cap else (t[-cap:] if self.keep_end else t[:cap])
+            if len(t) <= cap:
+                return t
+            if self.cap_both_ends:
+                return t[: cap // 2] + " " + t[len(t) - cap // 2 :]
+            return t[-cap:] if self.keep_end else t[:cap]
 
         if pairs:
             texts = [(capped(a), capped(b)) for a, b in texts]
