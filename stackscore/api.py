@@ -49,8 +49,9 @@ class Ensemble:
         """(n, k) fused probabilities (regression: values); with ``return_model_outputs`` also {model: logits}.
 
         ``text_pairs``: the second texts, for an ensemble fitted on sentence pairs (required there).
-        A row whose model output is not finite (NaN/inf) comes back as a row of NaN, never as
-        numbers that look like a prediction.
+        A row whose text (or pair) is empty or blank, or whose model output is not finite
+        (NaN/inf), comes back as a row of NaN, never as numbers that look like a prediction
+        (``score_iter`` and ``score_dataframe`` say why in ``error``).
         """
         from .engine.pipeline import check_pair_option
 
@@ -100,16 +101,17 @@ class Ensemble:
 
     def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
         """Stream texts; yields one result dict per input, in order, batching internally
-        (the output file's columns: label/score/prob_*, labels/prob_* or value)."""
+        (the output file's columns: label/score/prob_*, labels/prob_* or value, and ``error``:
+        an empty or blank text gets no prediction and says so there)."""
         from .engine.pipeline import result_block
-        from .engine.readers import Window
+        from .engine.readers import checked_window
 
         it = iter(items)
         while chunk := list(islice(it, chunk_rows)):
             bad = [i for i, t in enumerate(chunk) if not isinstance(t, str)]
             if bad:
                 raise TypeError(f"texts must be strings; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
-            scored = self.scorer.infer(self.scorer.encode(Window(0, list(range(len(chunk))), chunk, [None] * len(chunk))))
+            scored = self.scorer.infer(self.scorer.encode(checked_window(chunk)))
             block = result_block(scored, self.labels, self.model_names, WriteOptions(), self.task, self.scorer.fusion.thresholds)
             names = list(block.columns)
             for i in range(len(chunk)):
@@ -123,7 +125,7 @@ class Ensemble:
         ``error`` (the same reasons as the file readers give).
         """
         from .engine.pipeline import result_block
-        from .engine.readers import Window, _text_error
+        from .engine.readers import checked_window
         from .errors import InputError
 
         if type(df).__module__.startswith("pyarrow"):
@@ -146,18 +148,8 @@ class Ensemble:
             return [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[name].tolist()]
 
         # The file pipeline's own window -> columns step, so both paths give the same columns.
-        texts = column(text_column)
-        errors = [_text_error(t, text_column) for t in texts]
-        pairs = None
-        if text_pair_column is not None:
-            pairs = column(text_pair_column)
-            errors = [e or _text_error(p, text_pair_column) for e, p in zip(errors, pairs)]
-        keep = [e is None for e in errors]
-        chunk = Window(
-            0, list(range(len(texts))), [t if k else None for t, k in zip(texts, keep)], errors,
-            pairs=[p if k else None for p, k in zip(pairs, keep)] if pairs is not None else None,
-        )
-        scored = self.scorer.infer(self.scorer.encode(chunk))
+        pairs = column(text_pair_column) if text_pair_column is not None else None
+        scored = self.scorer.infer(self.scorer.encode(checked_window(column(text_column), pairs, text_column, text_pair_column or "")))
         block = result_block(scored, self.labels, self.model_names, WriteOptions(), self.task, self.scorer.fusion.thresholds)
         out = df.copy()
         for name, values in block.columns.items():

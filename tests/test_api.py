@@ -72,3 +72,17 @@ def test_score_arrow_table(artifact):
     out = e.score_dataframe(table)
     assert isinstance(out, pa.Table) and out.column("n").to_pylist() == [1, 2]
     np.testing.assert_allclose(out.column("prob_positive").to_numpy(), e.predict_proba(["a great film", "dull"])[:, 1], atol=1e-6)
+
+
+def test_empty_and_blank_texts_get_no_prediction_in_the_api_as_in_a_file(artifact):
+    """predict_proba/predict/score_iter check each text as a file's row is checked: an empty or
+    blank text is a NaN row / None / an `error`, never a label; the other rows are unchanged."""
+    e = Ensemble.load(artifact)
+    texts = ["a great film", "", "   ", "dull and boring"]
+    proba = e.predict_proba(texts)
+    assert np.isnan(proba[1:3]).all() and np.isfinite(proba[[0, 3]]).all()
+    np.testing.assert_allclose(proba[[0, 3]], e.predict_proba([texts[0], texts[3]]), atol=1e-6)
+    assert e.predict(texts)[1:3] == [None, None] and None not in e.predict([texts[0], texts[3]])
+    rows = list(e.score_iter(texts))
+    assert [r["error"] for r in rows] == [None, "field 'text' is empty", "field 'text' is empty", None]
+    assert rows[1]["label"] is None and rows[0]["label"] in e.labels

@@ -77,3 +77,10 @@ def test_folder_dataset_layout_loads_labels_from_subfolders(tmp_path):
             (tmp_path / "ds" / label / f"{i}_1.txt").write_text(t + "\n")
     texts, labels = load_labelled(tmp_path / "ds")
     assert sorted(zip(labels, texts)) == [("neg", "awful"), ("neg", "bad film"), ("pos", "great film")]
+    (tmp_path / "ds" / "pos" / "9_1.txt").write_text("  \n")
+    import pytest
+
+    from stackscore.errors import InputError
+
+    with pytest.raises(InputError, match="9_1.txt: the text file is empty"):
+        load_labelled(tmp_path / "ds")

@@ -114,6 +114,20 @@ def _text_error(value: Any, field_name: str) -> str | None:
     return None
 
 
+def checked_window(texts: list, pairs: list | None = None, text_field: str = "text", pair_field: str = "text_pair") -> Window:
+    """In-memory texts (the Python API, a DataFrame's column) as one window, each row checked as
+    a file's row is: a missing, non-text, empty or blank text (or pair) is an error row with
+    its reason, and gets no prediction."""
+    errors = [_text_error(t, text_field) for t in texts]
+    if pairs is not None:
+        errors = [e or _text_error(p, pair_field) for e, p in zip(errors, pairs)]
+    keep = [e is None for e in errors]
+    return Window(
+        0, list(range(len(texts))), [t if k else None for t, k in zip(texts, keep)], errors,
+        pairs=[p if k else None for p, k in zip(pairs, keep)] if pairs is not None else None,
+    )
+
+
 class _WindowBuilder:
     """Accumulates rows and emits full chunks; one place for the id/label/error rules."""
 

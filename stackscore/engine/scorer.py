@@ -24,7 +24,7 @@ from ..errors import StackscoreError
 from ..manifest import Manifest, check_listing, load_manifest, verify_opened
 from ..options import RunOptions
 from .fusion_stage import FusionStage
-from .readers import Window
+from .readers import Window, checked_window
 from .runner import RunStats, TextRunner, fusion_files, runners_for
 from .tokenize import Encoded
 
@@ -215,6 +215,7 @@ class Scorer:
             out.contributions[last] = contrib
 
     def score_texts(self, texts: list[str], pairs: list[str] | None = None) -> ScoredWindow:
-        """Score in-memory texts (every one must be a non-empty string; ``pairs`` for pair artifacts)."""
-        chunk = Window(0, list(range(len(texts))), list(texts), [None] * len(texts), pairs=list(pairs) if pairs is not None else None)
-        return self.infer(self.encode(chunk))
+        """Score in-memory texts (``pairs`` for pair artifacts). A text that is empty or blank (or
+        not a string) gets no prediction, as in a file: it is left out of ``valid`` and its reason
+        is in the window's ``errors`` (the API gives it a row of NaN, never a label)."""
+        return self.infer(self.encode(checked_window(list(texts), list(pairs) if pairs is not None else None)))

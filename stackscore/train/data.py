@@ -99,7 +99,10 @@ def load_labelled(path: str | Path, text_field: str = "text", label_field: str =
             raise InputError(f"{path}: a dataset folder needs one sub-folder per label (e.g. pos/ and neg/)")
         for sub in subdirs:
             for f in sorted(sub.glob("*.txt")):
-                texts.append(f.read_text(encoding="utf-8", errors="replace").strip())
+                text = f.read_text(encoding="utf-8", errors="replace").strip()
+                if not text:  # nothing to learn from, and no prediction the engine would give it
+                    raise InputError(f"{f}: the text file is empty")
+                texts.append(text)
                 labels.append(sub.name)
         return texts, labels
     texts, labels = [], []
