@@ -88,6 +88,22 @@ def test_stack_learns_and_exposes_linear_contributions():
     assert np.abs(contrib[:, 0]).mean() > 5 * np.abs(contrib[:, 1]).mean()
 
 
+def test_multiclass_stack_contributions_explain_the_predicted_class():
+    """Three classes: each row's shares (+ the intercept) add up to the logit of the class it
+    is labelled with, not class 0's."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 900)
+    a = np.eye(3)[y] * 3 + rng.normal(0, 1.5, (900, 3))
+    b = rng.normal(0, 1, (900, 3))
+    s = StackFusion().fit([a, b], y)
+    pred = s.predict_proba([a, b]).argmax(1)
+    assert len(set(pred.tolist())) == 3
+    logits = s.features([a, b]) @ s.coef_.T + s.meta_.intercept_
+    contrib = s.contributions([a, b])
+    np.testing.assert_allclose(contrib.sum(1) + s.meta_.intercept_[pred], logits[np.arange(900), pred], atol=1e-6)
+    assert s.contributions([a[:0], b[:0]]).shape == (0, 2)
+
+
 def test_auto_picks_lowest_cv_log_loss_and_prefers_simpler_on_ties():
     y, good, noise = noisy_case(1000)
     cands = {"mean": MeanFusion, "weighted": WeightedFusion, "stack": StackFusion}

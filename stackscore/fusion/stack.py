@@ -115,16 +115,23 @@ class StackFusion(FusionMethod, OnnxMeta):
     def contributions(self, outputs: Sequence[np.ndarray]) -> np.ndarray | None:
         """Per base model, its additive share of the fused logit (linear meta-learner only).
 
-        Returns ``(n, m)`` for binary tasks (share of the positive-class logit) and ``None`` when
-        the meta-learner is not linear.
+        Returns ``(n, m)``: for binary tasks the shares of the positive class's logit (the
+        meta-learner's one row of coefficients), for more classes the shares of each row's
+        *predicted* class's logit (that class's row: the shares then explain the label written
+        beside them); ``None`` when the meta-learner is not linear. The intercept is not shared out.
         """
         coef = self.coef_
         if coef is None:
             return None
         X = self.features(outputs)
-        k = X.shape[1] // self.n_models_
-        parts = X.reshape(len(X), self.n_models_, k) * coef[0].reshape(1, self.n_models_, k)
-        return parts.sum(axis=2)
+        n, k = len(X), X.shape[1] // self.n_models_
+        if coef.shape[0] == 1:
+            rows = np.broadcast_to(coef[0], X.shape)
+        elif n == 0:
+            rows = np.zeros_like(X)
+        else:
+            rows = coef[self.predict_proba(outputs).argmax(axis=1)]
+        return (X.reshape(n, self.n_models_, k) * rows.reshape(n, self.n_models_, k)).sum(axis=2)
 
     @property
     def coef_(self) -> np.ndarray | None:
