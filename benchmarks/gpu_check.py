@@ -216,7 +216,7 @@ def main() -> int:
 
         if "TensorrtExecutionProvider" in ort.get_available_providers():
             try:
-                trt = score_run(artifact, sub, args.work / "scored-trt.jsonl", "tensorrt", "fp32", args.token_budget, "fp32 graph, TensorRT fp16")
+                trt = score_run(artifact, sub, args.work / "scored-trt.jsonl", "tensorrt", "fp16", args.token_budget, "fp32 graph, TensorRT fp16")
                 runs["engine TensorRT"] = trt["stats"]
                 result["agreement_trt_vs_fp32"] = float(np.mean(labels_of(args.work / "scored-trt.jsonl") == ref))
             except Exception as exc:  # noqa: BLE001 - TensorRT libraries are optional on the image

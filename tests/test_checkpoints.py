@@ -351,3 +351,8 @@ def test_a_tokenizer_that_truncates_on_the_left_is_followed(tmp_path, data):
     assert cut_right != tok(texts, truncation=True, max_length=16)["input_ids"]  # the two sides differ on these rows
     _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
     assert np.abs(outs["m"] - logits).max() < 1e-4 * max(1.0, float(np.abs(logits).max()))
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "stackscore", "inspect", str(tmp_path / "work/artifact")], capture_output=True, text=True)
+    assert res.returncode == 0 and "max_length 16 (cut on the left: keeps the end)" in res.stdout, res.stderr

@@ -31,13 +31,39 @@ def test_buckets_end_at_max_length():
 
 
 def test_tensorrt_profile_spans_every_batch_the_batcher_can_make(tmp_path):
-    opts = tensorrt_options(1, GpuOptions(trt_cache_dir=tmp_path / "trt"), ["input_ids", "attention_mask"], max_length=512, max_rows=256, token_budget=8192)
+    opts = tensorrt_options(1, GpuOptions(trt_cache_dir=tmp_path / "trt"), ["input_ids", "attention_mask"], max_length=512, max_rows=256, token_budget=8192, fp16=True)
     assert opts["device_id"] == "1" and opts["trt_fp16_enable"] == "1"
+    assert tensorrt_options(1, GpuOptions(), ["input_ids"], max_length=512, max_rows=256, token_budget=8192)["trt_fp16_enable"] == "0"
     assert opts["trt_profile_min_shapes"] == "input_ids:1x16,attention_mask:1x16"
     assert opts["trt_profile_opt_shapes"] == "input_ids:64x128,attention_mask:64x128"
     assert opts["trt_profile_max_shapes"] == "input_ids:256x512,attention_mask:256x512"
     assert opts["trt_engine_cache_enable"] == "1" and (tmp_path / "trt").is_dir()
     assert opts["trt_engine_cache_path"] == str(tmp_path / "trt")
+
+
+def test_tensorrt_runs_fp16_only_where_that_is_the_precision():
+    """--precision fp32 on TensorRT is an fp32 engine (it was always fp16); auto is fp16 only on
+    a model whose fp16 gate passed; the description names what runs; int8/bf16 are refused."""
+    from stackscore.engine.backends import Choice, choose
+    from stackscore.errors import StackscoreError
+    from stackscore.manifest import ModelSpec
+    from stackscore.options import RunOptions
+
+    def spec(fp16_passed: bool) -> ModelSpec:
+        return ModelSpec(name="m", kind="transformer", graphs={"fp32": "a.onnx", "fp16": "b.onnx"}, tokenizer="t.json", max_length=8, pad_id=0,
+                         inputs=["input_ids", "attention_mask"], parity={"gates": {"fp16": {"passed": fp16_passed}}})
+
+    trt = dict(providers=(TENSORRT, CUDA, CPU))
+    assert choose(spec(True), RunOptions(precision="auto", **trt)) == Choice("onnxruntime", "fp16", "fp32")
+    assert choose(spec(False), RunOptions(precision="auto", **trt)) == Choice("onnxruntime", "fp32", "fp32")
+    assert choose(spec(True), RunOptions(precision="auto", gpu=GpuOptions(trt_fp16=False), **trt)).precision == "fp32"
+    assert choose(spec(True), RunOptions(precision="fp32", **trt)) == Choice("onnxruntime", "fp32", "fp32")
+    assert choose(spec(False), RunOptions(precision="fp16", **trt)) == Choice("onnxruntime", "fp16", "fp32")
+    with pytest.raises(StackscoreError, match="--device tensorrt builds fp32 or fp16 engines"):
+        choose(spec(True), RunOptions(precision="int8", **trt))
+    kw = dict(input_names=["input_ids"], max_length=128, max_rows=64, token_budget=4096)
+    assert provider_list([TENSORRT, CUDA, CPU], 0, GpuOptions(), **kw)[0][1]["trt_fp16_enable"] == "0"
+    assert provider_list([TENSORRT, CUDA, CPU], 0, GpuOptions(), fp16=True, **kw)[0][1]["trt_fp16_enable"] == "1"
 
 
 def test_provider_list_orders_tensorrt_cuda_cpu_with_device_options():

@@ -176,7 +176,7 @@ class Choice:
 def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
     """``--precision auto``: the first variant of ``AUTO_ORDER`` this model, runtime and CPU can run."""
     if TENSORRT in provider_names(options.providers):
-        # TensorRT builds its own fp16 engine from the plain fp32 graph (trt_fp16_enable);
+        # TensorRT builds its own engine from the plain fp32 graph (fp16 or not: tensorrt_choice);
         # the fp16 graph's ORT-fused contrib ops (Attention, SkipLayerNorm) are not TensorRT ops
         # and would split the graph between TensorRT and CUDA.
         return "fp32"
@@ -200,11 +200,27 @@ def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
     return next(n for n in AUTO_ORDER["gpu" if gpu else "cpu"] if usable(n))
 
 
+def tensorrt_choice(spec: ModelSpec, options: RunOptions) -> Choice:
+    """TensorRT builds its engine from the plain fp32 graph (the fp16 graph's ORT-fused contrib
+    ops are not TensorRT ops), in fp16 only when that is the precision: asked for, or ``auto``
+    on a model whose fp16 gate passed at export (the evidence there is that this model's
+    outputs survive fp16 rounding) with ``GpuOptions.trt_fp16`` on. An explicit fp32 is an fp32
+    engine, and the description names what runs."""
+    prec = options.precision
+    if prec == "auto":
+        prec = "fp16" if options.gpu.trt_fp16 and gate_passed(spec, "fp16") else "fp32"
+    if prec not in ("fp16", "fp32"):
+        raise StackscoreError(f"--device tensorrt builds fp32 or fp16 engines from the fp32 graph; --precision {prec} is not one of them")
+    return Choice("onnxruntime", prec, "fp32")
+
+
 def choose(spec: ModelSpec, options: RunOptions, warn: bool = True) -> Choice:
     """The runtime, precision and graph that serve ``spec`` under ``options`` (the variants table).
     ``warn``: an explicit precision whose gate does not hold on this CPU warns (once per model:
     callers that only look ahead pass False)."""
     prec, backend = options.precision, options.backend
+    if TENSORRT in provider_names(options.providers):
+        return tensorrt_choice(spec, options)
     ov_ok = backend != "onnxruntime" and not options.on_gpu and have("openvino")
     if prec == "auto":
         chosen = auto_variant(spec, options)

@@ -52,8 +52,9 @@ def profile_shapes(input_names: list[str], rows: int, length: int) -> str:
     return ",".join(f"{name}:{rows}x{length}" for name in input_names)
 
 
-def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], max_length: int, max_rows: int, token_budget: int) -> dict[str, str]:
-    """One explicit profile covering every batch the batcher can make for this model.
+def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], max_length: int, max_rows: int, token_budget: int, fp16: bool = False) -> dict[str, str]:
+    """One explicit profile covering every batch the batcher can make for this model; an fp16
+    engine only when the chosen precision is fp16 (``choose``: asked, or auto on a gated model).
 
     min = 1 row of the smallest bucket; max = ``max_rows`` rows of ``max_length`` (the batcher
     never exceeds either); opt = the shape the token budget gives at the middle bucket, where
@@ -64,7 +65,7 @@ def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], ma
     opt_rows = max(1, min(max_rows, token_budget // mid))
     opts = {
         "device_id": str(device_id),
-        "trt_fp16_enable": "1" if gpu.trt_fp16 else "0",
+        "trt_fp16_enable": "1" if fp16 else "0",
         "trt_max_workspace_size": str(gpu.trt_workspace_bytes),
         "trt_profile_min_shapes": profile_shapes(input_names, 1, buckets[0]),
         "trt_profile_opt_shapes": profile_shapes(input_names, opt_rows, mid),
@@ -82,7 +83,7 @@ def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], ma
     return opts
 
 
-def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, input_names: list[str], max_length: int, max_rows: int, token_budget: int) -> list:
+def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, input_names: list[str], max_length: int, max_rows: int, token_budget: int, fp16: bool = False) -> list:
     """``requested`` (provider names, in order) with per-device options attached.
 
     TensorRT is always followed by CUDA (for the ops TensorRT does not take) and CPU last, as
@@ -91,7 +92,7 @@ def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, inpu
     names = provider_names(requested)
     out: list = []
     if TENSORRT in names:
-        out.append((TENSORRT, tensorrt_options(device_id, gpu, input_names, max_length, max_rows, token_budget)))
+        out.append((TENSORRT, tensorrt_options(device_id, gpu, input_names, max_length, max_rows, token_budget, fp16)))
     if TENSORRT in names or CUDA in names:
         out.append((CUDA, cuda_options(device_id, gpu)))
     out.append(CPU)

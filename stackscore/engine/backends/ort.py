@@ -92,6 +92,7 @@ class OrtBackend:
             providers = provider_list(
                 providers, self.device_id, options.gpu, input_names=list(spec.inputs),
                 max_length=spec.max_length, max_rows=options.max_batch_rows, token_budget=options.token_budget,
+                fp16=precision == "fp16",
             )
         self.precision = precision
         source, finish = _optimized_cache(ort, so, graph, options, graph_sha256, precision, providers)
