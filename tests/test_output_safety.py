@@ -217,3 +217,60 @@ def test_stats_percentiles_are_numpys_and_leave_numpy_ma_unimported():
     code = ("import sys; from stackscore.engine.stats import ScoreStats; s = ScoreStats(batch_seconds=[0.1, 0.3, 0.2]); "
             "d = s.finish().to_dict(); assert d['batch_latency_ms']['p50'] == 200.0, d; print('numpy.ma' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout.strip() == "False"
+
+
+def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
+    """On a shared file system a run on another machine cannot be checked from here: its lock
+    stands (one line naming the host); a lock of this host's dead process is still taken over."""
+    import subprocess
+    import sys
+
+    from stackscore.engine.committer import HOST, OutputLock
+    from stackscore.errors import StackscoreError
+
+    out = tmp_path / "o.jsonl"
+    lock = tmp_path / "o.jsonl.lock"
+    lock.write_text("1 12345 some-other-node\n")  # pid 1 is alive here, and means nothing there
+    with pytest.raises(StackscoreError, match="another stackscore run \\(pid 1 on host some-other-node\\) is writing this output"):
+        OutputLock(out).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(f"{dead.pid} 1 {HOST}\n")
+    held = OutputLock(out).acquire()
+    assert lock.read_text().split()[0] == str(__import__("os").getpid()) and lock.read_text().split()[2] == HOST
+    held.release()
+    assert not lock.exists()
+
+
+def test_directory_overwrite_checks_before_deleting_and_keeps_its_own_lock(tmp_path):
+    """A sharded run's --overwrite: a user's file in the directory is refused *before* the old
+    run is deleted; files named like shards (a Spark job's part-00000-...) that no run of ours
+    recorded are the user's; the run's own lock, taken before, survives the clean-up."""
+    import json
+
+    from stackscore.engine.committer import OutputLock
+    from stackscore.errors import StackscoreError
+    from stackscore.integrations.ray import _prepare_dir
+    from stackscore.integrations.shards import OutputDir
+    from stackscore.options import WriteOptions
+
+    d = tmp_path / "preds"
+    d.mkdir()
+    fp = {"inputs": [{"input": "a.jsonl", "output": "part-00000-a.jsonl"}]}
+    (d / "_manifest.json").write_text(json.dumps({"fingerprint": fp, "shards": []}))
+    (d / "part-00000-a.jsonl").write_text("{}\n")
+    (d / "README.txt").write_text("the user's")
+    out = OutputDir(str(d))
+    with pytest.raises(StackscoreError, match="holds other files \\(README.txt\\)"):
+        _prepare_dir(out, fp, WriteOptions(overwrite=True), [])
+    assert (d / "_manifest.json").exists() and (d / "part-00000-a.jsonl").exists()  # nothing deleted
+    (d / "README.txt").unlink()
+    lock = OutputLock(d / "_run").acquire()
+    assert _prepare_dir(out, fp, WriteOptions(overwrite=True), []) is None
+    assert sorted(p.name for p in d.iterdir()) == ["_run.lock"]  # the old run gone, the lock kept
+    lock.release()
+    spark = tmp_path / "spark"
+    spark.mkdir()
+    (spark / "part-00000-1b2c-c000.snappy.parquet").write_bytes(b"PAR1")
+    with pytest.raises(StackscoreError, match="holds other files \\(part-00000-1b2c-c000.snappy.parquet\\)"):
+        _prepare_dir(OutputDir(str(spark)), fp, WriteOptions(overwrite=True), [])

@@ -21,7 +21,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,14 @@ def _start_time(pid: int) -> str:
         return ""
 
 
+HOST = re.sub(r"\s+", "_", socket.gethostname()) or "localhost"
+
+
+def _here(host: str) -> bool:
+    """Whether a lock's host is this machine (locks from before the host was recorded: yes)."""
+    return host in ("", HOST)
+
+
 def _alive(pid: int, started: str) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,7 +77,7 @@ def _alive(pid: int, started: str) -> bool:
         return False
     except PermissionError:
         pass  # exists, owned by someone else
-    return not started or not _start_time(pid) or _start_time(pid) == started
+    return started in ("", "-") or not _start_time(pid) or _start_time(pid) == started
 
 
 class OutputLock:
@@ -78,8 +88,9 @@ class OutputLock:
         self.path = self.output.with_name(self.output.name + ".lock")
         self.held = False
 
-    def _owner(self) -> tuple[int, str] | None:
-        """(pid, start time) in the lock, None if unreadable; waits briefly for a lock being written."""
+    def _owner(self) -> tuple[int, str, str] | None:
+        """(pid, start time, host) in the lock (host "" in locks written before it was recorded),
+        None if unreadable; waits briefly for a lock being written."""
         for _ in range(20):
             try:
                 text = self.path.read_text().split()
@@ -89,7 +100,7 @@ class OutputLock:
                 text = []
             if text:
                 try:
-                    return int(text[0]), (text[1] if len(text) > 1 else "")
+                    return int(text[0]), (text[1] if len(text) > 1 else ""), (text[2] if len(text) > 2 else "")
                 except ValueError:
                     return None
             time.sleep(0.05)  # created by O_EXCL a moment ago, pid not written yet
@@ -101,7 +112,14 @@ class OutputLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and _alive(*owner):
+                if owner is not None and not _here(owner[2]):
+                    # On a shared file system: a process on another machine cannot be checked from
+                    # here, so its lock holds until that run removes it (or a person does).
+                    raise StackscoreError(
+                        f"{self.output}: another stackscore run (pid {owner[0]} on host {owner[2]}) is writing this output ({self.path.name}); "
+                        "wait for it to finish (delete the lock only if that run is gone)"
+                    ) from None
+                if owner is not None and _alive(owner[0], owner[1]):
                     raise StackscoreError(
                         f"{self.output}: another stackscore run (pid {owner[0]}) is writing this output ({self.path.name}); "
                         "wait for it to finish (delete the lock only if that process is not a stackscore run)"
@@ -114,7 +132,7 @@ class OutputLock:
             except OSError as exc:
                 raise StackscoreError(f"{self.path}: cannot create the output lock: {exc.strerror}") from None
             with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
+                fh.write(f"{os.getpid()} {_start_time(os.getpid()) or '-'} {HOST}\n")
             self.held = True
             return self
         raise StackscoreError(f"{self.path}: could not take the output lock (several runs are starting at once?)")

@@ -63,7 +63,7 @@ from ..engine.runner import without_streams
 from ..engine.stats import ScoreStats
 from ..errors import InputError, StackscoreError
 from ..options import CPU, CUDA, ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
-from .shards import MANIFEST, WORK, OutputDir, Source, is_uri, locate, is_ours, stage, count_output, expand_inputs, is_directory_output, shard_name
+from .shards import LOCK, MANIFEST, WORK, OutputDir, Source, is_uri, locate, is_ours, stage, count_output, expand_inputs, is_directory_output, shard_name
 from .windows import ArtifactFacts, check_columns, empty_block, merge_stats, result_schema, score_arrow, score_window
 
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "csv", "csv.gz", "tsv", "tsv.gz", "parquet")
@@ -260,11 +260,17 @@ def _wait_for_earlier_attempt(target: Path, patience: float = 60.0) -> None:
     """The driver re-queues a shard once Ray reports its actor lost; the lost actor's process may
     still be on its way out (a node's workers notice its raylet died a moment later) and holds
     the shard's ``OutputLock``. Wait for it to go, rather than fail or write beside it."""
-    from ..engine.committer import _alive
+    from ..engine.committer import _alive, _here
 
     lock = OutputLock(target)
+    owner = lock._owner()
+    if owner is not None and not _here(owner[2]):
+        # The earlier attempt ran on another node, which Ray reported lost (its process cannot
+        # be checked from here): the driver's word stands, its lock is taken over.
+        lock.path.unlink(missing_ok=True)
+        return
     deadline = time.monotonic() + patience
-    while (owner := lock._owner()) is not None and _alive(*owner) and owner[0] != os.getpid():
+    while (owner := lock._owner()) is not None and _alive(owner[0], owner[1]) and owner[0] != os.getpid():
         if time.monotonic() > deadline:
             raise StackscoreError(f"{target}: an earlier attempt at this shard (pid {owner[0]} on {socket.gethostname()}) is still running after {patience:g} s")
         time.sleep(0.2)
@@ -717,11 +723,20 @@ def _prepare_dir(out: OutputDir, fp: dict, write: WriteOptions, sources: list[So
         if inside:
             raise StackscoreError(f"{out.given}: the output directory holds input files ({inside[0]}); write the shards elsewhere")
     names = out.names()
+    recorded = None
     if MANIFEST in names or WORK in names:
         recorded = (out.read_json(MANIFEST) or {}).get("fingerprint") if MANIFEST in names else out.read_json(f"{WORK}/run.json")
+    # Checked before anything is deleted: an --overwrite that removed the old run and then found
+    # a file of the user's would leave neither. Shards count as the run's own only when its
+    # record names them (a Spark job's part-00000-... files are not ours to mix with or delete).
+    shards = {i.get("output") for i in (recorded or {}).get("inputs", []) if isinstance(i, dict)}
+    others = [n for n in names if not is_ours(n, shards)]
+    if others:
+        raise StackscoreError(f"{out.given}: the output directory holds other files ({', '.join(others[:3])}); give a new or empty directory")
+    if MANIFEST in names or WORK in names:
         if write.overwrite:
             for name in names:
-                if is_ours(name):
+                if name != LOCK:  # this run's own lock, taken before: removing it would let a second run in
                     out.remove(name)
         elif not write.resume:
             what = "a finished run (_manifest.json)" if MANIFEST in names else f"an interrupted run's {WORK}/"
@@ -730,9 +745,6 @@ def _prepare_dir(out: OutputDir, fp: dict, write: WriteOptions, sources: list[So
             raise StackscoreError(f"{out.given}: cannot resume: the inputs, artifact or options differ from the interrupted run's; use --overwrite to start over")
         elif MANIFEST in names:
             return out.read_json(MANIFEST)
-    others = [n for n in out.names() if not is_ours(n)]
-    if others:
-        raise StackscoreError(f"{out.given}: the output directory holds other files ({', '.join(others[:3])}); give a new or empty directory")
     return None
 
 
@@ -743,7 +755,7 @@ def _score_to_dir(artifact: Path, facts: ArtifactFacts, sources: list[Source], o
     lock = None
     if not out.remote:
         out.mkdir()
-        lock = OutputLock(Path(out.path("_run"))).acquire()
+        lock = OutputLock(Path(out.path(LOCK[: -len(".lock")]))).acquire()
     try:
         finished = _prepare_dir(out, fp, opts.write, sources)
         if finished is not None:

@@ -26,6 +26,7 @@ from ..errors import InputError
 
 MANIFEST = "_manifest.json"
 WORK = "_work"  # a directory run's state while it runs: run.json, shard records, shards being written
+LOCK = "_run.lock"  # held while a run writes into the directory (engine.committer.OutputLock)
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -266,9 +267,13 @@ def is_directory_output(output: str) -> bool:
     return os.path.isdir(output)
 
 
-def is_ours(name: str) -> bool:
-    """What a sharded run writes into its directory (what ``--overwrite`` may delete)."""
-    return name in (MANIFEST, WORK, "_run.lock") or name.startswith(MANIFEST + ".") or re.fullmatch(r"part-\d{5}-.+", name) is not None
+def is_ours(name: str, shards: set) -> bool:
+    """Whether a sharded run wrote ``name`` into its directory (what ``--overwrite`` may delete):
+    its manifest, work folder and lock, and the shards its recorded fingerprint names
+    (``shards``), with their temporary names."""
+    if name in (MANIFEST, WORK, LOCK) or name.startswith(MANIFEST + "."):
+        return True
+    return any(name == s or (name.startswith(s + ".") and name.endswith(".tmp")) for s in shards if s)
 
 
 def count_output(path: Path) -> tuple[int, int]:
