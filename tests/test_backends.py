@@ -141,9 +141,9 @@ def test_auto_on_gpu_takes_fp16_only_when_its_gate_passed():
     gpu = RunOptions(precision="auto", providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), gpu).precision == "fp16"
     assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": False}}), gpu).precision == "fp32"
-    # TensorRT makes its own fp16 engine from the unfused fp32 graph
+    # TensorRT makes its own fp16 engine from the unfused fp32 graph (fp16 as the gate allows)
     trt = RunOptions(precision="auto", providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"])
-    assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), trt) == backends.Choice("onnxruntime", "fp32", "fp32")
+    assert choose(spec(("fp32", "fp16"), {"fp16": {"passed": True}}), trt) == backends.Choice("onnxruntime", "fp16", "fp32")
 
 
 def test_forced_precisions_and_clear_errors(monkeypatch):

@@ -290,6 +290,10 @@ def test_finetune_must_be_a_boolean(tmp_path, data):
     raw = fixed_config(data, [{"name": "c", "source": str(tmp_path), "finetune": "false"}])
     with pytest.raises(StackscoreError, match="finetune must be true or false"):
         config_from_dict(raw, tmp_path)
+    for key, bad in (("calibration_rows", 0), ("parity_rows", 0), ("parity_rows", True)):  # 0: static int8 calibrated on the gate rows
+        raw = {**fixed_config(data, [{"name": "c", "source": str(tmp_path)}]), key: bad}
+        with pytest.raises(StackscoreError, match=f"{key} must be a positive whole number"):
+            config_from_dict(raw, tmp_path)
 
 
 @pytest.mark.parametrize("mode, validation", [("kfold", False), ("holdout", False), ("kfold", True), ("holdout", True)])

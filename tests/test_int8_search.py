@@ -232,3 +232,10 @@ def test_a_passing_graph_slower_than_bf16_is_dropped_and_the_ladder_stops_when_s
     assert [c["fp32_ops"] for c in gate["candidates"]] == [0, 1, 2] and "ladder stopped" in gate["reason"]
     gate, _, _ = fake_search(heavy, 1.0, base_speed=118.0)  # whole graph int8 barely faster than bf16
     assert len(gate["candidates"]) == 1 and "search skipped" in gate["reason"] and not gate["passed"]
+
+
+def test_no_training_texts_means_no_static_int8_rather_than_calibrating_on_the_gate_rows(tmp_path):
+    """A fit state without a calibration sample: calibrating on the gate rows would gate the graph
+    on the rows it was fitted to, so static int8 is not built (export --calibration mends it)."""
+    gate = S.search_static_int8(tmp_path / "fp32.onnx", tmp_path / "out.onnx", None, None, [], 0.995, print, None)
+    assert gate["passed"] is False and "--calibration" in gate["error"] and not (tmp_path / "out.onnx").exists()

@@ -284,21 +284,17 @@ def search_static_int8(
 
     from .onnx_graph import _gate, calibration_batches, quantize_static
 
+    if not training_texts:
+        # Calibrating on the gate rows would gate the graph on the rows it was fitted to.
+        return {"passed": False, "method": "nncf-static-qdq", "error": "no calibration texts apart from the gate rows (a fit state from before they were kept): "
+                "re-export with --calibration <training corpus>"}
     t_start = time.perf_counter()
-    if training_texts:
-        calib_texts, search_texts = split_texts(training_texts)
-        source = "training sample"
-    else:
-        calib_texts, search_texts = list(g.texts), []
-        source = "gate sample (old fit state)"
+    calib_texts, search_texts = split_texts(training_texts)
     common: dict[str, Any] = {
-        "method": "nncf-static-qdq", "calibration_rows": len(calib_texts), "calibration": source, "search_rows": len(search_texts),
+        "method": "nncf-static-qdq", "calibration_rows": len(calib_texts), "calibration": "training sample", "search_rows": len(search_texts),
     }
     if not search_texts:
-        common["search"] = (
-            f"none: {len(training_texts)} training texts are too few to spare {MIN_SEARCH_ROWS} for a search set" if training_texts
-            else "none: no training texts in the fit state"
-        )
+        common["search"] = f"none: {len(training_texts)} training texts are too few to spare {MIN_SEARCH_ROWS} for a search set"
     try:
         quantize_static(fp32, out, calibration_batches(g, calib_texts), **nncf_options)
         q, f = onnx.load(str(out)), onnx.load(str(fp32))

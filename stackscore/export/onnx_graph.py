@@ -254,13 +254,27 @@ def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int]
 
     ``tol`` is relative to the logits' scale, ``tol x max(1, max |logit|)``: fp32 rounding
     grows with the magnitude, so a head with logits of 30 gets 3e-3 where one of 1 gets 1e-4.
+    Two texts of ``max_length`` tokens (``long_parity_texts``) are compared too: the graph is
+    traced on 16 tokens, and test splits of short texts would never run it at full length.
     """
-    ref = g.logits(TorchBackend(model, order, with_types))
-    got = g.logits(g.ort(graph))
+    torch_side, onnx_side = TorchBackend(model, order, with_types), g.ort(graph)
+    ref = g.logits(torch_side)
+    got = g.logits(onnx_side)
     scaled = tol * max(1.0, float(np.abs(ref).max()) if ref is not None and ref.size else 1.0)
     result = {"precision": "fp32", **compare(ref, got, g.task), "tolerance": scaled, "relative_tolerance": tol}
     if result["max_abs_diff"] > scaled:
         raise ParityError(f"ONNX/PyTorch parity failed for {graph}: max |diff| {result['max_abs_diff']:.2e} > {scaled:.1e} ({tol:.0e} x the largest logit)")
+    from dataclasses import replace
+
+    full = replace(g, texts=long_parity_texts(g.texts, g.max_length))
+    if full.texts:
+        long_ref, long_got = full.logits(torch_side), full.logits(onnx_side)
+        diff = float(np.abs(long_ref - long_got).max())
+        bound = tol * max(1.0, float(np.abs(long_ref).max()))
+        result["max_abs_diff_full_length"] = diff
+        if diff > bound:
+            raise ParityError(f"ONNX/PyTorch parity failed for {graph} on texts of {g.max_length} tokens: max |diff| {diff:.2e} > {bound:.1e} "
+                              f"({tol:.0e} x the largest logit); short texts agreed")
     return result, ref
 
 

@@ -133,6 +133,10 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     if not (isinstance(cfg.fusion.cascade_agreement, (int, float)) and 0.5 <= cfg.fusion.cascade_agreement <= 1):
         raise StackscoreError(f"{where} [fusion]: cascade_agreement must be a number between 0.5 and 1, got {cfg.fusion.cascade_agreement!r}")
 
+    for key in ("parity_rows", "calibration_rows"):  # 0 would gate on nothing, or calibrate on the gate rows
+        value = getattr(cfg, key)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise StackscoreError(f"{where}: {key} must be a positive whole number, got {value!r}")
     if cfg.task and cfg.task not in TASKS:
         raise StackscoreError(f"{where}: task must be one of {', '.join(TASKS)} (or left out: from the data), not '{cfg.task}'")
     cfg.base_dir = Path(base_dir)
