@@ -253,3 +253,24 @@ def test_the_external_data_precheck_sees_any_encoding_of_the_location_key(tmp_pa
     for body in (b"no such key here" * 1000, b"J\tlocations J\x05local"):  # a vocabulary's "locations"
         p.write_bytes(body)
         assert _digest_and_scan(p)[1] is False
+
+
+def test_model_and_label_names_that_would_share_a_result_column_are_refused(copy):
+    """A model 'x' and labels 'y' / 'x_y': with --with-model-outputs, model x's probability of y
+    (prob_x_y) would silently replace the fused probability of x_y. Refused when fit reads its
+    data (``check_column_names``) and when a scorer loads such an artifact."""
+    from stackscore.engine.pipeline import check_column_names
+    from stackscore.engine.scorer import Scorer
+    from stackscore.errors import ArtifactError
+
+    check_column_names(["negative", "positive"], ["bert", "roberta"])
+    with pytest.raises(ArtifactError, match="two result columns would be named 'prob_x_y'"):
+        check_column_names(["y", "x_y"], ["x", "z"])
+
+    def rename(raw):
+        raw["labels"] = ["y", "x_y"]
+        raw["models"][0]["name"] = "x"
+
+    edit(copy, rename)
+    with pytest.raises(ArtifactError, match="two result columns would be named 'prob_x_y'"):
+        Scorer(copy)

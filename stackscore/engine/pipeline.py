@@ -34,6 +34,30 @@ from .writers import ResultBlock
 _DONE = object()
 
 
+class _Columns(dict):
+    """Result columns by name; a name given twice is an error, not a silent replacement (a model
+    ``x`` with a label ``y`` writes ``prob_x_y``, which is also the fused column of a label ``x_y``)."""
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name in self:
+            from ..errors import ArtifactError
+
+            raise ArtifactError(
+                f"two result columns would be named '{name}' (from the model and label names: a model name followed by '_' and a "
+                "label is also a label here); rename a model or a label and export again"
+            )
+        super().__setitem__(name, value)
+
+
+def check_column_names(labels: list[str], model_names: list[str], task: str = "single_label") -> None:
+    """Every result column an ensemble of these models and labels can write, named once
+    (``_Columns``): what fit checks before it trains anything, and a scorer when it loads."""
+    k = len(labels)
+    empty = ScoredWindow(Window(0, [], [], []), np.zeros(0, dtype=np.int64), np.zeros((0, k)), {m: np.zeros((0, k)) for m in model_names},
+                         np.zeros((0, len(model_names))), stage=np.zeros(0, dtype=np.int64))
+    result_block(empty, labels, model_names, WriteOptions(with_model_outputs=True, with_contributions=True), task, np.zeros(k))
+
+
 def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str], opts: WriteOptions, task: str = "single_label", thresholds: np.ndarray | None = None) -> ResultBlock:
     """Vectorized: one (n, k) scatter per column family, no per-row Python except label names.
 
@@ -53,7 +77,7 @@ def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str]
 
     proba = scatter(scored.proba)
     names = np.asarray(labels, dtype=object)
-    cols: dict[str, Any] = {}
+    cols: dict[str, Any] = _Columns()
     if task == "regression":
         cols["value"] = proba[:, 0]
     elif task == "multi_label":

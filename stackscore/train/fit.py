@@ -112,6 +112,10 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     if len(labels) < 2:
         raise StackscoreError(f"need at least two labels, found {labels}")
     log(f"data: {len(train)} train rows (of {n_all}), {len(val)} validation rows, {len(test)} test rows, {task} labels {labels}{described}")
+    from ..engine.pipeline import check_column_names
+    from ..tasks import task_of
+
+    check_column_names(labels, [m.name for m in cfg.models], task_of(task))  # before any training: the engine would refuse the artifact
 
     def encode(rows: list) -> np.ndarray:
         if not multi:
