@@ -128,6 +128,7 @@ def score(
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
     encoding_errors: str = typer.Option(_READ.encoding_errors, help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
+    tsv_quotes: str = typer.Option(_READ.tsv_quotes, help="TSV input: none (a double quote is text, as in GLUE's files), csv (quoted as pandas/Python csv write it), or detect (stop with one line if a field starts with a quote)."),
     on_error: str = typer.Option(_WRITE.on_error, help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part (a directory output: score only the missing shards)."),
@@ -176,7 +177,7 @@ def score(
     opts = ScoreOptions(
         ReadOptions(
             text_field=text_field, text_pair_field=text_pair_field, id_field=id_field, label_field=label_field, window_rows=chunk_rows,
-            encoding_errors=encoding_errors, allow_growing_input=allow_growing_input,
+            encoding_errors=encoding_errors, allow_growing_input=allow_growing_input, tsv_quotes=tsv_quotes,
         ),
         WriteOptions(with_model_outputs=with_model_outputs, with_contributions=with_contributions, on_error=on_error, overwrite=overwrite, resume=resume),
         run,

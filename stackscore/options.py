@@ -26,6 +26,7 @@ BACKENDS = ("auto", "onnxruntime", "openvino")
 LONG_TEXT_MODES = ("truncate", "head-tail", "windows")
 ON_ERROR = ("record", "skip", "fail")
 ENCODING_ERRORS = ("strict", "replace")
+TSV_QUOTES = ("detect", "none", "csv")
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
@@ -124,9 +125,14 @@ class ReadOptions:
     window_rows: int = 4096  # rows per window (the length-sorting window; --chunk-rows)
     encoding_errors: str = "strict"  # strict (row is an error) | replace (U+FFFD, scored)
     allow_growing_input: bool = False  # input changed during the run: warn and score the snapshot
+    # TSV quoting (readers.read_csv): none = a double quote is text (GLUE's files), csv = fields
+    # quoted as pandas and Python's csv write them, detect = none until a field read starts with
+    # a double quote, where the two differ: then one line asks which.
+    tsv_quotes: str = "detect"
 
     def __post_init__(self) -> None:
         _one_of("--encoding-errors", self.encoding_errors, ENCODING_ERRORS)
+        _one_of("--tsv-quotes", self.tsv_quotes, TSV_QUOTES)
         _positive("--chunk-rows", self.window_rows)
         if not self.text_field:
             raise StackscoreError("--text-field must name a field")

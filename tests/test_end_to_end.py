@@ -281,3 +281,15 @@ def test_demo_command_runs_with_a_relative_workdir(tmp_path):
     assert (run / "artifact" / "manifest.json").is_file()
     assert sum(1 for _ in open(run / "predictions.jsonl", "rb")) == 300
     assert "rows/s" in res.stderr and "padding efficiency" in res.stderr and "accuracy" in res.stderr
+
+
+def test_cli_asks_how_a_tsv_is_quoted_when_it_matters(artifact, tmp_path):
+    src = tmp_path / "in.tsv"
+    src.write_text('text\n"a great film,\nreally"\nplain and dull\n')  # quoted as pandas writes a newline
+    res = run_cli("score", str(artifact), str(src), "-o", str(tmp_path / "o.jsonl"), "--quiet")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].endswith("field 'text' starts with a double quote, so this TSV reads differently quoted "
+                                                         "(as pandas and Python's csv write it) or not (as GLUE's files are): pass --tsv-quotes csv or --tsv-quotes none")
+    res = run_cli("score", str(artifact), str(src), "-o", str(tmp_path / "o.jsonl"), "--quiet", "--tsv-quotes", "csv")
+    assert res.returncode == 0, res.stderr
+    assert [orjson.loads(l)["error"] for l in (tmp_path / "o.jsonl").read_bytes().splitlines()] == [None, None]  # two rows, not three

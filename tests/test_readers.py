@@ -106,3 +106,29 @@ def test_parquet_text_column_in_every_arrow_string_encoding(tmp_path, encoding):
     assert [g[0] for g in got] == [1, 2, 3, 4, 5]
     assert [g[1] for g in got] == ["good film", None, None, "good film", "bad"]
     assert [g[2] is None for g in got] == [True, False, False, True, True]
+
+
+def test_tsv_quoting_is_asked_when_a_field_starts_with_a_quote(tmp_path):
+    """A TSV as pandas writes it (quoted fields: a newline inside, doubled quotes) and one as
+    GLUE's files are (a quote is text) read alike until a field starts with a quote: then
+    `detect` stops in one line naming the row and field, and each reading is what was asked."""
+    import pandas as pd
+
+    quoted = tmp_path / "pandas.tsv"
+    pd.DataFrame({"id": [1, 2, 3], "text": ["plain", "line one\nline two", 'He said "hi"']}).to_csv(quoted, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"pandas.tsv: cannot read as TSV: .*Expected 2 columns.*--tsv-quotes csv\)"):
+        rows_of(quoted)  # read unquoted, the quoted newline breaks the column count
+    single = tmp_path / "single.tsv"
+    pd.DataFrame({"text": ["plain", "line one\nline two"]}).to_csv(single, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"single.tsv: row 1: field 'text' starts with a double quote.*--tsv-quotes csv or --tsv-quotes none"):
+        rows_of(single)  # one column: read unquoted, it would have split into more rows
+    assert [t for _, t, _ in rows_of(single, tsv_quotes="csv")] == ["plain", "line one\nline two"]
+    assert [t for _, t, _ in rows_of(quoted, tsv_quotes="csv")] == ["plain", "line one\nline two", 'He said "hi"']
+    glue = tmp_path / "glue.tsv"
+    glue.write_text('id\ttext\n1\t"Great" acting , dull plot\n2\tno quotes here\n')
+    with pytest.raises(InputError, match="glue.tsv: row 0: field 'text' starts with a double quote"):
+        rows_of(glue)
+    assert [t for _, t, _ in rows_of(glue, tsv_quotes="none")] == ['"Great" acting , dull plot', "no quotes here"]
+    plain = tmp_path / "plain.tsv"
+    plain.write_text('id\ttext\n1\tsays "hi" inside\n')  # a quote inside a field reads the same either way
+    assert [t for _, t, _ in rows_of(plain)] == ['says "hi" inside']

@@ -188,6 +188,13 @@ class CommittedOutput:
         self.resumed_from = self.rows_done
         self.dir.mkdir(exist_ok=True)
 
+    def discard_if_empty(self) -> None:
+        """After a failed run: a parts directory with nothing committed in it (an input error in
+        the first window, say) holds nothing to resume, so it goes, and running again needs no
+        --overwrite. One with committed parts is kept for --resume."""
+        if self.parts == 0 and self.rows_done == 0 and not (self.dir / PROGRESS).exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
     # -- progress record ---------------------------------------------------------------------
     def _load_progress(self) -> None:
         path = self.dir / PROGRESS

@@ -509,19 +509,45 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         row += n
 
 
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
+def _quoted_field(batch, cols: list[str]) -> tuple[int, str] | None:
+    """(row in the batch, field) of the first value among ``cols`` that starts with a double quote."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    first = None
+    for c in cols:
+        col = batch.column(c)
+        if not (pa.types.is_string(col.type) or pa.types.is_binary(col.type)):
+            continue
+        hit = pc.starts_with(col.cast(pa.binary()) if pa.types.is_string(col.type) else col, '"')
+        if pc.any(hit).as_py():
+            i = int(pc.index(hit, True).as_py())
+            first = min(first or (i, c), (i, c))
+    return first
+
+
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None, tsv_quotes: str = "detect") -> Iterator[Window]:
+    """CSV (RFC 4180 quoting) or TSV. A TSV file may be quoted as pandas and Python's csv write
+    it (a field holding a tab, a newline or a quote is enclosed in quotes, inner quotes doubled)
+    or not at all (GLUE's files: a quote is just text). The two read alike unless a field starts
+    with a double quote; ``tsv_quotes``: ``none``, ``csv``, or ``detect``: read unquoted, and stop
+    at the first field read that starts with one (in the columns used), asking which, since
+    guessing wrong splits or merges rows or changes texts."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     snap = snapshot or Snapshot(path)
-    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, quote_char='"' if delimiter == "," else False)
+    quoted = delimiter == "," or tsv_quotes == "csv"
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, quote_char='"' if quoted else False)
     opts = pacsv.ReadOptions(block_size=1 << 22)
     what = "CSV" if delimiter == "," else "TSV"
+    # A quoted TSV read unquoted mostly fails on its column counts: say what would read it.
+    hint = "" if quoted else " (if its fields are quoted, as pandas and Python's csv write them: --tsv-quotes csv)"
     try:
         head = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse)
         names = head.schema.names
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: cannot read as {what}{' (gzip)' if gz else ''}: {exc}") from None
+        raise InputError(f"{path}: cannot read as {what}{' (gzip)' if gz else ''}: {exc}{hint}") from None
     cols = _columns_or_fail(path, names, text_field, id_field, label_field, pair_field)
     id_col = _id_column(names, id_field)
     # The text columns are read as bytes so that one bad byte sequence marks one row, not the file.
@@ -531,6 +557,8 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
         types[pair_field] = pa.binary()
     convert = pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False)
     reader = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse, convert_options=convert)
+
+    row = [0]
 
     def batches():
         while True:
@@ -543,7 +571,13 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
                 if snap.change() is not None:
                     snap.changed()
                     return
-                raise InputError(f"{path}: malformed {what}{' or corrupt gzip data' if gz else ''}: {exc}") from None
+                raise InputError(f"{path}: malformed {what}{' or corrupt gzip data' if gz else ''}: {exc}{hint}") from None
+            if not quoted and tsv_quotes == "detect" and (hit := _quoted_field(batch, cols)) is not None:
+                raise InputError(
+                    f"{path}: row {row[0] + hit[0]}: field '{hit[1]}' starts with a double quote, so this TSV reads differently quoted "
+                    "(as pandas and Python's csv write it) or not (as GLUE's files are): pass --tsv-quotes csv or --tsv-quotes none"
+                )
+            row[0] += batch.num_rows
             yield batch
 
     yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, window_rows, encoding_errors, pair_field)
@@ -589,6 +623,7 @@ def open_reader(
     snapshot: Snapshot | None = None,
     allow_growing_input: bool = False,
     pair_field: str | None = None,
+    tsv_quotes: str = "detect",
 ) -> Iterator[Window]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 
@@ -608,7 +643,7 @@ def open_reader(
     if dfmt == "jsonl":
         return read_jsonl(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt in ("csv", "tsv"):
-        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
+        return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field, tsv_quotes=tsv_quotes)
     if dfmt == "parquet":
         return read_parquet(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt == "txt":

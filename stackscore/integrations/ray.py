@@ -598,7 +598,7 @@ def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snap
         try:
             end = offset
             for w in open_reader(path, read.text_field, read.id_field, read.label_field, read.window_rows, encoding_errors=read.encoding_errors,
-                                 snapshot=snapshots.get(i), pair_field=read.text_pair_field, allow_growing_input=read.allow_growing_input):
+                                 snapshot=snapshots.get(i), pair_field=read.text_pair_field, allow_growing_input=read.allow_growing_input, tsv_quotes=read.tsv_quotes):
                 w.start += offset
                 end = w.start + len(w)
                 yield w, src, path

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import StackscoreError
 from ..export.variants import CALIBRATION_ROWS, STATIC_INT8_MIN_SPEEDUP
+from ..options import TSV_QUOTES
 from .models import ModelConfig
 
 
@@ -29,6 +30,7 @@ class DataConfig:
     max_train_rows: int = 0  # 0 = all; else a stratified subsample (say so in reports)
     max_test_rows: int = 0
     test_fraction: float = 0.2
+    tsv_quotes: str = "detect"  # TSV files: none | csv | detect (options.ReadOptions.tsv_quotes)
 
 
 @dataclass
@@ -133,6 +135,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     if not (isinstance(cfg.fusion.cascade_agreement, (int, float)) and 0.5 <= cfg.fusion.cascade_agreement <= 1):
         raise StackscoreError(f"{where} [fusion]: cascade_agreement must be a number between 0.5 and 1, got {cfg.fusion.cascade_agreement!r}")
 
+    if cfg.data.tsv_quotes not in TSV_QUOTES:
+        raise StackscoreError(f"{where} [data]: tsv_quotes must be one of {', '.join(TSV_QUOTES)}, got {cfg.data.tsv_quotes!r}")
     for key in ("parity_rows", "calibration_rows"):  # 0 would gate on nothing, or calibrate on the gate rows
         value = getattr(cfg, key)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):

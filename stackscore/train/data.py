@@ -80,7 +80,7 @@ def convert_labels(raw: list, task: str, path: str | Path, label_field: str = "l
     return [_label_value(lab, task, f"{path}: row {i}", label_field) for i, lab in enumerate(raw)]
 
 
-def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str | None = "single_label") -> tuple[list, list]:
+def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str | None = "single_label", tsv_quotes: str = "detect") -> tuple[list, list]:
     """(texts, labels). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout).
 
     With ``pair_field`` each text is a ``(text, text_pair)`` tuple. Labels are strings
@@ -106,7 +106,7 @@ def load_labelled(path: str | Path, text_field: str = "text", label_field: str =
                 labels.append(sub.name)
         return texts, labels
     texts, labels = [], []
-    for chunk in open_reader(path, text_field=text_field, label_field=label_field, window_rows=8192, pair_field=pair_field):
+    for chunk in open_reader(path, text_field=text_field, label_field=label_field, window_rows=8192, pair_field=pair_field, tsv_quotes=tsv_quotes):
         for i, (t, lab, err) in enumerate(zip(chunk.texts, chunk.labels or [], chunk.errors)):
             if err is not None:
                 raise InputError(f"{path}: {err}")

@@ -60,7 +60,7 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     d = cfg.data
     pair = d.text_pair_field or None
     # Each file is read once, labels as read; the task comes from them (train, else validation).
-    raw = {p: load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, None) if p else ([], []) for p in (d.train, d.validation, d.test)}
+    raw = {p: load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, None, d.tsv_quotes) if p else ([], []) for p in (d.train, d.validation, d.test)}
     task = cfg.task or infer_task(raw[d.train or d.validation][1])
 
     def read(p: str):
