@@ -84,3 +84,26 @@ def test_folder_dataset_layout_loads_labels_from_subfolders(tmp_path):
 
     with pytest.raises(InputError, match="9_1.txt: the text file is empty"):
         load_labelled(tmp_path / "ds")
+
+
+def test_gates_on_too_few_rows_keep_no_faster_precision(fitted, tmp_path):
+    """32 gate rows under the default minimum (200): no int8/fp16/bf16 variant is built or
+    kept, each gate says why, and scoring at auto runs fp32 (the test fit lowers the minimum)."""
+    import shutil
+
+    from stackscore.api import Ensemble
+    from stackscore.export import export_artifact
+    from stackscore.export.variants import GATE_MIN_ROWS
+
+    work = tmp_path / "work"
+    shutil.copytree(fitted, work)
+    state = json.loads((work / "fit_state.json").read_text())
+    assert len(state["parity_texts"]) < GATE_MIN_ROWS
+    state["gate_min_rows"] = GATE_MIN_ROWS
+    (work / "fit_state.json").write_text(json.dumps(state))
+    m = export_artifact(work, log=lambda *_: None)
+    for spec in (s for s in m.models if s.kind == "transformer"):
+        assert set(spec.graphs) == {"fp32"}
+        gates = spec.parity["gates"]
+        assert gates and all(not g["passed"] and "gate rows are too few" in g["error"] for g in gates.values())
+    assert "fp32" in Ensemble.load(work / "artifact", precision="auto").scorer.describe()

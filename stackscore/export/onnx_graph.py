@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ParityError, StackscoreError
 from ..manifest import ModelSpec
 from ..roofline import graph_cost
-from .variants import STATIC_INT8_MIN_SPEEDUP, VARIANTS
+from .variants import GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP, VARIANTS
 
 OPSET = 17
 MAX_ERROR_GATE = 0.05  # multi-label / regression variants: largest probability (or relative value) error
@@ -125,6 +125,7 @@ class GateInputs:
     task: str = "single_label"
     flops_per_token: float = 0.0  # the graph's (roofline.graph_cost): scoring's batch geometry for it
     truncation_side: str = "right"  # the checkpoint tokenizer's (ModelSpec.truncation_side)
+    min_rows: int = 0  # GateSettings.min_rows: a gate on fewer texts does not pass
 
     def spec(self, name: str = "gate") -> ModelSpec:
         return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs),
@@ -403,6 +404,9 @@ def _gate(make_backend, ref: np.ndarray, g: GateInputs, min_agreement: float, **
     except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
         gate = {"error": f"{type(exc).__name__}: {exc}", **extra}
     gate["passed"] = gate.get("label_agreement", 0.0) >= min_agreement
+    if gate["passed"] and len(g.texts) < g.min_rows:
+        gate["passed"] = False
+        gate["reason"] = f"{len(g.texts)} gate rows are too few to measure {min_agreement:.1%} agreement (at least {g.min_rows}: parity_rows, a larger test split, or gate_min_rows)"
     if task != "single_label":
         # Label sets are decided at tuned thresholds (not 0.5) and values have no labels:
         # the largest error must stay small too (probabilities; values relative to their range).
@@ -432,6 +436,7 @@ class GateSettings:
     calibration_texts: list[str] | None = None  # training texts for static int8 (calibration + its search set)
     static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # int8_static kept only this much faster than what auto runs otherwise (bf16, dynamic int8 or fp32)
     task: str = "single_label"  # what the gates compare (``compare``)
+    min_rows: int = GATE_MIN_ROWS  # fewer gate rows: no faster precision passes
 
 
 def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
@@ -451,6 +456,12 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     """
     from ..engine.backends import cpu_has_bf16, have
 
+    if len(g.texts) < variants.min_rows:  # no faster precision can pass: none is built
+        why = f"{len(g.texts)} gate rows are too few to measure its agreement (at least {variants.min_rows}: parity_rows, a larger test split, or gate_min_rows)"
+        log(f"    faster precisions: not tried ({why})")
+        tried = [v for v, on in (("int8", variants.int8), ("fp16", variants.fp16 and fp16_shape), ("bf16", have("openvino")),
+                                 ("int8_static", variants.static_int8 and have("openvino") and have("nncf"))) if on]
+        return {v: {"passed": False, "error": why} for v in tried}, {}
     kernels = measured_int8_kernels() if variants.int8 or variants.static_int8 else None
 
     graphs: dict[str, str] = {}
@@ -537,7 +548,8 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
         width = len(label_order) if label_order is not None else int(model.config.num_labels)
         flops = graph_cost(graph).per_token
-        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops, side)
+        settings = variants or GateSettings()
+        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, settings.task, flops, side, settings.min_rows)
         parity, ref = check_parity(model, graph, g, tol, label_order, with_types)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None

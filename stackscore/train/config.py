@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StackscoreError
-from ..export.variants import CALIBRATION_ROWS, STATIC_INT8_MIN_SPEEDUP
+from ..export.variants import CALIBRATION_ROWS, GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP
 from ..options import TSV_QUOTES
 from .models import ModelConfig
 
@@ -59,6 +59,7 @@ class FitConfig:
     task: str = ""  # single_label | multi_label | regression; empty: from the data (see train/data.py)
     seed: int = 0
     parity_rows: int = 512  # test-split rows for the parity and precision gates
+    gate_min_rows: int = GATE_MIN_ROWS  # fewer gate rows: no faster precision passes (0: any number, knowingly)
     calibration_rows: int = CALIBRATION_ROWS  # training rows for static int8 (never the gate rows): 1,024 calibrate, 128 rank ops (export/int8_search.py)
     int8: bool = True  # try ONNX Runtime dynamic int8 at export (gated)
     static_int8: bool = True  # try NNCF static int8 for OpenVINO at export (needs the openvino extra)
@@ -135,6 +136,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     if not (isinstance(cfg.fusion.cascade_agreement, (int, float)) and 0.5 <= cfg.fusion.cascade_agreement <= 1):
         raise StackscoreError(f"{where} [fusion]: cascade_agreement must be a number between 0.5 and 1, got {cfg.fusion.cascade_agreement!r}")
 
+    if not (isinstance(cfg.gate_min_rows, int) and not isinstance(cfg.gate_min_rows, bool) and cfg.gate_min_rows >= 0):
+        raise StackscoreError(f"{where}: gate_min_rows must be a whole number >= 0, got {cfg.gate_min_rows!r}")
     if cfg.data.tsv_quotes not in TSV_QUOTES:
         raise StackscoreError(f"{where} [data]: tsv_quotes must be one of {', '.join(TSV_QUOTES)}, got {cfg.data.tsv_quotes!r}")
     for key in ("parity_rows", "calibration_rows"):  # 0 would gate on nothing, or calibrate on the gate rows

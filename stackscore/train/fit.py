@@ -411,7 +411,7 @@ def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base
         labels=s.labels, task=s.task, text_pair=bool(cfg.data.text_pair_field), models=[base[n].state for n in names],
         fusion=spec.__dict__, parity_texts=samples.parity, calibration_texts=samples.calibration,
         int8=cfg.int8, static_int8=cfg.static_int8, static_int8_min_speedup=cfg.static_int8_min_speedup, fp16=cfg.fp16,
-        cascade=cascade.to_manifest(out)[0] if cascade is not None else None,
+        gate_min_rows=cfg.gate_min_rows, cascade=cascade.to_manifest(out)[0] if cascade is not None else None,
     ).save(out)
 
 
