@@ -175,7 +175,7 @@ def test_export_records_gates_and_keeps_only_passing_int8(artifact):
         assert ("int8" in s.graphs) == gate["passed"]
         assert gate["int8_kernels"] == backends.int8_kernels()  # which kind of CPU measured it
         if "label_agreement" in gate:
-            assert gate["passed"] == (gate["label_agreement"] >= 0.995)
+            assert gate["passed"] == (gate["label_agreement"] >= 0.995 and gate["mean_prob_error"] <= 0.01)
         if "int8" not in s.graphs:
             assert not (artifact / "models" / s.name / "model.int8.onnx").exists()
 
@@ -248,3 +248,21 @@ def test_every_available_backend_agrees_with_exact_fp32(artifact, corpus_rows):
             np.testing.assert_allclose(got.proba, exact.proba, atol=1e-4, err_msg=name)
         else:
             assert agreement >= 0.98, (name, agreement)
+
+
+def test_a_gate_checks_probabilities_and_its_row_count_not_only_top_labels():
+    """A variant whose logits shrank keeps every top label but moves every probability: it does
+    not pass (mean error); nor does one measured on fewer rows than the minimum."""
+    from types import SimpleNamespace
+
+    from stackscore.export.onnx_graph import _gate
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 3, (300, 2))
+    g = SimpleNamespace(task="single_label", texts=["t"] * 300, min_rows=200, logits=lambda backend: backend)
+    good = _gate(lambda: ref + rng.normal(0, 0.01, ref.shape), ref, g, 0.995)
+    assert good["passed"] and good["label_agreement"] == 1.0 and good["mean_prob_error"] < 0.01
+    squashed = _gate(lambda: ref / 4, ref, g, 0.995)
+    assert squashed["label_agreement"] == 1.0 and not squashed["passed"] and "probabilities moved" in squashed["reason"]
+    few = _gate(lambda: ref[:50], ref[:50], SimpleNamespace(task="single_label", texts=["t"] * 50, min_rows=200, logits=lambda b: b), 0.995)
+    assert few["label_agreement"] == 1.0 and not few["passed"] and "too few" in few["reason"]
