@@ -122,6 +122,8 @@ def test_regression_fit_engine_and_outputs(reg_fit, tmp_path):
     assert set(report["models"]["bert"]) == {"rmse", "mae", "pearson", "spearman"} and "RMSE" in report["verdict"]
     m = json.loads((reg_fit / "work/artifact/manifest.json").read_text())
     assert m["task"] == "regression" and m["labels"] == ["value"] and m["fusion"]["method"] == "stack"
+    gate = m["fusion"]["parity"]["ensemble_auto"]  # the fused values at auto are gated too (a ridge stack can amplify its models' errors)
+    assert gate["max_relative_error"] <= 0.05 and gate["label_agreement"] >= 0.995
     out = tmp_path / "p.jsonl"
     src = reg_fit / "test.jsonl"
     r = subprocess.run([sys.executable, "-m", "stackscore", "score", str(reg_fit / "work/artifact"), str(src), "-o", str(out), "--with-contributions", "--with-model-outputs", "--quiet"], capture_output=True, text=True)
