@@ -69,13 +69,13 @@ class Method:
         return {q: round(float(np.percentile(lat, int(q[1:]))), 2) for q in ("p50", "p95", "p99")}
 
 
-def load_corpus(files: list[str], rows: int, seed: int = 0, text_field: str = "text") -> list[str]:
+def load_corpus(files: list[str], rows: int, seed: int = 0, text_field: str = "text", tsv_quotes: str = "detect") -> list[str]:
     """Equal shares of ``rows`` from each file (a 50/50 mix for two files), shuffled."""
     rng = random.Random(seed)
     per_file = -(-rows // len(files))
     texts: list[str] = []
     for f in files:
-        pool = [t for c in open_reader(f, text_field=text_field) for t, e in zip(c.texts, c.errors) if e is None]
+        pool = [t for c in open_reader(f, text_field=text_field, tsv_quotes=tsv_quotes) for t, e in zip(c.texts, c.errors) if e is None]
         if not pool:
             raise StackscoreError(f"{f}: no scorable rows")
         rng.shuffle(pool)
@@ -333,11 +333,12 @@ def run_bench(
     skip: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
     cascade: bool = True,
+    tsv_quotes: str = "detect",
 ) -> dict[str, Any]:
     skip = skip_names(skip)
     workdir = Path(workdir)
     artifact = workdir / "artifact"
-    texts = load_corpus(data, rows)
+    texts = load_corpus(data, rows, tsv_quotes=tsv_quotes)
     base_texts = texts[: min(baseline_rows, len(texts))]
     opts = RunOptions(precision=precision, backend=backend, token_budget=token_budget, cascade=cascade)
     expert_prec = expert_precision()

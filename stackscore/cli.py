@@ -28,6 +28,12 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# Every command that reads a corpus (score, export --calibration, bench, tune) takes the same option.
+TSV_QUOTES_OPTION = typer.Option(
+    _READ.tsv_quotes, help="TSV input: none (a double quote is text, as in GLUE's files), csv (quoted as pandas/Python csv write it), or detect (stop with one line if a field starts with a quote).",
+)
+
+
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("demo-run"), help="Where the corpus, models, artifact and predictions go."),
@@ -72,6 +78,7 @@ def export(
     calibration: Optional[Path] = typer.Option(None, help="Training texts (a corpus file) to calibrate static int8 on instead of the fit's own sample; texts that are gate rows are left out."),
     calibration_rows: int = typer.Option(CALIBRATION_ROWS, help="With --calibration: how many of its texts (shuffled, seed 0): 1,024 calibrate, the rest rank ops for the int8 search."),
     text_field: str = typer.Option(_READ.text_field, help="With --calibration: the field holding the text."),
+    tsv_quotes: str = TSV_QUOTES_OPTION,
 ):
     """(Re-)export a fitted work directory to an artifact: ONNX graphs, parity checks, manifest."""
     from .quiet import configure
@@ -92,7 +99,7 @@ def export(
         if state.text_pair:
             raise StackscoreError("--calibration takes single texts; this fit scores sentence pairs (its own calibration pairs are used)")
         gate = set(state.parity_texts)
-        pool = [t for c in open_reader(str(calibration), text_field=text_field) for t, e in zip(c.texts, c.errors) if e is None and t not in gate]
+        pool = [t for c in open_reader(str(calibration), text_field=text_field, tsv_quotes=tsv_quotes) for t, e in zip(c.texts, c.errors) if e is None and t not in gate]
         random.Random(0).shuffle(pool)
         texts = pool[:calibration_rows]
         if not texts:
@@ -128,7 +135,7 @@ def score(
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
     encoding_errors: str = typer.Option(_READ.encoding_errors, help="Invalid UTF-8 in a row: strict (the row is an error row) or replace (U+FFFD, scored)."),
-    tsv_quotes: str = typer.Option(_READ.tsv_quotes, help="TSV input: none (a double quote is text, as in GLUE's files), csv (quoted as pandas/Python csv write it), or detect (stop with one line if a field starts with a quote)."),
+    tsv_quotes: str = TSV_QUOTES_OPTION,
     on_error: str = typer.Option(_WRITE.on_error, help="Rows that cannot be scored: record (written with an error column), skip (counted, not written) or fail."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (or an interrupted run's parts)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from its last committed part (a directory output: score only the missing shards)."),
@@ -233,6 +240,7 @@ def bench(
     precision: str = typer.Option("auto", help="Engine precision (auto, fp32, int8, bf16)."),
     backend: str = typer.Option("auto", help="Engine backend (auto, onnxruntime, openvino)."),
     token_budget: int = typer.Option(_RUN.token_budget, help="Engine token budget per batch for a MiniLM-sized model (smaller models get up to 8x on CPUs)."),
+    tsv_quotes: str = TSV_QUOTES_OPTION,
     skip: list[str] = typer.Option([], help="Methods to skip: classic, expert, expert_int8, ortmodel, engine_fp32, roofline, tune (streams: one per model)."),
     cascade: str = typer.Option("on", help="Artifacts with a cascade: on (as `score` runs by default) or off (every model on every row)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
@@ -245,7 +253,7 @@ def bench(
     configure(verbose)
     from .bench import print_table, run_bench, write_outputs
 
-    r = run_bench(workdir, [str(d) for d in data], rows=rows, baseline_rows=baseline_rows, precision=precision, backend=backend, token_budget=token_budget, skip=tuple(skip), log=_err, cascade=_on_off("--cascade", cascade))
+    r = run_bench(workdir, [str(d) for d in data], rows=rows, baseline_rows=baseline_rows, precision=precision, backend=backend, token_budget=token_budget, skip=tuple(skip), log=_err, cascade=_on_off("--cascade", cascade), tsv_quotes=tsv_quotes)
     print_table(r, log=print)
     write_outputs(r, json_out, chart)
 
@@ -257,6 +265,7 @@ def tune(
     cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Where the choice is recorded (tuning.json); `score --cache-dir` reads it."),
     rows: int = typer.Option(2000, help="Rows to time each model on."),
     text_field: str = typer.Option(_READ.text_field, help="Column/field holding the text."),
+    tsv_quotes: str = TSV_QUOTES_OPTION,
     precision: str = typer.Option("auto", help="The precision you will score with."),
     backend: str = typer.Option(_RUN.backend, help="auto, onnxruntime or openvino."),
     threads: int = typer.Option(_RUN.threads, help="Intra-op threads you will score with (0 = all cores)."),
@@ -272,7 +281,7 @@ def tune(
         raise StackscoreError("--cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
     if rows < 1:
         raise StackscoreError(f"--rows must be a positive whole number, not {rows}")
-    texts = load_corpus([str(data)], rows, text_field=text_field)
+    texts = load_corpus([str(data)], rows, text_field=text_field, tsv_quotes=tsv_quotes)
     run = RunOptions(precision=precision, backend=backend, threads=threads, token_budget=token_budget)
     _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (first pass, then best of 2)")
     result = tune_streams(artifact, texts, run, cache_dir, log=_err)

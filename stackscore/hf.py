@@ -54,6 +54,8 @@ def load_tokenizer(path: Path):
             for k, v in json.loads(f.read_text()).items():
                 if k in ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token"):
                     specials.setdefault(k, v["content"] if isinstance(v, dict) else v)
+                elif k == "truncation_side" and name == "tokenizer_config.json":  # which end a long text loses
+                    specials[k] = v
     from tokenizers import Tokenizer
 
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials)

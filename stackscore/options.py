@@ -193,6 +193,8 @@ def fingerprint_options(opts: ScoreOptions) -> dict[str, Any]:
     The backend each model really ran on is added by the caller (``auto`` may resolve otherwise)."""
     read = asdict(opts.read)
     read.pop("allow_growing_input")
+    if read["tsv_quotes"] == "detect":  # the default reads what unquoted reading reads, or stops: runs from before it resume
+        read.pop("tsv_quotes")
     read.pop("label_field")  # labels only feed the stats, never the output
     write = {k: v for k, v in asdict(opts.write).items() if k not in ("overwrite", "resume")}
     return {**read, **write, "long_text": opts.run.long_text, "cascade": opts.run.cascade}

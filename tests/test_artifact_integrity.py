@@ -258,7 +258,8 @@ def test_the_external_data_precheck_sees_any_encoding_of_the_location_key(tmp_pa
 def test_model_and_label_names_that_would_share_a_result_column_are_refused(copy):
     """A model 'x' and labels 'y' / 'x_y': with --with-model-outputs, model x's probability of y
     (prob_x_y) would silently replace the fused probability of x_y. Refused when fit reads its
-    data (``check_column_names``) and when a scorer loads such an artifact."""
+    data (``check_column_names``, every option), and by scoring with the option that clashes;
+    scoring without it still works (such an artifact scored before)."""
     from stackscore.engine.pipeline import check_column_names
     from stackscore.engine.scorer import Scorer
     from stackscore.errors import ArtifactError
@@ -272,5 +273,16 @@ def test_model_and_label_names_that_would_share_a_result_column_are_refused(copy
         raw["models"][0]["name"] = "x"
 
     edit(copy, rename)
+    scorer = Scorer(copy)
+    texts = ["a fine film", "dull"]
+    from stackscore.engine.pipeline import result_block
+    from stackscore.options import WriteOptions
+
+    assert "prob_x_y" in result_block(scorer.score_texts(texts), scorer.labels, scorer.model_names, WriteOptions()).columns
     with pytest.raises(ArtifactError, match="two result columns would be named 'prob_x_y'"):
-        Scorer(copy)
+        result_block(scorer.score_texts(texts), scorer.labels, scorer.model_names, WriteOptions(with_model_outputs=True))
+    src = copy.parent / "in.jsonl"
+    src.write_text('{"text": "a fine film"}\n')
+    with pytest.raises(ArtifactError, match="two result columns would be named 'prob_x_y'"):  # before any row is read
+        score_file(scorer, src, copy.parent / "o.jsonl", ScoreOptions.from_kwargs(progress=False, with_model_outputs=True))
+    assert not (copy.parent / "o.jsonl.parts").exists()

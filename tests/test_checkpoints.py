@@ -360,3 +360,23 @@ def test_a_tokenizer_that_truncates_on_the_left_is_followed(tmp_path, data):
 
     res = subprocess.run([sys.executable, "-m", "stackscore", "inspect", str(tmp_path / "work/artifact")], capture_output=True, text=True)
     assert res.returncode == 0 and "max_length 16 (cut on the left: keeps the end)" in res.stdout, res.stderr
+
+
+def test_the_tokenizer_json_fallback_keeps_the_truncation_side(tmp_path, monkeypatch):
+    """Where transformers cannot build a checkpoint's tokenizer, its tokenizer.json is wrapped
+    directly: the config's truncation_side still comes with it (else a left-truncating
+    checkpoint would be recorded as cutting on the right, and its parity check would agree)."""
+    import transformers
+
+    from stackscore.hf import load_tokenizer
+    from stackscore.train.models import train_wordpiece
+
+    train_wordpiece(["a fine film", "dull"] * 10, 60).save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "truncation_side": "left", "cls_token": "[CLS]"}))
+
+    def refuse(*a, **k):
+        raise ValueError("cannot build this tokenizer")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    tok = load_tokenizer(tmp_path)
+    assert isinstance(tok, transformers.PreTrainedTokenizerFast) and tok.truncation_side == "left"

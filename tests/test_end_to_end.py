@@ -289,7 +289,7 @@ def test_cli_asks_how_a_tsv_is_quoted_when_it_matters(artifact, tmp_path):
     res = run_cli("score", str(artifact), str(src), "-o", str(tmp_path / "o.jsonl"), "--quiet")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].endswith("field 'text' starts with a double quote, so this TSV reads differently quoted "
-                                                         "(as pandas and Python's csv write it) or not (as GLUE's files are): pass --tsv-quotes csv or --tsv-quotes none")
+                                                         "(as pandas and Python's csv write it) or not (as GLUE's files are): pass --tsv-quotes csv or --tsv-quotes none (fit: tsv_quotes in [data])")
     res = run_cli("score", str(artifact), str(src), "-o", str(tmp_path / "o.jsonl"), "--quiet", "--tsv-quotes", "csv")
     assert res.returncode == 0, res.stderr
     assert [orjson.loads(l)["error"] for l in (tmp_path / "o.jsonl").read_bytes().splitlines()] == [None, None]  # two rows, not three

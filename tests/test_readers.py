@@ -132,3 +132,12 @@ def test_tsv_quoting_is_asked_when_a_field_starts_with_a_quote(tmp_path):
     plain = tmp_path / "plain.tsv"
     plain.write_text('id\ttext\n1\tsays "hi" inside\n')  # a quote inside a field reads the same either way
     assert [t for _, t, _ in rows_of(plain)] == ['says "hi" inside']
+
+
+def test_the_default_tsv_quoting_leaves_resume_fingerprints_as_they_were():
+    """A run interrupted before --tsv-quotes existed resumes: the default is not in the
+    fingerprint (it reads what unquoted reading read, or stops); a chosen quoting is."""
+    from stackscore.options import ScoreOptions, fingerprint_options
+
+    assert "tsv_quotes" not in fingerprint_options(ScoreOptions.from_kwargs())
+    assert fingerprint_options(ScoreOptions.from_kwargs(tsv_quotes="csv"))["tsv_quotes"] == "csv"

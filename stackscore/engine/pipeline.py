@@ -49,13 +49,15 @@ class _Columns(dict):
         super().__setitem__(name, value)
 
 
-def check_column_names(labels: list[str], model_names: list[str], task: str = "single_label") -> None:
-    """Every result column an ensemble of these models and labels can write, named once
-    (``_Columns``): what fit checks before it trains anything, and a scorer when it loads."""
+def check_column_names(labels: list[str], model_names: list[str], task: str = "single_label", write: WriteOptions | None = None) -> None:
+    """The result columns these models and labels give under ``write`` (default: every optional
+    column), each named once (``_Columns``): what fit checks before it trains anything (any
+    option may be used later), and ``score_file`` before it reads a row (the options it runs)."""
     k = len(labels)
+    write = write or WriteOptions(with_model_outputs=True, with_contributions=True)
     empty = ScoredWindow(Window(0, [], [], []), np.zeros(0, dtype=np.int64), np.zeros((0, k)), {m: np.zeros((0, k)) for m in model_names},
                          np.zeros((0, len(model_names))), stage=np.zeros(0, dtype=np.int64))
-    result_block(empty, labels, model_names, WriteOptions(with_model_outputs=True, with_contributions=True), task, np.zeros(k))
+    result_block(empty, labels, model_names, write, task, np.zeros(k))
 
 
 def result_block(scored: ScoredWindow, labels: list[str], model_names: list[str], opts: WriteOptions, task: str = "single_label", thresholds: np.ndarray | None = None) -> ResultBlock:
@@ -347,6 +349,7 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
         )
         scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.run)
         check_pair_option(scorer, read.text_pair_field)
+        check_column_names(scorer.labels, scorer.model_names, scorer.fusion.task, opts.write)
         out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts, snapshot), resume=opts.write.resume, overwrite=opts.write.overwrite)
         return _run(scorer, chunks, out, input_path, opts, snapshot)
 

@@ -575,7 +575,7 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
             if not quoted and tsv_quotes == "detect" and (hit := _quoted_field(batch, cols)) is not None:
                 raise InputError(
                     f"{path}: row {row[0] + hit[0]}: field '{hit[1]}' starts with a double quote, so this TSV reads differently quoted "
-                    "(as pandas and Python's csv write it) or not (as GLUE's files are): pass --tsv-quotes csv or --tsv-quotes none"
+                    "(as pandas and Python's csv write it) or not (as GLUE's files are): pass --tsv-quotes csv or --tsv-quotes none (fit: tsv_quotes in [data])"
                 )
             row[0] += batch.num_rows
             yield batch

@@ -113,9 +113,6 @@ class Scorer:
         first = self.runners[self.cascade.order_[0]] if self.cascade is not None else None
         self.eager_tokenizers = [k for k in self.tokenizers if first is None or k == first.tokenizer_key]
         self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
-        from .pipeline import check_column_names
-
-        check_column_names(self.labels, self.model_names, self.fusion.task)  # every column name once (else one line, now)
 
     @property
     def model_names(self) -> list[str]:

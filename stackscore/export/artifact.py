@@ -150,8 +150,9 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
             # Values within 1 % of their range (as each model's gate), the largest within 5 %: a
             # ridge stack can weigh nearly collinear models with large opposite coefficients, so
             # its error is not bounded by its models' own.
-            agree = agreement(task, got, ref, None, 0.01)
-            moved = float(np.abs(got - ref).max()) / scale(ref) if len(ref) else 0.0
+            err = np.abs(got - ref).max(1) if len(ref) else np.zeros(1)
+            span = max(float(np.ptp(ref)) if len(ref) else 0.0, 1e-6)  # the range, as each model's gate (``compare``)
+            agree, moved = float(np.mean(err <= 0.01 * span)), float(err.max()) / span
             fine = agree >= min_agreement and moved <= MAX_ERROR_GATE
         else:
             agree = agreement(task, got, ref, thresholds, 1e-3)

@@ -278,11 +278,13 @@ def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int]
     if full.texts:
         long_ref, long_got = full.logits(torch_side), full.logits(onnx_side)
         diff = float(np.abs(long_ref - long_got).max())
-        bound = tol * max(1.0, float(np.abs(long_ref).max()))
+        # 10x the short texts' bound: fp32 sums over max_length tokens round more, and what this
+        # is for (a graph that only holds at its traced length) is off by far more than that.
+        bound = 10 * tol * max(1.0, float(np.abs(long_ref).max()))
         result["max_abs_diff_full_length"] = diff
         if diff > bound:
             raise ParityError(f"ONNX/PyTorch parity failed for {graph} on texts of {g.max_length} tokens: max |diff| {diff:.2e} > {bound:.1e} "
-                              f"({tol:.0e} x the largest logit); short texts agreed")
+                              f"(10 x {tol:.0e} x the largest logit); short texts agreed")
     return result, ref
 
 
