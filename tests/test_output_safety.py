@@ -274,3 +274,30 @@ def test_directory_overwrite_checks_before_deleting_and_keeps_its_own_lock(tmp_p
     (spark / "part-00000-1b2c-c000.snappy.parquet").write_bytes(b"PAR1")
     with pytest.raises(StackscoreError, match="holds other files \\(part-00000-1b2c-c000.snappy.parquet\\)"):
         _prepare_dir(OutputDir(str(spark)), fp, WriteOptions(overwrite=True), [])
+
+
+def test_a_stale_lock_replaced_by_a_live_run_meanwhile_is_not_removed(tmp_path, monkeypatch):
+    """Two runs find the same killed run's lock: the first takes it over and writes its own; the
+    second must not remove that fresh lock as if it were the stale one (it re-reads the lock
+    under a mutex before removing it) and stops in one line instead."""
+    from stackscore.engine.committer import HOST, OutputLock
+    from stackscore.errors import StackscoreError
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "o.jsonl"
+    lock = tmp_path / "o.jsonl.lock"
+    lock.write_text(f"{dead.pid} 1 {HOST}\n")
+    real = OutputLock._owner
+    calls = []
+
+    def owner(self):
+        calls.append(1)
+        if len(calls) == 2:  # between judging it stale and removing it: another run took it over
+            lock.write_text(f"{os.getpid()} - {HOST}\n")
+        return real(self)
+
+    monkeypatch.setattr(OutputLock, "_owner", owner)
+    with pytest.raises(StackscoreError, match=f"another stackscore run \\(pid {os.getpid()}\\)"):
+        OutputLock(out).acquire()
+    assert lock.read_text().split()[0] == str(os.getpid()) and not (tmp_path / "o.jsonl.lock.takeover").exists()

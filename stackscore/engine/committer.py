@@ -107,7 +107,7 @@ class OutputLock:
         return None
 
     def acquire(self) -> "OutputLock":
-        for _ in range(5):
+        for _ in range(20):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -124,10 +124,7 @@ class OutputLock:
                         f"{self.output}: another stackscore run (pid {owner[0]}) is writing this output ({self.path.name}); "
                         "wait for it to finish (delete the lock only if that process is not a stackscore run)"
                     ) from None
-                try:  # stale: the run that held it is gone (killed); take it over
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
+                self._take_over(owner)  # stale: the run that held it is gone (killed)
                 continue
             except OSError as exc:
                 raise StackscoreError(f"{self.path}: cannot create the output lock: {exc.strerror}") from None
@@ -136,6 +133,29 @@ class OutputLock:
             self.held = True
             return self
         raise StackscoreError(f"{self.path}: could not take the output lock (several runs are starting at once?)")
+
+    def _take_over(self, stale: tuple[int, str, str] | None) -> None:
+        """Remove the lock judged stale, if it still is that lock. Under a mutex (``LOCK.takeover``,
+        created exclusively): two runs that both found the killed run's lock would otherwise both
+        remove "it", the second removing the fresh lock the first had just taken, and both run.
+        A mutex left by a run killed in these few lines is stale after 10 s."""
+        mutex = self.path.with_name(self.path.name + ".takeover")
+        try:
+            fd = os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                if time.time() - mutex.stat().st_mtime > 10:
+                    mutex.unlink()
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+            return
+        try:
+            if self._owner() == stale:  # not a fresh lock another run took meanwhile
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+            mutex.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.held:
