@@ -322,7 +322,10 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
             print(f"    labels by name (checkpoint -> artifact): {spec.label_map}")
         for prec, gate in spec.parity.get("gates", {}).items():
             verdict = "passed" if gate.get("passed") else "failed"
-            detail = gate.get("error") or f"agreement {gate.get('label_agreement', 0):.2%}, max prob error {gate.get('max_prob_error', 0):.4f}"
+            detail = gate.get("error") or f"agreement {gate.get('label_agreement', 0):.2%}, max prob error {gate.get('max_prob_error', 0):.4f}" + (
+                f", mean {gate['mean_prob_error']:.4f}" if "mean_prob_error" in gate else "")
+            if gate.get("reason") and not gate.get("passed"):
+                detail += f"; {gate['reason']}"
             if "int8_kernels" in gate:
                 detail += f"; measured with {gate['int8_kernels']} int8 kernels"
             if gate.get("cpu_bf16") is False:

@@ -175,7 +175,7 @@ def test_export_records_gates_and_keeps_only_passing_int8(artifact):
         assert ("int8" in s.graphs) == gate["passed"]
         assert gate["int8_kernels"] == backends.int8_kernels()  # which kind of CPU measured it
         if "label_agreement" in gate:
-            assert gate["passed"] == (gate["label_agreement"] >= 0.995 and gate["mean_prob_error"] <= 0.01)
+            assert gate["passed"] == (gate["label_agreement"] >= 0.995 and gate["mean_prob_error"] <= 0.02)
         if "int8" not in s.graphs:
             assert not (artifact / "models" / s.name / "model.int8.onnx").exists()
 
@@ -261,7 +261,7 @@ def test_a_gate_checks_probabilities_and_its_row_count_not_only_top_labels():
     ref = rng.normal(0, 3, (300, 2))
     g = SimpleNamespace(task="single_label", texts=["t"] * 300, min_rows=200, logits=lambda backend: backend)
     good = _gate(lambda: ref + rng.normal(0, 0.01, ref.shape), ref, g, 0.995)
-    assert good["passed"] and good["label_agreement"] == 1.0 and good["mean_prob_error"] < 0.01
+    assert good["passed"] and good["label_agreement"] == 1.0 and good["mean_prob_error"] < 0.02
     squashed = _gate(lambda: ref / 4, ref, g, 0.995)
     assert squashed["label_agreement"] == 1.0 and not squashed["passed"] and "probabilities moved" in squashed["reason"]
     few = _gate(lambda: ref[:50], ref[:50], SimpleNamespace(task="single_label", texts=["t"] * 50, min_rows=200, logits=lambda b: b), 0.995)

@@ -27,9 +27,11 @@ OPSET = 17
 MAX_ERROR_GATE = 0.05  # multi-label / regression variants: largest probability (or relative value) error
 # Single-label variants: the mean of each row's largest probability error. Top labels can agree
 # while every probability moves (a graph that shrank its logits would pass on labels alone), and
-# users read the probabilities (score, prob_*, a cascade's stopping rule). RoBERTa's dynamic int8
-# on rt-polarity: 0.0016 (p99 0.024), so the bound leaves room for honest quantization.
-MEAN_ERROR_GATE = 0.01
+# users read the probabilities (score, prob_*, a cascade's stopping rule). On rt-polarity (AVX2):
+# RoBERTa's dynamic int8 0.0015 (99.61 % agreement), MiniLM's 0.016 at 98.63 % (failing on labels):
+# honest quantization that passes the label gate stays well below the bound; a shifted or
+# shrunk output (a shrink by 4x: ~0.2) does not.
+MEAN_ERROR_GATE = 0.02
 INPUTS = ["input_ids", "attention_mask"]
 
 
@@ -532,7 +534,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             log(f"    {prec}: not available ({gate['error'][:120]})")
         else:
             note = " (measured in fp32: this CPU has no bf16 instructions, so no CPU's auto will run bf16 from it)" if gate.get("cpu_bf16") is False and gate["passed"] else ""
-            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e} -> {'kept' if gate['passed'] else 'dropped (' + gate.get('reason', 'gate failed') + ')'}{note}")
+            log(f"    {prec}: agreement {gate['label_agreement']:.2%}, max prob error {gate['max_prob_error']:.1e}"
+                f"{', mean %.1e' % gate['mean_prob_error'] if 'mean_prob_error' in gate else ''} -> {'kept' if gate['passed'] else 'dropped (' + gate.get('reason', 'gate failed') + ')'}{note}")
     return gates, graphs
 
 
