@@ -98,6 +98,11 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def manifest_sha256(directory: str | Path) -> str:
+    """An artifact's identity: its manifest.json's sha256 (the manifest holds every other file's)."""
+    return sha256_file(Path(directory) / MANIFEST_NAME)
+
+
 # The key of every external tensor's data-file entry, as protobuf stores it: the raw bytes of
 # "location" right after their length, 8, whose varint ends in 0x08 (minimal) or 0x00 (any
 # non-minimal encoding: 0x88 0x00, 0x88 0x80 0x00, ...).

@@ -259,10 +259,13 @@ def test_a_gate_checks_probabilities_and_its_row_count_not_only_top_labels():
 
     rng = np.random.default_rng(0)
     ref = rng.normal(0, 3, (300, 2))
-    g = SimpleNamespace(task="single_label", texts=["t"] * 300, min_rows=200, logits=lambda backend: backend)
+    g = SimpleNamespace(task="single_label", texts=["t"] * 300, logits=lambda backend: backend)
     good = _gate(lambda: ref + rng.normal(0, 0.01, ref.shape), ref, g, 0.995)
     assert good["passed"] and good["label_agreement"] == 1.0 and good["mean_prob_error"] < 0.02
     squashed = _gate(lambda: ref / 4, ref, g, 0.995)
     assert squashed["label_agreement"] == 1.0 and not squashed["passed"] and "probabilities moved" in squashed["reason"]
-    few = _gate(lambda: ref[:50], ref[:50], SimpleNamespace(task="single_label", texts=["t"] * 50, min_rows=200, logits=lambda b: b), 0.995)
-    assert few["label_agreement"] == 1.0 and not few["passed"] and "too few" in few["reason"]
+    from stackscore.export.onnx_graph import GateSettings, precision_gates
+
+    few = SimpleNamespace(task="single_label", texts=["t"] * 50, logits=lambda b: b)  # before any graph is built
+    gates, graphs = precision_gates(None, None, few, ref[:50], lambda *_: None, GateSettings(min_rows=200, static_int8=False), fp16_shape=(2, 32))
+    assert graphs == {} and {"int8", "fp16"} <= set(gates) and all(not g["passed"] and "too few" in g["error"] for g in gates.values())

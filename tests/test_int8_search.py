@@ -142,7 +142,7 @@ class FakeGate:
 
     def __init__(self, fp32, weight, speed_per_float_op, base_speed=100.0):
         self.fp32, self.weight, self.step, self.base_speed = fp32, weight, speed_per_float_op, base_speed
-        self.texts, self.width, self.task, self.min_rows = [f"g{i}" for i in range(200)], 2, "single_label", 0
+        self.texts, self.width, self.task = [f"g{i}" for i in range(200)], 2, "single_label"
         self.ref = np.tile([[2.0, 0.0]], (200, 1))
         self.all_ops = None
 

@@ -131,19 +131,19 @@ def test_spark_executors_load_an_artifact_exported_again_to_the_same_path(copy):
     before it stops in one line instead of mixing two artifacts."""
     from stackscore.engine.scorer import Scorer
     from stackscore.errors import ArtifactError
-    from stackscore.integrations.spark import _scorer, manifest_digest
-    from stackscore.manifest import FusionSpec, load_manifest, write_manifest
+    from stackscore.integrations.spark import _scorer
+    from stackscore.manifest import FusionSpec, load_manifest, manifest_sha256, write_manifest
     from stackscore.options import RunOptions
 
     run, texts = RunOptions(precision="fp32", threads=1), ["a fine movie", "terrible plot and bad acting"]
-    before = manifest_digest(str(copy))
+    before = manifest_sha256(copy)
     old = _scorer(str(copy), run, before)
     assert old is _scorer(str(copy), run, before) and old.fusion.method.name == "stack"
     m = load_manifest(copy)
     (copy / m.fusion.graph).unlink()
     m.fusion = FusionSpec(method="mean", params={"space": "probs"})
     write_manifest(copy, m)  # exported again: a valid artifact with another fusion
-    new = _scorer(str(copy), run, manifest_digest(str(copy)))
+    new = _scorer(str(copy), run, manifest_sha256(copy))
     assert new is not old and new.fusion.method.name == "mean"
     np.testing.assert_allclose(new.score_texts(texts).proba, Scorer(copy, run).score_texts(texts).proba)
     with pytest.raises(ArtifactError, match="changed after this job was planned"):

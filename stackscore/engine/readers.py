@@ -514,19 +514,17 @@ def _quoted_field(batch, cols: list[str]) -> tuple[int, str] | None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    first = None
+    hits = []
     for c in cols:
         col = batch.column(c)
-        if not (pa.types.is_string(col.type) or pa.types.is_binary(col.type)):
-            continue
-        hit = pc.starts_with(col.cast(pa.binary()) if pa.types.is_string(col.type) else col, '"')
-        if pc.any(hit).as_py():
-            i = int(pc.index(hit, True).as_py())
-            first = min(first or (i, c), (i, c))
-    return first
+        if pa.types.is_string(col.type) or pa.types.is_binary(col.type):
+            hit = pc.starts_with(col.cast(pa.binary()), '"')
+            if pc.any(hit).as_py():
+                hits.append((int(pc.index(hit, True).as_py()), c))
+    return min(hits, default=None)
 
 
-def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None, tsv_quotes: str = "detect") -> Iterator[Window]:
+def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None, tsv_quotes: str = ReadOptions.tsv_quotes) -> Iterator[Window]:
     """CSV (RFC 4180 quoting) or TSV. A TSV file may be quoted as pandas and Python's csv write
     it (a field holding a tab, a newline or a quote is enclosed in quotes, inner quotes doubled)
     or not at all (GLUE's files: a quote is just text). The two read alike unless a field starts
@@ -623,7 +621,7 @@ def open_reader(
     snapshot: Snapshot | None = None,
     allow_growing_input: bool = False,
     pair_field: str | None = None,
-    tsv_quotes: str = "detect",
+    tsv_quotes: str = ReadOptions.tsv_quotes,
 ) -> Iterator[Window]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 

@@ -20,8 +20,7 @@ from ..errors import ParityError, StackscoreError
 from ..fit_state import FitState
 from ..manifest import FusionSpec, Manifest, load_manifest, write_manifest
 from ..tasks import agreement, manifest_task, scale, task_of
-from .onnx_graph import MAX_ERROR_GATE, MEAN_ERROR_GATE
-from .onnx_graph import GateSettings, export_transformer
+from .onnx_graph import MAX_ERROR_GATE, MEAN_ERROR_GATE, GateSettings, compare, export_transformer
 from .tfidf import export_tfidf
 
 
@@ -150,9 +149,8 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
             # Values within 1 % of their range (as each model's gate), the largest within 5 %: a
             # ridge stack can weigh nearly collinear models with large opposite coefficients, so
             # its error is not bounded by its models' own.
-            err = np.abs(got - ref).max(1) if len(ref) else np.zeros(1)
-            span = max(float(np.ptp(ref)) if len(ref) else 0.0, 1e-6)  # the range, as each model's gate (``compare``)
-            agree, moved = float(np.mean(err <= 0.01 * span)), float(err.max()) / span
+            c = compare(ref, got, task)  # each model's gate's own measure: values against their range
+            agree, moved = c["label_agreement"], c["max_prob_error"]
             fine = agree >= min_agreement and moved <= MAX_ERROR_GATE
         else:
             agree = agreement(task, got, ref, thresholds, 1e-3)

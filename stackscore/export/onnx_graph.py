@@ -132,7 +132,6 @@ class GateInputs:
     task: str = "single_label"
     flops_per_token: float = 0.0  # the graph's (roofline.graph_cost): scoring's batch geometry for it
     truncation_side: str = "right"  # the checkpoint tokenizer's (ModelSpec.truncation_side)
-    min_rows: int = 0  # GateSettings.min_rows: a gate on fewer texts does not pass
 
     def spec(self, name: str = "gate") -> ModelSpec:
         return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs),
@@ -415,9 +414,6 @@ def _gate(make_backend, ref: np.ndarray, g: GateInputs, min_agreement: float, **
     except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
         gate = {"error": f"{type(exc).__name__}: {exc}", **extra}
     gate["passed"] = gate.get("label_agreement", 0.0) >= min_agreement
-    if gate["passed"] and len(g.texts) < g.min_rows:
-        gate["passed"] = False
-        gate["reason"] = f"{len(g.texts)} gate rows are too few to measure {min_agreement:.1%} agreement (at least {g.min_rows}: parity_rows, a larger test split, or gate_min_rows)"
     if task == "single_label":
         gate["mean_error_gate"] = MEAN_ERROR_GATE
         if gate["passed"] and gate.get("mean_prob_error", 1.0) > MEAN_ERROR_GATE:
@@ -565,8 +561,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
         width = len(label_order) if label_order is not None else int(model.config.num_labels)
         flops = graph_cost(graph).per_token
-        settings = variants or GateSettings()
-        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, settings.task, flops, side, settings.min_rows)
+        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops, side)
         parity, ref = check_parity(model, graph, g, tol, label_order, with_types)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None

@@ -39,10 +39,10 @@ VARIANTS: dict[str, Variant] = {
     )
 }
 
-# ``--precision auto``: the first variant whose gate passed (and whose runtime and CPU can run it).
 # Fewest gate rows on which a faster precision can pass its agreement gate: at 99.5 %, 200 rows
 # allow one flipped label; on 24 rows a variant that truly agrees 97 % passed about half the time.
 GATE_MIN_ROWS = 200
+# ``--precision auto``: the first variant whose gate passed (and whose runtime and CPU can run it).
 AUTO_ORDER = {"cpu": ("int8_static", "bf16", "int8", "fp32"), "gpu": ("fp16", "fp32")}
 
 

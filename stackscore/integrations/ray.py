@@ -577,11 +577,11 @@ def score_ray(artifact: str | Path, inputs: str | Path | Iterable[str | Path], o
 
 # -- one output file -------------------------------------------------------------------------
 def _multi_fingerprint(sources: list[Source], facts: ArtifactFacts, opts: ScoreOptions) -> dict:
-    from ..manifest import sha256_file
+    from ..manifest import manifest_sha256
 
     return {
         "inputs": [{"input": s.abspath, "size": s.size, "mtime_ns": s.mtime_ns} for s in sources],
-        "manifest_sha256": sha256_file(facts.artifact_dir / "manifest.json"),
+        "manifest_sha256": manifest_sha256(facts.artifact_dir),
         "options": {**fingerprint_options(opts), "backends": without_streams(facts.describe())},
     }
 
@@ -704,11 +704,11 @@ def _run_fingerprint(sources: list[Source], tasks: list[ShardTask], facts: Artif
     """What must not change between an interrupted sharded run and its resumption: the inputs
     (sizes, mtimes), the artifact, the output-shaping options and the requested precision and
     backend (each shard also keeps its own resolved backends, in its record)."""
-    from ..manifest import sha256_file
+    from ..manifest import manifest_sha256
 
     return {
         "inputs": [{"input": s.path, "size": s.size, "mtime_ns": s.mtime_ns, "output": t.output} for s, t in zip(sources, tasks)],
-        "manifest_sha256": sha256_file(facts.artifact_dir / "manifest.json"),
+        "manifest_sha256": manifest_sha256(facts.artifact_dir),
         "options": {**fingerprint_options(opts), "precision": opts.run.precision, "backend": opts.run.backend, "gpu": opts.run.on_gpu},
         "output_format": fmt,
     }

@@ -24,13 +24,6 @@ from typing import Any, Iterator
 _CACHE: dict[tuple, object] = {}
 
 
-def manifest_digest(artifact_dir: str) -> str:
-    """The sha256 of the artifact's manifest.json (which holds every other file's checksum)."""
-    from ..manifest import MANIFEST_NAME, sha256_file
-
-    return sha256_file(Path(artifact_dir) / MANIFEST_NAME)
-
-
 def _scorer(artifact_dir: str, run, digest: str):
     """One ``Scorer`` per executor Python process (Spark reuses workers across partitions), for
     the artifact as the driver saw it (``digest``: its manifest's sha256). An artifact exported
@@ -39,10 +32,11 @@ def _scorer(artifact_dir: str, run, digest: str):
     (its schema and its values would come from two different artifacts)."""
     from ..engine.scorer import Scorer
     from ..errors import ArtifactError
+    from ..manifest import manifest_sha256
 
     key = (artifact_dir, run, digest)
     if key not in _CACHE:
-        if manifest_digest(artifact_dir) != digest:
+        if manifest_sha256(artifact_dir) != digest:
             raise ArtifactError(f"{artifact_dir}: the artifact changed after this job was planned (manifest.json differs); run the job again")
         for old in [k for k in _CACHE if k[:2] == key[:2]]:
             del _CACHE[old]  # the same path's previous export: its sessions are freed
@@ -79,7 +73,9 @@ def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precisi
     schema = result_schema(facts, opts.write)
     check_columns(df.columns, opts.read, schema.names, prefix)
     read, write, run = opts.read, opts.write, opts.run
-    digest = manifest_digest(artifact)
+    from ..manifest import manifest_sha256
+
+    digest = manifest_sha256(artifact)
 
     def score_partitions(batches: Iterator[Any]) -> Iterator[Any]:
         yield from score_arrow(_scorer(artifact, run, digest), batches, read, write, schema, prefix)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import StackscoreError
 from ..export.variants import CALIBRATION_ROWS, GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP
-from ..options import TSV_QUOTES
+from ..options import TSV_QUOTES, ReadOptions
 from .models import ModelConfig
 
 
@@ -30,7 +30,7 @@ class DataConfig:
     max_train_rows: int = 0  # 0 = all; else a stratified subsample (say so in reports)
     max_test_rows: int = 0
     test_fraction: float = 0.2
-    tsv_quotes: str = "detect"  # TSV files: none | csv | detect (options.ReadOptions.tsv_quotes)
+    tsv_quotes: str = ReadOptions.tsv_quotes  # TSV files: none | csv | detect (options.ReadOptions)
 
 
 @dataclass
@@ -136,14 +136,13 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     if not (isinstance(cfg.fusion.cascade_agreement, (int, float)) and 0.5 <= cfg.fusion.cascade_agreement <= 1):
         raise StackscoreError(f"{where} [fusion]: cascade_agreement must be a number between 0.5 and 1, got {cfg.fusion.cascade_agreement!r}")
 
-    if not (isinstance(cfg.gate_min_rows, int) and not isinstance(cfg.gate_min_rows, bool) and cfg.gate_min_rows >= 0):
-        raise StackscoreError(f"{where}: gate_min_rows must be a whole number >= 0, got {cfg.gate_min_rows!r}")
     if cfg.data.tsv_quotes not in TSV_QUOTES:
         raise StackscoreError(f"{where} [data]: tsv_quotes must be one of {', '.join(TSV_QUOTES)}, got {cfg.data.tsv_quotes!r}")
-    for key in ("parity_rows", "calibration_rows"):  # 0 would gate on nothing, or calibrate on the gate rows
+    # parity_rows/calibration_rows 0 would gate on nothing, or calibrate on the gate rows
+    for key, least, what in (("parity_rows", 1, "a positive whole number"), ("calibration_rows", 1, "a positive whole number"), ("gate_min_rows", 0, "a whole number >= 0")):
         value = getattr(cfg, key)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            raise StackscoreError(f"{where}: {key} must be a positive whole number, got {value!r}")
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+            raise StackscoreError(f"{where}: {key} must be {what}, got {value!r}")
     if cfg.task and cfg.task not in TASKS:
         raise StackscoreError(f"{where}: task must be one of {', '.join(TASKS)} (or left out: from the data), not '{cfg.task}'")
     cfg.base_dir = Path(base_dir)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..engine.readers import open_reader
 from ..errors import InputError
+from ..options import ReadOptions
 
 
 def _number(value: Any) -> float | None:
@@ -80,7 +81,7 @@ def convert_labels(raw: list, task: str, path: str | Path, label_field: str = "l
     return [_label_value(lab, task, f"{path}: row {i}", label_field) for i, lab in enumerate(raw)]
 
 
-def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str | None = "single_label", tsv_quotes: str = "detect") -> tuple[list, list]:
+def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str | None = "single_label", tsv_quotes: str = ReadOptions.tsv_quotes) -> tuple[list, list]:
     """(texts, labels). A directory means ``<dir>/<label>/*.txt`` (the IMDb layout).
 
     With ``pair_field`` each text is a ``(text, text_pair)`` tuple. Labels are strings

@@ -115,7 +115,7 @@ def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     from ..engine.pipeline import check_column_names
     from ..tasks import task_of
 
-    check_column_names(labels, [m.name for m in cfg.models], task_of(task))  # before any training: the engine would refuse the artifact
+    check_column_names(labels, [m.name for m in cfg.models], task_of(task))  # before any training: scoring with model outputs would refuse the artifact
 
     def encode(rows: list) -> np.ndarray:
         if not multi:

@@ -174,12 +174,8 @@ class Choice:
 
 
 def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
-    """``--precision auto``: the first variant of ``AUTO_ORDER`` this model, runtime and CPU can run."""
-    if TENSORRT in provider_names(options.providers):
-        # TensorRT builds its own engine from the plain fp32 graph (fp16 or not: tensorrt_choice);
-        # the fp16 graph's ORT-fused contrib ops (Attention, SkipLayerNorm) are not TensorRT ops
-        # and would split the graph between TensorRT and CUDA.
-        return "fp32"
+    """``--precision auto``: the first variant of ``AUTO_ORDER`` this model, runtime and CPU can run
+    (TensorRT is not asked: ``choose`` hands it to ``tensorrt_choice``)."""
     gpu = options.on_gpu
     ov_ok = options.backend != "onnxruntime" and not gpu and have("openvino")
 
@@ -202,7 +198,8 @@ def auto_variant(spec: ModelSpec, options: RunOptions) -> str:
 
 def tensorrt_choice(spec: ModelSpec, options: RunOptions) -> Choice:
     """TensorRT builds its engine from the plain fp32 graph (the fp16 graph's ORT-fused contrib
-    ops are not TensorRT ops), in fp16 only when that is the precision: asked for, or ``auto``
+    ops, Attention and SkipLayerNorm, are not TensorRT ops and would split the graph between
+    TensorRT and CUDA), in fp16 only when that is the precision: asked for, or ``auto``
     on a model whose fp16 gate passed at export (the evidence there is that this model's
     outputs survive fp16 rounding) with ``GpuOptions.trt_fp16`` on. An explicit fp32 is an fp32
     engine, and the description names what runs."""
