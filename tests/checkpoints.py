@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130)
+SEQ2SEQ = dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=130)
 
 # arch -> (config class, model class, tokenizer kind, extra config)
 ARCHS = {
@@ -31,9 +32,19 @@ ARCHS = {
     "big_bird": ("BigBirdConfig", "BigBirdForSequenceClassification", "spm:BigBirdTokenizer:spiece.model", {"block_size": 16, "num_random_blocks": 1}),
     "longformer": ("LongformerConfig", "LongformerForSequenceClassification", "bpe", {"attention_window": 4}),
     "funnel": ("FunnelConfig", "FunnelForSequenceClassification", "wordpiece", {"block_sizes": [1, 1], "d_model": 32, "n_head": 2, "d_head": 16, "d_inner": 64}),
+    "xlnet": ("XLNetConfig", "XLNetForSequenceClassification", "bpe", {"d_model": 32, "n_layer": 2, "n_head": 2, "d_inner": 64}),
+    # Decoders that find each row's last token by the pad id.
+    "gpt2": ("GPT2Config", "GPT2ForSequenceClassification", "bpe", {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 130}),
+    "llama": ("LlamaConfig", "LlamaForSequenceClassification", "bpe", {"num_key_value_heads": 2}),
+    "qwen2": ("Qwen2Config", "Qwen2ForSequenceClassification", "bpe", {"num_key_value_heads": 2}),
+    "opt": ("OPTConfig", "OPTForSequenceClassification", "bpe", {"ffn_dim": 64, "word_embed_proj_dim": 32}),
+    # Encoder-decoders whose head reads the last <eos>.
+    "bart": ("BartConfig", "BartForSequenceClassification", "bpe", {**SEQ2SEQ}),
+    "mbart": ("MBartConfig", "MBartForSequenceClassification", "bpe", {**SEQ2SEQ}),
 }
-# The keys a config class does not take (DistilBERT and Funnel name their sizes differently).
-OWN_SIZES = {"distilbert", "funnel"}
+# The keys a config class does not take (they name their sizes differently).
+OWN_SIZES = {"distilbert", "funnel", "xlnet", "gpt2", "bart", "mbart"}
+REFUSED = ("longformer", "funnel", "xlnet")
 
 
 @lru_cache(maxsize=1)

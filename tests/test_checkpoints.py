@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from checkpoints import ARCHS, make_checkpoint  # noqa: E402
+from checkpoints import ARCHS, REFUSED, make_checkpoint  # noqa: E402
 
 FAST = {"parity_rows": 24, "int8": False, "static_int8": False, "fp16": False}
 
@@ -148,7 +148,7 @@ def test_fixed_models_need_validation_rows(tmp_path, data):
         config_from_dict(raw, tmp_path)
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in ("longformer", "funnel")])
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a not in REFUSED])
 def test_architecture_exports_with_parity_and_scores_like_pytorch(tmp_path, data, arch):
     """Each architecture, used as saved: ONNX parity at export, and the engine's labels = PyTorch's."""
     from stackscore import Ensemble
@@ -166,7 +166,7 @@ def test_architecture_exports_with_parity_and_scores_like_pytorch(tmp_path, data
     assert np.abs(outs["m"] - logits).max() < 1e-4 * max(1.0, float(np.abs(logits).max()))
 
 
-@pytest.mark.parametrize("arch", ["longformer", "funnel"])
+@pytest.mark.parametrize("arch", REFUSED)
 def test_architectures_that_cannot_export_are_refused_up_front(tmp_path, data, arch):
     from stackscore.errors import StackscoreError
 
@@ -380,3 +380,93 @@ def test_the_tokenizer_json_fallback_keeps_the_truncation_side(tmp_path, monkeyp
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
     tok = load_tokenizer(tmp_path)
     assert isinstance(tok, transformers.PreTrainedTokenizerFast) and tok.truncation_side == "left"
+
+
+def _retune(ckpt: Path, **config) -> None:
+    """Change a saved checkpoint's config.json keys, as a team's saved files can differ."""
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, **config}))
+
+
+def test_a_decoder_without_a_pad_id_in_its_config_is_refused_up_front(tmp_path, data):
+    """GPT-2-style classifiers find each row's last token by config.pad_token_id; without it
+    transformers cannot batch them and a graph would read padding: one line, what to set."""
+    from stackscore.errors import StackscoreError
+
+    ckpt = make_checkpoint(tmp_path / "g", "gpt2")
+    _retune(ckpt, pad_token_id=None)
+    with pytest.raises(StackscoreError, match=r"no pad_token_id, and gpt2 finds each row's last token by it.*set pad_token_id in config.json to the tokenizer's pad token id, 1"):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_model_whose_output_depends_on_padding_fails_export(tmp_path, data):
+    """A decoder whose config pads with another id than its tokenizer: PyTorch and the graph agree
+    on the same padded batches, yet every padded row reads padding. Export compares the graph's
+    padded batches with each text alone, so it is refused, naming both ids."""
+    from stackscore.errors import ParityError
+
+    ckpt = make_checkpoint(tmp_path / "g", "gpt2", seed=3)
+    _retune(ckpt, pad_token_id=2)  # the tokenizer pads with <pad> = 1; 2 is </s>
+    with pytest.raises(ParityError, match=r"outputs change when a row is padded.*tokenizer pads with id 1 but its config.pad_token_id is 2"):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
+    assert not (tmp_path / "work/artifact").exists()
+
+
+def test_bart_scores_each_row_by_its_own_last_eos(tmp_path, data):
+    """BART's head reads the last <eos>; transformers refuses a batch whose rows hold different
+    numbers of them. The graph gathers each row's own last <eos>: a text with a literal </s>
+    scores exactly as PyTorch scores it alone, and so does its neighbour in the batch."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from stackscore import Ensemble
+
+    ckpt = make_checkpoint(tmp_path / "b", "bart", seed=4)
+    run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
+    parity = json.loads((tmp_path / "work/artifact/manifest.json").read_text())["models"][0]["parity"]
+    assert parity["max_abs_diff_unpadded"] <= 10 * parity["tolerance"]
+    texts = ["a fine and moving film", "dull </s> and far too long for its story", "fine"]
+    model = AutoModelForSequenceClassification.from_pretrained(str(ckpt)).eval()
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    assert [tok(t)["input_ids"].count(tok.eos_token_id) for t in texts] == [1, 2, 1]
+    with torch.inference_mode():
+        alone = np.stack([model(**tok(t, return_tensors="pt")).logits[0].numpy() for t in texts])
+        with pytest.raises(ValueError, match="same number of <eos>"):
+            model(**tok(texts, padding=True, return_tensors="pt"))
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
+    assert np.abs(outs["m"] - alone).max() < 1e-4 * max(1.0, float(np.abs(alone).max()))
+
+
+def test_fine_tuning_a_decoder_published_without_a_pad_token(tmp_path, data):
+    """A base GPT-2 has no pad token in its tokenizer or config: fine-tuning pads with its
+    end-of-text token (transformers' own advice), saves both, and the artifact scores each row
+    as the fine-tuned model scores it alone."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from stackscore import Ensemble
+
+    ckpt = make_checkpoint(tmp_path / "g", "gpt2", seed=6)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (ckpt / name).is_file():
+            cfg = json.loads((ckpt / name).read_text())
+            cfg.pop("pad_token", None)
+            (ckpt / name).write_text(json.dumps(cfg))
+    _retune(ckpt, pad_token_id=None)
+    assert AutoTokenizer.from_pretrained(str(ckpt)).pad_token is None
+    raw = {
+        "labels": ["negative", "positive"], "seed": 0, **FAST,
+        "data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")}, "fusion": {"method": "mean", "folds": 2},
+        "models": [{"name": "g", "source": str(ckpt), "max_length": 64, "epochs": 1}],
+    }
+    run_fit(raw, tmp_path / "work")
+    saved = tmp_path / "work/models/g"
+    tok = AutoTokenizer.from_pretrained(str(saved))
+    model = AutoModelForSequenceClassification.from_pretrained(str(saved)).eval()
+    assert tok.pad_token == tok.eos_token and model.config.pad_token_id == tok.eos_token_id
+    texts = [json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()][:12]
+    with torch.inference_mode():
+        alone = np.stack([model(**tok(t, return_tensors="pt")).logits[0].numpy() for t in texts])
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
+    assert np.abs(outs["g"] - alone).max() < 1e-4 * max(1.0, float(np.abs(alone).max()))

@@ -88,13 +88,37 @@ def label_ordered(model, order: list[int] | None, with_types: bool):
             self.inner = inner
             self.register_buffer("order", torch.as_tensor(order if order is not None else [], dtype=torch.long))
             self.reorder = order is not None and list(order) != list(range(len(order)))
+            self.eos_pooled = str(getattr(inner.config, "model_type", "")) in EOS_POOLED
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kw = {"token_type_ids": token_type_ids} if with_types else {}
-            logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+            if self.eos_pooled:
+                logits = eos_pooled_logits(self.inner, input_ids, attention_mask)
+            else:
+                logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
             return logits.index_select(1, self.order) if self.reorder else logits
 
     return LabelOrdered(model).eval()
+
+
+# Encoder-decoder classifiers whose head reads the decoder's state at each row's last <eos>.
+# transformers selects those states with a boolean mask and a reshape that holds only when every
+# row of the batch has as many <eos> tokens, and refuses otherwise; that traces to a graph fixed
+# to the traced rows (it fails on a dummy input without <eos>). ``eos_pooled_logits`` gathers each
+# row's own last <eos>: the same states whenever transformers' rule holds, and per row otherwise,
+# which is what transformers gives that row scored alone.
+EOS_POOLED = ("bart", "mbart", "plbart", "mvp")
+
+
+def eos_pooled_logits(inner, input_ids, attention_mask):
+    import torch
+
+    hidden = inner.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
+    eos = input_ids.eq(int(inner.config.eos_token_id)).long()
+    position = torch.cumsum(torch.ones_like(input_ids), 1) - 1
+    last = (position * eos).argmax(1)  # each row's last <eos> (0 when it has none)
+    state = hidden.gather(1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+    return inner.classification_head(state)
 
 
 def torch_to_onnx(model, path: Path, pad_id: int, opset: int = OPSET, order: list[int] | None = None, with_types: bool = False) -> list[str]:
@@ -258,6 +282,52 @@ def compare(ref: np.ndarray, got: np.ndarray, task: str = "single_label") -> dic
     return {"rows": int(len(ref)), "max_abs_diff": diff, "max_prob_error": float(rows.max()), "mean_prob_error": float(rows.mean()), "label_agreement": agree}
 
 
+UNPADDED_ROWS = 24
+
+
+def unpadded_logits(model, g: GateInputs, order: list[int] | None = None, with_types: bool = False) -> np.ndarray:
+    """The checkpoint's own forward on each text alone: no padding, no batch, no wrapper.
+
+    This is what a text's prediction means for the model as saved. The batched parity reference
+    runs PyTorch on the engine's padded batches, so a model whose output depends on padding (one
+    that reads its last position, or finds its last token by a pad id the tokenizer does not pad
+    with) would agree with its graph there and still be wrong on every padded row."""
+    import torch
+
+    from ..engine.tokenize import TextTokenizer
+
+    enc = TextTokenizer(g.tok_path, g.max_length, truncation_side=g.truncation_side).encode(list(g.texts))
+    rows = []
+    with torch.inference_mode():
+        for lo, n in zip(enc.offsets.tolist(), enc.lengths.tolist()):
+            ids = torch.from_numpy(enc.flat[lo : lo + n].astype(np.int64))[None]
+            kw = {"token_type_ids": torch.from_numpy(enc.types[lo : lo + n].astype(np.int64))[None]} if with_types and enc.types is not None else {}
+            rows.append(model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits[0].float().numpy())
+    out = np.stack(rows) if rows else np.zeros((0, g.width), dtype=np.float32)
+    return out[:, list(order)] if order is not None else out
+
+
+def check_unpadded(model, g: GateInputs, onnx_side, tol: float, order: list[int] | None = None, with_types: bool = False) -> float:
+    """The graph on the engine's padded batches of ``g.texts`` must give each text's logits alone.
+
+    10x the batched parity bound: padded and unpadded rows sum in other orders; a model that
+    reads padding is off by far more."""
+    if not g.texts:
+        return 0.0
+    alone, batched = unpadded_logits(model, g, order, with_types), g.logits(onnx_side)
+    diff = float(np.abs(alone - batched).max())
+    bound = 10 * tol * max(1.0, float(np.abs(alone).max()))
+    if diff > bound:
+        config_pad = getattr(model.config, "pad_token_id", None)
+        hint = (f"; its tokenizer pads with id {g.pad_id} but its config.pad_token_id is {config_pad}: make them the same"
+                if config_pad is not None and int(config_pad) != g.pad_id else "")
+        raise ParityError(
+            f"the model's outputs change when a row is padded: max |diff| {diff:.2e} > {bound:.1e} between each text alone "
+            f"(PyTorch) and the engine's padded batches (ONNX, padded on the right with id {g.pad_id}){hint}"
+        )
+    return diff
+
+
 def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int] | None = None, with_types: bool = False) -> tuple[dict[str, Any], np.ndarray]:
     """fp32 gate: max |ONNX - PyTorch| logit difference on the engine's batches of the sample texts.
 
@@ -275,6 +345,7 @@ def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int]
         raise ParityError(f"ONNX/PyTorch parity failed for {graph}: max |diff| {result['max_abs_diff']:.2e} > {scaled:.1e} ({tol:.0e} x the largest logit)")
     from dataclasses import replace
 
+    result["max_abs_diff_unpadded"] = check_unpadded(model, replace(g, texts=g.texts[:UNPADDED_ROWS]), onnx_side, tol, order, with_types)
     full = replace(g, texts=long_parity_texts(g.texts, g.max_length))
     if full.texts:
         long_ref, long_got = full.logits(torch_side), full.logits(onnx_side)

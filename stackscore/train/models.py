@@ -177,6 +177,7 @@ def model_dir(cfg: ModelConfig, base_dir: Path) -> Path:
 REFUSED_ARCHITECTURES = {
     "longformer": "its sliding-window attention exports only at the traced sequence length",
     "funnel": "its pooling blocks export only at the traced sequence length (and its CLS uses token type 2)",
+    "xlnet": "it reads each row's prediction at the last position, so its batches need padding on the left, and the engine pads on the right",
 }
 
 
@@ -186,7 +187,7 @@ ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")  # pos
 def check_max_length(name: str, config, max_length: int) -> None:
     """``max_length`` the checkpoint can take, and the exporter can reproduce, or one line why not."""
     mpe = getattr(config, "max_position_embeddings", None)
-    if mpe:
+    if mpe and int(mpe) > 0:  # XLNet says -1: relative positions, no table to run past
         usable = int(mpe) - (int(config.pad_token_id or 0) + 1 if config.model_type in ROBERTA_POSITIONS else 0)
         if max_length > usable:
             raise StackscoreError(f"model '{name}': max_length {max_length} is more than its {usable} position embeddings; set max_length <= {usable}")
@@ -304,7 +305,30 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
         )
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
-    return model.eval(), tok, order, mapping
+    check_batches(cfg.name, model.eval(), tok)
+    return model, tok, order, mapping
+
+
+def check_batches(name: str, model, tok) -> None:
+    """A classifier that finds each row's last token by its pad id (GPT-2, Llama, Qwen, Mistral...)
+    cannot score a batch without ``config.pad_token_id``: transformers refuses, and a graph would
+    read padding. Refused here in one line, before any work, with what to set."""
+    import torch
+
+    if getattr(model.config, "pad_token_id", None) is not None:
+        return
+    ids = torch.ones((2, 2), dtype=torch.long)
+    try:
+        with torch.inference_mode():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    except ValueError as exc:
+        if "padding token" not in str(exc):
+            raise
+        pad = f"the tokenizer's pad token id, {tok.pad_token_id}" if tok.pad_token_id is not None else "the id of the token your batches were padded with when it was fine-tuned"
+        raise StackscoreError(
+            f"model '{name}': its config.json has no pad_token_id, and {model.config.model_type} finds each row's last token "
+            f"by it, so it cannot score batches: set pad_token_id in config.json to {pad}"
+        ) from None
 
 
 def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: str = "single_label"):
@@ -312,8 +336,18 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
     from transformers import AutoModelForSequenceClassification
 
     path = model_dir(cfg, base_dir)
-    read_checkpoint_config(cfg.name, path)
+    config = read_checkpoint_config(cfg.name, path)
     id2label = dict(enumerate(labels))
+    tok = load_tokenizer(path)
+    tok.model_max_length = cfg.max_length
+    if tok.pad_token is None:
+        # A decoder published without one (GPT-2, Llama...): pad with its end-of-text token, as
+        # transformers suggests; the fine-tuned model saves both, so scoring pads the same way.
+        if tok.eos_token is None:
+            raise StackscoreError(f"model '{cfg.name}': its tokenizer has neither a pad nor an end-of-text token to pad batches with; add a pad token to it")
+        tok.pad_token = tok.eos_token
+    # Classifiers that find each row's last token by the pad id need it in their config.
+    pad = {"pad_token_id": tok.pad_token_id} if getattr(config, "pad_token_id", None) is None else {}
 
     def factory():
         import torch
@@ -321,11 +355,9 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
         torch.manual_seed(cfg.seed)  # the new head starts the same in every fold
         return AutoModelForSequenceClassification.from_pretrained(
             str(path), num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-            problem_type=PROBLEM_TYPE[task], ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False,
+            problem_type=PROBLEM_TYPE[task], ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False, **pad,
         )
 
-    tok = load_tokenizer(path)
-    tok.model_max_length = cfg.max_length
     return factory, tok
 
 
