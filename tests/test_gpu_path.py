@@ -187,3 +187,16 @@ def test_a_provider_lost_at_session_start_is_refused_unless_fallback_is_allowed(
         check_active_providers("m", asked, [CUDA, CPU], allow_fallback=False)
     with pytest.warns(RuntimeWarning, match="TensorrtExecutionProvider"):
         check_active_providers("m", asked, [CUDA, CPU], allow_fallback=True)
+
+
+def test_a_cpu_fallback_is_described_as_what_runs(artifact):
+    """TensorRT fp16 asked, no GPU providers, fallback allowed: the CPU runs the fp32 graph, and
+    the description (what `score` prints and `bench` records) says so, not fp16 on GPU 0."""
+    opts = RunOptions(precision="fp16", providers=(TENSORRT, CUDA, CPU), allow_cpu_fallback=True)
+    assert choose(load_manifest(artifact).models[0], opts).precision == "fp16"  # what was chosen for TensorRT
+    with pytest.warns(RuntimeWarning, match="falling back"):
+        s = Scorer(artifact, opts)
+    for runner in s.runners.values():
+        if hasattr(runner, "backends"):
+            assert runner.describe().startswith("onnxruntime/fp32 on the CPU (GPU providers missing)"), runner.describe()
+            assert runner.choice.precision == "fp32"

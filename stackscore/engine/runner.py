@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import ArtifactError
 from ..manifest import Manifest, ModelSpec, resolve_inside
 from ..options import RunOptions
+from ..export.variants import VARIANTS
 from .backends import check_output_width, choose
 from .backends.gpu import buckets_for
 from .batcher import BATCH_OVERHEAD_TOKENS, NEW_SHAPE_TOKENS, Batch, batch_scale, build_batch, plan_batches
@@ -362,6 +363,13 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     finally:
         loading.shutdown(wait=False, cancel_futures=True)
     where = "".join(f" on GPU {d}" for d in options.devices if d is not None)
+    if options.on_gpu and all(getattr(b, "device_id", 0) is None for b in backends):
+        # GPU providers missing, CPU fallback allowed: the CPU runs the chosen graph as it is
+        # stored (TensorRT's fp16 is an engine setting on the fp32 graph, not the graph's own).
+        from dataclasses import replace
+
+        choice = replace(choice, precision=VARIANTS[choice.graph_key].precision)
+        where = " on the CPU (GPU providers missing)"
     buckets = buckets_for(spec.max_length) if options.bucketed else None
     return TransformerRunner(
         spec.name, tok, spec.pad_id, backends, token_budget, max_rows, buckets,
