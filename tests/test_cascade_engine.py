@@ -195,3 +195,37 @@ def test_ray_routes_the_same_way_byte_for_byte(cascaded, tmp_path):
         shutil.rmtree(tmp, ignore_errors=True)
     assert remote.read_bytes() == local.read_bytes()
     assert {r["stage"] for r in read(remote) if not r["error"]} <= {1, 2}
+
+
+def test_the_ensemble_gate_measures_the_cascade_as_scoring_runs_it(cascaded, tmp_path, monkeypatch):
+    """A cascade stops rows on its early stages' probabilities, which quantized graphs move: the
+    export's ensemble gate measures auto against fp32 with the cascade on too, and drops the
+    faster variants when only the cascade disagrees (here made to, by flipping its auto answers)."""
+    from stackscore.engine.scorer import Scorer
+    from stackscore.export.artifact import ensemble_gate
+    from stackscore.fit_state import FitState
+
+    record = load_manifest(cascaded / "artifact").fusion.parity["ensemble_auto"]
+    assert record["cascade"]["rows"] == record["rows"] > 0 and record["cascade"]["label_agreement"] >= record["min_agreement"]
+    art = tmp_path / "artifact"
+    shutil.copytree(cascaded / "artifact", art)
+    m = load_manifest(art)
+    texts = FitState.load(cascaded).parity_texts
+    lossy = [s.name for s in m.models if s.kind == "transformer" and set(s.graphs) - {"fp32"}]
+    assert lossy, "the fixture's transformer has a faster graph for the gate to drop"
+    real = Scorer.score_texts
+
+    def flipped_when_cascading_at_auto(self, texts, pairs=None):
+        out = real(self, texts, pairs)
+        if self.cascade is not None and self.options.precision == "auto":
+            out.proba = out.proba[:, ::-1].copy()
+        return out
+
+    monkeypatch.setattr(Scorer, "score_texts", flipped_when_cascading_at_auto)
+    result = ensemble_gate(art, m, texts, 0.995, log=lambda *_: None)
+    assert result["label_agreement"] >= 0.995  # the full ensemble at auto is untouched
+    assert result["dropped"] and result["cascade"]["label_agreement"] < 0.995
+    for item in result["dropped"]:
+        name, key = item.split(":")
+        reason = next(s for s in m.models if s.name == name).parity["gates"][key]["reason"]
+        assert reason.startswith("dropped by the ensemble gate: the cascade at auto")
