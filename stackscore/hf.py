@@ -59,3 +59,23 @@ def load_tokenizer(path: Path):
     from tokenizers import Tokenizer
 
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials)
+
+
+# Encoder-decoder classifiers whose head reads the decoder's state at each row's last <eos>.
+# transformers selects those states with a boolean mask and a reshape that holds only when every
+# row of the batch has as many <eos> tokens, and refuses otherwise; that traces to a graph fixed
+# to the traced rows (it fails on a dummy input without <eos>). ``eos_pooled_logits`` gathers each
+# row's own last <eos>: the same states whenever transformers' rule holds, and per row otherwise,
+# which is what transformers gives that row scored alone.
+EOS_POOLED = ("bart", "mbart", "plbart", "mvp")
+
+
+def eos_pooled_logits(inner, input_ids, attention_mask):
+    import torch
+
+    hidden = inner.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
+    eos = input_ids.eq(int(inner.config.eos_token_id)).long()
+    position = torch.cumsum(torch.ones_like(input_ids), 1) - 1
+    last = (position * eos).argmax(1)  # each row's last <eos> (0 when it has none)
+    state = hidden.gather(1, last.view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])).squeeze(1)
+    return inner.classification_head(state)

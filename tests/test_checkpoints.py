@@ -436,6 +436,9 @@ def test_bart_scores_each_row_by_its_own_last_eos(tmp_path, data):
             model(**tok(texts, padding=True, return_tensors="pt"))
     _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
     assert np.abs(outs["m"] - alone).max() < 1e-4 * max(1.0, float(np.abs(alone).max()))
+    from stackscore.train.finetune import predict_logits  # fit's own predictions of fusion rows, too
+
+    assert np.abs(predict_logits(model, tok, texts, 64) - alone).max() < 1e-4 * max(1.0, float(np.abs(alone).max()))
 
 
 def test_fine_tuning_a_decoder_published_without_a_pad_token(tmp_path, data):

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..hf import hf_encode
+from ..hf import EOS_POOLED, eos_pooled_logits, hf_encode
 from .models import ModelConfig
 
 
@@ -98,7 +98,12 @@ def predict_logits(model, tok, texts: list, max_length: int, token_budget: int =
             bs = max(1, min(256, token_budget // est))
             idx = order[s : s + bs]
             enc = hf_encode(tok, [texts[i] for i in idx], max_length, accept_tt)
-            out[idx] = model(**enc.to(device)).logits.float().cpu().numpy()
+            enc = enc.to(device)
+            if model.config.model_type in EOS_POOLED:  # each row's own last <eos>, as the graph (transformers refuses unequal counts)
+                logits = eos_pooled_logits(model, enc["input_ids"], enc["attention_mask"])
+            else:
+                logits = model(**enc).logits
+            out[idx] = logits.float().cpu().numpy()
             s += bs
     model.to("cpu")
     return out
