@@ -54,7 +54,7 @@ def load_tokenizer(path: Path):
             for k, v in json.loads(f.read_text()).items():
                 if k in ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token"):
                     specials.setdefault(k, v["content"] if isinstance(v, dict) else v)
-                elif k == "truncation_side" and name == "tokenizer_config.json":  # which end a long text loses
+                elif k in ("truncation_side", "split_special_tokens") and name == "tokenizer_config.json":  # settings the engine follows
                     specials[k] = v
     from tokenizers import Tokenizer
 

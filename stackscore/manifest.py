@@ -22,8 +22,10 @@ FORMAT_VERSION = "2.0"
 # 1.x: single-label, single-text artifacts (what every stackscore reads). An artifact that an
 # older reader would silently mis-score (sentence pairs, multi-label, regression) is written as
 # 2.0, which 1.x readers refuse; one with a model that truncates long texts on the left (keeps
-# their end) as 3.0, which 1.x and 2.x readers (always right) refuse; this reader reads all.
-READABLE_MAJORS = ("1", "2", "3")
+# their end) as 3.0, which 1.x and 2.x readers (always right) refuse; one whose tokenizer splits
+# special-token strings typed in a text (``split_special_tokens``) as 4.0, which earlier readers
+# (they would read a typed "[SEP]" as the separator) refuse; this reader reads all.
+READABLE_MAJORS = ("1", "2", "3", "4")
 TASK_VALUES = ("binary", "multiclass", "multi_label", "regression")
 
 
@@ -35,6 +37,8 @@ def format_version_for(manifest: "Manifest") -> str:
     major = "2" if manifest.text_pair or manifest.task in ("multi_label", "regression") else "1"
     if any(m.truncation_side == "left" for m in manifest.models):
         major = "3"
+    if any(m.split_special_tokens for m in manifest.models):
+        major = "4"
     return f"{major}.{1 if manifest.cascade else 0}"
 MANIFEST_NAME = "manifest.json"
 
@@ -64,6 +68,9 @@ class ModelSpec:
     # Which end of a text longer than max_length is cut: the checkpoint tokenizer's own
     # ``truncation_side`` ("left" keeps the end, as the model was trained and validated).
     truncation_side: str = "right"
+    # The checkpoint tokenizer's ``split_special_tokens``: a "[SEP]" or "</s>" typed in a text is
+    # split like any other word, not read as the special token.
+    split_special_tokens: bool = False
 
 
 @dataclass
@@ -259,6 +266,7 @@ def _model_from(raw: Any, where: str, i: int) -> ModelSpec:
         architecture=f.get("architecture", str, default=""),
         flops_per_token=float(f.get("flops_per_token", (int, float), default=0.0, check=lambda v: 0 <= v < 1e30, what="a non-negative number")),
         truncation_side=f.get("truncation_side", str, default="right", check=lambda v: v in ("right", "left"), what="'right' or 'left'"),
+        split_special_tokens=f.get("split_special_tokens", bool, default=False),
     )
     return ModelSpec(**values)
 

@@ -105,6 +105,9 @@ def test_case_insensitive_names_and_label_map(tmp_path, data):
         ({0: "neg", 1: "pos"}, {}, "do not match the data's"),
         ({0: "negative", 1: "neutral", 2: "positive"}, {}, "the checkpoint has 3 labels"),
         ({0: "LABEL_0", 1: "LABEL_1"}, {"label_map": {"LABEL_0": "negative", "LABEL_9": "positive"}}, "unknown checkpoint labels ['LABEL_9']"),
+        # transformers names output k id2label[k]: ranking keys {1, 2} would swap what it means
+        ({1: "negative", 2: "positive"}, {}, "id2label keys are [1, 2], not 0..1"),
+        ({0: "positive", 1: "positive"}, {}, "id2label names 'positive' more than once"),
     ],
 )
 def test_label_mismatches_are_one_line_errors_before_any_work(tmp_path, data, id2label, extra, message):
@@ -473,3 +476,87 @@ def test_fine_tuning_a_decoder_published_without_a_pad_token(tmp_path, data):
         alone = np.stack([model(**tok(t, return_tensors="pt")).logits[0].numpy() for t in texts])
     _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
     assert np.abs(outs["g"] - alone).max() < 1e-4 * max(1.0, float(np.abs(alone).max()))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_checkpoint_saved_in_half_precision_exports_in_fp32(tmp_path, data, dtype):
+    """transformers 5 keeps a saved fp16/bf16 dtype: the "fp32" graph was traced in half precision
+    (parity failed, or ONNX Runtime had no bf16 Add). Fit and export load fp32: the engine gives
+    the fp32 forward of the saved weights."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from stackscore import Ensemble
+
+    ckpt = make_checkpoint(tmp_path / dtype, "bert", seed=2)
+    AutoModelForSequenceClassification.from_pretrained(str(ckpt)).to(getattr(torch, dtype)).save_pretrained(str(ckpt))
+    assert json.loads((ckpt / "config.json").read_text())["dtype"] == dtype
+    run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
+    texts = [json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()]
+    from transformers import AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(ckpt), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    with torch.inference_mode():
+        ref = model(**tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")).logits.numpy()
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
+    assert np.abs(outs["m"] - ref).max() < 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_ids_the_model_cannot_embed_are_refused_before_any_work(tmp_path, data):
+    """A token added to the tokenizer without resizing the embeddings, and a pair tokenizer's
+    type 1 on a model with one token type: transformers crashes on the rows that use them (an
+    IndexError, reported as a bug). One line each, nothing written. Single texts on the
+    one-type model are fine."""
+    from transformers import AutoTokenizer
+
+    from stackscore.errors import StackscoreError
+
+    added = make_checkpoint(tmp_path / "added", "bert", seed=1)
+    tok = AutoTokenizer.from_pretrained(str(added))
+    tok.add_tokens(["brandnewtoken"])
+    tok.save_pretrained(str(added))
+    with pytest.raises(StackscoreError, match=r"its tokenizer gives ids up to \d+, its embedding has \d+ rows"):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(added)}]), tmp_path / "w1")
+    assert not (tmp_path / "w1").exists()
+    one_type = make_checkpoint(tmp_path / "one", "bert", seed=1, type_vocab_size=1)
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for split in ("validation", "test"):
+        rows = [json.loads(l) for l in (data / f"{split}.jsonl").read_text().splitlines()]
+        (pairs / f"{split}.jsonl").write_text("".join(json.dumps({**r, "other": r["text"][::-1]}) + "\n" for r in rows))
+    with pytest.raises(StackscoreError, match="gives a pair's second text token type 1, the model has type_vocab_size 1"):
+        run_fit(fixed_config(pairs, [{"name": "m", "source": str(one_type)}], text_pair_field="other"), tmp_path / "w2")
+    assert not (tmp_path / "w2").exists()
+    run_fit(fixed_config(data, [{"name": "m", "source": str(one_type)}]), tmp_path / "w3")  # single texts: type 0 only
+    assert (tmp_path / "w3/artifact/manifest.json").is_file()
+
+
+def test_a_tokenizer_that_splits_typed_special_tokens_is_followed(tmp_path, data, monkeypatch):
+    """``split_special_tokens``: transformers reads a "[SEP]" typed in a text as word pieces; the
+    setting is not kept in tokenizer.json, so the engine read it as the separator (a flipped
+    label on such rows, while parity passed on rows without one). The manifest carries it
+    (format 4.x, refused by earlier readers) and export's token-id check types every special
+    token into one text, so a tokenizer that lost the setting fails export."""
+    from stackscore import Ensemble
+    from stackscore.engine import tokenize
+    from stackscore.errors import ParityError
+
+    ckpt = make_checkpoint(tmp_path / "split", "distilbert", seed=4)
+    cfg = json.loads((ckpt / "tokenizer_config.json").read_text())
+    (ckpt / "tokenizer_config.json").write_text(json.dumps({**cfg, "split_special_tokens": True}))
+    run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
+    manifest = json.loads((tmp_path / "work/artifact/manifest.json").read_text())
+    assert manifest["models"][0]["split_special_tokens"] is True and manifest["format_version"].startswith("4.")
+    texts = ["a fine [SEP] film [CLS] overall", "dull [MASK] and slow", "a fine film overall"]
+    _, logits = torch_labels(ckpt, texts)
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
+    assert np.abs(outs["m"] - logits).max() < 1e-4 * max(1.0, float(np.abs(logits).max()))
+    real = tokenize.TextTokenizer.__init__
+
+    def forgets(self, *a, **k):  # an engine that drops the setting, as tokenizer.json does
+        real(self, *a, **{**k, "split_special_tokens": False})
+
+    monkeypatch.setattr(tokenize.TextTokenizer, "__init__", forgets)
+    with pytest.raises(ParityError, match="other ids than transformers"):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "again")

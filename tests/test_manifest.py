@@ -40,8 +40,8 @@ def test_paths_cannot_leave_the_artifact(copy, bad):
 
 
 def test_unknown_major_version_is_refused(copy):
-    edit(copy, lambda raw: raw.update(format_version="4.0"))
-    with pytest.raises(ArtifactError, match="format_version 4.0"):
+    edit(copy, lambda raw: raw.update(format_version="5.0"))
+    with pytest.raises(ArtifactError, match="format_version 5.0"):
         load_manifest(copy)
 
 

@@ -83,11 +83,11 @@ class TransformerRunner:
         self.min_batches = max(1, slots)  # a small window still gives every stream a batch (``plan_batches``)
 
     @classmethod
-    def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None, flops_per_token: float = 0.0, truncation_side: str = "right") -> "TransformerRunner":
+    def for_graph(cls, name: str, backend: Backend, tokenizer_json: Path, max_length: int, pad_id: int, options: RunOptions | None = None, flops_per_token: float = 0.0, truncation_side: str = "right", split_special_tokens: bool = False) -> "TransformerRunner":
         """A runner on one backend with the scorer's batch geometry for a graph of
         ``flops_per_token`` (export's gates and calibration)."""
         options = options or RunOptions()
-        tok = TextTokenizer(tokenizer_json, max_length, options.long_text, truncation_side=truncation_side)
+        tok = TextTokenizer(tokenizer_json, max_length, options.long_text, truncation_side=truncation_side, split_special_tokens=split_special_tokens)
         buckets = buckets_for(max_length) if options.bucketed else None
         budget, rows, overhead = batch_geometry(flops_per_token, options)
         return cls(name, tok, pad_id, [backend], budget, rows, buckets, overhead_tokens=overhead)
@@ -390,10 +390,10 @@ def batch_geometry(flops_per_token: float, options: RunOptions) -> tuple[int, in
 def _tokenizer(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options: RunOptions, cache: dict[str, TextTokenizer]) -> tuple[str, TextTokenizer]:
     if not spec.tokenizer:
         raise ArtifactError(f"model '{spec.name}' names no tokenizer")
-    key = f"{manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}:{spec.truncation_side}"
+    key = f"{manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}:{spec.truncation_side}:{spec.split_special_tokens}"
     if key not in cache:
         path = resolve_inside(artifact_dir, spec.tokenizer, f"models[{spec.name}].tokenizer")
-        cache[key] = TextTokenizer(path, spec.max_length, options.long_text, truncation_side=spec.truncation_side)
+        cache[key] = TextTokenizer(path, spec.max_length, options.long_text, truncation_side=spec.truncation_side, split_special_tokens=spec.split_special_tokens)
     tok = cache[key]
     vocab = spec.parity.get("vocab_size")
     if vocab is not None and (tok.max_id >= vocab or spec.pad_id >= vocab):

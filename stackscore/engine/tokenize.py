@@ -117,7 +117,7 @@ SLICE = 1024  # rows per encode_batch call (bounds the tokenizer's transient mem
 class TextTokenizer:
     """Wraps one ``tokenizer.json``: truncation at ``max_length`` (or a long-text mode), no padding."""
 
-    def __init__(self, path: str | Path, max_length: int, long_text: str = "truncate", max_windows: int = 8, truncation_side: str = "right"):
+    def __init__(self, path: str | Path, max_length: int, long_text: str = "truncate", max_windows: int = 8, truncation_side: str = "right", split_special_tokens: bool = False):
         if long_text not in LONG_TEXT_MODES:
             raise StackscoreError(f"--long-text must be one of {', '.join(LONG_TEXT_MODES)}, not '{long_text}'")
         if truncation_side not in ("right", "left"):
@@ -132,6 +132,8 @@ class TextTokenizer:
         except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
             raise ArtifactError(f"{self.path}: not a valid tokenizer.json ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
         self.tok.no_padding()
+        # Not kept in tokenizer.json: the manifest carries it (ModelSpec.split_special_tokens).
+        self.tok.encode_special_tokens = bool(split_special_tokens)
         if long_text == "truncate":
             # ``left``: the last max_length tokens (pairs: longest-first, each side from its start)
             self.tok.enable_truncation(self.max_length, direction=truncation_side)

@@ -58,8 +58,12 @@ def load_for_export(model_dir: Path):
         # BigBird itself runs below its block-sparse threshold), so export and parity use it.
         extra["attention_type"] = "original_full"
     # Eager attention traces to plain MatMul/Softmax ops that ORT's fusions recognise.
+    import torch
+
+    # fp32 whatever the checkpoint was saved in (transformers 5 keeps a saved fp16/bf16): the fp32
+    # graph is fp32, and the faster precisions are derived from it and gated against it.
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager", **extra
+        str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager", dtype=torch.float32, **extra
     ).eval()
     from ..hf import load_tokenizer
 
@@ -137,16 +141,17 @@ class GateInputs:
     task: str = "single_label"
     flops_per_token: float = 0.0  # the graph's (roofline.graph_cost): scoring's batch geometry for it
     truncation_side: str = "right"  # the checkpoint tokenizer's (ModelSpec.truncation_side)
+    split_special_tokens: bool = False  # the checkpoint tokenizer's (ModelSpec.split_special_tokens)
 
     def spec(self, name: str = "gate") -> ModelSpec:
         return ModelSpec(name=name, kind="transformer", graphs={}, tokenizer=None, max_length=self.max_length, pad_id=self.pad_id, inputs=list(self.inputs),
-                         flops_per_token=self.flops_per_token, truncation_side=self.truncation_side)
+                         flops_per_token=self.flops_per_token, truncation_side=self.truncation_side, split_special_tokens=self.split_special_tokens)
 
     def runner(self, backend, **options):
         from ..engine.runner import TransformerRunner
         from ..options import RunOptions
 
-        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options), self.flops_per_token, self.truncation_side)
+        return TransformerRunner.for_graph("gate", backend, self.tok_path, self.max_length, self.pad_id, RunOptions(**options), self.flops_per_token, self.truncation_side, self.split_special_tokens)
 
     def logits(self, backend) -> np.ndarray:
         """``backend``'s logits of the sample texts, batched exactly as scoring batches them."""
@@ -204,6 +209,22 @@ def long_parity_texts(texts: list, max_length: int) -> list:
     return [(long, rev), (firsts[0], rev)] if pairs else [long, rev]
 
 
+def splits_special_tokens(tok) -> bool:
+    """Whether transformers splits special-token strings typed in a text (``split_special_tokens``)."""
+    return bool(getattr(tok, "split_special_tokens", False))
+
+
+def special_token_texts(tok, texts: list) -> list:
+    """A text (or pair) with each of the tokenizer's special-token strings typed in it: whether a
+    typed "[SEP]" is the separator or three word pieces is a tokenizer setting, and user rows
+    seldom show which."""
+    if not texts:
+        return []
+    typed = " ".join(str(t) for t in getattr(tok, "all_special_tokens", []))
+    first = texts[0]
+    return [(f"{first[0]} {typed}", f"{typed} {first[1]}")] if isinstance(first, tuple) else [f"{first} {typed} end"]
+
+
 def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> dict[str, Any]:
     """The engine's ``tokenizer.json`` must give transformers' own ids (and token types) on ``texts``
     and on two long texts made of them (``long_parity_texts``: the side that is cut).
@@ -214,8 +235,8 @@ def check_token_ids(tok, tokenizer_json: Path, max_length: int, texts: list) -> 
     from ..engine.tokenize import TextTokenizer
     from ..hf import hf_encode
 
-    texts = list(texts) + long_parity_texts(texts, max_length)
-    enc = TextTokenizer(tokenizer_json, max_length, truncation_side=truncation_side(tok)).encode(texts)
+    texts = list(texts) + long_parity_texts(texts, max_length) + special_token_texts(tok, texts)
+    enc = TextTokenizer(tokenizer_json, max_length, truncation_side=truncation_side(tok), split_special_tokens=splits_special_tokens(tok)).encode(texts)
     ref = hf_encode(tok, texts, max_length, keep_types=True)
     ref_ids, ref_mask = ref["input_ids"].numpy(), ref["attention_mask"].numpy()
     ref_types = ref["token_type_ids"].numpy() if "token_type_ids" in ref else None
@@ -277,7 +298,7 @@ def unpadded_logits(model, g: GateInputs, order: list[int] | None = None, with_t
 
     from ..engine.tokenize import TextTokenizer
 
-    enc = TextTokenizer(g.tok_path, g.max_length, truncation_side=g.truncation_side).encode(list(g.texts))
+    enc = TextTokenizer(g.tok_path, g.max_length, truncation_side=g.truncation_side, split_special_tokens=g.split_special_tokens).encode(list(g.texts))
     rows = []
     with torch.inference_mode():
         for lo, n in zip(enc.offsets.tolist(), enc.lengths.tolist()):
@@ -604,7 +625,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     graph = artifact_dir / rel / VARIANTS["fp32"].file
     tok_path = artifact_dir / rel / "tokenizer.json"
     write_engine_tokenizer(tok, tok_path)
-    side = truncation_side(tok)
+    side, split = truncation_side(tok), splits_special_tokens(tok)
     tokens = check_token_ids(tok, tok_path, max_length, sample_texts)
     # The TorchScript exporter leaves the traced module slightly changed (seen with transformers
     # 5.24 / torch 2.13: logits moved by ~1e-2 after export), so trace a copy and keep the
@@ -613,7 +634,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         inputs = torch_to_onnx(copy.deepcopy(model), graph, pad_id, order=label_order, with_types=with_types)
         width = len(label_order) if label_order is not None else int(model.config.num_labels)
         flops = graph_cost(graph).per_token
-        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops, side)
+        g = GateInputs(tok_path, int(max_length), int(pad_id), sample_texts, inputs, width, (variants or GateSettings()).task, flops, side, split)
         parity, ref = check_parity(model, graph, g, tol, label_order, with_types)
     except ParityError as exc:
         raise ParityError(f"model '{name}' ({arch}): {exc}") from None
@@ -633,5 +654,5 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
         name=name, kind="transformer", graphs=graphs,
         tokenizer=(rel / "tokenizer.json").as_posix(), max_length=int(max_length), pad_id=int(pad_id),
         inputs=list(inputs), output="logits", opset=OPSET, parity=parity,
-        label_map=dict(label_map or {}), architecture=arch, flops_per_token=flops, truncation_side=side,
+        label_map=dict(label_map or {}), architecture=arch, flops_per_token=flops, truncation_side=side, split_special_tokens=split,
     )

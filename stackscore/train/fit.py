@@ -181,7 +181,7 @@ def check_models(cfg: FitConfig, labels: list[str], task: str = "single_label") 
         path = model_dir(m, cfg.base_dir)
         check_max_length(m.name, read_checkpoint_config(m.name, path), m.max_length)
         if not m.finetune:
-            fixed[m.name] = (path, *load_fixed(m, path, labels, task))
+            fixed[m.name] = (path, *load_fixed(m, path, labels, task, pairs=bool(cfg.data.text_pair_field)))
     return fixed
 
 

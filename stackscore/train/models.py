@@ -226,8 +226,16 @@ def label_order(name: str, id2label: dict, labels: list[str], label_map: dict[st
     names (``LABEL_0``...) or any other difference need an explicit ``label_map`` (checkpoint
     label -> data label). Returns (order, {checkpoint label: data label}).
     """
-    ckpt = [str(id2label[i]) for i in sorted(id2label, key=int)]
     where = f"model '{name}'"
+    keys = sorted(int(k) for k in id2label)
+    if keys != list(range(len(keys))):
+        # transformers names output k id2label[k]: keys {1, 2} leave output 0 unnamed and call
+        # output 1 what a ranking would call output 0.
+        raise StackscoreError(f"{where}: the checkpoint's id2label keys are {keys}, not 0..{len(keys) - 1}: output k is named id2label[k], so fix id2label in its config.json")
+    ckpt = [str(id2label[k] if k in id2label else id2label[str(k)]) for k in keys]
+    repeated = sorted({c for c in ckpt if ckpt.count(c) > 1})
+    if repeated:
+        raise StackscoreError(f"{where}: the checkpoint's id2label names {', '.join(map(repr, repeated))} more than once, so its outputs cannot be told apart by name; fix id2label in its config.json")
     if len(ckpt) != len(labels):
         raise StackscoreError(f"{where}: the checkpoint has {len(ckpt)} labels {ckpt}, the data has {len(labels)} {labels}")
     if label_map:
@@ -267,17 +275,21 @@ def check_problem_type(name: str, config, task: str) -> None:
             raise StackscoreError(f"{where}: a regression ensemble needs a one-output regression head; the checkpoint has {config.num_labels} labels, problem_type {pt}")
     elif task == "multi_label":
         if pt != "multi_label_classification":
-            raise StackscoreError(f"{where}: a multi-label ensemble needs problem_type 'multi_label_classification' (sigmoid per label); the checkpoint says {pt!r}")
+            raise StackscoreError(
+                f"{where}: a multi-label ensemble needs problem_type 'multi_label_classification' (sigmoid per label); the checkpoint says {pt!r}"
+                + (" (if its head was trained with a sigmoid per label, set \"problem_type\": \"multi_label_classification\" in its config.json)" if pt is None else "")
+            )
     elif pt not in (None, "single_label_classification"):
         raise StackscoreError(f"{where}: a single-label ensemble needs a softmax head; the checkpoint's problem_type is {pt!r} (set task to match)")
 
 
-def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "single_label"):
+def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "single_label", pairs: bool = False):
     """A fine-tuned checkpoint exactly as saved: (model, tokenizer, label order, label mapping).
 
     Refused when transformers would initialise any weight at random (a head saved without its
     weights, a head of another shape): with no fine-tuning, such a head is noise.
     """
+    import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -291,7 +303,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
     hf_logging.set_verbosity_error()  # the load report is turned into our own one-line error
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True,
+            str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True, dtype=torch.float32,
         )
     except Exception as exc:  # noqa: BLE001
         raise StackscoreError(f"model '{cfg.name}': cannot load {path}: {str(exc).splitlines()[0]}") from None
@@ -306,7 +318,32 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
     check_batches(cfg.name, model.eval(), tok)
+    check_ids_fit(cfg.name, model, tok, pairs)
     return model, tok, order, mapping
+
+
+def check_ids_fit(name: str, model, tok, pairs: bool) -> None:
+    """Every id the tokenizer can give must have an embedding row, and a pair's token types a
+    type embedding: a token added to a tokenizer without ``resize_token_embeddings``, or a
+    pair tokenizer on a model with one token type, crashes transformers on the rows that use
+    them (and the engine refuses the artifact at load). One line here, before any work."""
+    import inspect
+
+    rows = model.get_input_embeddings().num_embeddings
+    top = max(tok.get_vocab().values(), default=-1)
+    if top >= rows:
+        raise StackscoreError(
+            f"model '{name}': its tokenizer gives ids up to {top}, its embedding has {rows} rows (a token added to the tokenizer "
+            "without model.resize_token_embeddings?): rows using those tokens cannot be scored"
+        )
+    types = int(getattr(model.config, "type_vocab_size", 0) or 0)
+    if pairs and types and "token_type_ids" in inspect.signature(model.forward).parameters and "token_type_ids" in getattr(tok, "model_input_names", []):
+        given = tok("a", "b").get("token_type_ids") or [0]
+        if max(given) >= types:
+            raise StackscoreError(
+                f"model '{name}': its tokenizer gives a pair's second text token type {max(given)}, the model has "
+                f"type_vocab_size {types}: it cannot score sentence pairs as saved"
+            )
 
 
 def check_batches(name: str, model, tok) -> None:
@@ -356,6 +393,7 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
         return AutoModelForSequenceClassification.from_pretrained(
             str(path), num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
             problem_type=PROBLEM_TYPE[task], ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False, **pad,
+            dtype=torch.float32,  # a base saved in fp16/bf16 (most decoders): train and export in fp32
         )
 
     return factory, tok
