@@ -102,9 +102,37 @@ def test_output_path_problems(artifact, tmp_path):
 
 def test_jsonl_text_field_missing_lists_fields(tmp_path):
     src = tmp_path / "in.jsonl"
-    src.write_text('{"id": 1, "body": "x"}\n')
+    src.write_text('{"id": 1, "body": "x"}\n{"id": 2, "text": "fine"}\n')
     (chunk,) = list(open_reader(src))
-    assert chunk.errors == ["line 1: missing field 'text' (has: id, body)"]
+    assert chunk.errors == ["line 1: missing field 'text' (has: id, body)", None]
+
+
+def test_a_jsonl_text_field_that_no_row_has_stops_before_scoring(artifact, tmp_path):
+    """A typo in --text-field: CSV and Parquet stop at their header; JSONL stops once its first
+    window holds no object with the field, instead of writing a whole file of error rows."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("not json\n" + "".join(f'{{"id": {i}, "body": "text {i}"}}\n' for i in range(50)))
+    with pytest.raises(InputError, match=r"in.jsonl: none of the first 50 JSON objects has field 'txt' \(the first has: id, body\); name the field with --text-field"):
+        score(artifact, src, tmp_path / "o.jsonl", text_field="txt", chunk_rows=8)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_csv_ids_labels_and_header_that_are_not_utf8(artifact, tmp_path):
+    """CSV columns other than the text were read as strings: one latin-1 id failed the whole
+    4 MB block (exit 1 "a bug", or a "malformed CSV" naming no row). Now that row is reported
+    (null id, its field named) and the rest scored; a header that is not UTF-8 is one line."""
+    src = tmp_path / "ids.csv"
+    src.write_bytes(b"id,text,label\ncaf\xe9,great film,positive\n2,fine,caf\xe9\n3,awful,negative\n")
+    stats, rows = score(artifact, src, tmp_path / "o.jsonl", label_field="label")
+    assert [r["id"] for r in rows] == [None, "2", "3"] and stats.rows == 3 and stats.errored == 2
+    assert rows[0]["error"] == "row 0: field 'id' is not valid UTF-8 (--encoding-errors replace reads it)"
+    assert "field 'label' is not valid UTF-8" in rows[1]["error"] and rows[2]["error"] is None and rows[2]["label"] is not None
+    stats, rows = score(artifact, src, tmp_path / "r.jsonl", label_field="label", encoding_errors="replace")
+    assert stats.errored == 0 and rows[0]["id"] == "caf\ufffd"
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"id,t\xe9xt,text\n1,a,good\n")
+    with pytest.raises(InputError, match="header.csv: its CSV header is not UTF-8 text"):
+        score(artifact, header, tmp_path / "h.jsonl")
 
 
 def test_summary_counts_errors_by_reason(artifact, tmp_path):
@@ -139,6 +167,12 @@ def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_
     src.write_bytes(gzip.compress(payload) if gz else payload)
     opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=chunk_rows, on_error=on_error, token_budget=budget, scale_batches=False)
     out = d / "o.jsonl"
+    objects = [r for r in rows if isinstance(r, dict)]
+    if objects and not any("text" in r for r in objects):  # no object has the field: a wrong --text-field
+        with pytest.raises(InputError, match=f"none of the first {len(objects)} JSON objects has field 'text'"):
+            score_file(artifact, src, out, opts)
+        assert not out.exists()
+        return
     stats = score_file(artifact, src, out, opts)
     got = [orjson.loads(l) for l in out.read_bytes().splitlines()]
     good = [i for i, r in enumerate(rows) if isinstance(r, dict) and isinstance(r.get("text"), str) and r["text"].strip()]

@@ -285,7 +285,35 @@ def _lines(fh, snap: Snapshot, gz: bool) -> Iterator[bytes]:
     snap.finish()
 
 
+FIELD_CHECK_OBJECTS = 100  # JSONL: the first objects, one of which must have the text field
+
+
 def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
+    """JSON Lines. A field that none of the first ``FIELD_CHECK_OBJECTS`` objects has (or none at
+    all, in a shorter file) is a wrong ``--text-field`` (a typo), as CSV and Parquet tell from
+    their header: the run stops before any window is scored, rather than writing a whole file of
+    error rows. The first windows wait for that check (at most that many rows)."""
+    fields = [f for f in (text_field, pair_field) if f]
+    seen = {"objects": 0, "keys": None, **{f: 0 for f in fields}}
+    it = _jsonl_windows(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot, pair_field, seen)
+    waiting = []
+    for window in it:
+        waiting.append(window)
+        if seen["objects"] >= FIELD_CHECK_OBJECTS:
+            break
+    for field in fields:
+        if seen["objects"] and not seen[field]:
+            raise InputError(
+                f"{path}: none of the first {seen['objects']} JSON objects has field '{field}' "
+                f"(the first has: {', '.join(map(str, seen['keys'])) or 'no fields'}); name the field with "
+                f"{'--text-field' if field == text_field else '--text-pair-field'}"
+            )
+    seen.clear()  # checked: the rest of the file is not counted
+    yield from waiting
+    yield from it
+
+
+def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str, snapshot: Snapshot | None, pair_field: str | None, seen: dict) -> Iterator[Window]:
     b = _WindowBuilder(window_rows, label_field is not None, pair_field is not None)
     id_key = id_field or "id"
     snap = snapshot or Snapshot(path)
@@ -307,6 +335,12 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
                 if not isinstance(obj, dict):
                     err = f"line {line_no}: expected a JSON object, got {type(obj).__name__}"
                 else:
+                    if seen:  # read_jsonl's check of the first objects' fields
+                        seen["objects"] += 1
+                        seen["keys"] = seen["keys"] if seen["keys"] is not None else list(obj)
+                        for field in (text_field, pair_field):
+                            if field and field in obj:
+                                seen[field] += 1
                     rid = obj.get(id_key)
                     if isinstance(rid, float):
                         rid = _exact_number(line, id_key, rid)
@@ -480,18 +514,61 @@ def _arrow_text(col, field: str, row: int, path: Path, encoding_errors: str) -> 
     return col.to_pylist(), bad, bad_utf8
 
 
-def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", pair_field: str | None = None) -> Iterator[Window]:
+def _utf8_values(col, field: str, row: int, encoding_errors: str) -> tuple[list[str | None], dict[int, str]]:
+    """A CSV column read as bytes (so one bad byte sequence marks its row, not the whole block),
+    as text: a value that is not UTF-8 is None with its row's error, or decoded with U+FFFD
+    under ``--encoding-errors replace``."""
+    import pyarrow as pa
+
+    try:
+        return col.cast(pa.string()).to_pylist(), {}
+    except pa.ArrowInvalid:
+        pass
+    values: list[str | None] = []
+    bad: dict[int, str] = {}
+    for i, b in enumerate(col.to_pylist()):
+        try:
+            values.append(None if b is None else b.decode("utf-8"))
+        except UnicodeDecodeError:
+            if encoding_errors == "replace":
+                values.append(b.decode("utf-8", "replace"))
+            else:
+                values.append(None)
+                bad[i] = f"row {row + i}: field '{field}' is not valid UTF-8 (--encoding-errors replace reads it)"
+    return values, bad
+
+
+def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", pair_field: str | None = None, text_columns: bool = False) -> Iterator[Window]:
+    """``text_columns``: the id and label columns were read as bytes (CSV/TSV) and are text."""
+    import pyarrow as pa
+
     row = 0
     for batch in batches:
         n = batch.num_rows
         texts, bad, bad_utf8 = _arrow_text(batch.column(text_field), text_field, row, path, encoding_errors)
         id_arr = _plain(batch.column(id_col)) if id_col else None
-        ids = id_arr.to_pylist() if id_arr is not None else [None] * n
-        id_type = id_arr.type if id_arr is not None else None
+        unreadable: dict[int, str] = {}
+        if id_arr is not None and text_columns:
+            ids, unreadable = _utf8_values(id_arr, id_col, row, encoding_errors)
+            id_type = pa.string()
+        else:
+            ids = id_arr.to_pylist() if id_arr is not None else [None] * n
+            id_type = id_arr.type if id_arr is not None else None
+        labels = None
+        if label_field:
+            if text_columns:
+                labels, bad_labels = _utf8_values(batch.column(label_field), label_field, row, encoding_errors)
+                unreadable = {**bad_labels, **unreadable}
+            else:
+                labels = batch.column(label_field).to_pylist()
         errors: list[str | None] = [None] * n
         for i in bad:
             errors[i] = bad_utf8.get(i) or f"row {row + i}: {_text_error(texts[i], text_field)}"
             texts[i] = None
+        for i, why in unreadable.items():
+            if errors[i] is None:
+                errors[i] = why
+                texts[i] = None
         pairs = None
         if pair_field:
             pairs, bad_pair, pair_utf8 = _arrow_text(batch.column(pair_field), pair_field, row, path, encoding_errors)
@@ -499,7 +576,6 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
                 if errors[i] is None:
                     errors[i] = pair_utf8.get(i) or f"row {row + i}: {_text_error(pairs[i], pair_field)}"
                     texts[i] = None
-        labels = batch.column(label_field).to_pylist() if label_field else None
         for s in range(0, n, window_rows):
             e = min(n, s + window_rows)
             yield Window(
@@ -544,17 +620,19 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
     try:
         head = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse)
         names = head.schema.names
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: its {what} header is not UTF-8 text (column names are matched as text; save the file as UTF-8)") from None
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: cannot read as {what}{' (gzip)' if gz else ''}: {exc}{hint}") from None
     cols = _columns_or_fail(path, names, text_field, id_field, label_field, pair_field)
     id_col = _id_column(names, id_field)
-    # The text columns are read as bytes so that one bad byte sequence marks one row, not the file.
-    types = {c: pa.string() for c in cols}
-    types[text_field] = pa.binary()
-    if pair_field:
-        types[pair_field] = pa.binary()
-    convert = pacsv.ConvertOptions(include_columns=cols, column_types=types, strings_can_be_null=False)
-    reader = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse, convert_options=convert)
+    # Every column is read as bytes so that one bad byte sequence marks one row, not the file
+    # (a string column fails its whole 4 MB block, naming no row).
+    convert = pacsv.ConvertOptions(include_columns=cols, column_types={c: pa.binary() for c in cols}, strings_can_be_null=False)
+    try:
+        reader = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: malformed {what}{' or corrupt gzip data' if gz else ''}: {exc}{hint}") from None
 
     row = [0]
 
@@ -578,7 +656,7 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
             row[0] += batch.num_rows
             yield batch
 
-    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, window_rows, encoding_errors, pair_field)
+    yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, window_rows, encoding_errors, pair_field, text_columns=True)
 
 
 def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
