@@ -229,3 +229,14 @@ def test_the_ensemble_gate_measures_the_cascade_as_scoring_runs_it(cascaded, tmp
         name, key = item.split(":")
         reason = next(s for s in m.models if s.name == name).parity["gates"][key]["reason"]
         assert reason.startswith("dropped by the ensemble gate: the cascade at auto")
+
+
+def test_rows_cut_by_a_later_stage_are_counted_as_truncated(cascaded, tmp_path):
+    """A cascade tokenizes its later stages' rows when they reach them: the summary counted only
+    up-front tokenizations and said "truncated 0" for rows BERT saw cut; now it counts those."""
+    art = with_thresholds(cascaded, tmp_path / "a", NEVER)  # every row goes on to BERT
+    long = [" ".join([t] * 40) for t in texts_of(cascaded, 12)]  # far past max_length tokens
+    src = rows_file(tmp_path / "in.jsonl", long)
+    on = score_file(art, src, tmp_path / "on.jsonl", ScoreOptions.from_kwargs(progress=False))
+    off = score_file(art, src, tmp_path / "off.jsonl", ScoreOptions.from_kwargs(progress=False, cascade=False))
+    assert on.truncated == off.truncated == len(long)

@@ -275,3 +275,20 @@ def test_openvino_is_imported_ahead_only_when_a_model_runs_on_it(monkeypatch, ar
     assert transformers and all(r.tokenizer is not None for r in transformers)
     assert {r.describe().split("/")[0] for r in transformers} == {"openvino" if imports_ahead else "onnxruntime"}
     assert scorer.score_texts(["a fine film", "dull"]).proba.shape == (2, len(scorer.labels))
+
+
+def test_a_tfidf_graph_gets_long_texts_cut_at_its_character_cap():
+    """A string-input graph counts n-grams over the whole string (a 12 MB line cost ~300 MB):
+    texts reach it cut at TFIDF_MAX_CHARS, the rest untouched and in order."""
+    from stackscore.engine.runner import TFIDF_MAX_CHARS, TextRunner
+
+    class Recorder:
+        def run_texts(self, texts):
+            self.seen = list(texts)
+            return np.zeros((len(texts), 2), np.float32)
+
+    backend = Recorder()
+    huge = "word " * (TFIDF_MAX_CHARS // 2)
+    out, _ = TextRunner("tfidf", backend).run_texts(["short one", huge, "x"], 2)
+    assert out.shape == (3, 2) and backend.seen[0] == "short one" and backend.seen[2] == "x"
+    assert backend.seen[1] == huge[:TFIDF_MAX_CHARS] and len(huge) > TFIDF_MAX_CHARS

@@ -46,11 +46,13 @@ class RunStats:
     seconds: list[float] = field(default_factory=list)
     real_tokens: int = 0
     padded_tokens: int = 0
+    truncated: int = 0  # rows cut, of those a model tokenized on its own (a cascade's later stage)
 
     def add(self, other: "RunStats") -> None:
         self.seconds += other.seconds
         self.real_tokens += other.real_tokens
         self.padded_tokens += other.padded_tokens
+        self.truncated = max(self.truncated, other.truncated)  # as the window's count: the model that cut most
 
 
 class TransformerRunner:
@@ -200,6 +202,9 @@ class TransformerRunner:
         return self.description
 
 
+TFIDF_MAX_CHARS = 200_000  # ~30,000 words: exact on any document a TF-IDF model is usually fitted on
+
+
 class TextRunner:
     """A string-input graph: the texts themselves are its input (no tokenizer, no batcher)."""
 
@@ -213,6 +218,9 @@ class TextRunner:
 
     def run_texts(self, texts: list[str], width: int) -> tuple[np.ndarray, RunStats]:
         t0 = time.perf_counter()
+        # The graph counts n-grams over the whole string: a 12 MB line cost ~300 MB. A text is cut
+        # at TFIDF_MAX_CHARS (its transformers saw far less of it: their tokens were cut long before).
+        texts = [t if len(t) <= TFIDF_MAX_CHARS else t[:TFIDF_MAX_CHARS] for t in texts]
         out = self.backend.run_texts(texts) if texts else np.zeros((0, width), np.float32)
         return out, RunStats([time.perf_counter() - t0])
 

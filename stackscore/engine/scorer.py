@@ -145,7 +145,10 @@ class Scorer:
         enc = window.encoded.get(runner.tokenizer_key)
         if enc is None:  # not tokenized up front (a cascade's later stage): just these rows, now
             items = window.items if rows is None else [window.items[j] for j in rows]
-            return runner.run_encoded(runner.encode(items), len(items), k)
+            enc = runner.encode(items)
+            logits, done = runner.run_encoded(enc, len(items), k)
+            done.truncated = enc.truncated
+            return logits, done
         return runner.run_encoded(enc, len(window.valid), k, rows)
 
     def prepared_batches(self, texts: list[str], window_rows: int) -> dict[str, list]:
@@ -181,6 +184,7 @@ class Scorer:
                 out.proba = self.fusion(outs)
                 out.contributions = self.fusion.contributions(outs)
         out.batch_seconds, out.real_tokens, out.padded_tokens = stats.seconds, stats.real_tokens, stats.padded_tokens
+        out.truncated = max(out.truncated, stats.truncated)
         return _flag_non_finite(out, self.model_names)
 
     def _cascade(self, window: EncodedWindow, out: ScoredWindow, stats: RunStats) -> None:
