@@ -185,3 +185,26 @@ def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_
         assert [g["error"] is None for g in got] == [i in good for i in range(len(rows))]
     else:
         assert [g["id"] for g in got] == [f"r{i}" for i in good] and [g["row"] for g in got] == good
+
+
+def test_ids_a_csv_cell_cannot_hold_are_one_line_for_csv_output(artifact, tmp_path):
+    """Parquet ids that are bytes or lists: JSONL and Parquet output keep them; CSV/TSV output
+    wrote UTF-8 bytes as text but stopped on other bytes or lists with exit 1 ("a bug"): now
+    one line naming what can hold them, and no output file."""
+    texts = ["great film", "dull"]
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"id": pa.array([b"a1", b"b2"], pa.binary()), "text": texts}), good)
+    stats, _ = score(artifact, good, tmp_path / "g.jsonl")
+    out = tmp_path / "g.csv"
+    score_file(artifact, good, out, ScoreOptions.from_kwargs(progress=False))
+    assert out.read_text().splitlines()[1].startswith('"a1",0,')
+    for name, ids, message in (
+        ("bytes", pa.array([b"caf\xe9", b"b2"], pa.binary()), "an id is bytes that are not UTF-8 text"),
+        ("lists", pa.array([[1], [2, 3]]), "the id column holds list<.*int64> values"),
+    ):
+        src = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"id": ids, "text": texts}), src)
+        with pytest.raises(InputError, match=message.replace("[", r"\[")):
+            score_file(artifact, src, tmp_path / f"{name}.csv", ScoreOptions.from_kwargs(progress=False))
+        assert not (tmp_path / f"{name}.csv").exists()
+        assert len(score(artifact, src, tmp_path / f"{name}.jsonl")[1]) == 2

@@ -72,6 +72,23 @@ def _id_array(block: ResultBlock):
     return pa.array([id_text(i) for i in block.ids], type=pa.string())
 
 
+def _delimited_ids(ids):
+    """The id column as CSV/TSV can hold it: binary ids as their UTF-8 text; one line (exit 2)
+    for ids a text cell cannot hold as read (nested values, bytes that are not UTF-8), naming
+    the formats that can."""
+    import pyarrow as pa
+
+    t = ids.type
+    if pa.types.is_nested(t):
+        raise InputError(f"the id column holds {t} values, which a CSV/TSV cell cannot hold as read: write .jsonl or .parquet, or choose another --id-field")
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        try:
+            return ids.cast(pa.string())
+        except pa.ArrowInvalid:
+            raise InputError("an id is bytes that are not UTF-8 text, which a CSV/TSV cell cannot hold as read: write .jsonl or .parquet, or choose another --id-field") from None
+    return ids
+
+
 LIST_COLUMNS = ("labels",)  # multi-label: the labels on, a list per row
 INT_COLUMNS = ("stage",)  # cascade: the stage that answered the row (null for an error row)
 
@@ -80,7 +97,10 @@ def block_to_table(block: ResultBlock, join_lists: bool = False):
     """Arrow columns; a list column is ``list<string>`` (Parquet) or ``|``-joined text (CSV/TSV)."""
     import pyarrow as pa
 
-    arrays = [_id_array(block), pa.array(block.row_numbers(), type=pa.int64())]
+    ids = _id_array(block)
+    if join_lists:
+        ids = _delimited_ids(ids)
+    arrays = [ids, pa.array(block.row_numbers(), type=pa.int64())]
     names = ["id", "row"]
     for name, values in block.columns.items():
         names.append(name)
