@@ -301,3 +301,30 @@ def test_a_stale_lock_replaced_by_a_live_run_meanwhile_is_not_removed(tmp_path, 
     with pytest.raises(StackscoreError, match=f"another stackscore run \\(pid {os.getpid()}\\)"):
         OutputLock(out).acquire()
     assert lock.read_text().split()[0] == str(os.getpid()) and not (tmp_path / "o.jsonl.lock.takeover").exists()
+
+
+def test_files_of_the_users_beside_the_output_are_never_deleted(artifact, tmp_path):
+    """A file named OUTPUT.lock that is not a run's lock was taken for a stale lock and deleted;
+    --resume over an OUTPUT.parts/ without a progress record, or --overwrite, removed the whole
+    directory with whatever a user kept there. Now each stops in one line and deletes nothing;
+    a parts directory holding only a run's own files is still cleared as before."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(orjson.dumps({"id": i, "text": t}).decode() + "\n" for i, t in enumerate(["good", "bad film"])))
+    out = tmp_path / "out.jsonl"
+    lock = tmp_path / "out.jsonl.lock"
+    lock.write_text("my notes about this output\n")
+    with pytest.raises(StackscoreError, match="out.jsonl.lock: exists and is not a stackscore output lock"):
+        score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False))
+    assert lock.read_text() == "my notes about this output\n" and not out.exists()
+    lock.unlink()
+    parts = tmp_path / "out.jsonl.parts"
+    parts.mkdir()
+    (parts / "keep.txt").write_text("mine")
+    for flag in ("resume", "overwrite"):
+        with pytest.raises(StackscoreError, match=r"out.jsonl.parts: holds files stackscore does not write there \(keep.txt\)"):
+            score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, **{flag: True}))
+        assert (parts / "keep.txt").read_text() == "mine"
+    (parts / "keep.txt").unlink()
+    (parts / "part-000000.jsonl").write_text("{}\n")  # a run killed before its first commit
+    score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, resume=True))
+    assert len(out.read_text().splitlines()) == 2 and not parts.exists()

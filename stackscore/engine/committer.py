@@ -32,6 +32,8 @@ from ..errors import StackscoreError
 from .writers import ResultBlock, open_writer, output_format
 
 PROGRESS = "progress.json"
+# What a run writes in OUTPUT.parts/: committed parts, the part being written, the progress record.
+OWN_PART = re.compile(r"^(?:(?:part-\d{6}|writing)(?:\.[A-Za-z0-9]+){1,2}|progress\.json(?:\.tmp)?)$")
 
 
 def check_output_path(output: Path, input_path: Path | None = None) -> None:
@@ -101,8 +103,8 @@ class OutputLock:
             if text:
                 try:
                     return int(text[0]), (text[1] if len(text) > 1 else ""), (text[2] if len(text) > 2 else "")
-                except ValueError:
-                    return None
+                except ValueError:  # a file of the user's by that name: never taken over (deleted)
+                    raise StackscoreError(f"{self.path}: exists and is not a stackscore output lock; move it, or write to another output") from None
             time.sleep(0.05)  # created by O_EXCL a moment ago, pid not written yet
         return None
 
@@ -199,7 +201,7 @@ class CommittedOutput:
             if resume:
                 self._load_progress()
             elif overwrite:
-                shutil.rmtree(self.dir)
+                self._remove_parts()
             else:
                 raise StackscoreError(
                     f"{self.output}: an interrupted run left {self.dir.name}/; pass --resume to continue it "
@@ -212,14 +214,14 @@ class CommittedOutput:
         """After a failed run: a parts directory with nothing committed in it (an input error in
         the first window, say) holds nothing to resume, so it goes, and running again needs no
         --overwrite. One with committed parts is kept for --resume."""
-        if self.parts == 0 and self.rows_done == 0 and not (self.dir / PROGRESS).exists():
+        if self.parts == 0 and self.rows_done == 0 and not (self.dir / PROGRESS).exists() and self.dir.is_dir() and not self._foreign():
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- progress record ---------------------------------------------------------------------
     def _load_progress(self) -> None:
         path = self.dir / PROGRESS
         if not path.is_file():  # killed before the first commit: nothing to keep
-            shutil.rmtree(self.dir)
+            self._remove_parts()
             return
         try:
             rec = json.loads(path.read_bytes())
@@ -232,9 +234,27 @@ class CommittedOutput:
                 f"run's (recorded {rec.get('fingerprint')}); use --overwrite to start over"
             )
         self.rows_done, self.parts = rec["rows"], rec["parts"]
+        self._refuse_foreign()
         for p in self.dir.iterdir():  # parts written after the last commit
             if p.name != PROGRESS and (not p.name.startswith("part-") or int(p.name[5:11]) >= self.parts):
                 p.unlink()
+
+    def _foreign(self) -> list[str]:
+        """Names in the parts directory that a run does not write there (a user's files)."""
+        return sorted(p.name for p in self.dir.iterdir() if not OWN_PART.match(p.name))
+
+    def _refuse_foreign(self) -> None:
+        foreign = self._foreign()
+        if foreign:
+            raise StackscoreError(
+                f"{self.dir}: holds files stackscore does not write there ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                "move them, or write to another output"
+            )
+
+    def _remove_parts(self) -> None:
+        """Remove the parts directory, only when everything in it is a run's own."""
+        self._refuse_foreign()
+        shutil.rmtree(self.dir)
 
     def _save_progress(self) -> None:
         tmp = self.dir / (PROGRESS + ".tmp")
@@ -301,7 +321,12 @@ class CommittedOutput:
                     with open(p, "rb") as fh:
                         shutil.copyfileobj(fh, out, 1 << 20)
         os.replace(partial, self.output)
-        shutil.rmtree(self.dir)
+        if self._foreign():  # a file put there during the run: kept, with its directory
+            for p in self.dir.iterdir():
+                if OWN_PART.match(p.name):
+                    p.unlink()
+        else:
+            shutil.rmtree(self.dir)
 
 
 def _mb(n: int) -> str:
