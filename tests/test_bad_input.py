@@ -208,3 +208,25 @@ def test_ids_a_csv_cell_cannot_hold_are_one_line_for_csv_output(artifact, tmp_pa
             score_file(artifact, src, tmp_path / f"{name}.csv", ScoreOptions.from_kwargs(progress=False))
         assert not (tmp_path / f"{name}.csv").exists()
         assert len(score(artifact, src, tmp_path / f"{name}.jsonl")[1]) == 2
+
+
+def test_duplicate_header_utf16_and_an_unterminated_header_only_csv(artifact, tmp_path):
+    """A header naming the text column twice was read from the first silently; a UTF-16 file
+    gave a parse error with a NUL in it (CSV) or a whole file of error rows (JSONL); a CSV that
+    is one header line without its newline was refused while the same with it gave no rows."""
+    dup = tmp_path / "dup.csv"
+    dup.write_text("id,text,text\n1,a,b\n")
+    with pytest.raises(InputError, match="dup.csv: the header names column 'text' more than once"):
+        score(artifact, dup, tmp_path / "d.jsonl")
+    for name, body in (("u.csv", "id,text\n1,good\n"), ("u.jsonl", '{"text": "good"}\n')):
+        src = tmp_path / name
+        src.write_bytes(body.encode("utf-16"))
+        with pytest.raises(InputError, match=f"{name}: the file is UTF-16 text"):
+            score(artifact, src, tmp_path / f"{name}.out.jsonl")
+    bare = tmp_path / "bare.csv"
+    bare.write_text("id,text")
+    stats, rows = score(artifact, bare, tmp_path / "b.jsonl")
+    assert stats.rows == 0 and rows == []
+    bare.write_text("id,body")
+    with pytest.raises(InputError, match="no column 'text' \\(columns: id, body\\)"):
+        score(artifact, bare, tmp_path / "b2.jsonl")

@@ -452,6 +452,9 @@ def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: st
         cols.append(label_field)
     if pair_field:
         cols.append(pair_field)
+    repeated = sorted({c for c in cols if names.count(c) > 1})
+    if repeated:  # which of the two is meant is unknown: Arrow would silently take the first
+        raise InputError(f"{path}: the header names column '{repeated[0]}' more than once (columns: {', '.join(names)}); rename one")
     return cols
 
 
@@ -585,6 +588,21 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         row += n
 
 
+def _header_only(path: Path, gz: bool, delimiter: str) -> list[str] | None:
+    """The column names of a CSV/TSV that is one header line without a newline (Arrow reads
+    such a file as empty and refuses it), else None."""
+    import csv
+
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+        data = fh.read(1 << 20)
+    if not data.strip() or b"\n" in data or b"\r" in data:
+        return None
+    try:
+        return next(csv.reader([data.decode("utf-8-sig")], delimiter=delimiter))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+
+
 def _quoted_field(batch, cols: list[str]) -> tuple[int, str] | None:
     """(row in the batch, field) of the first value among ``cols`` that starts with a double quote."""
     import pyarrow as pa
@@ -620,6 +638,12 @@ def read_csv(path: Path, gz: bool, delimiter: str, text_field: str, id_field: st
     try:
         head = pacsv.open_csv(_arrow_stream(snap, gz), read_options=opts, parse_options=parse)
         names = head.schema.names
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file or block" not in str(exc) or (names := _header_only(path, gz, delimiter)) is None:
+            raise InputError(f"{path}: cannot read as {what}{' (gzip)' if gz else ''}: {exc}{hint}") from None
+        _columns_or_fail(path, names, text_field, id_field, label_field, pair_field)
+        snap.finish()
+        return  # a header and no rows (its line unterminated): no rows, as with its newline
     except UnicodeDecodeError:
         raise InputError(f"{path}: its {what} header is not UTF-8 text (column names are matched as text; save the file as UTF-8)") from None
     except (pa.ArrowInvalid, OSError, EOFError, zlib.error) as exc:
@@ -688,6 +712,20 @@ def read_parquet(path: Path, gz: bool, text_field: str, id_field: str | None, la
     yield from _from_arrow_batches(batches(), path, text_field, id_col, label_field, window_rows, encoding_errors, pair_field)
 
 
+def _refuse_utf16(path: Path, gz: bool) -> None:
+    """A text file saved as UTF-16 or UTF-32 (Windows tools do) reads as NUL-ridden bytes: every
+    line an invalid-UTF-8 error row, or a CSV parse error with a NUL in it. Its byte-order mark
+    says what it is: one line, what to do."""
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(4)
+    except (OSError, EOFError, zlib.error):
+        return  # the reader says what is wrong with it
+    for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
+        if head.startswith(bom):
+            raise InputError(f"{path}: the file is {name} text (it starts with a {name} byte-order mark); save it as UTF-8")
+
+
 def open_reader(
     path: str | Path,
     text_field: str = "text",
@@ -716,6 +754,8 @@ def open_reader(
     snap = snapshot or Snapshot(path, allow_growing_input)
     if snap.size == 0:
         return iter(())  # an empty file has no rows: the output is empty too
+    if dfmt != "parquet":
+        _refuse_utf16(path, gz)
     if dfmt == "jsonl":
         return read_jsonl(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
     if dfmt in ("csv", "tsv"):
