@@ -33,7 +33,7 @@ from .writers import ResultBlock, open_writer, output_format
 
 PROGRESS = "progress.json"
 # What a run writes in OUTPUT.parts/: committed parts, the part being written, the progress record.
-OWN_PART = re.compile(r"^(?:(?:part-\d{6}|writing)(?:\.[A-Za-z0-9]+){1,2}|progress\.json(?:\.tmp)?)$")
+OWN_PART = re.compile(r"^(?:(?:part-\d{6}|writing|assembled)(?:\.[A-Za-z0-9]+){1,2}|progress\.json(?:\.tmp)?)$")
 
 
 def check_output_path(output: Path, input_path: Path | None = None) -> None:
@@ -296,7 +296,9 @@ class CommittedOutput:
                 f"{self.parts} committed parts, {_mb(need)}, are copied into it, so about twice the output's size in all), "
                 f"and {_mb(free)} is free; the parts are kept in {self.dir.name}/: free space, then rerun with --resume"
             )
-        partial = self.output.with_name(self.output.name + ".partial")
+        # Assembled inside the parts directory (the output's file system, a name no user file has),
+        # then renamed onto the output: OUTPUT.partial beside it could be a file of the user's.
+        partial = self.dir / f"assembled{self.ext}"
         try:
             self._assemble(paths, partial)
         except OSError as exc:
