@@ -23,3 +23,4 @@ $PY benchmarks/model_parallel.py --artifact fit-runs/bench/artifact --data "$DAT
 $PY benchmarks/long_text.py --artifact fit-runs/imdb/artifact --data "$DATA/imdb/test.jsonl" \
     --rows 1000 --json "$OUT/long_text.json"
 $PY benchmarks/soak.py --artifact demo-run/artifact --rows 1000000 --json "$OUT/soak.json"
+$PY benchmarks/architectures.py --json "$OUT/architectures.json"
