@@ -45,6 +45,7 @@ from .engine.pipeline import score_file
 from .engine.readers import open_reader
 from .engine.runner import TextRunner
 from .engine.scorer import Scorer
+from .hf import ordered_logits
 from .errors import StackscoreError
 from .options import ReadOptions, RunOptions, ScoreOptions
 
@@ -158,7 +159,7 @@ def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16
                 tokens += int(enc["attention_mask"].sum())
                 out[idx] = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits.float().numpy()
                 lat.append(time.perf_counter() - b0)
-        logits[mname] = out[:, ens.label_order[mname]] if mname in ens.label_order else out
+        logits[mname] = ordered_logits(out, ens.label_order[mname]) if mname in ens.label_order else out
     for mname, runner in ens.text_models.items():
         logits[mname] = runner.run_texts(texts, ens.width)[0]
     proba = _fused(ens, logits)

@@ -8,7 +8,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .errors import StackscoreError
+
+# In a label order (the checkpoint output feeding each artifact label): the constant 0 set beside
+# a one-output head's logit z. softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]: a sigmoid head
+# (cross-encoders, BCE-trained binary classifiers) is a two-label softmax head exactly.
+ZERO_LOGIT = -1
+
+
+def ordered_logits(logits: np.ndarray, order) -> np.ndarray:
+    """A checkpoint's logits (rows x outputs) in the artifact's label order (``ZERO_LOGIT``: 0)."""
+    order = np.asarray(order, dtype=np.int64)
+    if (order >= 0).all():
+        return logits[:, order]
+    return np.concatenate([np.zeros((len(logits), 1), logits.dtype), logits], 1)[:, order + 1]
 
 
 def hf_encode(tok, items: list, max_length: int, keep_types: bool):

@@ -560,3 +560,28 @@ def test_a_tokenizer_that_splits_typed_special_tokens_is_followed(tmp_path, data
     monkeypatch.setattr(tokenize.TextTokenizer, "__init__", forgets)
     with pytest.raises(ParityError, match="other ids than transformers"):
         run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "again")
+
+
+def test_a_one_output_sigmoid_head_scores_two_labels(tmp_path, data):
+    """Cross-encoders and BCE-trained binary classifiers have one output z, read as sigmoid(z):
+    the user names which label that is (`positive_label`; one output's id2label names nothing),
+    the graph puts a 0 beside z, and softmax([0, z]) gives exactly [1 - sigmoid(z), sigmoid(z)].
+    Without positive_label, or with a head trained as a regression, one line."""
+    from stackscore import Ensemble
+    from stackscore.errors import StackscoreError
+
+    ckpt = make_checkpoint(tmp_path / "ce", "bert", {0: "LABEL_0"}, seed=9)
+    with pytest.raises(StackscoreError, match=r'one output \(a sigmoid head.*set positive_label = "positive"'):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "w0")
+    texts = [json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()]
+    _, z = torch_labels(ckpt, texts)
+    sigmoid = 1 / (1 + np.exp(-z[:, 0]))
+    for positive, column in (("positive", 1), ("negative", 0)):
+        work = tmp_path / f"w-{positive}"
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt), "positive_label": positive}]), work)
+        proba = Ensemble.load(work / "artifact").predict_proba(texts)
+        np.testing.assert_allclose(proba[:, column], sigmoid, atol=1e-5)
+        np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    _retune(ckpt, problem_type="regression")
+    with pytest.raises(StackscoreError, match="one output trained as 'regression', not a sigmoid"):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt), "positive_label": "positive"}]), tmp_path / "w1")

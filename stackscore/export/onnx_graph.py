@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParityError, StackscoreError
-from ..hf import EOS_POOLED, eos_pooled_logits
+from ..hf import EOS_POOLED, eos_pooled_logits, ordered_logits
 from ..manifest import ModelSpec
 from ..roofline import graph_cost
 from .variants import GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP, VARIANTS
@@ -91,7 +91,9 @@ def label_ordered(model, order: list[int] | None, with_types: bool):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
-            self.register_buffer("order", torch.as_tensor(order if order is not None else [], dtype=torch.long))
+            self.zero = order is not None and min(order) < 0  # a one-output head: a 0 beside its logit
+            shifted = [i + 1 for i in order] if self.zero else order
+            self.register_buffer("order", torch.as_tensor(shifted if shifted is not None else [], dtype=torch.long))
             self.reorder = order is not None and list(order) != list(range(len(order)))
             self.eos_pooled = str(getattr(inner.config, "model_type", "")) in EOS_POOLED
 
@@ -101,6 +103,8 @@ def label_ordered(model, order: list[int] | None, with_types: bool):
                 logits = eos_pooled_logits(self.inner, input_ids, attention_mask)
             else:
                 logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+            if self.zero:
+                logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], 1)
             return logits.index_select(1, self.order) if self.reorder else logits
 
     return LabelOrdered(model).eval()
@@ -305,8 +309,9 @@ def unpadded_logits(model, g: GateInputs, order: list[int] | None = None, with_t
             ids = torch.from_numpy(enc.flat[lo : lo + n].astype(np.int64))[None]
             kw = {"token_type_ids": torch.from_numpy(enc.types[lo : lo + n].astype(np.int64))[None]} if with_types and enc.types is not None else {}
             rows.append(model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits[0].float().numpy())
-    out = np.stack(rows) if rows else np.zeros((0, g.width), dtype=np.float32)
-    return out[:, list(order)] if order is not None else out
+    if not rows:
+        return np.zeros((0, g.width), dtype=np.float32)
+    return ordered_logits(np.stack(rows), order) if order is not None else np.stack(rows)
 
 
 def check_unpadded(model, g: GateInputs, onnx_side, tol: float, order: list[int] | None = None, with_types: bool = False) -> float:

@@ -26,6 +26,7 @@ import numpy as np
 from .. import fusion as fusion_mod
 from ..errors import StackscoreError
 from ..fit_state import FitModel, FitState, checkpoint_fingerprint
+from ..hf import ordered_logits
 from .config import FitConfig
 from .data import convert_labels, infer_task, load_labelled, split_off, stratified_subsample
 from .finetune import finetune, predict_logits
@@ -193,10 +194,9 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
     if fixed is not None:
         path, model, tok, order, mapping = fixed
         log(f"    as saved (finetune = false); labels by name: {mapping}")
-        idx = np.asarray(order)
-        fusion_logits = predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length)[:, idx]
+        fusion_logits = ordered_logits(predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length), order)
         t0 = time.perf_counter()
-        test_logits = predict_logits(model, tok, s.test, mcfg.max_length)[:, idx]
+        test_logits = ordered_logits(predict_logits(model, tok, s.test, mcfg.max_length), order)
         per_row = (time.perf_counter() - t0) / max(len(s.test), 1)
         entry.model_dir, entry.label_order, entry.label_map = str(path), [int(i) for i in order], mapping
         entry.checkpoint_sha256 = checkpoint_fingerprint(path)

@@ -48,6 +48,8 @@ class ModelConfig:
     finetune: bool = True
     # checkpoint label name -> data label, when the names differ (e.g. LABEL_0 = "negative")
     label_map: dict[str, str] | None = None
+    # a one-output (sigmoid) head on two labels: the data label its sigmoid is the probability of
+    positive_label: str | None = None
     # kind = "tfidf" only
     ngram_max: int = 2
     min_df: int = 2
@@ -266,6 +268,30 @@ def label_order(name: str, id2label: dict, labels: list[str], label_map: dict[st
     return [index[inverse[l]] for l in labels], mapping
 
 
+def one_output_order(name: str, config, labels: list[str], positive: str | None) -> tuple[list[int], dict[str, str]]:
+    """A one-output head on single-label data: a sigmoid head (cross-encoders, classifiers trained
+    with BCE) scores two labels, its logit z the positive one's: the label order puts a constant
+    0 beside it (``hf.ZERO_LOGIT``), and softmax([0, z]) is [1 - sigmoid(z), sigmoid(z)] exactly.
+    Which label is positive is the user's to say: a one-output id2label names nothing."""
+    from ..hf import ZERO_LOGIT
+
+    where = f"model '{name}'"
+    pt = getattr(config, "problem_type", None)
+    if pt not in (None, "multi_label_classification"):
+        raise StackscoreError(f"{where}: the checkpoint has one output trained as {pt!r}, not a sigmoid; for its values use a regression ensemble")
+    if len(labels) != 2:
+        raise StackscoreError(f"{where}: the checkpoint has one output (a sigmoid head), which scores two labels; the data has {len(labels)} {labels}")
+    if positive is None:
+        raise StackscoreError(
+            f"{where}: the checkpoint has one output (a sigmoid head, as cross-encoders and BCE-trained classifiers have): "
+            f"set positive_label = \"{labels[1]}\" (or \"{labels[0]}\") to say which label its sigmoid is the probability of"
+        )
+    if positive not in labels:
+        raise StackscoreError(f"{where}: positive_label {positive!r} is not one of the data's labels {labels}")
+    order = [ZERO_LOGIT, 0] if positive == labels[1] else [0, ZERO_LOGIT]
+    return order, {str(config.id2label.get(0, "LABEL_0")): positive}
+
+
 def check_problem_type(name: str, config, task: str) -> None:
     """A checkpoint's head must be the task's: softmax, sigmoid per label, or one value."""
     pt = getattr(config, "problem_type", None)
@@ -294,10 +320,15 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
     from transformers.utils import logging as hf_logging
 
     config = read_checkpoint_config(cfg.name, path)
-    check_problem_type(cfg.name, config, task)
+    if task == "single_label" and int(config.num_labels) == 1:
+        order, mapping = one_output_order(cfg.name, config, labels, cfg.positive_label)
+    else:
+        if cfg.positive_label is not None:
+            raise StackscoreError(f"model '{cfg.name}': positive_label is for a one-output (sigmoid) head on two labels; this checkpoint has {config.num_labels} outputs")
+        check_problem_type(cfg.name, config, task)
     if task == "regression":
         order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
-    else:
+    elif not (task == "single_label" and int(config.num_labels) == 1):
         order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report is turned into our own one-line error
