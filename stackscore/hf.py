@@ -37,6 +37,15 @@ def hf_encode(tok, items: list, max_length: int, keep_types: bool):
     return enc
 
 
+def pad_like_config(tok, config) -> None:
+    """A tokenizer saved without a pad token, for a model whose config names one (GPT-2 and Llama
+    classifiers are often saved so): pad with the config's id, the one the model finds each row's
+    last token by (padding needs a token; any other would be read as text)."""
+    pad = getattr(config, "pad_token_id", None)
+    if tok.pad_token is None and pad is not None:
+        tok.pad_token = tok.convert_ids_to_tokens(int(pad))
+
+
 def load_tokenizer(path: Path):
     """The checkpoint's fast tokenizer: AutoTokenizer, or its ``tokenizer.json`` wrapped directly.
 
@@ -82,13 +91,18 @@ def load_tokenizer(path: Path):
 # to the traced rows (it fails on a dummy input without <eos>). ``eos_pooled_logits`` gathers each
 # row's own last <eos>: the same states whenever transformers' rule holds, and per row otherwise,
 # which is what transformers gives that row scored alone.
-EOS_POOLED = ("bart", "mbart", "plbart", "mvp")
+EOS_POOLED = ("bart", "mbart", "plbart", "mvp", "t5", "mt5", "umt5")
 
 
 def eos_pooled_logits(inner, input_ids, attention_mask):
     import torch
 
-    hidden = inner.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
+    if hasattr(inner, "transformer"):  # the T5 family: its decoder starts from the shifted ids
+        hidden = inner.transformer(
+            input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=inner._shift_right(input_ids), use_cache=False,
+        )[0]
+    else:
+        hidden = inner.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0]
     eos = input_ids.eq(int(inner.config.eos_token_id)).long()
     position = torch.cumsum(torch.ones_like(input_ids), 1) - 1
     last = (position * eos).argmax(1)  # each row's last <eos> (0 when it has none)

@@ -41,9 +41,10 @@ ARCHS = {
     # Encoder-decoders whose head reads the last <eos>.
     "bart": ("BartConfig", "BartForSequenceClassification", "bpe", {**SEQ2SEQ}),
     "mbart": ("MBartConfig", "MBartForSequenceClassification", "bpe", {**SEQ2SEQ}),
+    "t5": ("T5Config", "T5ForSequenceClassification", "bpe", {"d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 1, "num_heads": 2, "decoder_start_token_id": 1}),
 }
 # The keys a config class does not take (they name their sizes differently).
-OWN_SIZES = {"distilbert", "funnel", "xlnet", "gpt2", "bart", "mbart"}
+OWN_SIZES = {"distilbert", "funnel", "xlnet", "gpt2", "bart", "mbart", "t5"}
 REFUSED = ("longformer", "funnel", "xlnet")
 
 

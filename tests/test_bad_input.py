@@ -115,6 +115,24 @@ def test_a_jsonl_text_field_that_no_row_has_stops_before_scoring(artifact, tmp_p
     with pytest.raises(InputError, match=r"in.jsonl: none of the first 50 JSON objects has field 'txt' \(the first has: id, body\); name the field with --text-field"):
         score(artifact, src, tmp_path / "o.jsonl", text_field="txt", chunk_rows=8)
     assert not (tmp_path / "o.jsonl").exists()
+    for name in ("keys", "objects"):  # field names that are also the check's own counters
+        with pytest.raises(InputError, match=f"has field '{name}'"):
+            score(artifact, src, tmp_path / f"{name}.jsonl", text_field=name)
+    # --on-error skip: rows without the field are meant to be left out (a serializer that drops
+    # null fields); it reads on. And a file of lines that are not objects waits for at most
+    # FIELD_CHECK_LINES of them before its first window goes.
+    stats, rows = score(artifact, src, tmp_path / "s.jsonl", text_field="body", chunk_rows=8)
+    assert stats.scored == 50
+    stats, _ = score(artifact, src, tmp_path / "skip.jsonl", text_field="txt", on_error="skip")
+    assert stats.rows == 51 and stats.scored == 0
+    from stackscore.engine import readers
+
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("not json\n" * (readers.FIELD_CHECK_LINES * 5) + '{"text": "fine"}\n')
+    windows = readers.open_reader(junk, window_rows=100)
+    next(windows)
+    waited = windows.gi_frame.f_locals["waiting"]  # the windows held back for the check
+    assert len(waited) == readers.FIELD_CHECK_LINES // 100  # not all 51 of the file
 
 
 def test_csv_ids_labels_and_header_that_are_not_utf8(artifact, tmp_path):

@@ -225,6 +225,7 @@ def test_the_ensemble_gate_measures_the_cascade_as_scoring_runs_it(cascaded, tmp
     result = ensemble_gate(art, m, texts, 0.995, log=lambda *_: None)
     assert result["label_agreement"] >= 0.995  # the full ensemble at auto is untouched
     assert result["dropped"] and result["cascade"]["label_agreement"] < 0.995
+    assert "int8" not in result["runs"]  # measured again on what still runs after the drops
     for item in result["dropped"]:
         name, key = item.split(":")
         reason = next(s for s in m.models if s.name == name).parity["gates"][key]["reason"]

@@ -585,3 +585,66 @@ def test_a_one_output_sigmoid_head_scores_two_labels(tmp_path, data):
     _retune(ckpt, problem_type="regression")
     with pytest.raises(StackscoreError, match="one output trained as 'regression', not a sigmoid"):
         run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt), "positive_label": "positive"}]), tmp_path / "w1")
+
+
+def test_a_decoder_whose_tokenizer_has_no_pad_token_pads_with_the_configs(tmp_path, data):
+    """GPT-2 classifiers are often saved with config.pad_token_id set and a tokenizer without a
+    pad token: fit failed as "a bug" (transformers cannot pad), export would have padded with 0.
+    The config's pad id is the pad token: the engine equals each text alone."""
+    from transformers import AutoTokenizer
+
+    from stackscore import Ensemble
+
+    ckpt = make_checkpoint(tmp_path / "g", "gpt2", seed=8)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (ckpt / name).is_file():
+            cfg = json.loads((ckpt / name).read_text())
+            cfg.pop("pad_token", None)
+            (ckpt / name).write_text(json.dumps(cfg))
+    _retune(ckpt, pad_token_id=2)  # </s>, as `model.config.pad_token_id = tok.eos_token_id` saves it
+    assert AutoTokenizer.from_pretrained(str(ckpt)).pad_token is None
+    run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")
+    manifest = json.loads((tmp_path / "work/artifact/manifest.json").read_text())
+    assert manifest["models"][0]["pad_id"] == 2
+    texts = [json.loads(l)["text"] for l in (data / "test.jsonl").read_text().splitlines()][:16]
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(ckpt)).eval()
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    with torch.inference_mode():
+        alone = np.stack([model(**tok(t, truncation=True, max_length=64, return_tensors="pt")).logits[0].numpy() for t in texts])
+    _, outs = Ensemble.load(tmp_path / "work/artifact").predict_proba(texts, return_model_outputs=True)
+    assert np.abs(outs["m"] - alone).max() < 1e-4 * max(1.0, float(np.abs(alone).max()))
+
+
+def test_fine_tuning_bart_on_rows_with_a_literal_eos(tmp_path, data):
+    """Fine-tuning a BART-family model: transformers' head refuses a batch whose rows hold
+    different numbers of </s> (a text with a literal one); training reads each row's own last
+    </s> as scoring does, with transformers' loss for the head, and equals it where it runs."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from stackscore.hf import eos_pooled_logits, hf_encode
+    from stackscore.train.finetune import head_loss
+
+    ckpt = make_checkpoint(tmp_path / "b", "bart", seed=4)
+    model = AutoModelForSequenceClassification.from_pretrained(str(ckpt)).eval()
+    tok = AutoTokenizer.from_pretrained(str(ckpt))
+    enc = hf_encode(tok, ["a fine film", "dull and slow"], 64, False)
+    labels = torch.tensor([1, 0])
+    with torch.inference_mode():
+        theirs = model(**enc, labels=labels).loss
+        ours = head_loss(model.config, eos_pooled_logits(model, enc["input_ids"], enc["attention_mask"]), labels)
+    assert abs(float(theirs) - float(ours)) < 1e-5
+    rows = [json.loads(l) for l in (data / "train.jsonl").read_text().splitlines()]
+    rows[0]["text"] += " </s> and more"
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw = {
+        "labels": ["negative", "positive"], "seed": 0, **FAST,
+        "data": {"train": str(train), "test": str(data / "test.jsonl")}, "fusion": {"method": "mean", "folds": 2},
+        "models": [{"name": "b", "source": str(ckpt), "max_length": 64, "epochs": 1, "batch_size": 64}],
+    }
+    run_fit(raw, tmp_path / "work")
+    assert (tmp_path / "work/artifact/manifest.json").is_file()

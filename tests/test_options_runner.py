@@ -289,6 +289,7 @@ def test_a_tfidf_graph_gets_long_texts_cut_at_its_character_cap():
 
     backend = Recorder()
     huge = "word " * (TFIDF_MAX_CHARS // 2)
-    out, _ = TextRunner("tfidf", backend).run_texts(["short one", huge, "x"], 2)
+    out, stats = TextRunner("tfidf", backend).run_texts(["short one", huge, "x"], 2)
     assert out.shape == (3, 2) and backend.seen[0] == "short one" and backend.seen[2] == "x"
+    assert stats.truncated == 1  # counted in the summary's truncated rows
     assert backend.seen[1] == huge[:TFIDF_MAX_CHARS] and len(huge) > TFIDF_MAX_CHARS

@@ -328,3 +328,15 @@ def test_files_of_the_users_beside_the_output_are_never_deleted(artifact, tmp_pa
     (parts / "part-000000.jsonl").write_text("{}\n")  # a run killed before its first commit
     score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, resume=True))
     assert len(out.read_text().splitlines()) == 2 and not parts.exists()
+
+
+def test_a_runs_own_part_names_past_a_million_parts_are_its_own():
+    """part_path writes {i:06d}: seven digits from the millionth part on; those are still the
+    run's own (a resume refused them as a user's files, and the cleanup misread their number)."""
+    from stackscore.engine.committer import OWN_PART, PART_NUMBER
+
+    for name in ("part-000000.jsonl", "part-1000000.jsonl.gz", "part-12345678.parquet", "writing.csv", "assembled.tsv.gz", "progress.json", ".DS_Store"):
+        assert OWN_PART.match(name), name
+    for name in ("keep.txt", "part-12.jsonl", "notes.progress.json"):
+        assert not OWN_PART.match(name), name
+    assert int(PART_NUMBER.match("part-1000000.jsonl").group(1)) == 1_000_000

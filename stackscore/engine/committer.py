@@ -32,8 +32,10 @@ from ..errors import StackscoreError
 from .writers import ResultBlock, open_writer, output_format
 
 PROGRESS = "progress.json"
-# What a run writes in OUTPUT.parts/: committed parts, the part being written, the progress record.
-OWN_PART = re.compile(r"^(?:(?:part-\d{6}|writing|assembled)(?:\.[A-Za-z0-9]+){1,2}|progress\.json(?:\.tmp)?)$")
+# What a run writes in OUTPUT.parts/: committed parts, the part being written, the progress record
+# (and the file managers' own metadata, which a run may remove with the directory).
+OWN_PART = re.compile(r"^(?:(?:part-\d{6,}|writing|assembled)(?:\.[A-Za-z0-9]+){1,2}|progress\.json(?:\.tmp)?|\.DS_Store|Thumbs\.db|desktop\.ini)$")
+PART_NUMBER = re.compile(r"^part-(\d{6,})\.")  # part_path's {i:06d}: seven digits from the millionth part
 
 
 def check_output_path(output: Path, input_path: Path | None = None) -> None:
@@ -236,7 +238,8 @@ class CommittedOutput:
         self.rows_done, self.parts = rec["rows"], rec["parts"]
         self._refuse_foreign()
         for p in self.dir.iterdir():  # parts written after the last commit
-            if p.name != PROGRESS and (not p.name.startswith("part-") or int(p.name[5:11]) >= self.parts):
+            number = PART_NUMBER.match(p.name)
+            if p.name != PROGRESS and (number is None or int(number.group(1)) >= self.parts):
                 p.unlink()
 
     def _foreign(self) -> list[str]:

@@ -286,34 +286,49 @@ def _lines(fh, snap: Snapshot, gz: bool) -> Iterator[bytes]:
 
 
 FIELD_CHECK_OBJECTS = 100  # JSONL: the first objects, one of which must have the text field
+FIELD_CHECK_LINES = 1000  # ... looked for among at most this many lines (bounds what waits)
 
 
-def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None) -> Iterator[Window]:
-    """JSON Lines. A field that none of the first ``FIELD_CHECK_OBJECTS`` objects has (or none at
-    all, in a shorter file) is a wrong ``--text-field`` (a typo), as CSV and Parquet tell from
-    their header: the run stops before any window is scored, rather than writing a whole file of
-    error rows. The first windows wait for that check (at most that many rows)."""
+@dataclass
+class _FirstObjects:
+    """What ``read_jsonl``'s field check counts over the first lines (``counting`` until done)."""
+
+    lines: int = 0
+    objects: int = 0
+    keys: list | None = None
+    having: dict = None  # field -> objects that have it
+    counting: bool = True
+
+
+def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", snapshot: Snapshot | None = None, pair_field: str | None = None, field_check: bool = True) -> Iterator[Window]:
+    """JSON Lines. A field that none of the first ``FIELD_CHECK_OBJECTS`` objects has (looked for
+    in at most ``FIELD_CHECK_LINES`` lines, or the whole of a shorter file) is a wrong
+    ``--text-field`` (a typo), as CSV and Parquet tell from their header: the run stops before
+    any window is scored, rather than writing a whole file of error rows. The first windows wait
+    for that check. ``field_check=False`` (``--on-error skip``: rows without the field are meant
+    to be left out, e.g. a serializer that drops null fields) reads on."""
     fields = [f for f in (text_field, pair_field) if f]
-    seen = {"objects": 0, "keys": None, **{f: 0 for f in fields}}
-    it = _jsonl_windows(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot, pair_field, seen)
+    first = _FirstObjects(having={f: 0 for f in fields}, counting=field_check)
+    it = _jsonl_windows(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot, pair_field, first)
     waiting = []
-    for window in it:
-        waiting.append(window)
-        if seen["objects"] >= FIELD_CHECK_OBJECTS:
-            break
-    for field in fields:
-        if seen["objects"] and not seen[field]:
-            raise InputError(
-                f"{path}: none of the first {seen['objects']} JSON objects has field '{field}' "
-                f"(the first has: {', '.join(map(str, seen['keys'])) or 'no fields'}); name the field with "
-                f"{'--text-field' if field == text_field else '--text-pair-field'}"
-            )
-    seen.clear()  # checked: the rest of the file is not counted
+    if field_check:
+        for window in it:
+            waiting.append(window)
+            if first.objects >= FIELD_CHECK_OBJECTS or first.lines >= FIELD_CHECK_LINES:
+                break
+        for field in fields:
+            if first.objects and not first.having[field]:
+                raise InputError(
+                    f"{path}: none of the first {first.objects} JSON objects has field '{field}' "
+                    f"(the first has: {', '.join(map(str, first.keys)) or 'no fields'}); name the field with "
+                    f"{'--text-field' if field == text_field else '--text-pair-field'} (--on-error skip reads on, leaving such rows out)"
+                )
+        first.counting = False
     yield from waiting
     yield from it
 
 
-def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str, snapshot: Snapshot | None, pair_field: str | None, seen: dict) -> Iterator[Window]:
+def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str, snapshot: Snapshot | None, pair_field: str | None, first: _FirstObjects) -> Iterator[Window]:
     b = _WindowBuilder(window_rows, label_field is not None, pair_field is not None)
     id_key = id_field or "id"
     snap = snapshot or Snapshot(path)
@@ -324,6 +339,7 @@ def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, 
                 line = line[3:]
             if not line:
                 continue  # blank lines are not rows
+            first.lines += first.counting
             rid, text, err, label, pair = None, None, None, None, None
             try:
                 obj = orjson.loads(line)
@@ -335,12 +351,11 @@ def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, 
                 if not isinstance(obj, dict):
                     err = f"line {line_no}: expected a JSON object, got {type(obj).__name__}"
                 else:
-                    if seen:  # read_jsonl's check of the first objects' fields
-                        seen["objects"] += 1
-                        seen["keys"] = seen["keys"] if seen["keys"] is not None else list(obj)
-                        for field in (text_field, pair_field):
-                            if field and field in obj:
-                                seen[field] += 1
+                    if first.counting:  # read_jsonl's check of the first objects' fields
+                        first.objects += 1
+                        first.keys = first.keys if first.keys is not None else list(obj)
+                        for field in first.having:
+                            first.having[field] += field in obj
                     rid = obj.get(id_key)
                     if isinstance(rid, float):
                         rid = _exact_number(line, id_key, rid)
@@ -738,6 +753,7 @@ def open_reader(
     allow_growing_input: bool = False,
     pair_field: str | None = None,
     tsv_quotes: str = ReadOptions.tsv_quotes,
+    field_check: bool = True,
 ) -> Iterator[Window]:
     """Chunks of rows from ``path``; the format comes from the extension unless ``fmt`` is given.
 
@@ -757,7 +773,7 @@ def open_reader(
     if dfmt != "parquet":
         _refuse_utf16(path, gz)
     if dfmt == "jsonl":
-        return read_jsonl(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field)
+        return read_jsonl(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field, field_check=field_check)
     if dfmt in ("csv", "tsv"):
         return read_csv(path, gz, "," if dfmt == "csv" else "\t", text_field, id_field, label_field, window_rows, encoding_errors, snapshot=snap, pair_field=pair_field, tsv_quotes=tsv_quotes)
     if dfmt == "parquet":

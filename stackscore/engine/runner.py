@@ -220,9 +220,11 @@ class TextRunner:
         t0 = time.perf_counter()
         # The graph counts n-grams over the whole string: a 12 MB line cost ~300 MB. A text is cut
         # at TFIDF_MAX_CHARS (its transformers saw far less of it: their tokens were cut long before).
-        texts = [t if len(t) <= TFIDF_MAX_CHARS else t[:TFIDF_MAX_CHARS] for t in texts]
+        cut = sum(len(t) > TFIDF_MAX_CHARS for t in texts)
+        if cut:
+            texts = [t if len(t) <= TFIDF_MAX_CHARS else t[:TFIDF_MAX_CHARS] for t in texts]
         out = self.backend.run_texts(texts) if texts else np.zeros((0, width), np.float32)
-        return out, RunStats([time.perf_counter() - t0])
+        return out, RunStats([time.perf_counter() - t0], truncated=cut)
 
     def describe(self) -> str:
         return self.description

@@ -185,9 +185,12 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
     result = {**measure(False), "min_agreement": min_agreement}
     if manifest.cascade:
         # A cascade stops rows on its early stages' probabilities: quantized ones can stop other
-        # rows than fp32's would. Measured as scoring runs it (cascade on, auto vs fp32); a drop
-        # here leaves the full ensemble's figures above on variants that still run.
+        # rows than fp32's would. Measured as scoring runs it (cascade on, auto vs fp32); when that
+        # drops a variant, the full ensemble is measured again, so the record names what runs.
+        before = len(dropped)
         result["cascade"] = measure(True)
+        if len(dropped) > before:
+            result.update(measure(False))
     result["dropped"] = dropped
     log(f"  ensemble at auto ({result['runs']}): agreement with fp32 {result['label_agreement']:.2%} on {len(texts)} gate rows"
         + (f"; cascade {result['cascade']['label_agreement']:.2%}" if "cascade" in result else "")

@@ -65,9 +65,11 @@ def load_for_export(model_dir: Path):
     model = AutoModelForSequenceClassification.from_pretrained(
         str(model_dir), local_files_only=True, trust_remote_code=False, attn_implementation="eager", dtype=torch.float32, **extra
     ).eval()
-    from ..hf import load_tokenizer
+    from ..hf import load_tokenizer, pad_like_config
 
-    return model, load_tokenizer(Path(model_dir))
+    tok = load_tokenizer(Path(model_dir))
+    pad_like_config(tok, model.config)
+    return model, tok
 
 
 def takes_token_types(model, tok) -> bool:

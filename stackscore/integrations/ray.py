@@ -586,7 +586,7 @@ def _multi_fingerprint(sources: list[Source], facts: ArtifactFacts, opts: ScoreO
     }
 
 
-def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snapshot]) -> Iterator[tuple[Window, Source, Path]]:
+def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snapshot], field_check: bool = True) -> Iterator[tuple[Window, Source, Path]]:
     """Every source's windows in order, numbered as one input (``Window.start`` is the row in
     the concatenation: the output's ``row``); a remote source is copied here first."""
     offset = 0
@@ -598,7 +598,8 @@ def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snap
         try:
             end = offset
             for w in open_reader(path, read.text_field, read.id_field, read.label_field, read.window_rows, encoding_errors=read.encoding_errors,
-                                 snapshot=snapshots.get(i), pair_field=read.text_pair_field, allow_growing_input=read.allow_growing_input, tsv_quotes=read.tsv_quotes):
+                                 snapshot=snapshots.get(i), pair_field=read.text_pair_field, allow_growing_input=read.allow_growing_input, tsv_quotes=read.tsv_quotes,
+                                 field_check=field_check):
                 w.start += offset
                 end = w.start + len(w)
                 yield w, src, path
@@ -645,7 +646,7 @@ def _run_windows(pool: Pool, facts: ArtifactFacts, sources: list[Source], out: C
     stats = ScoreStats(resumed_from=out.rows_done, backends=pool.description or "")
     progress = _Progress(opts.progress, snapshots.get(0) if len(sources) == 1 else None)
     several = len(sources) > 1
-    stream = _windows(sources, opts.read, snapshots)
+    stream = _windows(sources, opts.read, snapshots, field_check=opts.write.on_error != "skip")
     cap = pool.depth * len(pool.actors)
     sizes: dict[int, int] = {}
     finished: dict[int, tuple[Any, ScoreStats]] = {}

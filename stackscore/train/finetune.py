@@ -60,17 +60,35 @@ def finetune(model, tok, texts: list, y: np.ndarray, cfg: ModelConfig, log=None)
         losses = []
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
-            enc = hf_encode(tok, [texts[i] for i in idx], cfg.max_length, accept_tt)
-            out = model(**enc.to(device), labels=y_t[idx].to(device))
-            out.loss.backward()
+            enc = hf_encode(tok, [texts[i] for i in idx], cfg.max_length, accept_tt).to(device)
+            if model.config.model_type in EOS_POOLED:  # each row's last <eos>, as scoring reads it
+                loss = head_loss(model.config, eos_pooled_logits(model, enc["input_ids"], enc["attention_mask"]), y_t[idx].to(device))
+            else:
+                loss = model(**enc, labels=y_t[idx].to(device)).loss
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(out.loss.detach()))
+            losses.append(float(loss.detach()))
         if log:
             log(f"    {cfg.name} epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.4f} ({time.perf_counter() - t0:.0f}s)")
     return model.to("cpu").eval()  # saving and ONNX export happen on the CPU
+
+
+def head_loss(config, logits, labels):
+    """transformers' own loss for a classification head's logits, by problem type (used where the
+    logits are computed outside the model's forward: ``eos_pooled_logits``)."""
+    import torch.nn.functional as F
+
+    pt = getattr(config, "problem_type", None)
+    if pt == "regression" or (pt is None and config.num_labels == 1):
+        if config.num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.float().view(-1))
+        return F.mse_loss(logits, labels.float())
+    if pt == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
 
 
 def _forward_args(model) -> set[str]:

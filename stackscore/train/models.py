@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StackscoreError
-from ..hf import load_tokenizer
+from ..hf import load_tokenizer, pad_like_config
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -348,6 +348,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
         )
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
+    pad_like_config(tok, model.config)
     check_batches(cfg.name, model.eval(), tok)
     check_ids_fit(cfg.name, model, tok, pairs)
     return model, tok, order, mapping
@@ -408,6 +409,7 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
     id2label = dict(enumerate(labels))
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
+    pad_like_config(tok, config)
     if tok.pad_token is None:
         # A decoder published without one (GPT-2, Llama...): pad with its end-of-text token, as
         # transformers suggests; the fine-tuned model saves both, so scoring pads the same way.
