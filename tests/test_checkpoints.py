@@ -391,6 +391,15 @@ def _retune(ckpt: Path, **config) -> None:
     (ckpt / "config.json").write_text(json.dumps({**cfg, **config}))
 
 
+def _without_pad_token(ckpt: Path) -> None:
+    """The saved tokenizer without a pad token, as GPT-2 and Llama tokenizers are published."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (ckpt / name).is_file():
+            cfg = json.loads((ckpt / name).read_text())
+            cfg.pop("pad_token", None)
+            (ckpt / name).write_text(json.dumps(cfg))
+
+
 def test_a_decoder_without_a_pad_id_in_its_config_is_refused_up_front(tmp_path, data):
     """GPT-2-style classifiers find each row's last token by config.pad_token_id; without it
     transformers cannot batch them and a graph would read padding: one line, what to set."""
@@ -454,11 +463,7 @@ def test_fine_tuning_a_decoder_published_without_a_pad_token(tmp_path, data):
     from stackscore import Ensemble
 
     ckpt = make_checkpoint(tmp_path / "g", "gpt2", seed=6)
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (ckpt / name).is_file():
-            cfg = json.loads((ckpt / name).read_text())
-            cfg.pop("pad_token", None)
-            (ckpt / name).write_text(json.dumps(cfg))
+    _without_pad_token(ckpt)
     _retune(ckpt, pad_token_id=None)
     assert AutoTokenizer.from_pretrained(str(ckpt)).pad_token is None
     raw = {
@@ -596,11 +601,7 @@ def test_a_decoder_whose_tokenizer_has_no_pad_token_pads_with_the_configs(tmp_pa
     from stackscore import Ensemble
 
     ckpt = make_checkpoint(tmp_path / "g", "gpt2", seed=8)
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (ckpt / name).is_file():
-            cfg = json.loads((ckpt / name).read_text())
-            cfg.pop("pad_token", None)
-            (ckpt / name).write_text(json.dumps(cfg))
+    _without_pad_token(ckpt)
     _retune(ckpt, pad_token_id=2)  # </s>, as `model.config.pad_token_id = tok.eos_token_id` saves it
     assert AutoTokenizer.from_pretrained(str(ckpt)).pad_token is None
     run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "work")

@@ -320,16 +320,17 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
     from transformers.utils import logging as hf_logging
 
     config = read_checkpoint_config(cfg.name, path)
-    if task == "single_label" and int(config.num_labels) == 1:
+    one_output = task == "single_label" and int(config.num_labels) == 1
+    if cfg.positive_label is not None and not one_output:
+        raise StackscoreError(f"model '{cfg.name}': positive_label is for a one-output (sigmoid) head on two labels; this checkpoint has {config.num_labels} outputs")
+    if one_output:
         order, mapping = one_output_order(cfg.name, config, labels, cfg.positive_label)
     else:
-        if cfg.positive_label is not None:
-            raise StackscoreError(f"model '{cfg.name}': positive_label is for a one-output (sigmoid) head on two labels; this checkpoint has {config.num_labels} outputs")
         check_problem_type(cfg.name, config, task)
-    if task == "regression":
-        order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
-    elif not (task == "single_label" and int(config.num_labels) == 1):
-        order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
+        if task == "regression":
+            order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
+        else:
+            order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report is turned into our own one-line error
     try:
