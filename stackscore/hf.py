@@ -42,8 +42,14 @@ def pad_like_config(tok, config) -> None:
     classifiers are often saved so): pad with the config's id, the one the model finds each row's
     last token by (padding needs a token; any other would be read as text)."""
     pad = getattr(config, "pad_token_id", None)
-    if tok.pad_token is None and pad is not None:
-        tok.pad_token = tok.convert_ids_to_tokens(int(pad))
+    if tok.pad_token is not None or pad is None:
+        return
+    if not 0 <= int(pad) < len(tok):
+        raise StackscoreError(
+            f"its tokenizer has no pad token and its config's pad_token_id {pad} is not one of the tokenizer's {len(tok)} ids: "
+            "set pad_token_id in config.json to the id its batches were padded with"
+        )
+    tok.pad_token = tok.convert_ids_to_tokens(int(pad))
 
 
 def load_tokenizer(path: Path):

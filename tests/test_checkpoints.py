@@ -649,3 +649,25 @@ def test_fine_tuning_bart_on_rows_with_a_literal_eos(tmp_path, data):
     }
     run_fit(raw, tmp_path / "work")
     assert (tmp_path / "work/artifact/manifest.json").is_file()
+
+
+@pytest.mark.parametrize("pad", [-1, 500])
+def test_a_config_pad_id_the_tokenizer_lacks(tmp_path, data, pad):
+    """No pad token in the tokenizer and a config pad id that is none of its ids (-1 in some
+    Llama configs, or past its vocabulary): as saved, one line naming both (it crashed as a bug);
+    fine-tuned, the end-of-text token pads and the config is set to match."""
+    from stackscore.errors import StackscoreError
+
+    ckpt = make_checkpoint(tmp_path / "g", "gpt2", seed=2)
+    _without_pad_token(ckpt)
+    _retune(ckpt, pad_token_id=pad)
+    with pytest.raises(StackscoreError, match=rf"model 'm': its tokenizer has no pad token and its config's pad_token_id {pad} is not one of"):
+        run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt)}]), tmp_path / "w1")
+    raw = {
+        "labels": ["negative", "positive"], "seed": 0, **FAST,
+        "data": {"train": str(data / "train.jsonl"), "test": str(data / "test.jsonl")}, "fusion": {"method": "mean", "folds": 2},
+        "models": [{"name": "g", "source": str(ckpt), "max_length": 64, "epochs": 1}],
+    }
+    run_fit(raw, tmp_path / "w2")
+    saved = json.loads((tmp_path / "w2/models/g/config.json").read_text())
+    assert saved["pad_token_id"] == 2  # </s>, the tokenizer's end-of-text token

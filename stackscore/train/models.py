@@ -349,7 +349,10 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
         )
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
-    pad_like_config(tok, model.config)
+    try:
+        pad_like_config(tok, model.config)
+    except StackscoreError as exc:
+        raise StackscoreError(f"model '{cfg.name}': {exc}") from None
     check_batches(cfg.name, model.eval(), tok)
     check_ids_fit(cfg.name, model, tok, pairs)
     return model, tok, order, mapping
@@ -410,7 +413,11 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
     id2label = dict(enumerate(labels))
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
-    pad_like_config(tok, config)
+    pad = getattr(config, "pad_token_id", None)
+    if pad is not None and not 0 <= int(pad) < len(tok):
+        pad = None  # not one of the tokenizer's ids (-1 in some Llama configs): padded as below, and the config set to match
+    if tok.pad_token is None and pad is not None:
+        tok.pad_token = tok.convert_ids_to_tokens(int(pad))
     if tok.pad_token is None:
         # A decoder published without one (GPT-2, Llama...): pad with its end-of-text token, as
         # transformers suggests; the fine-tuned model saves both, so scoring pads the same way.
@@ -418,7 +425,7 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
             raise StackscoreError(f"model '{cfg.name}': its tokenizer has neither a pad nor an end-of-text token to pad batches with; add a pad token to it")
         tok.pad_token = tok.eos_token
     # Classifiers that find each row's last token by the pad id need it in their config.
-    pad = {"pad_token_id": tok.pad_token_id} if getattr(config, "pad_token_id", None) is None else {}
+    pad = {"pad_token_id": tok.pad_token_id} if pad is None else {}
 
     def factory():
         import torch
