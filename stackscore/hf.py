@@ -37,19 +37,26 @@ def hf_encode(tok, items: list, max_length: int, keep_types: bool):
     return enc
 
 
+def config_pad_id(tok, config) -> int | None:
+    """The config's ``pad_token_id`` when it is one of the tokenizer's ids (-1 in some Llama
+    configs, or an id past the vocabulary, is not), else None."""
+    pad = getattr(config, "pad_token_id", None)
+    return int(pad) if pad is not None and 0 <= int(pad) < len(tok) else None
+
+
 def pad_like_config(tok, config) -> None:
     """A tokenizer saved without a pad token, for a model whose config names one (GPT-2 and Llama
     classifiers are often saved so): pad with the config's id, the one the model finds each row's
     last token by (padding needs a token; any other would be read as text)."""
-    pad = getattr(config, "pad_token_id", None)
-    if tok.pad_token is not None or pad is None:
+    if tok.pad_token is not None or getattr(config, "pad_token_id", None) is None:
         return
-    if not 0 <= int(pad) < len(tok):
+    pad = config_pad_id(tok, config)
+    if pad is None:
         raise StackscoreError(
-            f"its tokenizer has no pad token and its config's pad_token_id {pad} is not one of the tokenizer's {len(tok)} ids: "
+            f"its tokenizer has no pad token and its config's pad_token_id {config.pad_token_id} is not one of the tokenizer's {len(tok)} ids: "
             "set pad_token_id in config.json to the id its batches were padded with"
         )
-    tok.pad_token = tok.convert_ids_to_tokens(int(pad))
+    tok.pad_token = tok.convert_ids_to_tokens(pad)
 
 
 def load_tokenizer(path: Path):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StackscoreError
-from ..hf import load_tokenizer, pad_like_config
+from ..hf import config_pad_id, load_tokenizer, pad_like_config
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -413,11 +413,9 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
     id2label = dict(enumerate(labels))
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
-    pad = getattr(config, "pad_token_id", None)
-    if pad is not None and not 0 <= int(pad) < len(tok):
-        pad = None  # not one of the tokenizer's ids (-1 in some Llama configs): padded as below, and the config set to match
+    pad = config_pad_id(tok, config)  # None: unset or none of the tokenizer's ids, padded as below and set to match
     if tok.pad_token is None and pad is not None:
-        tok.pad_token = tok.convert_ids_to_tokens(int(pad))
+        tok.pad_token = tok.convert_ids_to_tokens(pad)
     if tok.pad_token is None:
         # A decoder published without one (GPT-2, Llama...): pad with its end-of-text token, as
         # transformers suggests; the fine-tuned model saves both, so scoring pads the same way.
