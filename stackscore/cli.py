@@ -318,7 +318,9 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
         sizes = {p: m.files.get(g, {}).get("size", 0) for p, g in spec.graphs.items()}
         print(f"  model {spec.name}: {spec.kind}{' ' + spec.architecture if spec.architecture else ''}, max_length {spec.max_length}{' (cut on the left: keeps the end)' if spec.truncation_side == 'left' else ''}{' (typed special-token strings split as words)' if spec.split_special_tokens else ''}, opset {spec.opset}, "
               f"inputs {', '.join(spec.inputs)}, graphs {', '.join(f'{p} ({s / 1e6:.1f} MB)' for p, s in sizes.items())}, parity {spec.parity.get('max_abs_diff')}")
-        if spec.label_map:
+        if spec.label_map and len(spec.label_map) == 1 and len(m.labels) == 2 and m.task != "regression":
+            print(f"    one output (sigmoid head): its sigmoid is the probability of '{next(iter(spec.label_map.values()))}'")
+        elif spec.label_map:
             print(f"    labels by name (checkpoint -> artifact): {spec.label_map}")
         for prec, gate in spec.parity.get("gates", {}).items():
             verdict = "passed" if gate.get("passed") else "failed"

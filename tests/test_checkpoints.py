@@ -587,6 +587,8 @@ def test_a_one_output_sigmoid_head_scores_two_labels(tmp_path, data):
         proba = Ensemble.load(work / "artifact").predict_proba(texts)
         np.testing.assert_allclose(proba[:, column], sigmoid, atol=1e-5)
         np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    res = subprocess.run([sys.executable, "-m", "stackscore", "inspect", str(work / "artifact")], capture_output=True, text=True)
+    assert res.returncode == 0 and "one output (sigmoid head): its sigmoid is the probability of 'negative'" in res.stdout, res.stderr
     _retune(ckpt, problem_type="regression")
     with pytest.raises(StackscoreError, match="one output trained as 'regression', not a sigmoid"):
         run_fit(fixed_config(data, [{"name": "m", "source": str(ckpt), "positive_label": "positive"}]), tmp_path / "w1")
