@@ -45,7 +45,7 @@ from .engine.pipeline import score_file
 from .engine.readers import open_reader
 from .engine.runner import TextRunner
 from .engine.scorer import Scorer
-from .hf import EOS_POOLED, eos_pooled_logits, ordered_logits, pad_like_config
+from .hf import classifier_logits, ordered_logits, pad_like_config
 from .errors import StackscoreError
 from .options import ReadOptions, RunOptions, ScoreOptions
 
@@ -159,11 +159,7 @@ def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16
                 b0 = time.perf_counter()
                 enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
                 tokens += int(enc["attention_mask"].sum())
-                if model.config.model_type in EOS_POOLED:  # each row's last <eos>, as the graph reads it
-                    got = eos_pooled_logits(model, enc["input_ids"], enc["attention_mask"])
-                else:
-                    got = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-                out[idx] = got.float().numpy()
+                out[idx] = classifier_logits(model, enc["input_ids"], enc["attention_mask"]).float().numpy()
                 lat.append(time.perf_counter() - b0)
         logits[mname] = ordered_logits(out, ens.label_order[mname]) if mname in ens.label_order else out
     for mname, runner in ens.text_models.items():

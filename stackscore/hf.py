@@ -107,6 +107,14 @@ def load_tokenizer(path: Path):
 EOS_POOLED = ("bart", "mbart", "plbart", "mvp", "t5", "mt5", "umt5")
 
 
+def classifier_logits(model, input_ids, attention_mask, **inputs):
+    """A classifier's logits as the engine's graph computes them: ``eos_pooled_logits`` for the
+    BART and T5 families, the model's own forward otherwise (``inputs``: token types)."""
+    if str(getattr(model.config, "model_type", "")) in EOS_POOLED:
+        return eos_pooled_logits(model, input_ids, attention_mask)
+    return model(input_ids=input_ids, attention_mask=attention_mask, **inputs).logits
+
+
 def eos_pooled_logits(inner, input_ids, attention_mask):
     import torch
 

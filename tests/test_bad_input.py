@@ -143,8 +143,8 @@ def test_csv_ids_labels_and_header_that_are_not_utf8(artifact, tmp_path):
     src.write_bytes(b"id,text,label\ncaf\xe9,great film,positive\n2,fine,caf\xe9\n3,awful,negative\n")
     stats, rows = score(artifact, src, tmp_path / "o.jsonl", label_field="label")
     assert [r["id"] for r in rows] == [None, "2", "3"] and stats.rows == 3 and stats.errored == 2
-    assert rows[0]["error"] == "row 0: field 'id' is not valid UTF-8 (--encoding-errors replace reads it)"
-    assert "field 'label' is not valid UTF-8" in rows[1]["error"] and rows[2]["error"] is None and rows[2]["label"] is not None
+    assert rows[0]["error"] == "row 0: field 'id': invalid UTF-8 at byte 3 (use --encoding-errors replace)"
+    assert "field 'label': invalid UTF-8" in rows[1]["error"] and rows[2]["error"] is None and rows[2]["label"] is not None
     stats, rows = score(artifact, src, tmp_path / "r.jsonl", label_field="label", encoding_errors="replace")
     assert stats.errored == 0 and rows[0]["id"] == "caf\ufffd"
     header = tmp_path / "header.csv"

@@ -473,8 +473,10 @@ def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: st
     return cols
 
 
-def _decode_column(col, row: int, encoding_errors: str) -> tuple[Any, dict[int, str]]:
-    """A binary column as text: one C-level cast when it is all valid UTF-8, else row by row."""
+def _decode_column(col, row: int, encoding_errors: str, field: str | None = None) -> tuple[Any, dict[int, str]]:
+    """A binary column as text: one C-level cast when it is all valid UTF-8, else row by row
+    (one bad byte sequence marks its row, not the whole block). ``field``: named in the error
+    (an id or label column; the text's errors name the row only, as they always have)."""
     import pyarrow as pa
 
     try:
@@ -493,7 +495,7 @@ def _decode_column(col, row: int, encoding_errors: str) -> tuple[Any, dict[int, 
                 values.append(v.decode("utf-8", "replace"))
             else:
                 values.append(None)
-                bad[i] = f"row {row + i}: invalid UTF-8 at byte {ue.start} (use --encoding-errors replace)"
+                bad[i] = f"row {row + i}: {f'field {field!r}: ' if field else ''}invalid UTF-8 at byte {ue.start} (use --encoding-errors replace)"
     return pa.array(values, type=pa.string()), bad
 
 
@@ -532,30 +534,6 @@ def _arrow_text(col, field: str, row: int, path: Path, encoding_errors: str) -> 
     return col.to_pylist(), bad, bad_utf8
 
 
-def _utf8_values(col, field: str, row: int, encoding_errors: str) -> tuple[list[str | None], dict[int, str]]:
-    """A CSV column read as bytes (so one bad byte sequence marks its row, not the whole block),
-    as text: a value that is not UTF-8 is None with its row's error, or decoded with U+FFFD
-    under ``--encoding-errors replace``."""
-    import pyarrow as pa
-
-    try:
-        return col.cast(pa.string()).to_pylist(), {}
-    except pa.ArrowInvalid:
-        pass
-    values: list[str | None] = []
-    bad: dict[int, str] = {}
-    for i, b in enumerate(col.to_pylist()):
-        try:
-            values.append(None if b is None else b.decode("utf-8"))
-        except UnicodeDecodeError:
-            if encoding_errors == "replace":
-                values.append(b.decode("utf-8", "replace"))
-            else:
-                values.append(None)
-                bad[i] = f"row {row + i}: field '{field}' is not valid UTF-8 (--encoding-errors replace reads it)"
-    return values, bad
-
-
 def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_col: str | None, label_field: str | None, window_rows: int, encoding_errors: str = "strict", pair_field: str | None = None, text_columns: bool = False) -> Iterator[Window]:
     """``text_columns``: the id and label columns were read as bytes (CSV/TSV) and are text."""
     import pyarrow as pa
@@ -567,7 +545,8 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         id_arr = _plain(batch.column(id_col)) if id_col else None
         unreadable: dict[int, str] = {}
         if id_arr is not None and text_columns:
-            ids, unreadable = _utf8_values(id_arr, id_col, row, encoding_errors)
+            decoded, unreadable = _decode_column(id_arr, row, encoding_errors, id_col)
+            ids = decoded.to_pylist()
             id_type = pa.string()
         else:
             ids = id_arr.to_pylist() if id_arr is not None else [None] * n
@@ -575,7 +554,8 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         labels = None
         if label_field:
             if text_columns:
-                labels, bad_labels = _utf8_values(batch.column(label_field), label_field, row, encoding_errors)
+                decoded, bad_labels = _decode_column(batch.column(label_field), row, encoding_errors, label_field)
+                labels = decoded.to_pylist()
                 unreadable = {**bad_labels, **unreadable}
             else:
                 labels = batch.column(label_field).to_pylist()
@@ -603,13 +583,18 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         row += n
 
 
+def _first_bytes(path: Path, gz: bool, n: int) -> bytes:
+    """The first ``n`` bytes of the file's content (decompressed when gzipped)."""
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+        return fh.read(n)
+
+
 def _header_only(path: Path, gz: bool, delimiter: str) -> list[str] | None:
     """The column names of a CSV/TSV that is one header line without a newline (Arrow reads
     such a file as empty and refuses it), else None."""
     import csv
 
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
-        data = fh.read(1 << 20)
+    data = _first_bytes(path, gz, 1 << 20)
     if not data.strip() or b"\n" in data or b"\r" in data:
         return None
     try:
@@ -732,8 +717,7 @@ def _refuse_utf16(path: Path, gz: bool) -> None:
     line an invalid-UTF-8 error row, or a CSV parse error with a NUL in it. Its byte-order mark
     says what it is: one line, what to do."""
     try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
-            head = fh.read(4)
+        head = _first_bytes(path, gz, 4)
     except (OSError, EOFError, zlib.error):
         return  # the reader says what is wrong with it
     for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParityError, StackscoreError
-from ..hf import EOS_POOLED, eos_pooled_logits, ordered_logits
+from ..hf import classifier_logits, ordered_logits
 from ..manifest import ModelSpec
 from ..roofline import graph_cost
 from .variants import GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP, VARIANTS
@@ -97,14 +97,10 @@ def label_ordered(model, order: list[int] | None, with_types: bool):
             shifted = [i + 1 for i in order] if self.zero else order
             self.register_buffer("order", torch.as_tensor(shifted if shifted is not None else [], dtype=torch.long))
             self.reorder = order is not None and list(order) != list(range(len(order)))
-            self.eos_pooled = str(getattr(inner.config, "model_type", "")) in EOS_POOLED
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kw = {"token_type_ids": token_type_ids} if with_types else {}
-            if self.eos_pooled:
-                logits = eos_pooled_logits(self.inner, input_ids, attention_mask)
-            else:
-                logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+            logits = classifier_logits(self.inner, input_ids, attention_mask, **kw)
             if self.zero:
                 logits = torch.cat([torch.zeros_like(logits[:, :1]), logits], 1)
             return logits.index_select(1, self.order) if self.reorder else logits

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..hf import EOS_POOLED, eos_pooled_logits, hf_encode
+from ..hf import EOS_POOLED, classifier_logits, hf_encode
 from .models import ModelConfig
 
 
@@ -62,7 +62,7 @@ def finetune(model, tok, texts: list, y: np.ndarray, cfg: ModelConfig, log=None)
             idx = order[s : s + cfg.batch_size]
             enc = hf_encode(tok, [texts[i] for i in idx], cfg.max_length, accept_tt).to(device)
             if model.config.model_type in EOS_POOLED:  # each row's last <eos>, as scoring reads it
-                loss = head_loss(model.config, eos_pooled_logits(model, enc["input_ids"], enc["attention_mask"]), y_t[idx].to(device))
+                loss = head_loss(model.config, classifier_logits(model, **enc), y_t[idx].to(device))
             else:
                 loss = model(**enc, labels=y_t[idx].to(device)).loss
             loss.backward()
@@ -117,11 +117,7 @@ def predict_logits(model, tok, texts: list, max_length: int, token_budget: int =
             idx = order[s : s + bs]
             enc = hf_encode(tok, [texts[i] for i in idx], max_length, accept_tt)
             enc = enc.to(device)
-            if model.config.model_type in EOS_POOLED:  # each row's own last <eos>, as the graph (transformers refuses unequal counts)
-                logits = eos_pooled_logits(model, enc["input_ids"], enc["attention_mask"])
-            else:
-                logits = model(**enc).logits
-            out[idx] = logits.float().cpu().numpy()
+            out[idx] = classifier_logits(model, **enc).float().cpu().numpy()  # as the graph computes them
             s += bs
     model.to("cpu")
     return out
