@@ -289,6 +289,11 @@ def compare(ref: np.ndarray, got: np.ndarray, task: str = "single_label") -> dic
 UNPADDED_ROWS = 24
 
 
+def logit_bound(tol: float, ref: np.ndarray, factor: float = 1.0) -> float:
+    """``factor x tol x max(1, max |logit|)``: fp32 rounding grows with the logits' magnitude."""
+    return factor * tol * max(1.0, float(np.abs(ref).max()) if ref is not None and ref.size else 1.0)
+
+
 def unpadded_logits(model, g: GateInputs, order: list[int] | None = None, with_types: bool = False) -> np.ndarray:
     """The checkpoint's own forward on each text alone: no padding, no batch, no wrapper.
 
@@ -321,7 +326,7 @@ def check_unpadded(model, g: GateInputs, onnx_side, tol: float, order: list[int]
         return 0.0
     alone, batched = unpadded_logits(model, g, order, with_types), g.logits(onnx_side)
     diff = float(np.abs(alone - batched).max())
-    bound = 10 * tol * max(1.0, float(np.abs(alone).max()))
+    bound = logit_bound(tol, alone, 10)
     if diff > bound:
         config_pad = getattr(model.config, "pad_token_id", None)
         hint = (f"; its tokenizer pads with id {g.pad_id} but its config.pad_token_id is {config_pad}: make them the same"
@@ -344,7 +349,7 @@ def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int]
     torch_side, onnx_side = TorchBackend(model, order, with_types), g.ort(graph)
     ref = g.logits(torch_side)
     got = g.logits(onnx_side)
-    scaled = tol * max(1.0, float(np.abs(ref).max()) if ref is not None and ref.size else 1.0)
+    scaled = logit_bound(tol, ref)
     result = {"precision": "fp32", **compare(ref, got, g.task), "tolerance": scaled, "relative_tolerance": tol}
     if result["max_abs_diff"] > scaled:
         raise ParityError(f"ONNX/PyTorch parity failed for {graph}: max |diff| {result['max_abs_diff']:.2e} > {scaled:.1e} ({tol:.0e} x the largest logit)")
@@ -357,7 +362,7 @@ def check_parity(model, graph: Path, g: GateInputs, tol: float, order: list[int]
         diff = float(np.abs(long_ref - long_got).max())
         # 10x the short texts' bound: fp32 sums over max_length tokens round more, and what this
         # is for (a graph that only holds at its traced length) is off by far more than that.
-        bound = 10 * tol * max(1.0, float(np.abs(long_ref).max()))
+        bound = logit_bound(tol, long_ref, 10)
         result["max_abs_diff_full_length"] = diff
         if diff > bound:
             raise ParityError(f"ONNX/PyTorch parity failed for {graph} on texts of {g.max_length} tokens: max |diff| {diff:.2e} > {bound:.1e} "
