@@ -190,7 +190,7 @@ def fake_search(graphs, monkeypatch, tmp_path):
 
     monkeypatch.setattr(S, "rows_per_s", timed)
 
-    def search(weight, step, base_speed=100.0):
+    def search(weight, step, base_speed=100.0, keep_open=False):
         g = FakeGate(fp32, weight, step, base_speed)
         g.all_ops = S.quantized_ops(q, fp32)
         real_logits = g.logits
@@ -201,8 +201,9 @@ def fake_search(graphs, monkeypatch, tmp_path):
 
         g.logits = logits
         lines = []
-        gate = S.search_static_int8(fp32, tmp_path / "out.onnx", g, g.ref, [f"t{i}" for i in range(256)], 0.995, lines.append, ("bf16", lambda: g.openvino(fp32, "bf16")))
-        return gate, lines, g.all_ops
+        found = S.StaticInt8Search(fp32, tmp_path / "out.onnx", g, g.ref, [f"t{i}" for i in range(256)], 0.995, lines.append, ("bf16", lambda: g.openvino(fp32, "bf16")))
+        gate = found.run()
+        return (gate, lines, g.all_ops, found) if keep_open else (gate, lines, g.all_ops)
 
     return search
 
@@ -239,3 +240,30 @@ def test_no_training_texts_means_no_static_int8_rather_than_calibrating_on_the_g
     on the rows it was fitted to, so static int8 is not built (export --calibration mends it)."""
     gate = S.search_static_int8(tmp_path / "fp32.onnx", tmp_path / "out.onnx", None, None, [], 0.995, print, None)
     assert gate["passed"] is False and "--calibration" in gate["error"] and not (tmp_path / "out.onnx").exists()
+
+
+def test_tighter_goes_on_up_the_ladder_for_the_ensemble_gate(fake_search, tmp_path):
+    """The ensemble gate can refuse a graph that passed its own gate (a stack weighs one model's
+    flips): ``tighter`` then puts the next graph of the same ladder, with more of the most
+    sensitive ops in float, at the same path, gated and timed as the ladder's, and says None
+    once the ladder has no faster-than-bf16 graph left."""
+    _, _, ops = fake_search({}, 1.0)
+    weights = {ops[-1]: 4, ops[3]: 3, ops[5]: 2}
+    gate, _, _, found = fake_search(weights, 1.0, keep_open=True)
+    assert gate["passed"] and gate["fp32_ops"] == 4
+    nxt = found.tighter()  # 8 ops in float: 120 - 8 = 112 rows/s, 1.12x bf16, still passes
+    assert nxt is not None and nxt["passed"] and nxt["fp32_ops"] == 8 and nxt["fp32_scope"][:4] == gate["fp32_scope"]
+    assert len(S.quantized_ops(tmp_path / "out.onnx", found.fp32)) == len(ops) - 8  # the graph at out is that one
+    assert [c["fp32_ops"] for c in nxt["candidates"]] == [0, 1, 2, 4, 8] and nxt["ranking"] == gate["ranking"]
+    while (more := found.tighter()) is not None:  # up to the ladder's cap, or the speed rule
+        assert more["fp32_ops"] > nxt["fp32_ops"] and more["speedup"] >= S.MIN_SPEEDUP
+        nxt = more
+    assert found.tighter() is None  # asking again gives none
+    found.close()
+    assert found.q is None and found.tighter() is None
+
+    # a whole graph that passed without a search is ranked when tightened first
+    gate, _, _, found = fake_search({}, 1.0, keep_open=True)
+    assert gate["fp32_ops"] == 0 and "ranking" not in gate
+    nxt = found.tighter()
+    assert nxt is not None and nxt["fp32_ops"] == 1 and "ranking" in nxt

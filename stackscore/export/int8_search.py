@@ -266,8 +266,15 @@ def search_static_int8(
     baseline: tuple[str, Callable[[], Any]] | None = None, min_speedup: float = MIN_SPEEDUP,
     max_share: float = MAX_FLOAT_SHARE, **nncf_options,
 ) -> dict[str, Any]:
+    """Static int8 for ``fp32`` at ``out``, with the fewest ops in float that pass the gate
+    (``StaticInt8Search.run``; its ``tighter`` goes on up the ladder when asked)."""
+    return StaticInt8Search(fp32, out, g, ref, training_texts, min_agreement, log, baseline, min_speedup, max_share, **nncf_options).run()
+
+
+class StaticInt8Search:
     """Static int8 for ``fp32`` at ``out``, with the fewest ops in float that pass the gate.
 
+    ``run()``:
     1. quantize the whole graph once (NNCF, calibrated on the training texts less the search set)
        and gate it on the gate rows (``g``, against ``ref``);
     2. if it fails, rank the quantized ops on the search set (``rank_ops``) and gate the graph
@@ -279,117 +286,182 @@ def search_static_int8(
 
     Returns the gate (``passed``, ``label_agreement``, ``fp32_scope`` = ops kept in float, and
     ``candidates``: one summary per graph tried). The file at ``out`` is the last graph gated.
+
+    ``tighter()`` goes on up the same ladder past the graph kept, for the ensemble gate: each
+    model can pass its own gate while the fused answers do not (a stack can weigh one model's
+    flips), and a graph with more ops in float is what the ensemble would rather run than none.
+    The search keeps the quantized and fp32 graphs in memory for it until ``close()``.
     """
-    import onnx
 
-    from .onnx_graph import _gate, calibration_batches, quantize_static
+    def __init__(self, fp32: Path, out: Path, g, ref: np.ndarray, training_texts: list | None, min_agreement: float, log,
+                 baseline: tuple[str, Callable[[], Any]] | None = None, min_speedup: float = MIN_SPEEDUP,
+                 max_share: float = MAX_FLOAT_SHARE, **nncf_options):
+        self.fp32, self.out, self.g, self.ref, self.training_texts = fp32, out, g, ref, training_texts
+        self.min_agreement, self.log, self.baseline, self.min_speedup, self.max_share = min_agreement, log, baseline, min_speedup, max_share
+        self.nncf_options = nncf_options
+        self.q = self.f = None
+        self.ops: list[str] = []
+        self.ranking: Ranking | None = None
+        self.search_texts: list = []
+        self.common: dict[str, Any] = {}
+        self.candidates: list[dict[str, Any]] = []
+        self.base_backend: dict[str, Any] = {}
+        self.kept = -1  # ops in float of the graph at ``out`` that passed (-1: none)
+        self.t_start = self.t_quantized = 0.0
 
-    if not training_texts:
-        # Calibrating on the gate rows would gate the graph on the rows it was fitted to.
-        return {"passed": False, "method": "nncf-static-qdq", "error": "no calibration texts apart from the gate rows (a fit state from before they were kept): "
-                "re-export with --calibration <training corpus>"}
-    t_start = time.perf_counter()
-    calib_texts, search_texts = split_texts(training_texts)
-    common: dict[str, Any] = {
-        "method": "nncf-static-qdq", "calibration_rows": len(calib_texts), "calibration": "training sample", "search_rows": len(search_texts),
-    }
-    if not search_texts:
-        common["search"] = f"none: {len(training_texts)} training texts are too few to spare {MIN_SEARCH_ROWS} for a search set"
-    try:
-        quantize_static(fp32, out, calibration_batches(g, calib_texts), **nncf_options)
-        q, f = onnx.load(str(out)), onnx.load(str(fp32))
-        ops = quantized_ops(q, f)
-    except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
-        return {"error": f"{type(exc).__name__}: {exc}", **common, "fp32_scope": [], "passed": False}
-    common["quantized_ops"] = len(ops)
-    t_quantized = time.perf_counter()
-
-    base_backend: dict[str, Any] = {}
-
-    def base_run() -> Callable[[], Any] | None:
-        if baseline is not None and "b" not in base_backend:
+    def base_run(self) -> Callable[[], Any] | None:
+        g, baseline = self.g, self.baseline
+        if baseline is not None and "b" not in self.base_backend:
             try:
-                base_backend["b"] = baseline[1]()
-                g.logits(base_backend["b"])  # warm: every batch shape compiled
+                self.base_backend["b"] = baseline[1]()
+                g.logits(self.base_backend["b"])  # warm: every batch shape compiled
             except Exception:  # noqa: BLE001 - no baseline: the agreement gate alone decides
-                base_backend["b"] = None
-        b = base_backend.get("b")
+                self.base_backend["b"] = None
+        b = self.base_backend.get("b")
         return (lambda: g.logits(b)) if b is not None else None
 
-    candidates: list[dict[str, Any]] = []
+    def fast_enough(self, gate: dict[str, Any]) -> tuple[bool, str]:
+        return speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), self.baseline[0] if self.baseline else "", self.min_speedup)
 
-    def fast_enough(gate: dict[str, Any]) -> tuple[bool, str]:
-        return speed_rule(gate.get("seq_per_s"), gate.get("baseline_seq_per_s"), baseline[0] if baseline else "", min_speedup)
+    def try_graph(self, model, names: list[str]) -> dict[str, Any]:
+        from .onnx_graph import _gate
 
-    def try_graph(model, names: list[str]) -> dict[str, Any]:
+        g, baseline = self.g, self.baseline
         built: dict[str, Any] = {}
 
         def make():
             if model is not None:
-                _save_new(model, out)
-            built["b"] = g.openvino(out, "int8")
+                _save_new(model, self.out)
+            built["b"] = g.openvino(self.out, "int8")
             return built["b"]
 
-        gate = _gate(make, ref, g, min_agreement, **common, fp32_scope=list(names), fp32_ops=len(names))
+        gate = _gate(make, self.ref, g, self.min_agreement, **self.common, fp32_scope=list(names), fp32_ops=len(names))
         gate["agreement_passed"] = gate["passed"]  # ``passed`` may still be withdrawn by the speed rule
         if "label_agreement" in gate and "b" in built:  # the gate's pass warmed it
-            rps, base = rows_per_s(lambda: g.logits(built["b"]), len(g.texts), base_run())
+            rps, base = rows_per_s(lambda: g.logits(built["b"]), len(g.texts), self.base_run())
             gate["seq_per_s"] = round(rps, 1)
             if base:
                 gate["baseline"], gate["baseline_seq_per_s"] = baseline[0], round(base, 1)
                 gate["speedup"] = round(gate["seq_per_s"] / base, 3)
-                gate["min_speedup"] = min_speedup
+                gate["min_speedup"] = self.min_speedup
         summary = {k: gate.get(k) for k in ("fp32_ops", "label_agreement", "max_prob_error", "seq_per_s", "speedup", "agreement_passed")}
-        candidates.append(summary)
+        self.candidates.append(summary)
         if "label_agreement" in gate:
             speed = f", {gate['seq_per_s']:,.0f} rows/s ({gate['speedup']:.2f}x {baseline[0]})" if "speedup" in gate else ""
-            log(f"    int8_static ({len(names)} of {len(ops)} ops in float): agreement {gate['label_agreement']:.2%}{speed}")
+            self.log(f"    int8_static ({len(names)} of {len(self.ops)} ops in float): agreement {gate['label_agreement']:.2%}{speed}")
         return gate
 
-    gate = try_graph(None, [])
-    ranking = None
-    if not gate["passed"] and "error" not in gate and search_texts:
-        ok, why = fast_enough(gate)
-        if not ok:
-            gate["reason"] = f"whole graph int8 already {why}; search skipped"
+    def rank(self) -> None:
+        """Rank the quantized ops on the search set (once); the ranking stays None on failure."""
+        g = self.g
+        tmp = self.out.with_name(self.out.stem + ".search.onnx")
+        try:
+            search_ref = g.runner(g.openvino(self.fp32, "fp32")).logits(self.search_texts, g.width)
+
+            def score(model) -> float:
+                _save_new(model, tmp)
+                return logit_error(search_ref, g.runner(g.openvino(tmp, "int8")).logits(self.search_texts, g.width), g.task)
+
+            self.ranking = rank_ops(self.q, self.f, score, self.ops)
+        except Exception as exc:  # noqa: BLE001 - the whole-graph gate stands
+            self.common["search_error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            tmp.unlink(missing_ok=True)
+        if self.ranking is not None:
+            r = self.ranking
+            self.log(f"    int8_static search: {len(self.ops)} ops ranked on {len(self.search_texts)} search texts in {r.seconds:.0f}s "
+                     f"(KL {r.base_error:.2e}; most sensitive: {', '.join(r.ops[:3])})")
+
+    def ladder(self, after: int) -> dict[str, Any] | None:
+        """Gate the graphs with more than ``after`` of the most sensitive ops in float, fewest
+        first, up to the first that passes; None when there was no size left to try."""
+        gate = None
+        for k in (k for k in ladder_sizes(len(self.ops), self.max_share) if k > after):
+            gate = self.try_graph(revert_ops(self.q, self.f, self.ranking.ops[:k]), self.ranking.ops[:k])
+            if gate["passed"] or "error" in gate:
+                break
+            ok, why = self.fast_enough(gate)
+            if not ok:
+                gate["reason"] = f"{gate['fp32_ops']} ops in float already {why}; ladder stopped"
+                break
         else:
-            tmp = out.with_name(out.stem + ".search.onnx")
-            try:
-                search_ref = g.runner(g.openvino(fp32, "fp32")).logits(search_texts, g.width)
+            if gate is not None:
+                gate["reason"] = f"no graph with up to {int(len(self.ops) * self.max_share)} of {len(self.ops)} ops in float passed the gate"
+        return gate
 
-                def score(model) -> float:
-                    _save_new(model, tmp)
-                    return logit_error(search_ref, g.runner(g.openvino(tmp, "int8")).logits(search_texts, g.width), g.task)
+    def finish(self, gate: dict[str, Any]) -> dict[str, Any]:
+        """The speed rule on a passing graph, and the search's records."""
+        if gate["passed"]:
+            ok, why = self.fast_enough(gate)
+            if not ok:
+                gate["passed"] = False
+                gate["reason"] = why
+        elif "reason" not in gate and "error" not in gate:
+            gate["reason"] = "gate failed" + ("" if self.search_texts else f" (no search: {self.common['search']})")
+        gate["candidates"] = list(self.candidates)
+        if self.ranking is not None:
+            gate["ranking"] = [[n, float(f"{self.ranking.scores[n]:.3g}")] for n in self.ranking.ops[:16]]
+            gate["search_seconds"] = round(self.ranking.seconds, 1)
+        gate["quantize_seconds"] = round(self.t_quantized - self.t_start, 1)
+        gate["seconds"] = round(time.perf_counter() - self.t_start, 1)
+        self.kept = len(gate.get("fp32_scope", [])) if gate["passed"] else -1
+        return gate
 
-                ranking = rank_ops(q, f, score, ops)
-            except Exception as exc:  # noqa: BLE001 - the whole-graph gate stands
-                gate["search_error"] = f"{type(exc).__name__}: {exc}"
-            finally:
-                tmp.unlink(missing_ok=True)
-            if ranking is not None:
-                log(f"    int8_static search: {len(ops)} ops ranked on {len(search_texts)} search texts in {ranking.seconds:.0f}s "
-                    f"(KL {ranking.base_error:.2e}; most sensitive: {', '.join(ranking.ops[:3])})")
-                for k in ladder_sizes(len(ops), max_share):
-                    gate = try_graph(revert_ops(q, f, ranking.ops[:k]), ranking.ops[:k])
-                    if gate["passed"] or "error" in gate:
-                        break
-                    ok, why = fast_enough(gate)
-                    if not ok:
-                        gate["reason"] = f"{gate['fp32_ops']} ops in float already {why}; ladder stopped"
-                        break
-                else:
-                    gate["reason"] = f"no graph with up to {int(len(ops) * max_share)} of {len(ops)} ops in float passed the gate"
-    if gate["passed"]:
-        ok, why = fast_enough(gate)
-        if not ok:
-            gate["passed"] = False
-            gate["reason"] = why
-    elif "reason" not in gate and "error" not in gate:
-        gate["reason"] = "gate failed" + ("" if search_texts else f" (no search: {common['search']})")
-    gate["candidates"] = candidates
-    if ranking is not None:
-        gate["ranking"] = [[n, float(f"{ranking.scores[n]:.3g}")] for n in ranking.ops[:16]]
-        gate["search_seconds"] = round(ranking.seconds, 1)
-    gate["quantize_seconds"] = round(t_quantized - t_start, 1)
-    gate["seconds"] = round(time.perf_counter() - t_start, 1)
-    return gate
+    def run(self) -> dict[str, Any]:
+        import onnx
+
+        from .onnx_graph import calibration_batches, quantize_static
+
+        if not self.training_texts:
+            # Calibrating on the gate rows would gate the graph on the rows it was fitted to.
+            return {"passed": False, "method": "nncf-static-qdq", "error": "no calibration texts apart from the gate rows (a fit state from before they were kept): "
+                    "re-export with --calibration <training corpus>"}
+        self.t_start = time.perf_counter()
+        calib_texts, self.search_texts = split_texts(self.training_texts)
+        self.common = {
+            "method": "nncf-static-qdq", "calibration_rows": len(calib_texts), "calibration": "training sample", "search_rows": len(self.search_texts),
+        }
+        if not self.search_texts:
+            self.common["search"] = f"none: {len(self.training_texts)} training texts are too few to spare {MIN_SEARCH_ROWS} for a search set"
+        try:
+            quantize_static(self.fp32, self.out, calibration_batches(self.g, calib_texts), **self.nncf_options)
+            self.q, self.f = onnx.load(str(self.out)), onnx.load(str(self.fp32))
+            self.ops = quantized_ops(self.q, self.f)
+        except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
+            return {"error": f"{type(exc).__name__}: {exc}", **self.common, "fp32_scope": [], "passed": False}
+        self.common["quantized_ops"] = len(self.ops)
+        self.t_quantized = time.perf_counter()
+
+        gate = self.try_graph(None, [])
+        if not gate["passed"] and "error" not in gate and self.search_texts:
+            ok, why = self.fast_enough(gate)
+            if not ok:
+                gate["reason"] = f"whole graph int8 already {why}; search skipped"
+            else:
+                self.rank()
+                if self.ranking is not None:
+                    gate = self.ladder(0) or gate
+        gate.update({k: v for k, v in self.common.items() if k == "search_error"})
+        return self.finish(gate)
+
+    def tighter(self) -> dict[str, Any] | None:
+        """The next graph up the ladder from the one kept (more of the most sensitive ops in
+        float) that passes its gate and the speed rule, now at ``out``; None when there is none
+        (nothing kept, no search set, the ladder's end, or too slow). Ranks first if the whole
+        graph had passed without a search."""
+        if self.kept < 0 or self.q is None or not self.search_texts:
+            return None
+        if self.ranking is None:
+            self.rank()
+            if self.ranking is None:
+                return None
+        gate = self.ladder(self.kept)
+        if gate is None:
+            return None
+        gate = self.finish(gate)
+        return gate if gate["passed"] else None
+
+    def close(self) -> None:
+        """Let the graphs held for ``tighter`` go."""
+        self.q = self.f = None
+        self.base_backend.clear()

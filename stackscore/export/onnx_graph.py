@@ -14,7 +14,7 @@ import copy
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -532,7 +532,8 @@ class GateSettings:
     min_rows: int = GATE_MIN_ROWS  # fewer gate rows: no faster precision passes
 
 
-def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None,
+                    tighten: dict[str, Callable[[], Any]] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions (the variants table, ``variants.py``); keep each only if it agrees
     with PyTorch fp32 on the sample, run through the engine's own runner and backend classes.
 
@@ -541,7 +542,9 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
       the whole graph fails the gate, retried with the most sensitive ops in float, fewest first
       (``int8_search``), and kept only if faster by ``static_int8_min_speedup`` than what ``auto``
-      would run instead (bf16, dynamic int8 or fp32);
+      would run instead (bf16, dynamic int8 or fp32); with ``tighten`` given, a kept graph's
+      search stays open there (``tighten["int8_static"]()``: the next graph up its ladder, or
+      None; ``tighten["close"]()`` lets it go) for the ensemble gate;
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
@@ -587,7 +590,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     if have("openvino"):
         gates["bf16"] = _gate(lambda: g.openvino(fp32, "bf16"), ref, g, min_agreement, cpu_bf16=cpu_has_bf16())
         if variants.static_int8 and have("nncf"):
-            from .int8_search import search_static_int8
+            from .int8_search import StaticInt8Search
 
             # What ``--precision auto`` would run on this CPU if int8_static is not kept (the
             # engine's own choice over the gates so far): static int8 must beat that.
@@ -600,12 +603,22 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             name = auto_variant(so_far, RunOptions(precision="auto"))
             runs = {"bf16": lambda: g.openvino(fp32, "bf16"), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
             base = (name, runs[name])
-            gates["int8_static"] = search_static_int8(
+            search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
             )
-            gates["int8_static"]["int8_kernels"] = kernels
-            gates["int8_static"]["cpu_bf16"] = cpu_has_bf16()  # its float ops ran in bf16 where this is true
+
+            def recorded(gate: dict[str, Any]) -> dict[str, Any]:
+                gate["int8_kernels"] = kernels
+                gate["cpu_bf16"] = cpu_has_bf16()  # its float ops ran in bf16 where this is true
+                return gate
+
+            gates["int8_static"] = recorded(search.run())
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
+            if tighten is not None and gates["int8_static"]["passed"]:
+                tighten["int8_static"] = lambda: (gate := search.tighter()) and recorded(gate)
+                tighten["close"] = search.close
+            else:
+                search.close()
     for prec, gate in gates.items():
         if "error" in gate:
             log(f"    {prec}: not available ({gate['error'][:120]})")
@@ -616,13 +629,15 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     return gates, graphs
 
 
-def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: GateSettings | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None) -> ModelSpec:
+def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: GateSettings | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None,
+                       tighten: dict[str, Callable[[], Any]] | None = None) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ faster graphs whose gates pass) and ``tokenizer.json``.
 
     ``label_order`` (a checkpoint used as saved): the graph gathers the checkpoint's logits into
     the artifact's label order, and the PyTorch reference of the parity check is ordered the
     same way, so the check compares the *mapped* model with its graph. Sentence-pair samples
-    give a graph that takes ``token_type_ids`` when the model uses them.
+    give a graph that takes ``token_type_ids`` when the model uses them. ``tighten``: see
+    ``precision_gates`` (what the ensemble gate may ask of this model's static int8 later).
     """
     model, tok = load_for_export(Path(model_dir))
     arch = str(getattr(model.config, "model_type", ""))
@@ -654,7 +669,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     heads = getattr(model.config, "num_attention_heads", None)
     hidden = getattr(model.config, "hidden_size", None)
     gates, extra = precision_gates(
-        graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None,
+        graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, tighten=tighten,
     )
     parity["gates"] = gates
     graphs = {"fp32": (rel / VARIANTS["fp32"].file).as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}
