@@ -164,6 +164,12 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         _positive("queue depth", self.queue_depth)
 
+    @property
+    def field_check(self) -> bool:
+        """Whether a JSONL reader stops on a text field none of the first objects has (a typo):
+        not under ``--on-error skip``, where rows without it are meant to be left out."""
+        return self.write.on_error != "skip"
+
     @classmethod
     def from_kwargs(cls, run: RunOptions | None = None, **kw: Any) -> "ScoreOptions":
         """The flat names the CLI and ``Ensemble.score_file`` use (``chunk_rows`` = ``window_rows``),

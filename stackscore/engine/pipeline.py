@@ -345,7 +345,7 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
         snapshot = Snapshot(input_path, read.allow_growing_input) if input_path.is_file() else None
         chunks = open_reader(
             input_path, read.text_field, read.id_field, read.label_field, read.window_rows, encoding_errors=read.encoding_errors,
-            snapshot=snapshot, pair_field=read.text_pair_field, tsv_quotes=read.tsv_quotes, field_check=opts.write.on_error != "skip",
+            snapshot=snapshot, pair_field=read.text_pair_field, tsv_quotes=read.tsv_quotes, field_check=opts.field_check,
         )
         scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.run)
         check_pair_option(scorer, read.text_pair_field)

@@ -18,7 +18,7 @@ import json
 import sys
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -296,7 +296,7 @@ class _FirstObjects:
     lines: int = 0
     objects: int = 0
     keys: list | None = None
-    having: dict = None  # field -> objects that have it
+    having: dict = dataclass_field(default_factory=dict)  # field -> objects that have it
     counting: bool = True
 
 

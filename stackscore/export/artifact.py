@@ -71,7 +71,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
         static_int8_min_speedup=state.static_int8_min_speedup, min_rows=state.gate_min_rows,
     )
     specs = []
-    tighten: dict[str, dict] = {}  # per model: its static int8 search, kept open for the ensemble gate
+    searches: dict[str, list] = {}  # per model: its static int8 search, kept open for the ensemble gate
     for m in state.models:
         log(f"  export {m.name}: ONNX fp32 + parity on {len(samples)} {'pairs' if state.text_pair else 'texts'}")
         m.check_unchanged(workdir)
@@ -80,7 +80,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
         else:
             spec = export_transformer(
                 m.directory(workdir), tmp, m.name, m.max_length, samples, log=log, variants=variants,
-                label_order=m.label_order, label_map=m.label_map, tighten=tighten.setdefault(m.name, {}),
+                label_order=m.label_order, label_map=m.label_map, searches=searches.setdefault(m.name, []),
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)
@@ -112,12 +112,11 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
     )
     try:
         fspec.parity["ensemble_auto"] = ensemble_gate(
-            tmp, manifest, samples, variants.min_agreement, log, tighten={n: t["int8_static"] for n, t in tighten.items() if "int8_static" in t},
+            tmp, manifest, samples, variants.min_agreement, log, tighten={n: s[0].tighter for n, s in searches.items() if s},
         )
     finally:
-        for t in tighten.values():
-            if "close" in t:
-                t["close"]()
+        for search in (s for found in searches.values() for s in found):
+            search.close()
     write_manifest(tmp, manifest)
     return manifest
 

@@ -291,14 +291,15 @@ class StaticInt8Search:
     model can pass its own gate while the fused answers do not (a stack can weigh one model's
     flips), and a graph with more ops in float is what the ensemble would rather run than none.
     The search keeps the quantized and fp32 graphs in memory for it until ``close()``.
+    ``record``: fields every gate it returns carries (what export measured of this CPU).
     """
 
     def __init__(self, fp32: Path, out: Path, g, ref: np.ndarray, training_texts: list | None, min_agreement: float, log,
                  baseline: tuple[str, Callable[[], Any]] | None = None, min_speedup: float = MIN_SPEEDUP,
-                 max_share: float = MAX_FLOAT_SHARE, **nncf_options):
+                 max_share: float = MAX_FLOAT_SHARE, record: dict[str, Any] | None = None, **nncf_options):
         self.fp32, self.out, self.g, self.ref, self.training_texts = fp32, out, g, ref, training_texts
         self.min_agreement, self.log, self.baseline, self.min_speedup, self.max_share = min_agreement, log, baseline, min_speedup, max_share
-        self.nncf_options = nncf_options
+        self.nncf_options, self.record = nncf_options, dict(record or {})
         self.q = self.f = None
         self.ops: list[str] = []
         self.ranking: Ranking | None = None
@@ -404,6 +405,7 @@ class StaticInt8Search:
             gate["search_seconds"] = round(self.ranking.seconds, 1)
         gate["quantize_seconds"] = round(self.t_quantized - self.t_start, 1)
         gate["seconds"] = round(time.perf_counter() - self.t_start, 1)
+        gate.update(self.record)
         self.kept = len(gate.get("fp32_scope", [])) if gate["passed"] else -1
         return gate
 
@@ -415,7 +417,7 @@ class StaticInt8Search:
         if not self.training_texts:
             # Calibrating on the gate rows would gate the graph on the rows it was fitted to.
             return {"passed": False, "method": "nncf-static-qdq", "error": "no calibration texts apart from the gate rows (a fit state from before they were kept): "
-                    "re-export with --calibration <training corpus>"}
+                    "re-export with --calibration <training corpus>", **self.record}
         self.t_start = time.perf_counter()
         calib_texts, self.search_texts = split_texts(self.training_texts)
         self.common = {
@@ -428,7 +430,7 @@ class StaticInt8Search:
             self.q, self.f = onnx.load(str(self.out)), onnx.load(str(self.fp32))
             self.ops = quantized_ops(self.q, self.f)
         except Exception as exc:  # noqa: BLE001 - a failed optional precision is reported, not fatal
-            return {"error": f"{type(exc).__name__}: {exc}", **self.common, "fp32_scope": [], "passed": False}
+            return {"error": f"{type(exc).__name__}: {exc}", **self.common, "fp32_scope": [], "passed": False, **self.record}
         self.common["quantized_ops"] = len(self.ops)
         self.t_quantized = time.perf_counter()
 

@@ -14,7 +14,7 @@ import copy
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -533,7 +533,7 @@ class GateSettings:
 
 
 def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None,
-                    tighten: dict[str, Callable[[], Any]] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                    searches: list | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions (the variants table, ``variants.py``); keep each only if it agrees
     with PyTorch fp32 on the sample, run through the engine's own runner and backend classes.
 
@@ -542,9 +542,9 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
       the whole graph fails the gate, retried with the most sensitive ops in float, fewest first
       (``int8_search``), and kept only if faster by ``static_int8_min_speedup`` than what ``auto``
-      would run instead (bf16, dynamic int8 or fp32); with ``tighten`` given, a kept graph's
-      search stays open there (``tighten["int8_static"]()``: the next graph up its ladder, or
-      None; ``tighten["close"]()`` lets it go) for the ensemble gate;
+      would run instead (bf16, dynamic int8 or fp32); with ``searches`` given, a kept graph's
+      search (``int8_search.StaticInt8Search``) is appended there, still open, for the ensemble
+      gate (``tighter``), and the caller closes it;
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
@@ -605,18 +605,12 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             base = (name, runs[name])
             search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
+                record={"int8_kernels": kernels, "cpu_bf16": cpu_has_bf16()},  # cpu_bf16: its float ops ran in bf16 where true
             )
-
-            def recorded(gate: dict[str, Any]) -> dict[str, Any]:
-                gate["int8_kernels"] = kernels
-                gate["cpu_bf16"] = cpu_has_bf16()  # its float ops ran in bf16 where this is true
-                return gate
-
-            gates["int8_static"] = recorded(search.run())
+            gates["int8_static"] = search.run()
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
-            if tighten is not None and gates["int8_static"]["passed"]:
-                tighten["int8_static"] = lambda: (gate := search.tighter()) and recorded(gate)
-                tighten["close"] = search.close
+            if searches is not None and gates["int8_static"]["passed"]:
+                searches.append(search)
             else:
                 search.close()
     for prec, gate in gates.items():
@@ -630,13 +624,13 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
 
 
 def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: GateSettings | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None,
-                       tighten: dict[str, Callable[[], Any]] | None = None) -> ModelSpec:
+                       searches: list | None = None) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ faster graphs whose gates pass) and ``tokenizer.json``.
 
     ``label_order`` (a checkpoint used as saved): the graph gathers the checkpoint's logits into
     the artifact's label order, and the PyTorch reference of the parity check is ordered the
     same way, so the check compares the *mapped* model with its graph. Sentence-pair samples
-    give a graph that takes ``token_type_ids`` when the model uses them. ``tighten``: see
+    give a graph that takes ``token_type_ids`` when the model uses them. ``searches``: see
     ``precision_gates`` (what the ensemble gate may ask of this model's static int8 later).
     """
     model, tok = load_for_export(Path(model_dir))
@@ -669,7 +663,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     heads = getattr(model.config, "num_attention_heads", None)
     hidden = getattr(model.config, "hidden_size", None)
     gates, extra = precision_gates(
-        graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, tighten=tighten,
+        graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, searches=searches,
     )
     parity["gates"] = gates
     graphs = {"fp32": (rel / VARIANTS["fp32"].file).as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}

@@ -646,7 +646,7 @@ def _run_windows(pool: Pool, facts: ArtifactFacts, sources: list[Source], out: C
     stats = ScoreStats(resumed_from=out.rows_done, backends=pool.description or "")
     progress = _Progress(opts.progress, snapshots.get(0) if len(sources) == 1 else None)
     several = len(sources) > 1
-    stream = _windows(sources, opts.read, snapshots, field_check=opts.write.on_error != "skip")
+    stream = _windows(sources, opts.read, snapshots, field_check=opts.field_check)
     cap = pool.depth * len(pool.actors)
     sizes: dict[int, int] = {}
     finished: dict[int, tuple[Any, ScoreStats]] = {}
