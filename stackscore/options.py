@@ -43,6 +43,19 @@ def _positive(what: str, value: int) -> None:
         raise StackscoreError(f"{what} must be a positive whole number, not {value!r}")
 
 
+def _flags(options: Any) -> None:
+    """Every ``bool`` field holds True or False (``None`` too where the field allows it). Python
+    takes any value as a condition, so ``cascade="off"`` or ``overwrite="false"`` from a config
+    file would silently do the opposite of what it says: refused in one line instead."""
+    for f in fields(options):
+        kind = str(f.type).replace(" ", "")
+        if kind not in ("bool", "bool|None"):
+            continue
+        value = getattr(options, f.name)
+        if not (isinstance(value, bool) or (value is None and kind == "bool|None")):
+            raise StackscoreError(f"{f.name} must be True or False{' (or None)' if kind != 'bool' else ''}, not {value!r}")
+
+
 def provider_names(providers) -> list[str]:
     """Names of ``providers``, which ONNX Runtime accepts as names or (name, options) pairs."""
     return [p[0] if isinstance(p, tuple) else p for p in providers]
@@ -57,10 +70,11 @@ class GpuOptions:
     trt_workspace_bytes: int = 4 << 30
 
     def __post_init__(self) -> None:
+        _flags(self)
         object.__setattr__(self, "device_ids", tuple(int(d) for d in self.device_ids))
         if not self.device_ids or any(d < 0 for d in self.device_ids):
             raise StackscoreError(f"GPU ids must be non-negative whole numbers, got {list(self.device_ids)}")
-        if self.mem_limit_bytes < 0:
+        if not isinstance(self.mem_limit_bytes, int) or isinstance(self.mem_limit_bytes, bool) or self.mem_limit_bytes < 0:
             raise StackscoreError("the GPU memory limit must not be negative")
 
 
@@ -83,15 +97,17 @@ class RunOptions:
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
     cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none
     streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else 1
+    fused_attention: bool | None = None  # OpenVINO's fused attention kernels (its "snippets"); None = what `stackscore tune` recorded for this CPU in cache_dir, else on
 
     def __post_init__(self) -> None:
+        _flags(self)
         _one_of("precision", self.precision, PRECISIONS)
         _one_of("backend", self.backend, BACKENDS)
         _one_of("--long-text", self.long_text, LONG_TEXT_MODES)
         _positive("token budget", self.token_budget)
         _positive("max batch rows", self.max_batch_rows)
-        if self.threads < 0:
-            raise StackscoreError(f"threads must be 0 (all cores) or more, not {self.threads}")
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+            raise StackscoreError(f"threads must be 0 (all cores) or a positive whole number, not {self.threads!r}")
         if not isinstance(self.streams, int) or isinstance(self.streams, bool) or self.streams < 0:
             raise StackscoreError(f"--streams must be 0 (the measured choice) or a positive whole number, not {self.streams!r}")
         object.__setattr__(self, "providers", tuple(self.providers) or (CPU,))
@@ -131,6 +147,7 @@ class ReadOptions:
     tsv_quotes: str = "detect"
 
     def __post_init__(self) -> None:
+        _flags(self)
         _one_of("--encoding-errors", self.encoding_errors, ENCODING_ERRORS)
         _one_of("--tsv-quotes", self.tsv_quotes, TSV_QUOTES)
         _positive("--chunk-rows", self.window_rows)
@@ -149,6 +166,7 @@ class WriteOptions:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        _flags(self)
         _one_of("--on-error", self.on_error, ON_ERROR)
 
 
@@ -162,6 +180,7 @@ class ScoreOptions:
     on_progress: Callable[[Any], None] | None = None  # called after every written window
 
     def __post_init__(self) -> None:
+        _flags(self)
         _positive("queue depth", self.queue_depth)
 
     @property

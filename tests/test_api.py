@@ -86,3 +86,20 @@ def test_empty_and_blank_texts_get_no_prediction_in_the_api_as_in_a_file(artifac
     rows = list(e.score_iter(texts))
     assert [r["error"] for r in rows] == [None, "field 'text' is empty", "field 'text' is empty", None]
     assert rows[1]["label"] is None and rows[0]["label"] in e.labels
+
+
+def test_a_flag_given_as_a_string_is_refused_not_taken_as_true(artifact, tmp_path):
+    """``overwrite="false"`` (a value read from a config file) is truthy in Python: it would have
+    replaced the user's file. The API refuses it in one line and the file keeps its bytes."""
+    import pytest
+
+    from stackscore.errors import StackscoreError
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text('{"text": "a great film"}\n')
+    out.write_text("the user's own file\n")
+    with pytest.raises(StackscoreError, match="overwrite must be True or False, not 'false'"):
+        Ensemble.load(artifact).score_file(src, out, overwrite="false", progress=False)
+    assert out.read_text() == "the user's own file\n"
+    with pytest.raises(StackscoreError, match="cascade must be True or False, not 'off'"):
+        Ensemble(artifact, cascade="off")

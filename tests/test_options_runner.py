@@ -32,6 +32,14 @@ from stackscore.options import ReadOptions, RunOptions, ScoreOptions, WriteOptio
         (lambda: WriteOptions(on_error="drop"), "--on-error must be one of"),
         (lambda: ScoreOptions.from_kwargs(chunk_size=5), "unknown scoring option 'chunk_size'"),
         (lambda: RunOptions(streams=-1), "--streams must be 0"),
+        # a string from a config file is truthy: "off" would turn the cascade on, "false" overwrite
+        (lambda: RunOptions(cascade="off"), "cascade must be True or False, not 'off'"),
+        (lambda: RunOptions(io_binding="yes"), r"io_binding must be True or False \(or None\)"),
+        (lambda: RunOptions(threads="2"), "threads must be 0"),
+        (lambda: WriteOptions(overwrite="false"), "overwrite must be True or False"),
+        (lambda: WriteOptions(resume="no"), "resume must be True or False"),
+        (lambda: ScoreOptions.from_kwargs(with_model_outputs=1), "with_model_outputs must be True or False, not 1"),
+        (lambda: ScoreOptions(progress="no"), "progress must be True or False"),
     ],
 )
 def test_each_option_is_checked_when_built(make, message):
