@@ -272,7 +272,8 @@ def tune(
     token_budget: int = typer.Option(_RUN.token_budget, help="The token budget you will score with (it shapes every batch)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the measurements as JSON here."),
 ):
-    """Measure 1, 2, ... requests in flight per model on this CPU and record the fastest in --cache-dir."""
+    """Measure 1, 2, ... requests in flight per model on this CPU (and OpenVINO's fused attention
+    kernels against plain nodes) and record the fastest in --cache-dir."""
     from .bench import load_corpus
     from .options import RunOptions
     from .tuning import tune as tune_streams
@@ -288,8 +289,12 @@ def tune(
     for name, r in result.items():
         speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in r["rows_per_s"].items())
         firsts = ", ".join(f"{k}: {v:,.0f}" for k, v in r["first_pass_rows_per_s"].items())
+        attention = ""
+        if "plain_attention" in r:
+            p = r["plain_attention"]
+            attention = f"; plain attention {p['rows_per_s']:,.0f} (first pass {p['first_pass_rows_per_s']:,.0f}) -> {'fused' if r['fused_attention'] else 'plain'}"
         print(f"{name} ({r['runtime']}/{r['precision']}): rows/s by streams {speeds} -> {r['streams']} stream(s) ({r['gain']:+.1%}); "
-              f"first pass (new shapes) {firsts}")
+              f"first pass (new shapes) {firsts}{attention}")
     if not result:
         print("no transformer model to tune (string-input models run one call per window)")
     else:

@@ -263,7 +263,8 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable
     spec = next(m for m in scorer.manifest.models if m.name == runner.name)
     graph = resolve_inside(scorer.artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     verify_opened(scorer.artifact_dir, scorer.manifest, [spec.graphs[choice.graph_key]])  # opened again, so checked again
-    backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None), choice.precision, perf_count=True)
+    fused = getattr(runner.backends[0], "fused_attention", True)  # the kernels the model scores with
+    backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None), choice.precision, perf_count=True, fused_attention=fused)
     seconds: Counter = Counter()
     for counted in (False, True):
         for b in batches:

@@ -1,4 +1,5 @@
-"""Streams per model, chosen by measurement on this machine and recorded (``stackscore tune``).
+"""Streams per model (and OpenVINO's attention kernels), chosen by measurement on this machine and
+recorded (``stackscore tune``).
 
 A model can run one request at a time on all cores (OpenVINO's LATENCY hint, one ONNX Runtime
 caller) or several at once, each on its share of the cores (OpenVINO THROUGHPUT streams, ONNX
@@ -8,8 +9,13 @@ large ones do not. So it is measured, not assumed: ``measure`` times each model'
 the user's rows (the engine's runner, the same backends) at 1, 2, ... streams, best of two, and
 ``record`` keeps the choice in the cache directory under a key that names the graph (sha256),
 runtime, precision, thread count, token budget and CPU. ``RunOptions(streams=0)`` (the default) looks the key
-up (``recorded_streams``); without a record a model runs one stream, as before. A record is
+up (``recorded``); without a record a model runs one stream, as before. A record is
 never used for another graph, CPU, precision or thread count.
+
+OpenVINO models are also timed with their attention blocks as plain nodes instead of its fused
+kernels (``OpenVinoBackend(fused_attention=False)``): cheaper to prepare for each new batch shape,
+slower on long sequences. ``RunOptions(fused_attention=None)`` (the default) reads that choice
+the same way; without a record OpenVINO's own fused kernels run.
 """
 
 from __future__ import annotations
@@ -45,14 +51,27 @@ def _load(cache_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int, token_budget: int) -> int | None:
-    """The streams ``stackscore tune`` chose for this graph, runtime, precision, threads, token
-    budget and CPU, or None."""
+def recorded(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int, token_budget: int) -> dict[str, Any]:
+    """What ``stackscore tune`` chose for this graph, runtime, precision, threads, token budget
+    and CPU: ``streams`` and ``fused_attention``, each only where recorded and valid (``{}`` if
+    nothing is)."""
     if cache_dir is None or not graph_sha256:
-        return None
+        return {}
     entry = _load(cache_dir).get(record_key(runtime, precision, graph_sha256, threads, token_budget))
-    streams = entry.get("streams") if isinstance(entry, dict) else None
-    return streams if isinstance(streams, int) and not isinstance(streams, bool) and 1 <= streams <= max(threads, 1) else None
+    if not isinstance(entry, dict):
+        return {}
+    found: dict[str, Any] = {}
+    streams = entry.get("streams")
+    if isinstance(streams, int) and not isinstance(streams, bool) and 1 <= streams <= max(threads, 1):
+        found["streams"] = streams
+    if isinstance(entry.get("fused_attention"), bool):
+        found["fused_attention"] = entry["fused_attention"]
+    return found
+
+
+def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int, token_budget: int) -> int | None:
+    """The streams ``stackscore tune`` chose (``recorded``), or None."""
+    return recorded(cache_dir, runtime, precision, graph_sha256, threads, token_budget).get("streams")
 
 
 def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
@@ -79,12 +98,18 @@ def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
 
 
 def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 4096, candidates: tuple[int, ...] | None = None, log=print) -> dict[str, dict[str, Any]]:
-    """Rows/s of each transformer model's own batches of ``texts`` at each stream count.
+    """Rows/s of each transformer model's own batches of ``texts`` at each stream count, and for
+    OpenVINO models with its fused attention kernels on and off.
 
     Returns per model: runtime, precision, graph sha256, ``rows_per_s`` per stream count (best of
     two warm passes), the chosen count (the fastest warm, if at least ``MIN_GAIN`` faster than
     one stream: a long job's speed), ``first_pass_rows_per_s`` (the pass that prepares every
-    shape, what a one-window job waits for; reported, not chosen on) and the record key.
+    shape, what a one-window job waits for), ``fused_attention`` and the record key.
+
+    Fused attention (``OpenVinoBackend``) is timed at the chosen stream count against plain
+    attention nodes: plain is chosen when its warm pass is no more than ``MIN_GAIN`` slower and
+    its first pass at least ``MIN_GAIN`` faster (a fused kernel is compiled for every new batch
+    shape, which a short job pays on nearly every batch); otherwise OpenVINO's default stays.
     """
     from .engine.runner import TransformerRunner, runner_for
     from .engine.scorer import Scorer
@@ -93,8 +118,10 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     if not texts:
         raise StackscoreError("tuning needs at least one row to time")
     candidates = candidates or tuple(range(1, min(threads, 4) + 1))
-    base = Scorer(artifact_dir, replace(options, streams=1))
+    measured = replace(options, streams=1, fused_attention=True)  # every candidate explicit: no earlier record is read
+    base = Scorer(artifact_dir, measured)
     work = base.prepared_batches(texts, window_rows)
+    k = len(base.labels)
     out: dict[str, dict[str, Any]] = {}
     for spec in base.manifest.models:
         runner = base.runners[spec.name]
@@ -102,31 +129,44 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             continue
         batches = work[spec.name]
         sha = base.manifest.files.get(spec.graphs[runner.choice.graph_key], {}).get("sha256", "")
-        speeds: dict[int, float] = {}
-        first: dict[int, float] = {}
-        for n in candidates:
-            r = runner if n == 1 else runner_for(spec, base.manifest, base.artifact_dir, replace(options, streams=n))
-            # The first pass of a freshly built model prepares every batch shape (per compiled
-            # model, so each candidate pays its own): what a job of one window waits for.
+        what = f"{spec.name} ({runner.choice.backend}/{runner.choice.precision})"
+
+        def timed(r) -> tuple[float, float]:
+            """Rows/s of a freshly built runner's first pass (it prepares every batch shape, per
+            compiled model, so each candidate pays its own) and of its best of two warm passes."""
             t0 = time.perf_counter()
-            r.run_batches(batches, len(base.labels))
-            first[n] = len(texts) / (time.perf_counter() - t0)
+            r.run_batches(batches, k)
+            first = len(texts) / (time.perf_counter() - t0)
             best = float("inf")
             for _ in range(2):
                 t0 = time.perf_counter()
-                r.run_batches(batches, len(base.labels))
+                r.run_batches(batches, k)
                 best = min(best, time.perf_counter() - t0)
-            speeds[n] = len(texts) / best
-            log(f"  {spec.name} ({runner.choice.backend}/{runner.choice.precision}): {n} stream{'s' if n > 1 else ''} {speeds[n]:,.0f} rows/s (first pass {first[n]:,.0f})")
+            return first, len(texts) / best
+
+        speeds: dict[int, float] = {}
+        first: dict[int, float] = {}
+        for n in candidates:
+            r = runner if n == 1 else runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=n))
+            first[n], speeds[n] = timed(r)
+            log(f"  {what}: {n} stream{'s' if n > 1 else ''} {speeds[n]:,.0f} rows/s (first pass {first[n]:,.0f})")
         fastest = max(speeds, key=speeds.get)
         chosen = fastest if speeds[fastest] >= speeds[1] * (1 + MIN_GAIN) else 1
-        out[spec.name] = {
+        entry: dict[str, Any] = {
             "runtime": runner.choice.backend, "precision": runner.choice.precision, "graph_sha256": sha, "threads": threads,
-            "rows_per_s": {str(k): round(v, 1) for k, v in speeds.items()}, "streams": chosen,
-            "first_pass_rows_per_s": {str(k): round(v, 1) for k, v in first.items()},
+            "rows_per_s": {str(n): round(v, 1) for n, v in speeds.items()}, "streams": chosen,
+            "first_pass_rows_per_s": {str(n): round(v, 1) for n, v in first.items()},
             "gain": round(speeds[chosen] / speeds[1] - 1, 4), "rows": len(texts),
             "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, runner.token_budget), "token_budget": runner.token_budget,
         }
+        if runner.choice.backend == "openvino":
+            plain_first, plain = timed(runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=chosen, fused_attention=False)))
+            use_plain = plain >= speeds[chosen] * (1 - MIN_GAIN) and plain_first >= first[chosen] * (1 + MIN_GAIN)
+            entry["fused_attention"] = not use_plain
+            entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1)}
+            log(f"  {what}: {chosen} stream{'s' if chosen > 1 else ''}, plain attention {plain:,.0f} rows/s (first pass {plain_first:,.0f})"
+                f" -> {'plain' if use_plain else 'fused'} attention")
+        out[spec.name] = entry
     return out
 
 

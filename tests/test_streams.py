@@ -344,3 +344,57 @@ def test_a_run_resumes_with_other_stream_counts(artifact, corpus_rows, tmp_path)
     assert prints[0] == prints[1]
     assert without_streams("bert: openvino/bf16 x2 streams, tfidf: onnxruntime/tfidf") == "bert: openvino/bf16, tfidf: onnxruntime/tfidf"
     assert all(without_streams(f"bert: openvino/int8{streams_note(n)}") == "bert: openvino/int8" for n in (1, 2, 12))
+
+
+def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, corpus_rows, tmp_path):
+    """A recorded ``fused_attention: false`` compiles each OpenVINO model with its attention blocks
+    as plain MatMul/Softmax nodes (no fused "Subgraph" kernel), says so in the description, scores
+    the same rows as the fused kernels, and does not change what a resume must match; an explicit
+    ``RunOptions(fused_attention=True)`` wins over the record."""
+    pytest.importorskip("openvino")
+    from stackscore.engine.runner import without_streams
+
+    texts = [r["text"] for r in corpus_rows[:120]]
+    run = RunOptions(precision="fp32", backend="openvino", cache_dir=tmp_path, streams=1)
+    fused = Scorer(artifact, run)
+    for spec in fused.manifest.models:
+        sha = fused.manifest.files[spec.graphs["fp32"]]["sha256"]
+        record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, fused.runners[spec.name].token_budget), {"streams": 1, "fused_attention": False})
+    plain = Scorer(artifact, replace_run(run, streams=0))
+    kinds = {name: {op.get_rt_info()["layerType"].astype(str) for op in r.backends[0].compiled.get_runtime_model().get_ordered_ops()} for name, r in plain.runners.items()}
+    assert [r.backends[0].fused_attention for r in plain.runners.values()] == [False, False]
+    assert all("Softmax" in k and "Subgraph" not in k for k in kinds.values()), kinds
+    assert [r.backends[0].fused_attention for r in plain.runners.values()] == [False, False]
+    assert plain.describe().count("plain attention") == 2 and "plain attention" not in fused.describe()
+    assert without_streams(plain.describe()) == without_streams(fused.describe())
+    a, b = fused.score_texts(texts), plain.score_texts(texts)
+    np.testing.assert_allclose(b.proba, a.proba, atol=1e-5)
+    assert (b.proba.argmax(1) == a.proba.argmax(1)).all()
+    again = Scorer(artifact, replace_run(run, streams=0, fused_attention=True))
+    assert [r.backends[0].fused_attention for r in again.runners.values()] == [True, True]
+
+
+def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact, corpus_rows, tmp_path):
+    pytest.importorskip("openvino")
+    from stackscore.tuning import MIN_GAIN, measure, recorded
+
+    texts = [r["text"] for r in corpus_rows[:150]]
+    run = RunOptions(precision="fp32", backend="openvino", cache_dir=tmp_path)
+    result = measure(artifact, texts, run, candidates=(1,), log=lambda *_: None)
+    assert set(result) == {"bert", "roberta"}
+    for m in result.values():
+        plain, n = m["plain_attention"], str(m["streams"])
+        assert plain["rows_per_s"] > 0 and plain["first_pass_rows_per_s"] > 0
+        use_plain = plain["rows_per_s"] >= m["rows_per_s"][n] * (1 - MIN_GAIN) and plain["first_pass_rows_per_s"] >= m["first_pass_rows_per_s"][n] * (1 + MIN_GAIN)
+        assert m["fused_attention"] is (not use_plain)
+        record(tmp_path, m["key"], {k: v for k, v in m.items() if k != "key"})
+        assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": m["streams"], "fused_attention": m["fused_attention"]}
+    record(tmp_path, next(iter(result.values()))["key"], {"streams": 1, "fused_attention": "no"})  # not a bool: not trusted
+    m = next(iter(result.values()))
+    assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": 1}
+
+
+def replace_run(run: RunOptions, **changes) -> RunOptions:
+    from dataclasses import replace
+
+    return replace(run, **changes)

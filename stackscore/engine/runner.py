@@ -239,13 +239,21 @@ def streams_note(streams: int) -> str:
     return f" x{streams} streams" if streams > 1 else ""
 
 
+def attention_note(backend: str, fused: bool) -> str:
+    """How a runner's description says OpenVINO runs attention as plain nodes (``without_streams``
+    takes it out again)."""
+    return " plain attention" if backend == "openvino" and not fused else ""
+
+
 def without_streams(described: str) -> str:
-    """A description (one runner's, or a scorer's list of them) without ``streams_note``'s part:
-    what a resume must match. Stream counts, like thread counts, split the same work differently
-    and are re-measured by `stackscore tune`; a Ray run's actors report their descriptions as text."""
+    """A description (one runner's, or a scorer's list of them) without ``streams_note``'s and
+    ``attention_note``'s parts: what a resume must match. Stream counts, like thread counts, split
+    the same work differently, and plain or fused attention kernels compute the same sums in
+    another order; both are re-measured by `stackscore tune`. A Ray run's actors report their
+    descriptions as text."""
     import re
 
-    return re.sub(r" x\d+ streams", "", described)
+    return re.sub(r" x\d+ streams| plain attention", "", described)
 
 
 def fusion_files(manifest: Manifest, options: RunOptions) -> list[str]:
@@ -337,11 +345,14 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
     token_budget, max_rows, overhead = batch_geometry(spec.flops_per_token, options)
-    streams = options.streams
-    if not streams:  # what `stackscore tune` measured and recorded for this graph on this CPU, else one
-        from ..tuning import recorded_streams
+    streams, fused = options.streams, options.fused_attention
+    if not options.on_gpu and (not streams or fused is None):  # what `stackscore tune` measured and recorded for this graph on this CPU
+        from ..tuning import recorded
 
-        streams = (not options.on_gpu and recorded_streams(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)) or 1
+        found = recorded(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)
+        streams = streams or found.get("streams", 1)
+        fused = found.get("fused_attention", True) if fused is None else fused
+    streams, fused = streams or 1, fused is not False  # else one stream, OpenVINO's own kernels
 
     def load_tokenizer() -> tuple[str, TextTokenizer]:
         with lock:  # models sharing a tokenizer file load it once
@@ -361,7 +372,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
                 if choice.backend == "openvino":
                     from .backends.ov import OpenVinoBackend
 
-                    backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams))
+                    backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams, fused_attention=fused))
                 else:
                     backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
                 check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
@@ -383,7 +394,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     buckets = buckets_for(spec.max_length) if options.bucketed else None
     return TransformerRunner(
         spec.name, tok, spec.pad_id, backends, token_budget, max_rows, buckets,
-        describe=f"{choice.backend}/{choice.precision}{where}{streams_note(streams)}", tokenizer_key=key, choice=choice,
+        describe=f"{choice.backend}/{choice.precision}{where}{streams_note(streams)}{attention_note(choice.backend, fused)}", tokenizer_key=key, choice=choice,
         overhead_tokens=overhead, new_shape_tokens=NEW_SHAPE_TOKENS * overhead // BATCH_OVERHEAD_TOKENS if choice.backend == "openvino" else 0,
     )
 

@@ -113,14 +113,14 @@ def inference_hint(precision: str) -> str:
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False, fused_attention: bool = True):
         # Models are built on a thread each (``runners_for``). The compilation (or the cached
         # blob's import: the longest part of a cached start, GIL released) runs alongside the
         # other models' (with a cache directory, under ``c_locale_while_building``); what touches
         # the Python binding's state around it is made under the first-call lock, for the reason
         # ``run`` gives.
         with _FIRST_CALL:
-            core, model, config, cached = self._prepare(graph, options, precision, graph_sha256, streams)
+            core, model, config, cached = self._prepare(graph, options, precision, graph_sha256, streams, fused_attention)
             if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
                 config["PERF_COUNT"] = True
         with c_locale_while_building() if cached else nullcontext():
@@ -135,7 +135,7 @@ class OpenVinoBackend:
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
             raise session_error(graph, "OpenVINO", exc) from None
 
-    def _prepare(self, graph: Path, options: RunOptions, precision: str, graph_sha256: str | None, streams: int):
+    def _prepare(self, graph: Path, options: RunOptions, precision: str, graph_sha256: str | None, streams: int, fused_attention: bool = True):
         ov = import_openvino()
         # pybind11's numpy API is looked up by a function-local static that imports numpy (Python
         # code, during which the GIL can pass to another thread): the kind of initializer behind
@@ -143,7 +143,10 @@ class OpenVinoBackend:
         # outside it is the first to reach it, whatever its config conversion touches.
         ov.Tensor(np.zeros(1, dtype=np.float32))
         core = ov.Core()
-        cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision)
+        self.fused_attention = bool(fused_attention)
+        # OpenVINO's blob key leaves SNIPPETS_MODE out (a blob compiled with fused attention was
+        # imported for a plain-attention request): each kind of kernel gets its own directory.
+        cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision + ("" if self.fused_attention else "-plainattn"))
         model = str(graph)
         if cache is not None:
             # compile_model(path) with CACHE_DIR: a cached blob skips both parsing and compiling
@@ -157,6 +160,14 @@ class OpenVinoBackend:
             "INFERENCE_PRECISION_HINT": inference_hint(precision),
             "INFERENCE_NUM_THREADS": options.cpu_threads,
         }
+        if not self.fused_attention:
+            # OpenVINO fuses each attention block into one JIT-compiled kernel (a "snippet").
+            # With dynamic shapes that kernel is compiled again for every new batch shape: 7-23 ms
+            # each for MiniLM-L6 on an AMX Xeon against 3-5 ms for plain MatMul/Softmax nodes, and
+            # a fresh process meets a new shape in nearly every batch; the fused kernel wins on
+            # long sequences (256 tokens: 43 vs 69 ms a batch there). So `stackscore tune`
+            # measures it per machine (``tuning.measure``).
+            config["SNIPPETS_MODE"] = "DISABLE"
         # One stream: one request at a time, all cores on it. Several: the cores split into
         # ``streams`` executors, each running its own request (the runner keeps them busy).
         self.streams = max(1, int(streams))
