@@ -107,9 +107,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     shape, what a one-window job waits for), ``fused_attention`` and the record key.
 
     Fused attention (``OpenVinoBackend``) is timed at the chosen stream count against plain
-    attention nodes: plain is chosen when its warm pass is no more than ``MIN_GAIN`` slower and
-    its first pass at least ``MIN_GAIN`` faster (a fused kernel is compiled for every new batch
-    shape, which a short job pays on nearly every batch); otherwise OpenVINO's default stays.
+    attention nodes, and plain is chosen as ``prefer_plain`` says.
     """
     from .engine.runner import TransformerRunner, runner_for
     from .engine.scorer import Scorer
@@ -161,13 +159,21 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
         }
         if runner.choice.backend == "openvino":
             plain_first, plain = timed(runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=chosen, fused_attention=False)))
-            use_plain = plain >= speeds[chosen] * (1 - MIN_GAIN) and plain_first >= first[chosen] * (1 + MIN_GAIN)
+            use_plain = prefer_plain(plain, plain_first, speeds[chosen], first[chosen])
             entry["fused_attention"] = not use_plain
             entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1)}
             log(f"  {what}: {chosen} stream{'s' if chosen > 1 else ''}, plain attention {plain:,.0f} rows/s (first pass {plain_first:,.0f})"
                 f" -> {'plain' if use_plain else 'fused'} attention")
         out[spec.name] = entry
     return out
+
+
+def prefer_plain(plain: float, plain_first: float, fused: float, fused_first: float) -> bool:
+    """Whether plain attention nodes beat OpenVINO's fused kernels (rows/s, warm and first pass):
+    at least ``MIN_GAIN`` faster warm (a long job), or no more than ``MIN_GAIN`` slower warm and at
+    least ``MIN_GAIN`` faster on the first pass (a fused kernel is compiled for every new batch
+    shape, which a job of a window or two pays on nearly every batch). Otherwise the default stays."""
+    return plain >= fused * (1 + MIN_GAIN) or (plain >= fused * (1 - MIN_GAIN) and plain_first >= fused_first * (1 + MIN_GAIN))
 
 
 def tune(artifact_dir: Path, texts: list[str], options, cache_dir: Path, window_rows: int = 4096, log=print) -> dict[str, dict[str, Any]]:
