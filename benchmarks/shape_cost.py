@@ -11,10 +11,12 @@ each costs a one-off preparation on top of its work. Three sets of 25 shapes, ea
 With ``--bounded`` the graph's dynamic dimensions are bounded at compile time
 ([1..512] rows, [1..max_length] tokens) and the same sets run again, plus the warm time of
 all 75 shapes for both compilations (whether bounding makes the work itself slower). With
+``--plain-attention`` the same again with attention as plain MatMul/Softmax nodes instead of
+OpenVINO's fused kernel (what `stackscore tune` may choose: ``tuning.prefer_plain``). With
 ``--data FILE`` each compilation also runs the engine's own batches of ``--rows`` texts three
 times (the first pass in a fresh compilation is what a whole-process job pays).
 
-    python benchmarks/shape_cost.py ARTIFACT [--bounded] [--data FILE.jsonl --rows 2000] [--json F]
+    python benchmarks/shape_cost.py ARTIFACT [--bounded] [--plain-attention] [--data FILE.jsonl --rows 2000] [--json F]
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("artifact", type=Path)
     ap.add_argument("--bounded", action="store_true", help="also compile with bounded dynamic dimensions")
+    ap.add_argument("--plain-attention", action="store_true", help="also compile with attention as plain nodes (OpenVinoBackend(fused_attention=False))")
     ap.add_argument("--data", type=Path, help="also time the engine's batches of these texts")
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--json", type=Path)
@@ -86,15 +89,17 @@ def main() -> None:
         hint = "bf16" if choice.precision in ("bf16", "int8") else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": options.cpu_threads, "PERFORMANCE_HINT": "LATENCY"}
         core = ov.Core()
-        runs = {"dynamic": None}
+        runs = {"dynamic": (None, {})}
         if args.bounded:
-            runs["bounded"] = [ov.Dimension(1, 512), ov.Dimension(1, max(spec.max_length, 64))]
+            runs["bounded"] = ([ov.Dimension(1, 512), ov.Dimension(1, max(spec.max_length, 64))], {})
+        if args.plain_attention:  # what the engine's backend sets for fused_attention=False
+            runs["dynamic_plain_attention"] = (None, {"SNIPPETS_MODE": "DISABLE"})
         out[spec.name] = {"variant": choice.variant}
-        for label, dims in runs.items():
+        for label, (dims, extra) in runs.items():
             model = core.read_model(str(args.artifact / spec.graphs[choice.graph_key]))
             if dims is not None:
                 model.reshape({i.get_any_name(): ov.PartialShape(dims) for i in model.inputs})
-            compiled = core.compile_model(model, "CPU", config)
+            compiled = core.compile_model(model, "CPU", {**config, **extra})
             r = measure(compiled, [i.get_any_name() for i in compiled.inputs], sets)
             if spec.name in batches:
                 request, names = compiled.create_infer_request(), [i.get_any_name() for i in compiled.inputs]

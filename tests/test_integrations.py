@@ -148,3 +148,102 @@ def test_spark_executors_load_an_artifact_exported_again_to_the_same_path(copy):
     np.testing.assert_allclose(new.score_texts(texts).proba, Scorer(copy, run).score_texts(texts).proba)
     with pytest.raises(ArtifactError, match="changed after this job was planned"):
         _scorer(str(copy), run, before)
+
+
+def _arrow_scored(artifact, batches, **kw):
+    import pyarrow as pa
+
+    from stackscore.engine.scorer import Scorer
+    from stackscore.integrations.windows import result_schema, score_arrow
+
+    opts = ScoreOptions.from_kwargs(progress=False, **kw)
+    scorer = Scorer(artifact, opts.run)
+    return scorer, pa.Table.from_batches(list(score_arrow(scorer, batches, opts.read, opts.write, result_schema(scorer, opts.write))))
+
+
+def test_a_dataframe_text_column_of_other_objects_gives_error_rows_as_score_dataframe_does(artifact):
+    """A Ray Data batch of a pandas column mixing strings and other objects arrives as Arrow's
+    pickled-object extension type, a Spark column may be numbers: each row that holds no text is
+    an error row with the reason ``Ensemble.score_dataframe`` gives, the others are scored (the
+    whole batch failed, and with it the job)."""
+    import pyarrow as pa
+
+    from stackscore.api import Ensemble
+
+    _, ints = _arrow_scored(artifact, [pa.record_batch({"text": [1, 2], "n": [0, 1]})])
+    assert ints.column("error").to_pylist() == ["field 'text' is int, not text"] * 2 and ints.column("label").to_pylist() == [None, None]
+    assert ints.column("text").to_pylist() == [1, 2]  # the input's own column is kept as it was
+    pytest.importorskip("ray")
+    from ray.data._internal.pandas_block import PandasBlockAccessor
+
+    df = pd.DataFrame({"text": ["a clever film", 5, "boring and dull", None, "  "], "n": range(5)})
+    block = PandasBlockAccessor(df).to_arrow()
+    assert not pa.types.is_string(block.schema.field("text").type)  # the case itself: pickled objects
+    _, got = _arrow_scored(artifact, [block])
+    local = Ensemble.load(artifact).score_dataframe(df)
+    assert got.column("error").to_pylist() == [None if pd.isna(e) else e for e in local["error"]]
+    assert got.column("label").to_pylist() == [None if pd.isna(v) else v for v in local["label"]]
+    np.testing.assert_allclose(np.array(got.column("prob_positive").to_pylist(), dtype=float), local["prob_positive"].to_numpy(dtype=float), atol=1e-6)
+
+
+def test_a_dataframe_row_that_fails_at_inference_gets_its_reason_without_a_made_up_position(artifact):
+    """A non-finite output in a Spark partition or Ray Data batch: the row's error is the reason
+    alone (a row number counted from the batch says nothing about the frame), and
+    ``on_error='fail'`` names no file the user never had."""
+    import pyarrow as pa
+
+    class NaNFirst:
+        def __init__(self, fusion):
+            self._fusion = fusion
+
+        def __getattr__(self, name):
+            return getattr(self._fusion, name)
+
+        def __call__(self, outputs):
+            p = np.array(self._fusion(outputs), dtype=float)
+            p[0] = np.nan
+            return p
+
+    from stackscore.engine.scorer import Scorer
+    from stackscore.errors import InputError
+    from stackscore.integrations.windows import result_schema, score_arrow
+
+    batches = [pa.record_batch({"text": ["good film", "bad film"]}), pa.record_batch({"text": ["fine", "dull"]})]
+    for on_error in ("record", "fail"):
+        opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=2, on_error=on_error)
+        scorer = Scorer(artifact, opts.run)
+        scorer.fusion = NaNFirst(scorer.fusion)
+        run = lambda: pa.Table.from_batches(list(score_arrow(scorer, batches, opts.read, opts.write, result_schema(scorer, opts.write))))  # noqa: E731
+        if on_error == "record":
+            errors = run().column("error").to_pylist()
+            assert errors[0] == errors[2] == "non-finite model output (fused probabilities)" and errors[1] is errors[3] is None
+        else:
+            with pytest.raises(InputError) as info:
+                run()
+            assert str(info.value) == "non-finite model output (fused probabilities) (--on-error fail)"
+
+
+def test_dataframe_adapters_refuse_options_they_set_or_cannot_use_in_one_line(artifact):
+    """Flat names the adapters set from their own parameters met a TypeError ("multiple values
+    for keyword argument"); file-only options were taken and did nothing. Both are refused on the
+    driver, before the DataFrame is touched (None here)."""
+    from stackscore.integrations.ray import score_dataset
+    from stackscore.integrations.spark import score_spark
+    from stackscore.integrations.windows import check_columns
+
+    cases = [
+        (score_spark, {"text_field": "body"}, "score_spark: text_field= is not taken here; pass text_column="),
+        (score_spark, {"progress": True}, "score_spark: progress= is not taken here"),
+        (score_spark, {"id_field": "id"}, "score_spark: id_field= applies to files"),
+        (score_spark, {"overwrite": True}, "score_spark: overwrite= applies to files"),
+        (score_dataset, {"threads": 2}, "score_dataset: threads= is not taken here; each actor runs num_cpus_per_actor= threads"),
+        (score_dataset, {"text_pair_field": "b"}, "score_dataset: text_pair_field= is not taken here; pass text_pair_column="),
+        (score_dataset, {"label_field": "y"}, "score_dataset: label_field= applies to files"),
+    ]
+    for fn, kw, message in cases:
+        with pytest.raises(StackscoreError, match=re.escape(message)):
+            fn(None, artifact, **kw)
+    from stackscore.options import ReadOptions
+
+    with pytest.raises(StackscoreError, match="text and text pair columns must be different columns, got 'a' for both"):
+        check_columns(["a", "b"], ReadOptions(text_field="a", text_pair_field="a"), [])

@@ -325,6 +325,11 @@ def test_on_error_fail_is_one_line_naming_file_line_and_field(artifact, shards, 
             score_ray(artifact, shards / "a.jsonl", out, ScoreOptions.from_kwargs(progress=False, on_error="fail"), ray_opts())
         msg = str(info.value)
         assert "a.jsonl" in msg and "line 21" in msg and "--on-error fail" in msg and "\n" not in msg and "Traceback" not in msg
+    # nothing was committed, so nothing is left to resume: running again says the same, as a
+    # local run does (an empty f.jsonl.parts/ made it ask for --resume or --overwrite)
+    assert not (tmp_path / "f.jsonl.parts").exists() and not (tmp_path / "f.jsonl").exists()
+    with pytest.raises(InputError, match="line 21"):
+        score_ray(artifact, shards / "a.jsonl", tmp_path / "f.jsonl", ScoreOptions.from_kwargs(progress=False, on_error="fail"), ray_opts())
 
 
 def test_a_run_that_cannot_progress_stops_with_one_line(artifact, shards, tmp_path, ray_local):

@@ -64,7 +64,7 @@ from ..engine.stats import ScoreStats
 from ..errors import InputError, StackscoreError
 from ..options import CPU, CUDA, ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
 from .shards import LOCK, MANIFEST, WORK, OutputDir, Source, is_uri, locate, is_ours, stage, count_output, expand_inputs, is_directory_output, shard_name
-from .windows import ArtifactFacts, check_columns, empty_block, merge_stats, result_schema, score_arrow, score_window
+from .windows import ArtifactFacts, check_columns, empty_block, frame_options, merge_stats, result_schema, score_arrow, score_window
 
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "csv", "csv.gz", "tsv", "tsv.gz", "parquet")
 
@@ -632,7 +632,11 @@ def _score_to_file(artifact: Path, facts: ArtifactFacts, sources: list[Source], 
                 one = len(sources) == 1 and not sources[0].remote
                 fp = fingerprint(Path(sources[0].path), facts, opts, snapshots[0]) if one else _multi_fingerprint(sources, facts, opts)
                 out = CommittedOutput(output, fp, resume=opts.write.resume, overwrite=opts.write.overwrite)
-                stats = _run_windows(pool, facts, sources, out, opts, snapshots, ray_opts)
+                try:
+                    stats = _run_windows(pool, facts, sources, out, opts, snapshots, ray_opts)
+                except BaseException:
+                    out.discard_if_empty()  # as the local run: nothing committed, nothing left to resume
+                    raise
             finally:
                 pool.kill()
         return RayResult(stats, n, str(output))
@@ -900,7 +904,9 @@ def score_dataset(
         providers = [CUDA, CPU]
     if providers:
         run["providers"] = tuple(providers)
-    opts = ScoreOptions.from_kwargs(text_field=text_column, text_pair_field=text_pair_column, progress=False, **run, **options)
+    set_by = {"text_field": "pass text_column=", "text_pair_field": "pass text_pair_column=", "threads": "each actor runs num_cpus_per_actor= threads",
+              "progress": "actors print no progress line (Ray Data shows the job's)"}
+    opts = frame_options("score_dataset", set_by, options, text_field=text_column, text_pair_field=text_pair_column, progress=False, **run)
     facts = ArtifactFacts(artifact_dir, opts.run)
     check_pair_option(facts, text_pair_column)  # one line here, not a failure in every actor
     known = ds.schema(fetch_if_missing=False)  # without running the dataset: read_* knows it, a map may not

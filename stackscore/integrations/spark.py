@@ -63,11 +63,11 @@ def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precisi
     ensembles. Checked here, in one line, before any executor starts.
     """
     from ..engine.pipeline import check_pair_option
-    from ..options import ScoreOptions
-    from .windows import ArtifactFacts, check_columns, result_schema, score_arrow
+    from .windows import ArtifactFacts, check_columns, frame_options, result_schema, score_arrow
 
     artifact = str(Path(artifact_dir).resolve())
-    opts = ScoreOptions.from_kwargs(text_field=text_column, text_pair_field=text_pair_column, precision=precision, threads=threads, progress=False, **options)
+    set_by = {"text_field": "pass text_column=", "text_pair_field": "pass text_pair_column=", "progress": "executors print no progress line (Spark's UI shows the job's)"}
+    opts = frame_options("score_spark", set_by, options, text_field=text_column, text_pair_field=text_pair_column, precision=precision, threads=threads, progress=False)
     facts = ArtifactFacts(artifact, opts.run)
     check_pair_option(facts, text_pair_column)
     schema = result_schema(facts, opts.write)

@@ -53,10 +53,21 @@ def score_window(scorer: Any, window: Window, write: WriteOptions, source: str |
 
     ``source``: when rows of several input files go to one output, each error names its file
     (``b.jsonl line 3: invalid JSON``); the statistics count errors by reason either way.
-    ``source_path``: the file named by ``--on-error fail`` when a row fails at inference.
+    ``source_path``: the file named by ``--on-error fail`` when a row fails at inference. Without
+    one (a DataFrame's rows: no file, and a row number that counts from the partition or batch,
+    not the frame) an error row at inference gets its reason only, as reader errors do there.
     """
     scored = scorer.infer(scorer.encode(window))
+    if source_path is None:
+        errors = scored.chunk.errors
+        for i, e in enumerate(errors):
+            if e is not None:
+                errors[i] = _LOCATION.sub("", e)
     if write.on_error == "fail":  # rows that failed at inference (non-finite output)
+        if source_path is None:
+            bad = next((e for e in scored.chunk.errors if e is not None), None)
+            if bad is not None:
+                raise InputError(f"{bad} (--on-error fail)")
         _raise_first_error(scored.chunk, Path(source_path or "input"))
     stats = ScoreStats()
     _update_stats(stats, scored, scorer.labels, scorer.fusion.task)
@@ -92,6 +103,8 @@ def check_columns(names: Iterable[str], read: ReadOptions, result_names: Iterabl
     """One line on the driver, before any executor starts: the text column(s) exist and no
     result column would shadow an input column."""
     names = list(names)
+    if read.text_pair_field is not None and read.text_pair_field == read.text_field:
+        raise InputError(f"the text and text pair columns must be different columns, got '{read.text_field}' for both")
     for what, col in (("text", read.text_field), ("text pair", read.text_pair_field)):
         if col is not None and col not in names:
             raise InputError(f"no {what} column '{col}' (columns: {', '.join(names)})")
@@ -112,6 +125,7 @@ def score_arrow(scorer: Any, batches: Iterable[Any], read: ReadOptions, write: W
     import pyarrow as pa
 
     held: list[tuple[int, Any]] = []  # (first row, batch) of batches the reader has taken
+    not_text: dict[int, str] = {}  # row -> reason, for rows of object columns that hold no text
 
     def keep(it: Iterable[Any]) -> Iterator[Any]:
         row = 0
@@ -119,8 +133,12 @@ def score_arrow(scorer: Any, batches: Iterable[Any], read: ReadOptions, write: W
             if isinstance(b, pa.Table):
                 b = b.combine_chunks().to_batches()[0] if b.num_rows else pa.RecordBatch.from_pylist([], schema=b.schema)
             held.append((row, b))
+            fed = b
+            for field in (read.text_field, read.text_pair_field):
+                if field is not None:
+                    fed = _objects_as_text(fed, field, row, not_text)
             row += b.num_rows
-            yield b
+            yield fed
 
     windows = _from_arrow_batches(keep(batches), Path("DataFrame"), read.text_field, None, None, read.window_rows, read.encoding_errors, read.text_pair_field)
     names = [prefix + f.name for f in schema]
@@ -128,7 +146,7 @@ def score_arrow(scorer: Any, batches: Iterable[Any], read: ReadOptions, write: W
         while held and held[0][0] + held[0][1].num_rows <= window.start:  # windows never cross batches
             held.pop(0)
         first, batch = held[0]
-        window.errors = [None if e is None else _LOCATION.sub("", e) for e in window.errors]
+        window.errors = [None if e is None else not_text.pop(window.start + i, None) or _LOCATION.sub("", e) for i, e in enumerate(window.errors)]
         if write.on_error == "fail":
             bad = next((e for e in window.errors if e is not None), None)
             if bad is not None:
@@ -139,6 +157,52 @@ def score_arrow(scorer: Any, batches: Iterable[Any], read: ReadOptions, write: W
         part = batch.take(pa.array(rows))
         cols = [table.column(f.name).cast(f.type) for f in schema]
         yield pa.RecordBatch.from_arrays([*part.columns, *[c.combine_chunks() for c in cols]], names=[*part.schema.names, *names])
+
+
+# Options for files that a DataFrame's rows have no use for: taken silently, they did nothing.
+_FILE_ONLY = ("id_field", "label_field", "tsv_quotes", "overwrite", "resume", "allow_growing_input")
+
+
+def frame_options(adapter: str, set_by: dict[str, str], options: dict[str, Any], **fixed: Any):
+    """``ScoreOptions`` for a DataFrame adapter (``score_spark``, ``score_dataset``): ``fixed``
+    are what the adapter sets from its own parameters, ``options`` the user's flat names. A name
+    the adapter sets itself (``set_by``: name -> what to pass instead) or one that only applies
+    to files is refused in one line, not met by a TypeError or silently ignored."""
+    from ..options import ScoreOptions
+
+    for name in options:
+        if name in set_by:
+            raise StackscoreError(f"{adapter}: {name}= is not taken here; {set_by[name]}")
+        if name in _FILE_ONLY:
+            raise StackscoreError(f"{adapter}: {name}= applies to files, not to a DataFrame's rows (they keep their own columns beside the results)")
+    return ScoreOptions.from_kwargs(**fixed, **options)
+
+
+def _objects_as_text(batch, field: str, first_row: int, not_text: dict[int, str]):
+    """A text column that Arrow does not type as text, as a string column whose non-text rows
+    are null, each with the reason the Python API gives it (``readers._text_error``), in
+    ``not_text`` by row. A pandas column of mixed Python objects reaches a Ray Data batch as an
+    extension type of pickled objects, a Spark column may be numbers: in ``score_dataframe``
+    each such row is an error row and the others are scored, and so they are here (the columnar
+    reader refuses the whole column, as it should for a file's typed column)."""
+    import pyarrow as pa
+
+    from ..engine.readers import _plain, _text_error
+
+    i = batch.schema.get_field_index(field)
+    if i < 0:
+        return batch  # the reader names the missing column
+    t = _plain(batch.column(i)).type
+    if any(check(t) for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_null, pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary)):
+        return batch
+    values = batch.column(i).to_pylist()
+    texts = []
+    for j, v in enumerate(values):
+        reason = _text_error(v, field)
+        if reason is not None:
+            not_text[first_row + j] = reason
+        texts.append(None if reason is not None else v)
+    return batch.set_column(i, pa.field(field, pa.string()), pa.array(texts, type=pa.string()))
 
 
 class ArtifactFacts:
