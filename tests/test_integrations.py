@@ -247,3 +247,8 @@ def test_dataframe_adapters_refuse_options_they_set_or_cannot_use_in_one_line(ar
 
     with pytest.raises(StackscoreError, match="text and text pair columns must be different columns, got 'a' for both"):
         check_columns(["a", "b"], ReadOptions(text_field="a", text_pair_field="a"), [])
+    # Spark resolves names whatever their case by default: an input "Label" beside the result's
+    # "label" is ambiguous there, so it is refused as a clash; exact-case engines keep both
+    with pytest.raises(StackscoreError, match="input column\\(s\\) Label would be overwritten"):
+        check_columns(["text", "Label"], ReadOptions(), ["label", "score"], fold_case=True)
+    check_columns(["text", "Label"], ReadOptions(), ["label", "score"])

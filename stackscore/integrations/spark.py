@@ -44,6 +44,14 @@ def _scorer(artifact_dir: str, run, digest: str):
     return _CACHE[key]
 
 
+def _case_sensitive(df) -> bool:
+    """Whether the DataFrame's session tells column names apart by case (Spark's default: no)."""
+    try:
+        return str(df.sparkSession.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
+    except Exception:  # noqa: BLE001 - no session to ask: assume Spark's default
+        return False
+
+
 def output_schema(df, result_arrow_schema, prefix: str = ""):
     """The input's columns plus the engine's result columns (``pipeline.result_block``'s, as
     ``windows.result_schema`` gives them in Arrow types)."""
@@ -71,7 +79,7 @@ def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precisi
     facts = ArtifactFacts(artifact, opts.run)
     check_pair_option(facts, text_pair_column)
     schema = result_schema(facts, opts.write)
-    check_columns(df.columns, opts.read, schema.names, prefix)
+    check_columns(df.columns, opts.read, schema.names, prefix, fold_case=not _case_sensitive(df))
     read, write, run = opts.read, opts.write, opts.run
     from ..manifest import manifest_sha256
 

@@ -99,16 +99,19 @@ def result_schema(scorer: Any, write: WriteOptions):
     return table.schema.remove(table.schema.get_field_index("row")).remove(0)
 
 
-def check_columns(names: Iterable[str], read: ReadOptions, result_names: Iterable[str], prefix: str = "") -> None:
+def check_columns(names: Iterable[str], read: ReadOptions, result_names: Iterable[str], prefix: str = "", fold_case: bool = False) -> None:
     """One line on the driver, before any executor starts: the text column(s) exist and no
-    result column would shadow an input column."""
+    result column would shadow an input column (``fold_case``: whatever their case, as Spark
+    resolves names by default: an input ``Label`` beside the result's ``label`` is ambiguous)."""
     names = list(names)
     if read.text_pair_field is not None and read.text_pair_field == read.text_field:
         raise InputError(f"the text and text pair columns must be different columns, got '{read.text_field}' for both")
     for what, col in (("text", read.text_field), ("text pair", read.text_pair_field)):
         if col is not None and col not in names:
             raise InputError(f"no {what} column '{col}' (columns: {', '.join(names)})")
-    clash = sorted(set(names) & {prefix + c for c in result_names})
+    fold = str.casefold if fold_case else (lambda name: name)
+    results = {fold(prefix + c) for c in result_names}
+    clash = sorted(n for n in set(names) if fold(n) in results)
     if clash:
         raise StackscoreError(f"input column(s) {', '.join(clash)} would be overwritten by result columns; rename them or pass prefix=")
 
