@@ -480,11 +480,11 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
     if r.get("engine_process_rows_per_s"):
         vs = ", ".join(f"{r[k]:.2f}x the {n} loop" for k, n in (("process_ratio_vs_expert", f"expert {r['expert_precision']}"), ("process_ratio_vs_expert_int8", "expert dynamic int8"), ("process_ratio_vs_classic", "classic fp32")) if r.get(k))
         log(f"engine as a whole process (start to exit, {r['rows']:,} rows): {r['engine_process_rows_per_s']:,.1f} rows/s" + (f" = {vs} (warm, in-process)" if vs else ""))
-    for name, t in (r.get("streams") or {}).items():
-        speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in t["rows_per_s"].items())
-        firsts = ", ".join(f"{k}: {v:,.0f}" for k, v in (t.get("first_pass_rows_per_s") or {}).items())
-        log(f"streams {name} ({t['runtime']}/{t['precision']}): rows/s by requests in flight {speeds} -> {t['streams']} ({t['gain']:+.1%})"
-            + (f"; first pass (new shapes) {firsts}" if firsts else ""))
+    if r.get("streams"):
+        from .tuning import summary
+
+        for name, t in r["streams"].items():
+            log(f"streams {summary(name, t)}")
     c = r.get("cold_start")
     if c:
         log(f"cold start, a {c['rows']}-row file: whole process {c['cold_start_s']} s, launch to first committed row {c['time_to_first_row_s']} s; "

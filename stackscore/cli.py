@@ -276,7 +276,7 @@ def tune(
     kernels against plain nodes) and record the fastest in --cache-dir."""
     from .bench import load_corpus
     from .options import RunOptions
-    from .tuning import tune as tune_streams
+    from .tuning import summary, tune as tune_streams
 
     if cache_dir is None:
         raise StackscoreError("--cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
@@ -287,14 +287,7 @@ def tune(
     _err(f"timing each model's batches of {len(texts):,} rows at 1..{min(run.cpu_threads, 4)} streams (first pass, then best of 2)")
     result = tune_streams(artifact, texts, run, cache_dir, log=_err)
     for name, r in result.items():
-        speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in r["rows_per_s"].items())
-        firsts = ", ".join(f"{k}: {v:,.0f}" for k, v in r["first_pass_rows_per_s"].items())
-        attention = ""
-        if "plain_attention" in r:
-            p = r["plain_attention"]
-            attention = f"; plain attention {p['rows_per_s']:,.0f} (first pass {p['first_pass_rows_per_s']:,.0f}) -> {'fused' if r['fused_attention'] else 'plain'}"
-        print(f"{name} ({r['runtime']}/{r['precision']}): rows/s by streams {speeds} -> {r['streams']} stream(s) ({r['gain']:+.1%}); "
-              f"first pass (new shapes) {firsts}{attention}")
+        print(summary(name, r))
     if not result:
         print("no transformer model to tune (string-input models run one call per window)")
     else:

@@ -168,6 +168,19 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     return out
 
 
+def summary(name: str, r: dict[str, Any]) -> str:
+    """One model's measurements and choice as one line (`stackscore tune` and `stackscore bench`)."""
+    speeds = ", ".join(f"{k}: {v:,.0f}" for k, v in r["rows_per_s"].items())
+    firsts = ", ".join(f"{k}: {v:,.0f}" for k, v in (r.get("first_pass_rows_per_s") or {}).items())
+    line = f"{name} ({r['runtime']}/{r['precision']}): rows/s by requests in flight {speeds} -> {r['streams']} ({r['gain']:+.1%})"
+    if firsts:
+        line += f"; first pass (new shapes) {firsts}"
+    if "plain_attention" in r:
+        p = r["plain_attention"]
+        line += f"; plain attention {p['rows_per_s']:,.0f} (first pass {p['first_pass_rows_per_s']:,.0f}) -> {'fused' if r['fused_attention'] else 'plain'} attention"
+    return line
+
+
 def prefer_plain(plain: float, plain_first: float, fused: float, fused_first: float) -> bool:
     """Whether plain attention nodes beat OpenVINO's fused kernels (rows/s, warm and first pass):
     at least ``MIN_GAIN`` faster warm (a long job), or no more than ``MIN_GAIN`` slower warm and at
