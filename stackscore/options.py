@@ -48,7 +48,7 @@ def _flags(options: Any) -> None:
     takes any value as a condition, so ``cascade="off"`` or ``overwrite="false"`` from a config
     file would silently do the opposite of what it says: refused in one line instead."""
     for f in fields(options):
-        kind = str(f.type).replace(" ", "")
+        kind = (f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))).replace(" ", "")
         if kind not in ("bool", "bool|None"):
             continue
         value = getattr(options, f.name)

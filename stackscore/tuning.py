@@ -107,7 +107,8 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     shape, what a one-window job waits for), ``fused_attention`` and the record key.
 
     Fused attention (``OpenVinoBackend``) is timed at the chosen stream count against plain
-    attention nodes, and plain is chosen as ``prefer_plain`` says.
+    attention nodes, and plain is chosen as ``prefer_plain`` says, where its outputs agree with
+    the fused kernels' (``attention_agreement`` >= ``MIN_ATTENTION_AGREEMENT``).
     """
     from .engine.runner import TransformerRunner, runner_for
     from .engine.scorer import Scorer
@@ -158,14 +159,39 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, runner.token_budget), "token_budget": runner.token_budget,
         }
         if runner.choice.backend == "openvino":
-            plain_first, plain = timed(runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=chosen, fused_attention=False)))
-            use_plain = prefer_plain(plain, plain_first, speeds[chosen], first[chosen])
+            plain_runner = runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=chosen, fused_attention=False))
+            plain_first, plain = timed(plain_runner)
+            agreement = attention_agreement(runner, plain_runner, batches)
+            use_plain = agreement >= MIN_ATTENTION_AGREEMENT and prefer_plain(plain, plain_first, speeds[chosen], first[chosen])
             entry["fused_attention"] = not use_plain
-            entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1)}
-            log(f"  {what}: {chosen} stream{'s' if chosen > 1 else ''}, plain attention {plain:,.0f} rows/s (first pass {plain_first:,.0f})"
-                f" -> {'plain' if use_plain else 'fused'} attention")
+            entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1), "agreement": round(agreement, 5)}
+            log(f"  {what}: {chosen} stream{'s' if chosen > 1 else ''}, plain attention {plain:,.0f} rows/s (first pass {plain_first:,.0f}, "
+                f"agreement {agreement:.2%}) -> {'plain' if use_plain else 'fused'} attention")
         out[spec.name] = entry
     return out
+
+
+MIN_ATTENTION_AGREEMENT = 0.999
+"""Plain attention computes the same sums as the fused kernel in another order (in bf16, other
+roundings): export gated the fused kernels, so plain ones are only chosen where their outputs
+agree with them on the tuned rows (the predicted class, or the sign of a one-output model)."""
+
+ATTENTION_CHECK_ROWS = 1024
+
+
+def attention_agreement(fused, plain, batches: list) -> float:
+    """Share of up to ``ATTENTION_CHECK_ROWS`` tuned rows on which two runners of one model agree."""
+    same = total = 0
+    for b in batches:
+        a, p = fused.run_batch(b), plain.run_batch(b)
+        if a.shape[1] == 1:
+            agree = (a[:, 0] > 0) == (p[:, 0] > 0)
+        else:
+            agree = a.argmax(axis=1) == p.argmax(axis=1)
+        same, total = same + int(agree.sum()), total + len(agree)
+        if total >= ATTENTION_CHECK_ROWS:
+            break
+    return same / total if total else 1.0
 
 
 def summary(name: str, r: dict[str, Any]) -> str:
@@ -177,7 +203,8 @@ def summary(name: str, r: dict[str, Any]) -> str:
         line += f"; first pass (new shapes) {firsts}"
     if "plain_attention" in r:
         p = r["plain_attention"]
-        line += f"; plain attention {p['rows_per_s']:,.0f} (first pass {p['first_pass_rows_per_s']:,.0f}) -> {'fused' if r['fused_attention'] else 'plain'} attention"
+        agreement = f", agreement {p['agreement']:.2%}" if "agreement" in p else ""
+        line += f"; plain attention {p['rows_per_s']:,.0f} (first pass {p['first_pass_rows_per_s']:,.0f}{agreement}) -> {'fused' if r['fused_attention'] else 'plain'} attention"
     return line
 
 

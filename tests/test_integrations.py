@@ -227,6 +227,7 @@ def test_dataframe_adapters_refuse_options_they_set_or_cannot_use_in_one_line(ar
     """Flat names the adapters set from their own parameters met a TypeError ("multiple values
     for keyword argument"); file-only options were taken and did nothing. Both are refused on the
     driver, before the DataFrame is touched (None here)."""
+    pytest.importorskip("ray")
     from stackscore.integrations.ray import score_dataset
     from stackscore.integrations.spark import score_spark
     from stackscore.integrations.windows import check_columns
@@ -252,3 +253,9 @@ def test_dataframe_adapters_refuse_options_they_set_or_cannot_use_in_one_line(ar
     with pytest.raises(StackscoreError, match="input column\\(s\\) Label would be overwritten"):
         check_columns(["text", "Label"], ReadOptions(), ["label", "score"], fold_case=True)
     check_columns(["text", "Label"], ReadOptions(), ["label", "score"])
+    from types import SimpleNamespace
+
+    from stackscore.integrations.spark import _case_sensitive
+
+    session = lambda value: SimpleNamespace(sparkSession=SimpleNamespace(conf=SimpleNamespace(get=lambda key, default: value)))  # noqa: E731
+    assert _case_sensitive(session("true")) and not _case_sensitive(session("false")) and not _case_sensitive(object())

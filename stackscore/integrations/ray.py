@@ -425,7 +425,7 @@ class Pool:
             raise (InputError if kind == "InputError" else StackscoreError)(msg)
         if self.description is None:
             self.description = info["describe"]
-        elif self.same_backends and info["describe"] != self.description:
+        elif self.same_backends and without_streams(info["describe"]) != without_streams(self.description):  # as a resume compares them
             raise StackscoreError(
                 f"actors resolved the backends differently (here: {self.description}; on {info['host']}: {info['describe']}); "
                 "one output file must come from one set of backends: pin --precision/--backend, or write a directory of shards"

@@ -203,7 +203,7 @@ def _objects_as_text(batch, field: str, first_row: int, not_text: dict[int, str]
     for j, v in enumerate(values):
         reason = _text_error(v, field)
         if reason is not None:
-            not_text[first_row + j] = reason
+            not_text.setdefault(first_row + j, reason)  # the text's reason before its pair's, as score_dataframe
         texts.append(None if reason is not None else v)
     return batch.set_column(i, pa.field(field, pa.string()), pa.array(texts, type=pa.string()))
 
