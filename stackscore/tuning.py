@@ -69,11 +69,6 @@ def recorded(cache_dir: Path | None, runtime: str, precision: str, graph_sha256:
     return found
 
 
-def recorded_streams(cache_dir: Path | None, runtime: str, precision: str, graph_sha256: str | None, threads: int, token_budget: int) -> int | None:
-    """The streams ``stackscore tune`` chose (``recorded``), or None."""
-    return recorded(cache_dir, runtime, precision, graph_sha256, threads, token_budget).get("streams")
-
-
 def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
     """Add one model's choice to the record (written to a temporary file, then renamed).
 

@@ -13,7 +13,7 @@ import pytest
 
 from stackscore.engine.scorer import Scorer
 from stackscore.options import RunOptions
-from stackscore.tuning import RECORD, record, record_key, recorded_streams
+from stackscore.tuning import RECORD, record, record_key, recorded
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -35,18 +35,18 @@ def test_two_streams_score_the_same_rows_in_the_same_order(artifact, corpus_rows
 def test_the_record_is_read_only_for_its_own_key(tmp_path):
     sha = "ab" * 32
     key = record_key("openvino", "bf16", sha, 2, 2048)
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None  # nothing recorded yet
+    assert "streams" not in recorded(tmp_path, "openvino", "bf16", sha, 2, 2048)  # nothing recorded yet
     record(tmp_path, key, {"streams": 2})
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) == 2
-    assert recorded_streams(tmp_path, "openvino", "int8", sha, 2, 2048) is None  # other precision
-    assert recorded_streams(tmp_path, "openvino", "bf16", "cd" * 32, 2, 2048) is None  # other graph
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 4, 2048) is None  # other thread count
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 4096) is None  # other batch shapes
-    assert recorded_streams(None, "openvino", "bf16", sha, 2, 2048) is None  # no cache dir
+    assert recorded(tmp_path, "openvino", "bf16", sha, 2, 2048).get("streams") == 2
+    assert "streams" not in recorded(tmp_path, "openvino", "int8", sha, 2, 2048)  # other precision
+    assert "streams" not in recorded(tmp_path, "openvino", "bf16", "cd" * 32, 2, 2048)  # other graph
+    assert "streams" not in recorded(tmp_path, "openvino", "bf16", sha, 4, 2048)  # other thread count
+    assert "streams" not in recorded(tmp_path, "openvino", "bf16", sha, 2, 4096)  # other batch shapes
+    assert "streams" not in recorded(None, "openvino", "bf16", sha, 2, 2048)  # no cache dir
     record(tmp_path, key, {"streams": 9})  # more streams than threads: not trusted
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None
+    assert "streams" not in recorded(tmp_path, "openvino", "bf16", sha, 2, 2048)
     (tmp_path / RECORD).write_text("{ not json")
-    assert recorded_streams(tmp_path, "openvino", "bf16", sha, 2, 2048) is None
+    assert "streams" not in recorded(tmp_path, "openvino", "bf16", sha, 2, 2048)
 
 
 def test_concurrent_records_keep_every_entry(tmp_path, monkeypatch):
@@ -332,7 +332,7 @@ def test_a_run_resumes_with_other_stream_counts(artifact, corpus_rows, tmp_path)
     """Streams split the same work like thread counts do: an interrupted run resumes after a
     `stackscore tune` changed them (the runtime and precision must still match)."""
     from stackscore.engine.pipeline import fingerprint
-    from stackscore.engine.runner import streams_note, without_streams
+    from stackscore.engine.runner import streams_note, without_tuning
     from stackscore.options import ScoreOptions
 
     data = tmp_path / "rows.jsonl"
@@ -342,8 +342,8 @@ def test_a_run_resumes_with_other_stream_counts(artifact, corpus_rows, tmp_path)
         s = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", streams=streams))
         prints.append(fingerprint(data, s, ScoreOptions.from_kwargs(run=s.options), None))
     assert prints[0] == prints[1]
-    assert without_streams("bert: openvino/bf16 x2 streams, tfidf: onnxruntime/tfidf") == "bert: openvino/bf16, tfidf: onnxruntime/tfidf"
-    assert all(without_streams(f"bert: openvino/int8{streams_note(n)}") == "bert: openvino/int8" for n in (1, 2, 12))
+    assert without_tuning("bert: openvino/bf16 x2 streams, tfidf: onnxruntime/tfidf") == "bert: openvino/bf16, tfidf: onnxruntime/tfidf"
+    assert all(without_tuning(f"bert: openvino/int8{streams_note(n)}") == "bert: openvino/int8" for n in (1, 2, 12))
 
 
 def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, corpus_rows, tmp_path):
@@ -352,7 +352,7 @@ def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, co
     the same rows as the fused kernels, and does not change what a resume must match; an explicit
     ``RunOptions(fused_attention=True)`` wins over the record."""
     pytest.importorskip("openvino")
-    from stackscore.engine.runner import without_streams
+    from stackscore.engine.runner import without_tuning
 
     texts = [r["text"] for r in corpus_rows[:120]]
     run = RunOptions(precision="fp32", backend="openvino", cache_dir=tmp_path, streams=1)
@@ -368,7 +368,7 @@ def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, co
     if "Softmax" not in fused_kinds:  # this CPU fuses attention: the two compiled models (and caches) differ
         assert "Subgraph" in fused_kinds
     assert plain.describe().count("plain attention") == 2 and "plain attention" not in fused.describe()
-    assert without_streams(plain.describe()) == without_streams(fused.describe())
+    assert without_tuning(plain.describe()) == without_tuning(fused.describe())
     a, b = fused.score_texts(texts), plain.score_texts(texts)
     np.testing.assert_allclose(b.proba, a.proba, atol=1e-5)
     assert (b.proba.argmax(1) == a.proba.argmax(1)).all()

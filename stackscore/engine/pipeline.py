@@ -25,7 +25,7 @@ from ..errors import InputError, StackscoreError
 from ..tasks import activate
 from .committer import CommittedOutput, OutputLock, check_output_path
 from .readers import Window, Snapshot, open_reader
-from .runner import without_streams
+from .runner import without_tuning
 from ..options import ScoreOptions, WriteOptions, fingerprint_options
 from .scorer import Scorer, ScoredWindow
 from .stats import ScoreStats
@@ -324,7 +324,7 @@ def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions, snapshot: 
         "manifest_sha256": sha256_file(manifest),
         # the output-shaping options, and the backend/precision each model actually runs on
         # ("auto" may resolve differently elsewhere)
-        "options": {**fingerprint_options(opts), "backends": without_streams(scorer.describe())},
+        "options": {**fingerprint_options(opts), "backends": without_tuning(scorer.describe())},
     }
 
 

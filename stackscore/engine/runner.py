@@ -234,18 +234,18 @@ ModelRunner = TransformerRunner | TextRunner
 
 
 def streams_note(streams: int) -> str:
-    """How a runner's description says it runs several requests at once (``without_streams``
+    """How a runner's description says it runs several requests at once (``without_tuning``
     takes it out again)."""
     return f" x{streams} streams" if streams > 1 else ""
 
 
 def attention_note(backend: str, fused: bool) -> str:
-    """How a runner's description says OpenVINO runs attention as plain nodes (``without_streams``
+    """How a runner's description says OpenVINO runs attention as plain nodes (``without_tuning``
     takes it out again)."""
     return " plain attention" if backend == "openvino" and not fused else ""
 
 
-def without_streams(described: str) -> str:
+def without_tuning(described: str) -> str:
     """A description (one runner's, or a scorer's list of them) without ``streams_note``'s and
     ``attention_note``'s parts: what a resume must match. Stream counts, like thread counts, split
     the same work differently, and plain or fused attention kernels compute the same sums in

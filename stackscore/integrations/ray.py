@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..engine.committer import CommittedOutput, OutputLock, check_output_path
 from ..engine.pipeline import _Progress, _raise_first_error, _skip_done, check_pair_option, fingerprint, score_file
 from ..engine.readers import Snapshot, Window, open_reader
-from ..engine.runner import without_streams
+from ..engine.runner import without_tuning
 from ..engine.stats import ScoreStats
 from ..errors import InputError, StackscoreError
 from ..options import CPU, CUDA, ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
@@ -425,7 +425,7 @@ class Pool:
             raise (InputError if kind == "InputError" else StackscoreError)(msg)
         if self.description is None:
             self.description = info["describe"]
-        elif self.same_backends and without_streams(info["describe"]) != without_streams(self.description):  # as a resume compares them
+        elif self.same_backends and without_tuning(info["describe"]) != without_tuning(self.description):  # as a resume compares them
             raise StackscoreError(
                 f"actors resolved the backends differently (here: {self.description}; on {info['host']}: {info['describe']}); "
                 "one output file must come from one set of backends: pin --precision/--backend, or write a directory of shards"
@@ -582,7 +582,7 @@ def _multi_fingerprint(sources: list[Source], facts: ArtifactFacts, opts: ScoreO
     return {
         "inputs": [{"input": s.abspath, "size": s.size, "mtime_ns": s.mtime_ns} for s in sources],
         "manifest_sha256": manifest_sha256(facts.artifact_dir),
-        "options": {**fingerprint_options(opts), "backends": without_streams(facts.describe())},
+        "options": {**fingerprint_options(opts), "backends": without_tuning(facts.describe())},
     }
 
 
