@@ -95,19 +95,20 @@ class Manifest:
     created_by: str = ""
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     cascade: dict[str, Any] | None = None  # adaptive ensemble (stackscore.fusion.cascade): stages, thresholds, partial fusions
+    # The sha256 of the manifest.json bytes this object was parsed from ("" when built in memory):
+    # the identity of the artifact as loaded, which distributed runs compare with the driver's.
+    # Not part of the manifest itself (``to_json`` leaves it out).
+    digest: str = field(default="", compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["digest"]
+        return out
 
 
 def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def manifest_sha256(directory: str | Path) -> str:
-    """An artifact's identity: its manifest.json's sha256 (the manifest holds every other file's)."""
-    return sha256_file(Path(directory) / MANIFEST_NAME)
 
 
 # The key of every external tensor's data-file entry, as protobuf stores it: the raw bytes of
@@ -345,8 +346,9 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         raise ArtifactError(f"{directory}: not an artifact directory (does not exist or is a file)")
     if not mpath.is_file():
         raise ArtifactError(f"{mpath}: no manifest.json; is this an artifact directory?")
+    data = mpath.read_bytes()
     try:
-        raw = json.loads(mpath.read_bytes())
+        raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{mpath}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
@@ -385,6 +387,7 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
         created_by=top.get("created_by", str, default=""),
         files=_files_from(raw, where),
         cascade=_cascade_from(raw.get("cascade"), where, names, task),
+        digest=hashlib.sha256(data).hexdigest(),
     )
     if verify:
         verify_files(directory, manifest)

@@ -51,7 +51,9 @@ def test_score_dataframe_never_replaces_a_users_column(artifact):
     out = e.score_dataframe(df, prefix="pred_")
     assert out["label"].tolist() == ["positive", "negative"] and out["score"].tolist() == [1, 2]
     assert out["pred_label"].tolist() == e.predict(df["text"])
-    predictor = EnsemblePredictor(str(artifact), ScoreOptions.from_kwargs(progress=False))
+    from stackscore.manifest import load_manifest
+
+    predictor = EnsemblePredictor(str(artifact), ScoreOptions.from_kwargs(progress=False), load_manifest(artifact, verify=False).digest)
     with pytest.raises(StackscoreError, match="input column\\(s\\) label, score would be overwritten"):
         predictor(pa.Table.from_pandas(df))
 

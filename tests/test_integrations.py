@@ -132,22 +132,70 @@ def test_spark_executors_load_an_artifact_exported_again_to_the_same_path(copy):
     from stackscore.engine.scorer import Scorer
     from stackscore.errors import ArtifactError
     from stackscore.integrations.spark import _scorer
-    from stackscore.manifest import FusionSpec, load_manifest, manifest_sha256, write_manifest
+    from stackscore.manifest import FusionSpec, load_manifest, write_manifest
     from stackscore.options import RunOptions
 
     run, texts = RunOptions(precision="fp32", threads=1), ["a fine movie", "terrible plot and bad acting"]
-    before = manifest_sha256(copy)
+    before = load_manifest(copy, verify=False).digest
     old = _scorer(str(copy), run, before)
     assert old is _scorer(str(copy), run, before) and old.fusion.method.name == "stack"
-    m = load_manifest(copy)
-    (copy / m.fusion.graph).unlink()
-    m.fusion = FusionSpec(method="mean", params={"space": "probs"})
-    write_manifest(copy, m)  # exported again: a valid artifact with another fusion
-    new = _scorer(str(copy), run, manifest_sha256(copy))
+    _export_again_with_mean_fusion(copy)
+    new = _scorer(str(copy), run, load_manifest(copy, verify=False).digest)
     assert new is not old and new.fusion.method.name == "mean"
     np.testing.assert_allclose(new.score_texts(texts).proba, Scorer(copy, run).score_texts(texts).proba)
     with pytest.raises(ArtifactError, match="changed after this job was planned"):
         _scorer(str(copy), run, before)
+
+
+def _export_again_with_mean_fusion(copy) -> None:
+    """A valid artifact at the same path with another fusion (what a new export leaves there)."""
+    from stackscore.manifest import FusionSpec, load_manifest, write_manifest
+
+    m = load_manifest(copy)
+    (copy / m.fusion.graph).unlink()
+    m.fusion = FusionSpec(method="mean", params={"space": "probs"})
+    write_manifest(copy, m)
+
+
+def test_the_manifest_digest_is_that_of_the_bytes_parsed_and_never_written(copy):
+    import hashlib
+    import json
+
+    from stackscore.manifest import load_manifest, write_manifest
+
+    m = load_manifest(copy)
+    assert m.digest == hashlib.sha256((copy / "manifest.json").read_bytes()).hexdigest()
+    write_manifest(copy, m)
+    assert "digest" not in json.loads((copy / "manifest.json").read_bytes())
+    assert load_manifest(copy).digest == hashlib.sha256((copy / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_ray_actors_refuse_an_artifact_other_than_the_drivers_in_one_line(copy, tmp_path):
+    """A node holding another copy of the artifact (or an actor restarted after a new export)
+    scored with other models and labels than the driver's output columns and the other actors;
+    now its ``ready()`` carries one line the driver raises (``Pool._answered``)."""
+    from stackscore.integrations.ray import ScorerActor
+    from stackscore.integrations.windows import ArtifactFacts
+    from stackscore.options import ScoreOptions
+
+    opts = ScoreOptions.from_kwargs(progress=False, precision="fp32")
+    facts = ArtifactFacts(copy, opts.run)
+    assert ScorerActor(str(copy), str(tmp_path), opts, facts.digest).error is None
+    _export_again_with_mean_fusion(copy)
+    actor = ScorerActor(str(copy), str(tmp_path), opts, facts.digest)
+    assert actor.scorer is None and actor.error[0] == "ArtifactError"
+    assert "not the artifact this job was planned with" in actor.error[1] and "\n" not in actor.error[1]
+
+
+def test_ray_data_refuses_an_artifact_exported_again_before_the_dataset_ran(copy, ray_cluster):
+    """Ray Data runs lazily: a dataset built by score_dataset() and executed after a new export
+    to the same path was scored by the new ensemble under the old plan, silently."""
+    from stackscore.integrations.ray import score_dataset
+
+    ds = score_dataset(ray_cluster.data.from_pandas(pd.DataFrame({"text": ["a fine movie", "dull"]})), copy, num_actors=1, num_cpus_per_actor=0.5)
+    _export_again_with_mean_fusion(copy)
+    with pytest.raises(Exception, match="not the artifact this job was planned with"):
+        ds.to_pandas()
 
 
 def _arrow_scored(artifact, batches, **kw):

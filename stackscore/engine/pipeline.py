@@ -314,14 +314,16 @@ def check_pair_option(scorer: Scorer, text_pair_field: str | None) -> None:
 def fingerprint(input_path: Path, scorer: Scorer, opts: ScoreOptions, snapshot: Snapshot | None = None) -> dict[str, Any]:
     """What must not change between an interrupted run and its resumption."""
     snapshot = snapshot or Snapshot(input_path)
-    manifest = scorer.artifact_dir / "manifest.json"
-    from ..manifest import sha256_file
+    digest = scorer.manifest.digest  # the manifest bytes the scorer parsed
+    if not digest:  # a Scorer given a manifest built in memory
+        from ..manifest import sha256_file
 
+        digest = sha256_file(scorer.artifact_dir / "manifest.json")
     return {
         "input": str(input_path.resolve()),
         "input_size": snapshot.size,
         "input_mtime_ns": snapshot.mtime_ns,
-        "manifest_sha256": sha256_file(manifest),
+        "manifest_sha256": digest,
         # the output-shaping options, and the backend/precision each model actually runs on
         # ("auto" may resolve differently elsewhere)
         "options": {**fingerprint_options(opts), "backends": without_tuning(scorer.describe())},

@@ -64,7 +64,7 @@ from ..engine.stats import ScoreStats
 from ..errors import InputError, StackscoreError
 from ..options import CPU, CUDA, ReadOptions, RunOptions, ScoreOptions, WriteOptions, fingerprint_options
 from .shards import LOCK, MANIFEST, WORK, OutputDir, Source, is_uri, locate, is_ours, stage, count_output, expand_inputs, is_directory_output, shard_name
-from .windows import ArtifactFacts, check_columns, empty_block, frame_options, merge_stats, result_schema, score_arrow, score_window
+from .windows import ArtifactFacts, check_columns, empty_block, frame_options, merge_stats, planned_scorer, result_schema, score_arrow, score_window
 
 OUTPUT_FORMATS = ("jsonl", "jsonl.gz", "csv", "csv.gz", "tsv", "tsv.gz", "parquet")
 
@@ -145,15 +145,13 @@ class ScorerActor:
     by ``ready()`` as one line, instead of raising in the constructor (Ray would restart the actor
     into the same error, ``max_restarts`` times)."""
 
-    def __init__(self, artifact: str, driver_cwd: str, opts: ScoreOptions):
+    def __init__(self, artifact: str, driver_cwd: str, opts: ScoreOptions, digest: str):
         self.opts = opts
         self.driver_cwd = driver_cwd
         self.scorer = None
         self.error: tuple[str, str] | None = None
         try:
-            from ..engine.scorer import Scorer
-
-            self.scorer = Scorer(locate(artifact, driver_cwd), opts.run)
+            self.scorer = planned_scorer(locate(artifact, driver_cwd), opts.run, digest)  # the driver's artifact, or one line
         except StackscoreError as exc:
             self.error = (type(exc).__name__, f"{socket.gethostname()}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot start here (CUDA, libraries)
@@ -527,7 +525,7 @@ def default_actors(ray, ray_opts: RayOptions, items: int | None) -> int:
     return min(n, items) if items else n
 
 
-def _start_pool(ray, artifact: Path, opts: ScoreOptions, ray_opts: RayOptions, n: int, depth: int, same_backends: bool) -> Pool:
+def _start_pool(ray, artifact: Path, digest: str, opts: ScoreOptions, ray_opts: RayOptions, n: int, depth: int, same_backends: bool) -> Pool:
     threads = opts.run.threads
     actor_cls = ray.remote(ScorerActor).options(
         num_cpus=ray_opts.cpus_per_actor,
@@ -538,7 +536,7 @@ def _start_pool(ray, artifact: Path, opts: ScoreOptions, ray_opts: RayOptions, n
         scheduling_strategy="SPREAD",  # across nodes: a lost node takes as few actors as possible
         runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(threads)}},  # the tokenizer's threads: the CPUs reserved
     )
-    actors = [actor_cls.remote(str(artifact), os.getcwd(), opts) for _ in range(n)]
+    actors = [actor_cls.remote(str(artifact), os.getcwd(), opts, digest) for _ in range(n)]
     want = f"each asks for {ray_opts.cpus_per_actor:g} CPU" + (f" and {ray_opts.gpus_per_actor:g} GPU" if ray_opts.gpus_per_actor else "")
     return Pool(ray, actors, ray_opts, depth, want, same_backends)
 
@@ -577,11 +575,9 @@ def score_ray(artifact: str | Path, inputs: str | Path | Iterable[str | Path], o
 
 # -- one output file -------------------------------------------------------------------------
 def _multi_fingerprint(sources: list[Source], facts: ArtifactFacts, opts: ScoreOptions) -> dict:
-    from ..manifest import manifest_sha256
-
     return {
         "inputs": [{"input": s.abspath, "size": s.size, "mtime_ns": s.mtime_ns} for s in sources],
-        "manifest_sha256": manifest_sha256(facts.artifact_dir),
+        "manifest_sha256": facts.digest,
         "options": {**fingerprint_options(opts), "backends": without_tuning(facts.describe())},
     }
 
@@ -625,7 +621,7 @@ def _score_to_file(artifact: Path, facts: ArtifactFacts, sources: list[Source], 
         snapshots = {i: Snapshot(s.path, read.allow_growing_input) for i, s in enumerate(sources) if not s.remote}
         with cluster(ray_opts) as ray:
             n = default_actors(ray, ray_opts, None)
-            pool = _start_pool(ray, artifact, actor_opts, ray_opts, n, depth=2, same_backends=True)
+            pool = _start_pool(ray, artifact, facts.digest, actor_opts, ray_opts, n, depth=2, same_backends=True)
             try:
                 pool.wait_ready()
                 facts.description = pool.description
@@ -709,11 +705,9 @@ def _run_fingerprint(sources: list[Source], tasks: list[ShardTask], facts: Artif
     """What must not change between an interrupted sharded run and its resumption: the inputs
     (sizes, mtimes), the artifact, the output-shaping options and the requested precision and
     backend (each shard also keeps its own resolved backends, in its record)."""
-    from ..manifest import manifest_sha256
-
     return {
         "inputs": [{"input": s.path, "size": s.size, "mtime_ns": s.mtime_ns, "output": t.output} for s, t in zip(sources, tasks)],
-        "manifest_sha256": manifest_sha256(facts.artifact_dir),
+        "manifest_sha256": facts.digest,
         "options": {**fingerprint_options(opts), "precision": opts.run.precision, "backend": opts.run.backend, "gpu": opts.run.on_gpu},
         "output_format": fmt,
     }
@@ -784,7 +778,7 @@ def _score_to_dir(artifact: Path, facts: ArtifactFacts, sources: list[Source], o
         if todo:
             with cluster(ray_opts) as ray:
                 n = default_actors(ray, ray_opts, len(todo))
-                pool = _start_pool(ray, artifact, actor_opts, ray_opts, n, depth=1, same_backends=False)
+                pool = _start_pool(ray, artifact, facts.digest, actor_opts, ray_opts, n, depth=1, same_backends=False)
                 here = ray.get_runtime_context().get_node_id()
                 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -852,12 +846,12 @@ class EnsemblePredictor:
     """Callable class for ``Dataset.map_batches`` (Arrow batches): one ``Scorer`` per actor,
     loaded once; rows checked and scored by the engine's own per-window code (``windows.py``)."""
 
-    def __init__(self, artifact_dir: str, opts: ScoreOptions, prefix: str = ""):
-        from ..engine.scorer import Scorer
-
+    def __init__(self, artifact_dir: str, opts: ScoreOptions, digest: str, prefix: str = ""):
         self.opts = opts
         self.prefix = prefix
-        self.scorer = Scorer(artifact_dir, opts.run)
+        # Ray Data runs lazily: the dataset may execute long after score_dataset() (an artifact
+        # exported again since), and an actor may start on a node with another copy.
+        self.scorer = planned_scorer(artifact_dir, opts.run, digest)
         self.schema = result_schema(self.scorer, opts.write)
         self._checked = False
 
@@ -918,7 +912,7 @@ def score_dataset(
         ctx.execution_options.preserve_order = True
     return ds.map_batches(
         EnsemblePredictor,
-        fn_constructor_kwargs={"artifact_dir": str(Path(artifact_dir).resolve()), "opts": opts, "prefix": prefix},
+        fn_constructor_kwargs={"artifact_dir": str(Path(artifact_dir).resolve()), "opts": opts, "digest": facts.digest, "prefix": prefix},
         batch_format="pyarrow",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=num_actors),

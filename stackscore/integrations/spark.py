@@ -30,17 +30,13 @@ def _scorer(artifact_dir: str, run, digest: str):
     again to the same path (a notebook's fit, export, score loop) is loaded again, never served
     from the old ensemble; one changed after the job was planned stops the partition in one line
     (its schema and its values would come from two different artifacts)."""
-    from ..engine.scorer import Scorer
-    from ..errors import ArtifactError
-    from ..manifest import manifest_sha256
+    from .windows import planned_scorer
 
     key = (artifact_dir, run, digest)
     if key not in _CACHE:
-        if manifest_sha256(artifact_dir) != digest:
-            raise ArtifactError(f"{artifact_dir}: the artifact changed after this job was planned (manifest.json differs); run the job again")
         for old in [k for k in _CACHE if k[:2] == key[:2]]:
             del _CACHE[old]  # the same path's previous export: its sessions are freed
-        _CACHE[key] = Scorer(artifact_dir, run)
+        _CACHE[key] = planned_scorer(artifact_dir, run, digest)
     return _CACHE[key]
 
 
@@ -80,10 +76,7 @@ def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precisi
     check_pair_option(facts, text_pair_column)
     schema = result_schema(facts, opts.write)
     check_columns(df.columns, opts.read, schema.names, prefix, fold_case=not _case_sensitive(df))
-    read, write, run = opts.read, opts.write, opts.run
-    from ..manifest import manifest_sha256
-
-    digest = manifest_sha256(artifact)
+    read, write, run, digest = opts.read, opts.write, opts.run, facts.digest
 
     def score_partitions(batches: Iterator[Any]) -> Iterator[Any]:
         yield from score_arrow(_scorer(artifact, run, digest), batches, read, write, schema, prefix)

@@ -208,6 +208,27 @@ def _objects_as_text(batch, field: str, first_row: int, not_text: dict[int, str]
     return batch.set_column(i, pa.field(field, pa.string()), pa.array(texts, type=pa.string()))
 
 
+def planned_scorer(artifact_dir: str | Path, run: Any, digest: str):
+    """The ``Scorer`` of an executor (a Ray actor, a Ray Data actor, a Spark worker), refused
+    unless it loaded the artifact the driver planned the job with: ``digest`` is the driver's
+    manifest sha256 (``ArtifactFacts.digest``), compared with that of the manifest bytes this
+    scorer parsed (every other file it opens is checked against that manifest). Without it an
+    executor on a node holding another copy of the artifact, or one started after the artifact
+    was exported again to the same path (Ray Data runs lazily, actors restart), scored with other
+    models and labels than the driver's columns and the other executors, and nothing said so."""
+    from ..engine.scorer import Scorer
+    from ..errors import ArtifactError
+
+    scorer = Scorer(artifact_dir, run)
+    if scorer.manifest.digest != digest:
+        raise ArtifactError(
+            f"{artifact_dir}: not the artifact this job was planned with (manifest.json sha256 {scorer.manifest.digest[:16]} here, "
+            f"{digest[:16]} on the driver): it changed after this job was planned, or this node has another copy; "
+            "every node must see the same artifact: run the job again"
+        )
+    return scorer
+
+
 class ArtifactFacts:
     """What the driver of a distributed run needs to know about an artifact without loading its
     base models: labels, model names and the fusion stage (for the result columns), whether it
@@ -221,6 +242,7 @@ class ArtifactFacts:
         self.artifact_dir = Path(artifact_dir)
         self.options = options
         self.manifest = load_manifest(self.artifact_dir, verify=False)  # the executors verify the files
+        self.digest = self.manifest.digest  # which artifact the job is planned with (``planned_scorer``)
         self.labels = list(self.manifest.labels)
         self.model_names = [m.name for m in self.manifest.models]
         self.text_pair = bool(self.manifest.text_pair)
