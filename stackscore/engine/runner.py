@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+import functools
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -324,7 +325,8 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     """One model's runner under ``options`` (``runners_for`` builds them all; ``tune`` builds one
     per stream count). ``tokenizers``/``lock``: a cache shared by models loading together.
     ``verify(files)``: called with the manifest names of exactly the files this runner is about
-    to open (the graph ``choose`` picked, the tokenizer), before it opens them."""
+    to open (the graph ``choose`` picked, the tokenizer), before it opens them: the graph by the
+    backend, which does not open it where ``--cache-dir`` keeps what was compiled from it."""
     from .backends.ort import OrtBackend, TextBackend
 
     tokenizers = {} if tokenizers is None else tokenizers
@@ -341,7 +343,8 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     if spec.kind != "transformer":
         raise ArtifactError(f"model '{spec.name}': kind '{spec.kind}' is not supported by this engine")
     choice = choose(spec, options)
-    verify([spec.graphs[choice.graph_key], spec.tokenizer])
+    verify([spec.tokenizer])
+    verify_graph = functools.cache(functools.partial(verify, [spec.graphs[choice.graph_key]]))  # once, however many devices
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
     token_budget, max_rows, overhead = batch_geometry(spec.flops_per_token, options)
@@ -372,9 +375,9 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
                 if choice.backend == "openvino":
                     from .backends.ov import OpenVinoBackend
 
-                    backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams, fused_attention=fused))
+                    backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams, fused_attention=fused, verify_graph=verify_graph))
                 else:
-                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha))
+                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha, verify_graph=verify_graph))
                 check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
         except Exception:
             if tokenizer.exception() is not None:  # waits for the parse (tens of ms)

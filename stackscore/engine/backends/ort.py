@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None, streams: int = 1, graph_sha256: str | None = None):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None, streams: int = 1, graph_sha256: str | None = None, verify_graph: Callable[[], None] | None = None):
         ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -96,6 +97,8 @@ class OrtBackend:
             )
         self.precision = precision
         source, finish = _optimized_cache(ort, so, graph, options, graph_sha256, precision, providers)
+        if source == graph and verify_graph is not None:  # the kept optimized graph was made from the verified one
+            verify_graph()
         try:
             self.session = ort.InferenceSession(str(source), sess_options=so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes

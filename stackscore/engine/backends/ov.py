@@ -11,8 +11,9 @@ from __future__ import annotations
 import locale
 import sys
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -71,21 +72,19 @@ _saved_locale: str | None = None
 
 @contextmanager
 def c_locale_while_building():
-    """The process in the "C" locale while any of its OpenVINO builds runs; the caller's locale
-    put back once, when the last one ends.
+    """The process in the "C" locale while any of its OpenVINO blob imports or exports runs; the
+    caller's locale put back once, when the last one ends.
 
-    OpenVINO reads and writes its compiled-model cache under a scoped ``setlocale(LC_ALL, "C")``
-    (``ScopedLocale`` in its ``cache_manager.hpp``: query the process's locale name, set "C",
-    restore the saved name). Two builds at once interleave those process-wide calls: the second
-    saves the "C" the first has set and restores it after the first has restored the caller's,
-    so the process was left in "C" (seen: 3 of 6 two-model loads; a later decode of UTF-8 bytes
-    by locale failed), and a name queried while the other thread replaces it can be read after
-    glibc has freed it. With "C" held across every build that overlaps, each of OpenVINO's
-    save/set/restore is a "C" -> "C" no-op (glibc frees no name: the C names are static), and no
-    build starts or ends while this function changes the locale (both happen under ``_LOCALE``
-    with no build in flight). Only builds with a cache directory use it (OpenVINO's only
-    ``setlocale`` is in its cache manager): other threads of the process see "C" while those run,
-    as they already did for each cached import's duration (so the engine names its encodings)."""
+    A compiled blob holds the model as XML text with numbers in it, which OpenVINO writes and
+    parses with the C library's locale-dependent formatting: its own cache manager does so under a
+    scoped ``setlocale(LC_ALL, "C")`` (``ScopedLocale`` in ``cache_manager.hpp``), and a process
+    in a locale with decimal commas would otherwise write a blob another process reads wrong.
+    That scoped call was also unsafe with two builds at once (each saves and restores the
+    process-wide name: the process was left in "C" in 3 of 6 two-model loads, and a name queried
+    while the other thread replaces it can be read after glibc has freed it). Here "C" is held
+    across every import or export that overlaps, and no build starts or ends while this function
+    changes the locale (both happen under ``_LOCALE`` with none in flight). Other threads of the
+    process see "C" while those run (so the engine names its encodings)."""
     global _building, _saved_locale
     with _LOCALE:
         if _building == 0:
@@ -110,21 +109,49 @@ def inference_hint(precision: str) -> str:
     return "bf16" if precision == "bf16" or (precision == "int8" and cpu_has_bf16()) else "f32"
 
 
+def blob_path(cache: Path, config: dict) -> Path:
+    """Where the compiled model for ``config`` is kept in a graph's cache directory (the directory
+    names the graph's sha256, OpenVINO's version, the CPU and the precision: ``compile_cache_dir``;
+    the file name every property the compilation was given, attention kernels and streams
+    included). Not the artifact's path: an artifact moved or copied elsewhere finds its blob."""
+    import hashlib
+    import json
+
+    key = json.dumps(sorted((k, str(v)) for k, v in config.items())).encode()
+    return cache / f"compiled-{hashlib.sha256(key).hexdigest()[:32]}.blob"
+
+
 class OpenVinoBackend:
     name = "openvino"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False, fused_attention: bool = True):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", graph_sha256: str | None = None, streams: int = 1, perf_count: bool = False, fused_attention: bool = True, verify_graph: Callable[[], None] | None = None):
         # Models are built on a thread each (``runners_for``). The compilation (or the cached
         # blob's import: the longest part of a cached start, GIL released) runs alongside the
-        # other models' (with a cache directory, under ``c_locale_while_building``); what touches
-        # the Python binding's state around it is made under the first-call lock, for the reason
-        # ``run`` gives.
+        # other models' (under ``c_locale_while_building`` where a blob is read or written); what
+        # touches the Python binding's state around it is made under the first-call lock, for
+        # the reason ``run`` gives.
+        #
+        # ``verify_graph`` (the graph's checksum) is called before the graph is opened, and only
+        # then: a cached blob was compiled from the graph with the checksum its directory names,
+        # verified when it was compiled, and a run that imports it never opens the graph (hashing
+        # MiniLM's 87 MB graph was a sixth of a cached start's first row for nothing).
         with _FIRST_CALL:
-            core, model, config, cached = self._prepare(graph, options, precision, graph_sha256, streams, fused_attention)
+            core, config, cache = self._prepare(options, precision, graph_sha256, streams, fused_attention)
             if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
                 config["PERF_COUNT"] = True
-        with c_locale_while_building() if cached else nullcontext():
+        blob = blob_path(cache, config) if cache is not None else None
+        self.compiled, self._blob = self._import(core, blob, config) if blob is not None else (None, None)
+        if self.compiled is None:
+            if verify_graph is not None:
+                verify_graph()
+            with _FIRST_CALL:
+                try:
+                    model = core.read_model(str(graph))
+                except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
+                    raise session_error(graph, "OpenVINO", exc) from None
             self.compiled = self._compile(core, model, config, graph)
+            if blob is not None:
+                self._store(self.compiled, blob)
         with _FIRST_CALL:
             self._finish(spec)
 
@@ -135,7 +162,41 @@ class OpenVinoBackend:
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
             raise session_error(graph, "OpenVINO", exc) from None
 
-    def _prepare(self, graph: Path, options: RunOptions, precision: str, graph_sha256: str | None, streams: int, fused_attention: bool = True):
+    @staticmethod
+    def _import(core, blob: Path, config: dict):
+        """(the compiled model, its mapped blob) from ``blob``, or (None, None) where there is no
+        blob or OpenVINO refuses it (truncated, another build's): the graph is then compiled
+        again. The blob is mapped, not read: OpenVINO's CPU plugin may keep its weights in that
+        memory, so the map lives as long as the backend (copy-on-write: nothing is written back)."""
+        if not blob.is_file():
+            return None, None
+        ov = import_openvino()
+        try:
+            data = np.memmap(blob, dtype=np.uint8, mode="c")
+            tensor = ov.Tensor(data, shared_memory=True)
+            with c_locale_while_building():
+                return core.import_model(tensor, "CPU", config), (data, tensor)
+        except Exception:  # noqa: BLE001 - any failure to import is a cache miss
+            return None, None
+
+    @staticmethod
+    def _store(compiled, blob: Path) -> None:
+        """Keep ``compiled`` as ``blob``: written beside it, then renamed (a concurrent reader
+        sees no file or a whole one). A cache that cannot be written is no cache, not an error."""
+        import io
+        import os
+
+        tmp = blob.with_name(f".{blob.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            stream = io.BytesIO()  # the binding writes to nothing else
+            with c_locale_while_building():
+                compiled.export_model(stream)
+            tmp.write_bytes(stream.getbuffer())
+            os.replace(tmp, blob)
+        except Exception:  # noqa: BLE001 - see above
+            tmp.unlink(missing_ok=True)
+
+    def _prepare(self, options: RunOptions, precision: str, graph_sha256: str | None, streams: int, fused_attention: bool = True):
         ov = import_openvino()
         # pybind11's numpy API is looked up by a function-local static that imports numpy (Python
         # code, during which the GIL can pass to another thread): the kind of initializer behind
@@ -144,18 +205,8 @@ class OpenVinoBackend:
         ov.Tensor(np.zeros(1, dtype=np.float32))
         core = ov.Core()
         self.fused_attention = bool(fused_attention)
-        # OpenVINO's blob key leaves SNIPPETS_MODE out (a blob compiled with fused attention was
-        # imported for a plain-attention request): each kind of kernel gets its own directory.
+        # Each kind of attention kernel gets its own directory (the blob's name also says).
         cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision + ("" if self.fused_attention else "-plainattn"))
-        model = str(graph)
-        if cache is not None:
-            # compile_model(path) with CACHE_DIR: a cached blob skips both parsing and compiling
-            core.set_property({"CACHE_DIR": str(cache)})
-        else:
-            try:
-                model = core.read_model(str(graph))
-            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
-                raise session_error(graph, "OpenVINO", exc) from None
         config = {
             "INFERENCE_PRECISION_HINT": inference_hint(precision),
             "INFERENCE_NUM_THREADS": options.cpu_threads,
@@ -173,7 +224,7 @@ class OpenVinoBackend:
         self.streams = max(1, int(streams))
         config.update({"PERFORMANCE_HINT": "LATENCY"} if self.streams == 1 else {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
         self.precision = precision
-        return core, model, config, cache is not None
+        return core, config, cache
 
     def _finish(self, spec: ModelSpec) -> None:
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
