@@ -83,7 +83,7 @@ def load_tokenizer(path: Path):
     if tok is not None:
         if getattr(tok, "backend_tokenizer", None) is None:
             raise StackscoreError(f"{path}: its tokenizer ({type(tok).__name__}) has no fast (tokenizers) form that the engine can run")
-        return tok
+        return _pads_right(tok)
     specials = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         f = path / name
@@ -95,7 +95,17 @@ def load_tokenizer(path: Path):
                     specials[k] = v
     from tokenizers import Tokenizer
 
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials)
+    return _pads_right(PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials))
+
+
+def _pads_right(tok):
+    """The engine pads every batch on the right; a tokenizer saved with ``padding_side = "left"``
+    (common for decoders, set for generation) gave fit's PyTorch side other positions for the
+    padded rows' tokens (models with absolute positions: other logits, labels flipped on 8 of 16
+    GPT-2 rows), and those logits trained the fusion; fit then failed its engine check, blaming
+    the export. Fit, export and the bench's loops pad as the engine does."""
+    tok.padding_side = "right"
+    return tok
 
 
 # Encoder-decoder classifiers whose head reads the decoder's state at each row's last <eos>.

@@ -132,7 +132,7 @@ def test_a_head_transformers_would_reinitialise_is_refused_through_the_cli(tmp_p
     cfg.write_text(
         f'labels = ["negative", "positive"]\nint8 = false\nstatic_int8 = false\nfp16 = false\n'
         f'[data]\nvalidation = "{data / "validation.jsonl"}"\ntest = "{data / "test.jsonl"}"\n'
-        f'[fusion]\nmethod = "mean"\n[[models]]\nname = "c"\nsource = "{ckpt}"\nfinetune = false\n'
+        f'[fusion]\nmethod = "mean"\n[[models]]\nname = "c"\nsource = "{ckpt}"\nfinetune = false\nmax_length = 64\n'
     )
     r = subprocess.run([sys.executable, "-m", "stackscore", "fit", str(cfg), "--out", str(tmp_path / "w")], capture_output=True, text=True)
     assert r.returncode == 2, r.stderr
@@ -673,3 +673,57 @@ def test_a_config_pad_id_the_tokenizer_lacks(tmp_path, data, pad):
     run_fit(raw, tmp_path / "w2")
     saved = json.loads((tmp_path / "w2/models/g/config.json").read_text())
     assert saved["pad_token_id"] == 2  # </s>, the tokenizer's end-of-text token
+
+
+def _edit_json(path: Path, **kv) -> None:
+    raw = json.loads(path.read_text())
+    raw.update(kv)
+    path.write_text(json.dumps(raw))
+
+
+def test_a_label2id_that_contradicts_id2label_is_refused_and_a_generic_one_ignored(tmp_path):
+    """Training code usually encodes targets with label2id, the engine names outputs by id2label:
+    when the two name the same labels at other outputs, which is true is unknown (accepted
+    silently before, id2label winning a coin flip). Generic LABEL_k names say nothing."""
+    from stackscore.errors import StackscoreError
+    from stackscore.train.models import ModelConfig, load_fixed
+
+    ckpt = make_checkpoint(tmp_path / "c", "bert", {0: "negative", 1: "positive"})
+    cfg = ModelConfig(name="m", source=str(ckpt), max_length=64, finetune=False)
+    _edit_json(ckpt / "config.json", label2id={"LABEL_0": 0, "LABEL_1": 1})
+    assert load_fixed(cfg, ckpt, ["negative", "positive"])[2] == [0, 1]
+    _edit_json(ckpt / "config.json", label2id={"negative": 1, "positive": 0})
+    with pytest.raises(StackscoreError, match="label2id .* contradicts its id2label"):
+        load_fixed(cfg, ckpt, ["negative", "positive"])
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_a_tokenizer_saved_padding_on_the_left_pads_as_the_engine_does(tmp_path, arch):
+    """``padding_side = "left"`` in tokenizer_config.json (decoders saved for generation): fit's
+    PyTorch predictions padded on the left, so padded rows of absolute-position models got other
+    logits than the engine (right-padded) and the rows alone, and trained the fusion on them."""
+    import torch
+
+    from stackscore.train.corpus import generate
+    from stackscore.train.finetune import predict_logits
+    from stackscore.train.models import ModelConfig, load_fixed
+
+    ckpt = make_checkpoint(tmp_path / "c", arch, seed=3)
+    _edit_json(ckpt / "tokenizer_config.json", padding_side="left")
+    model, tok, _, _ = load_fixed(ModelConfig(name="m", source=str(ckpt), max_length=64, finetune=False), ckpt, ["negative", "positive"])
+    texts = [e.text for e in generate(12, seed=5)]
+    with torch.inference_mode():
+        alone = np.stack([model(**tok(t, truncation=True, max_length=64, return_tensors="pt")).logits[0].numpy() for t in texts])
+    np.testing.assert_allclose(predict_logits(model, tok, texts, 64), alone, atol=1e-4)
+
+
+def test_a_fixed_checkpoint_needs_its_max_length(tmp_path, data):
+    """A checkpoint does not record the length it was fine-tuned with; the 128 default scored a
+    model trained at 64 (or 512) at another length, with other predictions on long rows."""
+    from stackscore.errors import StackscoreError
+    from stackscore.train.config import config_from_dict
+
+    raw = fixed_config(data, [{"name": "c", "source": str(tmp_path)}])
+    del raw["models"][0]["max_length"]
+    with pytest.raises(StackscoreError, match="'c': finetune = false needs max_length"):
+        config_from_dict(raw, tmp_path)

@@ -98,6 +98,15 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
     if len(models_raw) < 1:
         raise StackscoreError(f"{where}: at least one [[models]] entry is required")
     models = [_build(ModelConfig, m, f"{where} [[models]] #{i + 1}") for i, m in enumerate(models_raw)]
+    for m, given in zip(models, models_raw):
+        if m.finetune is False and "max_length" not in given:
+            # A checkpoint does not record the length it was fine-tuned with (its tokenizer's
+            # model_max_length is usually the base model's limit): scored at another length, its
+            # long rows give other predictions than the team's own, and nothing would say so.
+            raise StackscoreError(
+                f"{where} [[models]] '{m.name}': finetune = false needs max_length, the token length this checkpoint was "
+                "fine-tuned and is scored with (texts are cut there; a checkpoint does not record it)"
+            )
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise StackscoreError(f"{where}: model names must be unique, got {names}")

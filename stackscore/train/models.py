@@ -221,6 +221,25 @@ def read_checkpoint_config(name: str, path: Path):
 GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 
 
+def check_label2id(name: str, config) -> None:
+    """A checkpoint's ``label2id`` naming the same labels as its ``id2label`` at other outputs:
+    the engine follows id2label (output k is id2label[k]), but a team's training code usually
+    encoded its targets with label2id, so which one is true is unknown, and following either
+    could swap every prediction. Refused in one line. A label2id of other names (transformers'
+    generic LABEL_k, left behind when only id2label was edited) says nothing and is ignored."""
+    id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+    label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    if set(label2id) != set(id2label.values()):
+        return
+    wrong = sorted(v for k, v in id2label.items() if label2id[v] != k)
+    if wrong:
+        raise StackscoreError(
+            f"model '{name}': its config.json's label2id {label2id} contradicts its id2label {id2label} "
+            f"({', '.join(map(repr, wrong))} at other outputs): which output predicts which label is unknown; "
+            "fix config.json so the two agree (the ids its training targets were encoded with)"
+        )
+
+
 def label_order(name: str, id2label: dict, labels: list[str], label_map: dict[str, str] | None = None) -> tuple[list[int], dict[str, str]]:
     """For each data label (in ``labels`` order), the checkpoint output index that predicts it.
 
@@ -331,6 +350,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
             order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
         else:
             order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
+            check_label2id(cfg.name, config)  # after label_order's own checks (repeated names...)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report is turned into our own one-line error
     try:
