@@ -143,3 +143,50 @@ def test_out_of_fold_never_sees_its_own_rows():
 def test_stack_needs_every_class():
     with pytest.raises(ValueError, match="every class"):
         StackFusion().fit([np.zeros((4, 3))], np.array([0, 1, 0, 1]))
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_regression_fusion_does_not_depend_on_the_targets_units(scale):
+    """The same regression rows in other units (a target of scale 1e-3, or 1e3) give the same
+    choice, weights and stacker, scaled: auto's tie was a fixed 1e-3 of RMSE (every method tied at
+    scale 1e-3, mean won over a stacker 24x better), the learned weights stopped at 0.5/0.5 (the
+    optimizer's absolute tolerance), and Ridge(alpha=1) shrank the stacker to the mean."""
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.normal(size=n)
+    poor = 0.3 * y + rng.normal(scale=0.8, size=n)
+    near = [(y + rng.normal(scale=0.05, size=n))[:, None], poor[:, None]]  # weights: nearly all on the first
+    off = [(2 * y + rng.normal(scale=0.05, size=n))[:, None], poor[:, None]]  # off by a factor a stacker corrects
+
+    def fitted(factor):
+        cands = fusion.candidates("regression")
+        auto = AutoFusion(cands, folds=4, task="regression").fit([o * factor for o in off], y * factor)
+        weights = cands["weighted"]().fit([o * factor for o in near], y * factor).weights_
+        stack = cands["stack"]().fit([o * factor for o in off], y * factor)
+        return auto.chosen_, weights, stack.predict_proba([o * factor for o in off])[:, 0] / factor
+
+    chosen, weights, stacked = fitted(1.0)
+    chosen_s, weights_s, stacked_s = fitted(scale)
+    assert chosen == chosen_s == "stack" and weights[0] > 0.9
+    np.testing.assert_allclose(weights_s, weights, atol=1e-3)
+    np.testing.assert_allclose(stacked_s, stacked, atol=1e-3 * np.abs(stacked).max())
+
+
+def test_a_cascade_over_fixed_weights_weighs_each_prefix_with_its_own_models_weights():
+    """``weights = [1, 2, 1]`` named every model, so each prefix's partial fusion refused the
+    list and the cascade was dropped as "thresholds are not learnable" (fit's log said so)."""
+    from stackscore.fusion.cascade import Cascade
+    from stackscore.train.fit import partial_fusions
+
+    rng = np.random.default_rng(0)
+    n, k = 200, 3
+    y = rng.integers(0, k, n)
+    outs = {f"m{i}": rng.normal(size=(n, k)) + 3 * np.eye(k)[y] for i in range(3)}
+    names = list(outs)
+    cands = fusion.candidates("single_label", weights=[1, 2, 1])
+    full = cands["weighted"]().fit([outs[m] for m in names], y)
+    c = Cascade(folds=4).fit(outs, y, None, {"m0": 1, "m1": 2, "m2": 3}, partial_fusions("weighted", cands, "single_label", [1, 2, 1], names), full,
+                             model_order=names, make_full=cands["weighted"])
+    assert [st.models for st in c.stages_[:2]] == [["m0"], ["m0", "m1"]]
+    np.testing.assert_allclose(c.stages_[1].fusion.weights_, [1 / 3, 2 / 3])
+    assert c.stop_share_[0] > 0.5  # the first stage answers most rows

@@ -69,14 +69,17 @@ class AutoFusion:
             self.cv_log_loss_[name] = cv_loss(self.task, y, proba)
             complexity[name] = make().complexity
         best = min(self.cv_log_loss_.values())
-        tied = [n for n, v in self.cv_log_loss_.items() if v <= best + self.tol]
+        # RMSE is in the target's units: a tie is within ``tol`` standard deviations of it (a fixed
+        # 1e-3 tied every method on targets of scale 1e-3, and mean won over a stacker 24x better)
+        tol = self.tol * (float(np.std(y)) or 1.0) if self.task == "regression" else self.tol
+        tied = [n for n, v in self.cv_log_loss_.items() if v <= best + tol]
         self.chosen_ = min(tied, key=lambda n: (complexity[n], self.cv_log_loss_[n]))
         self.method_ = self.candidates[self.chosen_]().fit(outputs, y)
         scores = ", ".join(f"{n}={v:.4f}" for n, v in sorted(self.cv_log_loss_.items(), key=lambda kv: kv[1]))
         metric = {"multi_label": "log-loss per label", "regression": "RMSE"}.get(self.task, "log-loss")
         self.reason_ = (
             f"auto: lowest {self.folds}-fold cross-validated {metric} on out-of-fold outputs "
-            f"(ties within {self.tol} go to the simpler method): {scores}"
+            f"(ties within {tol:.3g} go to the simpler method): {scores}"
             + "".join(f"; {n} skipped: {why}" for n, why in self.skipped_.items())
         )
         return self

@@ -43,8 +43,11 @@ class RegressionWeighted(SimplexWeighted):
     task = "regression"
 
     def _loss(self, outputs, y):
+        # over the target's variance: the optimizer's stopping tolerance is absolute, and on targets
+        # of scale 1e-3 (errors ~1e-6) it stopped at its start, equal weights, recorded as learned
         X, t = _column(outputs), np.asarray(y, dtype=np.float64)
-        return lambda w: float(np.mean((X @ w - t) ** 2))
+        scale = 1.0 / (float(np.var(t)) or 1.0)
+        return lambda w: float(np.mean((X @ w - t) ** 2)) * scale
 
     def predict_proba(self, outputs) -> np.ndarray:
         return (_column(outputs) @ self.weights_)[:, None]
@@ -63,7 +66,11 @@ class RegressionStack(FusionMethod, OnnxMeta):
         from sklearn.linear_model import Ridge
 
         super().fit(outputs, y)
-        self.meta_ = Ridge(alpha=self.alpha).fit(_column(outputs).astype(np.float32), np.asarray(y, dtype=np.float64))
+        # The inputs are predictions of the target, in its units, so the squared error scales with
+        # the target's variance and the penalty on the (unitless) weights does not: alpha is taken
+        # relative to that variance (alpha=1 shrank a stacker on targets of scale 1e-2 to their mean).
+        t = np.asarray(y, dtype=np.float64)
+        self.meta_ = Ridge(alpha=self.alpha * (float(np.var(t)) or 1.0)).fit(_column(outputs).astype(np.float32), t)
         self.coef_ = np.asarray(self.meta_.coef_, dtype=np.float64)
         return self
 

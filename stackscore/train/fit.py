@@ -377,6 +377,22 @@ class Selection:
     cv_log_loss: dict[str, float] | None
 
 
+def partial_fusions(chosen: str, candidates: dict, task: str, weights: list[float] | None, names: list[str]):
+    """``make_partial(prefix)`` for the cascade: the chosen method over the models run so far
+    (votes: a soft mean). Fixed weights name every model: a prefix averages with its own models'
+    weights (renormalized), as the full fusion weighs them; the whole list was refused by every
+    prefix, and the cascade dropped as "not learnable"."""
+    partial = chosen if chosen in ("stack", "weighted", "mean") else "mean"
+
+    def make_partial(prefix: list[str]):
+        if partial == "weighted" and weights is not None:
+            own = [weights[names.index(m)] for m in prefix]
+            return fusion_mod.candidates(task, weights=own if sum(own) > 0 else None)["weighted"]()
+        return candidates[partial]()
+
+    return make_partial
+
+
 def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, log):
     """The cascade (``[fusion] cascade = true``): models ordered by measured cost per row, a
     partial fusion per prefix (the chosen method, over the models run so far), stop thresholds
@@ -385,11 +401,11 @@ def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, Bas
 
     f = cfg.fusion
     candidates = fusion_candidates(cfg, s.task, s.labels)
-    partial = sel.name if sel.name in ("stack", "weighted", "mean") else "mean"  # votes: soft mean per prefix
     costs = {n: base[n].seconds_per_row for n in names}
+    make_partial = partial_fusions(sel.name, candidates, s.task, f.weights, names)
     try:
         c = Cascade(f.cascade_agreement, f.cascade_max_accuracy_drop, f.cascade_max_log_loss_increase, folds=max(2, f.folds), seed=cfg.seed).fit(
-            {n: base[n].fusion for n in names}, y_meta, None, costs, lambda prefix: candidates[partial](), sel.chosen,
+            {n: base[n].fusion for n in names}, y_meta, None, costs, make_partial, sel.chosen,
             model_order=names, make_full=candidates.get(sel.name),
         )
     except ValueError as exc:
