@@ -727,3 +727,30 @@ def test_a_fixed_checkpoint_needs_its_max_length(tmp_path, data):
     del raw["models"][0]["max_length"]
     with pytest.raises(StackscoreError, match="'c': finetune = false needs max_length"):
         config_from_dict(raw, tmp_path)
+
+
+def test_a_checkpoint_of_a_teams_own_subclass_is_refused_not_scored_without_its_layers(tmp_path):
+    """A BertForSequenceClassification subclass with an extra layer, saved under its own class
+    name: transformers loaded it as the plain class, dropping the extra weights silently, and
+    every check then agreed on that other model."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from stackscore.errors import StackscoreError
+    from stackscore.train.models import ModelConfig, load_fixed
+
+    ckpt = make_checkpoint(tmp_path / "c", "bert", seed=3)
+
+    class MyBertClassifier(BertForSequenceClassification):
+        def __init__(self, config):
+            super().__init__(config)
+            self.pre_classifier = torch.nn.Linear(config.hidden_size, config.hidden_size)
+            self.post_init()
+
+    MyBertClassifier.from_pretrained(str(ckpt)).save_pretrained(str(ckpt))
+    cfg = ModelConfig(name="m", source=str(ckpt), max_length=64, finetune=False)
+    with pytest.raises(StackscoreError, match="saved by class MyBertClassifier.*pre_classifier.bias, pre_classifier.weight left out"):
+        load_fixed(cfg, ckpt, ["negative", "positive"])
+    _edit_json(ckpt / "config.json", architectures=["BertForSequenceClassification"])  # renamed, weights still there
+    with pytest.raises(StackscoreError, match="holds weights \\(pre_classifier"):
+        load_fixed(cfg, ckpt, ["negative", "positive"])

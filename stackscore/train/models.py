@@ -367,6 +367,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
             f"model '{cfg.name}': {path} lacks trained weights for {', '.join(fresh[:4])}{' ...' if len(fresh) > 4 else ''}; "
             "transformers would initialise them at random (finetune = false uses a checkpoint exactly as saved)"
         )
+    check_saved_class(cfg.name, path, model, info)
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
     try:
@@ -376,6 +377,30 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
     check_batches(cfg.name, model.eval(), tok)
     check_ids_fit(cfg.name, model, tok, pairs)
     return model, tok, order, mapping
+
+
+# Saved tensors transformers leaves out that no class computes with: buffers older versions saved.
+_BUFFERS = re.compile(r"(^|\.)(position_ids|token_type_ids|masked_bias|attn\.bias|num_batches_tracked|rotary_emb\.inv_freq)$")
+
+
+def check_saved_class(name: str, path: Path, model, info: dict) -> None:
+    """The checkpoint must be transformers' own classifier class, as built here. A team's subclass
+    (an extra layer before the head, another pooling) is saved under its own class name with
+    tensors transformers' class has no place for: transformers drops them without a word, and
+    fit, export and the engine then agree on a different model than the team's. Refused in one
+    line: the weights left out (buffers aside), or a class transformers does not have."""
+    import transformers
+
+    dropped = [k for k in info.get("unexpected_keys", []) if not _BUFFERS.search(str(k))]
+    saved = list(getattr(model.config, "architectures", None) or [])
+    custom = [a for a in saved[:1] if a != type(model).__name__ and not hasattr(transformers, a)]
+    if dropped or custom:
+        what = f"was saved by class {custom[0]}, which transformers does not have" if custom else "holds weights"
+        extra = f" ({', '.join(sorted(dropped)[:4])}{' ...' if len(dropped) > 4 else ''} left out)" if dropped else ""
+        raise StackscoreError(
+            f"model '{name}': {path} {what}{extra}: transformers' {type(model).__name__} would score it without "
+            f"{'them' if dropped else 'its own code'}, so not as the team's model does; save it as a plain {type(model).__name__}"
+        )
 
 
 def check_ids_fit(name: str, model, tok, pairs: bool) -> None:
