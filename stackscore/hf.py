@@ -84,18 +84,53 @@ def load_tokenizer(path: Path):
         if getattr(tok, "backend_tokenizer", None) is None:
             raise StackscoreError(f"{path}: its tokenizer ({type(tok).__name__}) has no fast (tokenizers) form that the engine can run")
         return _pads_right(tok)
-    specials = {}
+    specials, settings = {}, {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         f = path / name
         if f.is_file():
             for k, v in json.loads(f.read_text()).items():
                 if k in ("unk_token", "pad_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token"):
                     specials.setdefault(k, v["content"] if isinstance(v, dict) else v)
-                elif k in ("truncation_side", "split_special_tokens") and name == "tokenizer_config.json":  # settings the engine follows
+                elif k in ("truncation_side", "split_special_tokens", "model_input_names") and name == "tokenizer_config.json":  # settings the engine follows
                     specials[k] = v
+                elif k == "do_lower_case" and name == "tokenizer_config.json":
+                    settings[k] = v
+    if "model_input_names" not in specials:
+        # PreTrainedTokenizerFast's own default has no token_type_ids: a BERT pair model was fitted
+        # and exported with every token type 0, and all checks agreed on that wrong input
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        types = int(config.get("type_vocab_size") or 0) if isinstance(config, dict) else 0
+        specials["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"] if types > 1 else ["input_ids", "attention_mask"]
     from tokenizers import Tokenizer
 
-    return _pads_right(PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_file(str(path / "tokenizer.json")), **specials))
+    backend = Tokenizer.from_file(str(path / "tokenizer.json"))
+    if "do_lower_case" in settings:
+        _lower_case_as_configured(path, backend, bool(settings["do_lower_case"]))
+    return _pads_right(PreTrainedTokenizerFast(tokenizer_object=backend, **specials))
+
+
+def _lower_case_as_configured(path: Path, backend, lower: bool) -> None:
+    """``do_lower_case`` in tokenizer_config.json wins over tokenizer.json's normalizer, as in
+    transformers' BERT-style fast tokenizers (a BertNormalizer's ``lowercase`` is set to it); a
+    normalizer this cannot set, disagreeing with it, is one line rather than other tokens."""
+    import json
+
+    from tokenizers import normalizers
+
+    norm = backend.normalizer
+    state = json.loads(norm.__getstate__()) if norm is not None else {}
+    if state.get("type") == "BertNormalizer":
+        if bool(state.get("lowercase")) != lower:
+            state.pop("type")
+            state["lowercase"] = lower
+            backend.normalizer = normalizers.BertNormalizer(**state)
+        return
+    lowers = "Lowercase" in json.dumps(state)
+    if lowers != lower:
+        raise StackscoreError(
+            f"{path}: tokenizer_config.json says do_lower_case = {str(lower).lower()}, its tokenizer.json's normalizer "
+            f"{'lowercases' if lowers else 'keeps case'}: make the two agree"
+        )
 
 
 def _pads_right(tok):

@@ -383,6 +383,15 @@ def test_the_tokenizer_json_fallback_keeps_the_truncation_side(tmp_path, monkeyp
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
     tok = load_tokenizer(tmp_path)
     assert isinstance(tok, transformers.PreTrainedTokenizerFast) and tok.truncation_side == "left"
+    # PreTrainedTokenizerFast's default gives no token types: a BERT pair model (type_vocab_size
+    # 2) was fitted and exported with every type 0. From the config, or tokenizer_config's list.
+    assert "token_type_ids" not in tok("a", "b")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "type_vocab_size": 2}))
+    assert load_tokenizer(tmp_path)("a", "dull")["token_type_ids"] == [0, 0, 0, 1, 1]
+    # do_lower_case wins over tokenizer.json's BertNormalizer, as in transformers' fast BERT tokenizers
+    assert load_tokenizer(tmp_path).tokenize("Dull") == ["dull"]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": False, "cls_token": "[CLS]"}))
+    assert load_tokenizer(tmp_path).tokenize("Dull") == ["[UNK]"]
 
 
 def _retune(ckpt: Path, **config) -> None:
