@@ -58,6 +58,7 @@ class FitModel:
     label_order: list[int] | None = None  # checkpoint output index per artifact label (used as saved)
     label_map: dict[str, str] | None = None  # checkpoint label -> artifact label
     checkpoint_sha256: str | None = None  # fingerprint of a checkpoint used as saved
+    output_activation: str | None = None  # "sigmoid": a regression cross-encoder's outputs as it predicts (hf.activated)
 
     def directory(self, workdir: Path) -> Path:
         return Path(self.model_dir) if self.model_dir else Path(workdir) / "models" / self.name

@@ -154,10 +154,34 @@ EOS_POOLED = ("bart", "mbart", "plbart", "mvp", "t5", "mt5", "umt5")
 
 def classifier_logits(model, input_ids, attention_mask, **inputs):
     """A classifier's logits as the engine's graph computes them: ``eos_pooled_logits`` for the
-    BART and T5 families, the model's own forward otherwise (``inputs``: token types)."""
+    BART and T5 families, the model's own forward otherwise (``inputs``: token types); through
+    the model's ``output_activation`` where it has one (``activated``)."""
     if str(getattr(model.config, "model_type", "")) in EOS_POOLED:
-        return eos_pooled_logits(model, input_ids, attention_mask)
-    return model(input_ids=input_ids, attention_mask=attention_mask, **inputs).logits
+        return activated(model, eos_pooled_logits(model, input_ids, attention_mask))
+    return activated(model, model(input_ids=input_ids, attention_mask=attention_mask, **inputs).logits)
+
+
+def cross_encoder_activation(config) -> str:
+    """What sentence-transformers' CrossEncoder applies to this checkpoint's outputs when it
+    predicts, as a lower-case class name ("sigmoid", "identity", ...), or "" where its
+    config.json names nothing (``sentence_transformers.activation_fn``, before v4
+    ``sbert_ce_default_activation_function``)."""
+    st = getattr(config, "sentence_transformers", None)
+    name = st.get("activation_fn") if isinstance(st, dict) else None
+    name = name or getattr(config, "sbert_ce_default_activation_function", None) or ""
+    return str(name).rsplit(".", 1)[-1].lower()
+
+
+def activated(model, logits):
+    """A checkpoint's outputs as its predictions mean them: ``sigmoid(z)`` where the model carries
+    ``output_activation = "sigmoid"`` (a regression cross-encoder saved by sentence-transformers
+    with a Sigmoid: CrossEncoder.predict's value, the scale its targets were trained on), else
+    ``z``. Set on the model by whoever loads it for that use (fit, export), never guessed here."""
+    if getattr(model, "output_activation", None) == "sigmoid":
+        import torch
+
+        return torch.sigmoid(logits)
+    return logits
 
 
 def eos_pooled_logits(inner, input_ids, attention_mask):

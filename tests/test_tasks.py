@@ -269,3 +269,34 @@ def test_multi_label_empty_input_and_all_error_windows(multi_fit, tmp_path):
         t = pq.read_table(out)
         assert t.num_rows == n and "labels" in t.column_names
         assert all(v is None for v in t.column("labels").to_pylist()) and all(e for e in t.column("error").to_pylist())
+
+
+def test_a_regression_cross_encoder_saved_with_a_sigmoid_is_scored_as_it_predicts(tmp_path):
+    """sentence-transformers' STS-B-style cross-encoders (one output, trained with BCE on
+    targets in [0, 1]) record a Sigmoid in config.json: CrossEncoder.predict gives sigmoid(z).
+    A regression ensemble took the raw z (1.35 where the model predicts 0.79) in fit, export and
+    the engine alike, so every check agreed on the wrong scale. Other activations are refused."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from stackscore import Ensemble
+    from stackscore.errors import StackscoreError
+    from stackscore.train.models import ModelConfig, load_fixed
+
+    data = {k: _write(tmp_path / f"{k}.jsonl", _rows(n, s, st, "regression")) for k, n, s, st in (("validation", 60, 52, 5000), ("test", 40, 53, 9000))}
+    ckpt = make_checkpoint(tmp_path / "ce", "bert", {0: "LABEL_0"}, seed=9)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["sentence_transformers"] = {"activation_fn": "torch.nn.modules.activation.Sigmoid", "version": "5.0.0"}
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    raw = {"seed": 0, **FAST, "data": {k: str(v) for k, v in data.items()} | {"label_field": "target"}, "fusion": {"method": "mean", "folds": 2},
+           "models": [{"name": "ce", "source": str(ckpt), "finetune": False, "max_length": 64}]}
+    run_fit(raw, tmp_path / "work")
+    texts = [json.loads(l)["text"] for l in data["test"].read_text().splitlines()][:12]
+    model, tok = AutoModelForSequenceClassification.from_pretrained(str(ckpt)).eval(), AutoTokenizer.from_pretrained(str(ckpt))
+    with torch.inference_mode():
+        predicted = np.array([torch.sigmoid(model(**tok(t, truncation=True, max_length=64, return_tensors="pt")).logits)[0, 0].item() for t in texts])
+    np.testing.assert_allclose(Ensemble.load(tmp_path / "work/artifact", precision="fp32").predict(texts), predicted, atol=1e-4)
+    cfg["sentence_transformers"]["activation_fn"] = "torch.nn.modules.activation.Tanh"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(StackscoreError, match="applies tanh to this cross-encoder's output"):
+        load_fixed(ModelConfig(name="ce", source=str(ckpt), max_length=64, finetune=False), ckpt, ["value"], "regression")

@@ -80,7 +80,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
         else:
             spec = export_transformer(
                 m.directory(workdir), tmp, m.name, m.max_length, samples, log=log, variants=variants,
-                label_order=m.label_order, label_map=m.label_map, searches=searches.setdefault(m.name, []),
+                label_order=m.label_order, label_map=m.label_map, searches=searches.setdefault(m.name, []), output_activation=m.output_activation,
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)

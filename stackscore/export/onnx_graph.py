@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParityError, StackscoreError
-from ..hf import classifier_logits, ordered_logits
+from ..hf import activated, classifier_logits, ordered_logits
 from ..manifest import ModelSpec
 from ..roofline import graph_cost
 from .variants import GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP, VARIANTS
@@ -311,7 +311,7 @@ def unpadded_logits(model, g: GateInputs, order: list[int] | None = None, with_t
         for lo, n in zip(enc.offsets.tolist(), enc.lengths.tolist()):
             ids = torch.from_numpy(enc.flat[lo : lo + n].astype(np.int64))[None]
             kw = {"token_type_ids": torch.from_numpy(enc.types[lo : lo + n].astype(np.int64))[None]} if with_types and enc.types is not None else {}
-            rows.append(model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits[0].float().numpy())
+            rows.append(activated(model, model(input_ids=ids, attention_mask=torch.ones_like(ids), **kw).logits)[0].float().numpy())
     if not rows:
         return np.zeros((0, g.width), dtype=np.float32)
     return ordered_logits(np.stack(rows), order) if order is not None else np.stack(rows)
@@ -624,7 +624,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
 
 
 def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: GateSettings | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None,
-                       searches: list | None = None) -> ModelSpec:
+                       searches: list | None = None, output_activation: str | None = None) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ faster graphs whose gates pass) and ``tokenizer.json``.
 
     ``label_order`` (a checkpoint used as saved): the graph gathers the checkpoint's logits into
@@ -632,8 +632,11 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     same way, so the check compares the *mapped* model with its graph. Sentence-pair samples
     give a graph that takes ``token_type_ids`` when the model uses them. ``searches``: see
     ``precision_gates`` (what the ensemble gate may ask of this model's static int8 later).
+    ``output_activation`` ("sigmoid": a regression cross-encoder, as fit scored it): in the graph.
     """
     model, tok = load_for_export(Path(model_dir))
+    if output_activation:
+        model.output_activation = output_activation
     arch = str(getattr(model.config, "model_type", ""))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     pairs = bool(sample_texts) and isinstance(sample_texts[0], tuple)

@@ -193,12 +193,14 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
     entry = FitModel(name=mcfg.name, kind=mcfg.kind, max_length=mcfg.max_length, source=mcfg.source, finetune=mcfg.finetune)
     if fixed is not None:
         path, model, tok, order, mapping = fixed
-        log(f"    as saved (finetune = false); labels by name: {mapping}")
+        act = getattr(model, "output_activation", None)
+        log(f"    as saved (finetune = false); labels by name: {mapping}" + (f"; its outputs through a {act}, as its CrossEncoder predicts" if act else ""))
         fusion_logits = ordered_logits(predict_logits(model, tok, take(texts, rows.fusion), mcfg.max_length), order)
         t0 = time.perf_counter()
         test_logits = ordered_logits(predict_logits(model, tok, s.test, mcfg.max_length), order)
         per_row = (time.perf_counter() - t0) / max(len(s.test), 1)
         entry.model_dir, entry.label_order, entry.label_map = str(path), [int(i) for i in order], mapping
+        entry.output_activation = getattr(model, "output_activation", None)
         entry.checkpoint_sha256 = checkpoint_fingerprint(path)
         return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry, per_row)
     if mcfg.kind == "tfidf":

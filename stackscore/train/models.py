@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StackscoreError
-from ..hf import config_pad_id, load_tokenizer, pad_like_config
+from ..hf import config_pad_id, cross_encoder_activation, load_tokenizer, pad_like_config
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -348,6 +348,12 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
         check_problem_type(cfg.name, config, task)
         if task == "regression":
             order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
+            activation = cross_encoder_activation(config)
+            if activation not in ("", "identity", "sigmoid"):
+                raise StackscoreError(
+                    f"model '{cfg.name}': sentence-transformers applies {activation} to this cross-encoder's output when it predicts; "
+                    "a regression ensemble takes its raw output or its sigmoid"
+                )
         else:
             order, mapping = label_order(cfg.name, config.id2label, labels, cfg.label_map)
             check_label2id(cfg.name, config)  # after label_order's own checks (repeated names...)
@@ -368,6 +374,10 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
             "transformers would initialise them at random (finetune = false uses a checkpoint exactly as saved)"
         )
     check_saved_class(cfg.name, path, model, info)
+    if task == "regression" and cross_encoder_activation(config) == "sigmoid":
+        # an STS-B-style cross-encoder trained with BCE on targets in [0, 1]: its value is
+        # sigmoid(z) (what CrossEncoder.predict gives), not the raw z, which scored 1.35 for 0.79
+        model.output_activation = "sigmoid"
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
     try:
