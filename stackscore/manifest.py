@@ -411,6 +411,28 @@ def referenced_files(manifest: Manifest) -> list[tuple[str, str]]:
     return refs
 
 
+def data_files(manifest: Manifest) -> list[str]:
+    """Listed files that no field names (sorted): what a graph can name as external data (weights
+    kept beside it; ``verify_opened`` checks each graph names only listed files)."""
+    named = {rel for rel, _ in referenced_files(manifest)}
+    return sorted(set(manifest.files) - named)
+
+
+def compiled_identity(manifest: Manifest, rel: str) -> str | None:
+    """What keys what is compiled or tuned from graph ``rel`` (``--cache-dir``): its sha256, and
+    where the artifact holds data files, theirs too. A graph with external data holds only those
+    files' names: two fine-tunes of one base exported with external weights can be byte-identical
+    graphs, and the second imported the first one's compiled blob (scored with its weights)."""
+    sha = manifest.files.get(rel, {}).get("sha256")
+    data = data_files(manifest)
+    if not sha or not data:
+        return sha
+    h = hashlib.sha256(sha.encode())
+    for d in data:
+        h.update(f"\0{d}\0{manifest.files[d].get('sha256', '')}".encode())
+    return h.hexdigest()
+
+
 def verify_files(directory: Path, manifest: Manifest) -> None:
     """Every file the runtime may open is listed in ``files``, inside the directory, and intact.
 

@@ -107,6 +107,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     """
     from .engine.runner import TransformerRunner, runner_for
     from .engine.scorer import Scorer
+    from .manifest import compiled_identity
 
     threads = options.cpu_threads
     if not texts:
@@ -122,7 +123,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
         if not isinstance(runner, TransformerRunner) or runner.choice is None:
             continue
         batches = work[spec.name]
-        sha = base.manifest.files.get(spec.graphs[runner.choice.graph_key], {}).get("sha256", "")
+        sha = compiled_identity(base.manifest, spec.graphs[runner.choice.graph_key]) or ""
         what = f"{spec.name} ({runner.choice.backend}/{runner.choice.precision})"
 
         def timed(r) -> tuple[float, float]:

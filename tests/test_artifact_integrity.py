@@ -286,3 +286,35 @@ def test_model_and_label_names_that_would_share_a_result_column_are_refused(copy
     with pytest.raises(ArtifactError, match="two result columns would be named 'prob_x_y'"):  # before any row is read
         score_file(scorer, src, copy.parent / "o.jsonl", ScoreOptions.from_kwargs(progress=False, with_model_outputs=True))
     assert not (copy.parent / "o.jsonl.parts").exists()
+
+
+def test_graphs_with_other_external_weights_never_share_a_cache(copy, tmp_path, corpus_rows):
+    """A graph with external data holds only its weights' file names, so two exports with other
+    weights can be byte-identical graphs: keyed by the graph's checksum alone, the second artifact
+    imported the first one's compiled blob (OpenVINO) and scored with its weights. ONNX Runtime
+    keeps no optimized graph for them (it wrote their data relative to the cache: the second
+    cached run could not load it)."""
+    import shutil
+
+    texts = [r["text"] for r in corpus_rows[:20]]
+    to_external(copy)
+    resign(copy, BERT, BERT + ".data")
+    other = tmp_path / "other"
+    shutil.copytree(copy, other)
+    graph = onnx.load(str(copy / BERT), load_external_data=False)
+    bias = next(t for t in graph.graph.initializer if len(t.dims) == 1 and t.dims[0] == 2)  # the classifier's bias
+    where = {e.key: e.value for e in bias.external_data}
+    with open(other / (BERT + ".data"), "r+b") as fh:  # other weights for it, in place
+        fh.seek(int(where.get("offset", 0)))
+        fh.write(np.array([30.0, -30.0], dtype="<f4").tobytes())
+    resign(other, BERT + ".data")
+    assert sha256_file(copy / BERT) == sha256_file(other / BERT)  # the case: the same graph bytes, other weights
+    for backend in ("openvino", "onnxruntime"):
+        if backend == "openvino":
+            pytest.importorskip("openvino")
+        own = Scorer(other, RunOptions(precision="fp32", backend=backend)).score_texts(texts).logits["bert"]
+        cached = RunOptions(precision="fp32", backend=backend, cache_dir=tmp_path / f"cache-{backend}")
+        for _ in range(2):  # fills the cache, then reads it
+            first = Scorer(copy, cached).score_texts(texts).logits["bert"]
+            np.testing.assert_allclose(Scorer(other, cached).score_texts(texts).logits["bert"], own, atol=1e-4)
+        assert np.abs(first - own).max() > 1.0

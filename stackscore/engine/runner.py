@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Protocol
 import numpy as np
 
 from ..errors import ArtifactError
-from ..manifest import Manifest, ModelSpec, resolve_inside
+from ..manifest import Manifest, ModelSpec, compiled_identity, data_files, resolve_inside
 from ..options import RunOptions
 from ..export.variants import VARIANTS
 from .backends import check_output_width, choose
@@ -346,7 +346,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     verify([spec.tokenizer])
     verify_graph = functools.cache(functools.partial(verify, [spec.graphs[choice.graph_key]]))  # once, however many devices
     graph = resolve_inside(artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
-    sha = manifest.files.get(spec.graphs[choice.graph_key], {}).get("sha256")
+    sha = compiled_identity(manifest, spec.graphs[choice.graph_key])
     token_budget, max_rows, overhead = batch_geometry(spec.flops_per_token, options)
     streams, fused = options.streams, options.fused_attention
     if not options.on_gpu and (not streams or fused is None):  # what `stackscore tune` measured and recorded for this graph on this CPU
@@ -377,7 +377,8 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
 
                     backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams, fused_attention=fused, verify_graph=verify_graph))
                 else:
-                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha, verify_graph=verify_graph))
+                    # ORT saves an optimized graph's external data relative to where it reads it from: none kept then
+                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=None if data_files(manifest) else sha, verify_graph=verify_graph))
                 check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
         except Exception:
             if tokenizer.exception() is not None:  # waits for the parse (tens of ms)
