@@ -111,6 +111,8 @@ class TorchEnsemble:
             model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True, dtype=torch.float32).eval()
             tok = load_tokenizer(d)
             pad_like_config(tok, model.config)  # as fit and export pad it
+            if entry is not None and entry.output_activation:
+                model.output_activation = entry.output_activation  # as fit scored it and the graph computes it
             self.models[spec.name] = (model, tok, spec.max_length)
             if entry is not None and entry.label_order:
                 self.label_order[spec.name] = list(entry.label_order)

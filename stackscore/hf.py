@@ -125,7 +125,14 @@ def _lower_case_as_configured(path: Path, backend, lower: bool) -> None:
             state["lowercase"] = lower
             backend.normalizer = normalizers.BertNormalizer(**state)
         return
-    lowers = "Lowercase" in json.dumps(state)
+
+    def lowercases(s: dict) -> bool:
+        kind = s.get("type")
+        if kind == "Sequence":
+            return any(lowercases(n) for n in s.get("normalizers") or [])
+        return kind == "Lowercase" or (kind == "BertNormalizer" and bool(s.get("lowercase")))
+
+    lowers = lowercases(state)
     if lowers != lower:
         raise StackscoreError(
             f"{path}: tokenizer_config.json says do_lower_case = {str(lower).lower()}, its tokenizer.json's normalizer "

@@ -53,7 +53,7 @@ def test_score_dataframe_never_replaces_a_users_column(artifact):
     assert out["pred_label"].tolist() == e.predict(df["text"])
     from stackscore.manifest import load_manifest
 
-    predictor = EnsemblePredictor(str(artifact), ScoreOptions.from_kwargs(progress=False), load_manifest(artifact, verify=False).digest)
+    predictor = EnsemblePredictor(str(artifact), ScoreOptions.from_kwargs(progress=False), digest=load_manifest(artifact, verify=False).digest)
     with pytest.raises(StackscoreError, match="input column\\(s\\) label, score would be overwritten"):
         predictor(pa.Table.from_pandas(df))
 

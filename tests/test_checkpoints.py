@@ -763,3 +763,20 @@ def test_a_checkpoint_of_a_teams_own_subclass_is_refused_not_scored_without_its_
     _edit_json(ckpt / "config.json", architectures=["BertForSequenceClassification"])  # renamed, weights still there
     with pytest.raises(StackscoreError, match="holds weights \\(pre_classifier"):
         load_fixed(cfg, ckpt, ["negative", "positive"])
+
+
+def test_a_pooler_saved_beside_a_classifier_without_one_is_no_reason_to_refuse(tmp_path):
+    """RoBERTa-family classifiers saved by transformers 2-3 (cardiffnlp's twitter-roberta models)
+    hold ``roberta.pooler.*`` that RobertaForSequenceClassification never had or used."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from stackscore.train.models import ModelConfig, load_fixed
+
+    ckpt = make_checkpoint(tmp_path / "c", "roberta", seed=3)
+    weights = load_file(str(ckpt / "model.safetensors"))
+    hidden = weights["classifier.dense.weight"].shape[0]
+    weights["roberta.pooler.dense.weight"], weights["roberta.pooler.dense.bias"] = torch.zeros(hidden, hidden), torch.zeros(hidden)
+    save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    model, *_ = load_fixed(ModelConfig(name="m", source=str(ckpt), max_length=64, finetune=False), ckpt, ["negative", "positive"])
+    assert type(model).__name__ == "RobertaForSequenceClassification"

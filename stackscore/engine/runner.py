@@ -331,6 +331,12 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
 
     tokenizers = {} if tokenizers is None else tokenizers
     lock = lock or threading.Lock()
+    if verify is None and options.cache_dir is not None:
+        # what is compiled from a graph is kept under its checksum: never from an unchecked one
+        # (``tune`` builds its candidates' runners here, with the user's options)
+        from ..manifest import verify_opened
+
+        verify = functools.partial(verify_opened, artifact_dir, manifest)
     verify = verify or (lambda files: None)
 
     k = len(manifest.labels)

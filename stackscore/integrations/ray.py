@@ -846,12 +846,15 @@ class EnsemblePredictor:
     """Callable class for ``Dataset.map_batches`` (Arrow batches): one ``Scorer`` per actor,
     loaded once; rows checked and scored by the engine's own per-window code (``windows.py``)."""
 
-    def __init__(self, artifact_dir: str, opts: ScoreOptions, digest: str, prefix: str = ""):
+    def __init__(self, artifact_dir: str, opts: ScoreOptions, prefix: str = "", *, digest: str | None = None):
+        from ..engine.scorer import Scorer
+
         self.opts = opts
         self.prefix = prefix
         # Ray Data runs lazily: the dataset may execute long after score_dataset() (an artifact
-        # exported again since), and an actor may start on a node with another copy.
-        self.scorer = planned_scorer(artifact_dir, opts.run, digest)
+        # exported again since), and an actor may start on a node with another copy. score_dataset
+        # passes the driver's digest; a predictor built directly loads what is there.
+        self.scorer = planned_scorer(artifact_dir, opts.run, digest) if digest is not None else Scorer(artifact_dir, opts.run)
         self.schema = result_schema(self.scorer, opts.write)
         self._checked = False
 
@@ -912,7 +915,7 @@ def score_dataset(
         ctx.execution_options.preserve_order = True
     return ds.map_batches(
         EnsemblePredictor,
-        fn_constructor_kwargs={"artifact_dir": str(Path(artifact_dir).resolve()), "opts": opts, "digest": facts.digest, "prefix": prefix},
+        fn_constructor_kwargs={"artifact_dir": str(Path(artifact_dir).resolve()), "opts": opts, "prefix": prefix, "digest": facts.digest},
         batch_format="pyarrow",
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=num_actors),

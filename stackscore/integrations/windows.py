@@ -218,14 +218,19 @@ def planned_scorer(artifact_dir: str | Path, run: Any, digest: str):
     models and labels than the driver's columns and the other executors, and nothing said so."""
     from ..engine.scorer import Scorer
     from ..errors import ArtifactError
+    from ..manifest import load_manifest
 
+    def check(here: str) -> None:
+        if here != digest:
+            raise ArtifactError(
+                f"{artifact_dir}: not the artifact this job was planned with (manifest.json sha256 {here[:16]} here, "
+                f"{digest[:16]} on the driver): it changed after this job was planned, or this node has another copy; "
+                "every node must see the same artifact: run the job again"
+            )
+
+    check(load_manifest(artifact_dir, verify=False).digest)  # before any model is built (a retried task fails fast)
     scorer = Scorer(artifact_dir, run)
-    if scorer.manifest.digest != digest:
-        raise ArtifactError(
-            f"{artifact_dir}: not the artifact this job was planned with (manifest.json sha256 {scorer.manifest.digest[:16]} here, "
-            f"{digest[:16]} on the driver): it changed after this job was planned, or this node has another copy; "
-            "every node must see the same artifact: run the job again"
-        )
+    check(scorer.manifest.digest)  # and the bytes it was built from
     return scorer
 
 
