@@ -107,3 +107,20 @@ def test_gates_on_too_few_rows_keep_no_faster_precision(fitted, tmp_path):
         gates = spec.parity["gates"]
         assert gates and all(not g["passed"] and "gate rows are too few" in g["error"] for g in gates.values())
     assert "fp32" in Ensemble.load(work / "artifact", precision="auto").scorer.describe()
+
+
+def test_a_tfidf_model_refuses_training_rows_without_every_label():
+    """LogisticRegression outputs the labels it saw: a fold without a rare label's rows gave one
+    column fewer, every later label's column shifted onto the wrong name (or a shape error)."""
+    import numpy as np
+    import pytest
+
+    from stackscore.errors import StackscoreError
+    from stackscore.train.models import ModelConfig
+    from stackscore.train.tfidf import fit_tfidf
+
+    texts = ["good film", "bad film", "good plot", "bad plot"] * 5
+    y = np.array([0, 2, 0, 2] * 5)
+    with pytest.raises(StackscoreError, match="model 't': label 'neutral' has no row among the 20 rows"):
+        fit_tfidf(texts, y, ModelConfig(name="t", kind="tfidf", min_df=1), ["negative", "neutral", "positive"])
+    assert fit_tfidf(texts, np.array([0, 1, 0, 1] * 5), ModelConfig(name="t", kind="tfidf", min_df=1), ["a", "b"]).predict_proba(texts).shape == (20, 2)

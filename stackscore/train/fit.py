@@ -207,7 +207,7 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         from .tfidf import fit_tfidf, save_tfidf, tfidf_logits
 
         def train(rws: np.ndarray):
-            return fit_tfidf(take(texts, rws), y[rws], mcfg)
+            return fit_tfidf(take(texts, rws), y[rws], mcfg, s.labels)
 
         def predict(model, some: list) -> np.ndarray:
             return tfidf_logits(model, some)

@@ -23,7 +23,11 @@ TOKEN_RE2 = r"[\p{L}\p{N}_]{2,}"  # = scikit-learn's default (?u)\b\w\w+\b
 LOCALE = "C.UTF-8"
 
 
-def fit_tfidf(texts: list[str], y: np.ndarray, cfg: ModelConfig):
+def fit_tfidf(texts: list[str], y: np.ndarray, cfg: ModelConfig, labels: list[str] | None = None):
+    """TF-IDF + logistic regression on ``y`` (label indices into ``labels``). Its outputs are the
+    labels it saw: a label with no row among these (a rare label's only rows in another fold,
+    or none in the training split) would leave one column fewer, every later column shifted, so
+    it is refused in one line."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -33,6 +37,14 @@ def fit_tfidf(texts: list[str], y: np.ndarray, cfg: ModelConfig):
     vec = TfidfVectorizer(
         ngram_range=(1, cfg.ngram_max), min_df=cfg.min_df, max_features=cfg.max_features, dtype=np.float32,
     )
+    if labels is not None:
+        seen = set(np.unique(np.asarray(y)).tolist())
+        missing = [label for i, label in enumerate(labels) if i not in seen]
+        if missing:
+            raise StackscoreError(
+                f"model '{cfg.name}': label {missing[0]!r} has no row among the {len(y)} rows it trains on "
+                f"(a fold or the fit split): TF-IDF outputs only the labels it saw; give that label more rows, or fewer folds"
+            )
     clf = LogisticRegression(C=cfg.C, max_iter=2000)
     return Pipeline([("tfidf", vec), ("clf", clf)]).fit(texts, np.asarray(y))
 
