@@ -780,3 +780,22 @@ def test_a_pooler_saved_beside_a_classifier_without_one_is_no_reason_to_refuse(t
     save_file(weights, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
     model, *_ = load_fixed(ModelConfig(name="m", source=str(ckpt), max_length=64, finetune=False), ckpt, ["negative", "positive"])
     assert type(model).__name__ == "RobertaForSequenceClassification"
+
+
+def test_fine_tuning_a_classifier_checkpoint_starts_from_a_fresh_head(tmp_path):
+    """transformers re-initialises only heads of another shape: a checkpoint already fine-tuned
+    with as many labels kept its trained head, its outputs renamed to this data's labels by
+    position ({0: positive} became label 0 = negative). The encoder is kept; the head is new,
+    the same in every fold."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from stackscore.train.models import ModelConfig, load_pretrained
+
+    ckpt = make_checkpoint(tmp_path / "c", "bert", {0: "positive", 1: "negative"}, seed=3)
+    saved = AutoModelForSequenceClassification.from_pretrained(str(ckpt))
+    factory, _ = load_pretrained(ModelConfig(name="m", source=str(ckpt), max_length=64), ["negative", "positive"], tmp_path)
+    one, two = factory(), factory()
+    assert not torch.equal(one.classifier.weight, saved.classifier.weight)
+    assert torch.equal(one.classifier.weight, two.classifier.weight) and float(one.classifier.bias.abs().max()) == 0.0
+    assert torch.equal(one.bert.encoder.layer[0].attention.self.query.weight, saved.bert.encoder.layer[0].attention.self.query.weight)

@@ -462,12 +462,34 @@ def check_batches(name: str, model, tok) -> None:
         ) from None
 
 
+def fresh_head(model, seed: int):
+    """``model`` with every module outside its base model initialised anew (the classification
+    head, whatever the architecture calls it). A checkpoint already fine-tuned with as many
+    labels kept its trained head (transformers re-initialises only heads of another shape), its
+    outputs renamed to this data's labels by position: a head trained for {0: positive} started
+    out predicting this data's label 0 with it."""
+    import torch
+
+    base = getattr(model, "base_model", None)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, child in model.named_children():
+            if child is base:
+                continue
+            for module in child.modules():
+                for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+                    tensor._is_hf_initialized = False  # transformers' init skips what it loaded
+                model._init_weights(module)
+    return model
+
+
 def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: str = "single_label"):
     """A local HF directory (never a hub id) with a fresh classification head."""
     from transformers import AutoModelForSequenceClassification
 
     path = model_dir(cfg, base_dir)
     config = read_checkpoint_config(cfg.name, path)
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
     id2label = dict(enumerate(labels))
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length
@@ -487,11 +509,14 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
         import torch
 
         torch.manual_seed(cfg.seed)  # the new head starts the same in every fold
-        return AutoModelForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             str(path), num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
             problem_type=PROBLEM_TYPE[task], ignore_mismatched_sizes=True, local_files_only=True, trust_remote_code=False, **pad,
             dtype=torch.float32,  # a base saved in fp16/bf16 (most decoders): train and export in fp32
         )
+        # a checkpoint already fine-tuned as a classifier: its head is not this data's (a base
+        # model's own modules beside the encoder, ModernBERT's pretrained head, are kept)
+        return fresh_head(model, cfg.seed) if classifier else model
 
     return factory, tok
 
