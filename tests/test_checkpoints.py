@@ -799,3 +799,21 @@ def test_fine_tuning_a_classifier_checkpoint_starts_from_a_fresh_head(tmp_path):
     assert not torch.equal(one.classifier.weight, saved.classifier.weight)
     assert torch.equal(one.classifier.weight, two.classifier.weight) and float(one.classifier.bias.abs().max()) == 0.0
     assert torch.equal(one.bert.encoder.layer[0].attention.self.query.weight, saved.bert.encoder.layer[0].attention.self.query.weight)
+
+
+@pytest.mark.parametrize("arch, head", [("t5", "classification_head.dense"), ("distilbert", "pre_classifier")])
+def test_a_fresh_head_is_initialised_by_the_architectures_own_rules(tmp_path, arch, head):
+    """T5's head starts at N(0, d_model^-0.5) by its own rule: a generic per-Linear pass after it
+    gave std 1.0 (logits ~sqrt(d_model), a saturated tanh). The fresh head's spread is that of a
+    model built from its config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from stackscore.train.models import ModelConfig, load_pretrained
+
+    ckpt = make_checkpoint(tmp_path / "c", arch, seed=3)
+    factory, _ = load_pretrained(ModelConfig(name="m", source=str(ckpt), max_length=64), ["negative", "positive"], tmp_path)
+    torch.manual_seed(0)
+    built = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(ckpt)))
+    got, want = (float(m.get_submodule(head).weight.std()) for m in (factory(), built))
+    assert 0.7 < got / want < 1.4, (got, want)

@@ -124,3 +124,27 @@ def test_a_tfidf_model_refuses_training_rows_without_every_label():
     with pytest.raises(StackscoreError, match="model 't': label 'neutral' has no row among the 20 rows"):
         fit_tfidf(texts, y, ModelConfig(name="t", kind="tfidf", min_df=1), ["negative", "neutral", "positive"])
     assert fit_tfidf(texts, np.array([0, 1, 0, 1] * 5), ModelConfig(name="t", kind="tfidf", min_df=1), ["a", "b"]).predict_proba(texts).shape == (20, 2)
+
+
+def test_a_tfidf_label_with_too_few_rows_is_refused_before_any_model_trains():
+    """Out-of-fold, a label with one row leaves one fold's TF-IDF model without it: refused when
+    the splits are known, not after the models before it have trained."""
+    import numpy as np
+    import pytest
+
+    from stackscore.errors import StackscoreError
+    from stackscore.train.fit import FusionRows, check_tfidf_rows
+    from stackscore.train.models import ModelConfig
+
+    class S:  # the fields check_tfidf_rows reads
+        task, labels, y_pool = "single_label", ["a", "b", "c"], np.array([0, 1, 0, 1, 2, 0, 1, 0])
+
+    class Cfg:
+        models = [ModelConfig(name="t", kind="tfidf")]
+
+    everything = np.arange(8)
+    with pytest.raises(StackscoreError, match="model 't': label 'c' has 1 row\\(s\\) .*out-of-fold predictions need 2 rows"):
+        check_tfidf_rows(Cfg, S, FusionRows(everything, everything, True, ""))
+    check_tfidf_rows(Cfg, S, FusionRows(everything[:2], everything, False, ""))  # holdout: one row is enough
+    with pytest.raises(StackscoreError, match="label 'c' has 0 row"):
+        check_tfidf_rows(Cfg, S, FusionRows(everything[4:], everything[:4], False, ""))

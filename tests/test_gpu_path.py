@@ -200,3 +200,16 @@ def test_a_cpu_fallback_is_described_as_what_runs(artifact):
         if hasattr(runner, "backends"):
             assert runner.describe().startswith("onnxruntime/fp32 on the CPU (GPU providers missing)"), runner.describe()
             assert runner.choice.precision == "fp32"
+
+
+def test_tensorrt_engines_are_kept_per_graph_identity(tmp_path):
+    """ONNX Runtime names a TensorRT engine by the model's file and node names, never its weights,
+    and every artifact names its graphs alike: a re-fitted artifact scored to the same output, or
+    two fine-tunes of one base in one ensemble, would run another model's engine. Each graph's
+    engines get a directory of its own (its ``compiled_identity``); layer timings stay shared."""
+    gpu = GpuOptions(trt_cache_dir=tmp_path / "trt")
+    kw = dict(max_length=128, max_rows=64, token_budget=2048)
+    a, b = (tensorrt_options(0, gpu, ["input_ids"], engine_key=k, **kw) for k in ("a" * 64, "b" * 64))
+    assert a["trt_engine_cache_path"] != b["trt_engine_cache_path"] and a["trt_timing_cache_path"] == b["trt_timing_cache_path"] == str(tmp_path / "trt")
+    assert a["trt_engine_cache_path"] == str(tmp_path / "trt" / ("engines-" + "a" * 32))
+    assert provider_list([TENSORRT, CUDA, CPU], 0, gpu, input_names=["input_ids"], engine_key="b" * 64, **kw)[0][1] == b

@@ -16,11 +16,11 @@ what a cascade needs: later stages run only the rows earlier stages left open, i
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-import functools
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
@@ -384,7 +384,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
                     backends.append(OpenVinoBackend(graph, spec, options, choice.precision, graph_sha256=sha, streams=streams, fused_attention=fused, verify_graph=verify_graph))
                 else:
                     # ORT saves an optimized graph's external data relative to where it reads it from: none kept then
-                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=None if data_files(manifest) else sha, verify_graph=verify_graph))
+                    backends.append(OrtBackend(graph, spec, options, choice.precision, device, streams=streams, graph_sha256=sha, verify_graph=verify_graph, keep_optimized=not data_files(manifest)))
                 check_output_width(spec.name, getattr(backends[-1], "output_width", None), k, graph)
         except Exception:
             if tokenizer.exception() is not None:  # waits for the parse (tens of ms)

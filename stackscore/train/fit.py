@@ -139,6 +139,25 @@ class FusionRows:
     describe: str
 
 
+def check_tfidf_rows(cfg: FitConfig, s: Splits, rows: FusionRows) -> None:
+    """A TF-IDF model outputs the labels its training rows hold (``fit_tfidf`` refuses fewer):
+    checked here for every training it will have, before any model trains. Out-of-fold, a label
+    needs 2 rows (stratified folds then leave one in every fold's training rows); otherwise 1
+    among the rows models trained here train on."""
+    tfidf = [m.name for m in cfg.models if m.kind == "tfidf"]
+    if not tfidf or s.task != "single_label":
+        return
+    need = 2 if rows.kfold else 1
+    counts = np.bincount(np.asarray(s.y_pool)[rows.fit], minlength=len(s.labels))
+    short = [label for label, n in zip(s.labels, counts) if n < need]
+    if short:
+        where = "out-of-fold predictions need 2 rows of each label" if rows.kfold else "it trains on the rows models trained here train on"
+        raise StackscoreError(
+            f"model '{tfidf[0]}': label {short[0]!r} has {int(counts[s.labels.index(short[0])])} row(s) to train a TF-IDF model on ({where}); "
+            "a TF-IDF model outputs only the labels it saw: add rows of that label"
+        )
+
+
 def fusion_rows(cfg: FitConfig, s: Splits) -> FusionRows:
     f = cfg.fusion
     if f.mode not in ("kfold", "holdout"):
@@ -464,6 +483,7 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
             raise StackscoreError(f"model '{tfidf[0]}': tfidf models are single-label only; this is a {s.task} ensemble")
     if cfg.fusion.cascade and s.task != "single_label":
         raise StackscoreError(f"[fusion] cascade = true applies to single-label ensembles (a confident top label); this is a {s.task} ensemble")
+    check_tfidf_rows(cfg, s, rows)
     fixed = check_models(cfg, s.labels, s.task)  # every one-line refusal before any training
     out.mkdir(parents=True, exist_ok=True)
     y_meta = s.y_pool[rows.fusion]

@@ -401,10 +401,12 @@ def check_saved_class(name: str, path: Path, model, info: dict) -> None:
     line: the weights left out (buffers aside), or a class transformers does not have."""
     import transformers
 
-    pooler = getattr(getattr(model, "base_model", None), "pooler", None) is not None
-    # a pooler saved beside a classifier that has none (RoBERTa-family classifiers saved by
-    # transformers 2-3, or converted from the base model) was never used by that class either
-    dropped = [k for k in info.get("unexpected_keys", []) if not _BUFFERS.search(str(k)) and (pooler or ".pooler." not in f".{k}")]
+    # a pooler saved beside a classifier built without one (RoBERTa-family classifiers saved by
+    # transformers 2-3, or converted from the base model: add_pooling_layer=False) was never
+    # used by that class either; in a model with no pooler slot it is a team's own layer
+    base = getattr(model, "base_model", None)
+    unused = f"{model.base_model_prefix}.pooler." if base is not None and hasattr(base, "pooler") and base.pooler is None else None
+    dropped = [k for k in info.get("unexpected_keys", []) if not _BUFFERS.search(str(k)) and not (unused and str(k).startswith(unused))]
     saved = list(getattr(model.config, "architectures", None) or [])
     custom = [a for a in saved[:1] if a != type(model).__name__ and not hasattr(transformers, a)]
     if dropped or custom:
@@ -471,15 +473,19 @@ def fresh_head(model, seed: int):
     import torch
 
     base = getattr(model, "base_model", None)
+    for child in model.children():
+        if child is base:
+            continue
+        for module in child.modules():
+            module._is_hf_initialized = False  # transformers' init skips what it loaded
+            for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+                tensor._is_hf_initialized = False
+    model._is_hf_initialized = False  # some initialise their head from the top (ModernBERT's classifier)
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, child in model.named_children():
-            if child is base:
-                continue
-            for module in child.modules():
-                for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
-                    tensor._is_hf_initialized = False  # transformers' init skips what it loaded
-                model._init_weights(module)
+    # transformers' own pass, as from_pretrained runs it for weights a checkpoint lacks: children
+    # before parents, each model's rules (T5's head: N(0, d_model^-0.5), not the generic std 1.0);
+    # what it loaded (the base model) stays as loaded
+    model.initialize_weights()
     return model
 
 
@@ -489,7 +495,9 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
 
     path = model_dir(cfg, base_dir)
     config = read_checkpoint_config(cfg.name, path)
-    classifier = any(str(a).endswith("ForSequenceClassification") for a in (getattr(config, "architectures", None) or []))
+    # saved with a task head (sequence or token classification, multiple choice...): a classifier
+    # of the same shape would load into the new head
+    classifier = any(re.search(r"For(SequenceClassification|TokenClassification|MultipleChoice)$", str(a)) for a in (getattr(config, "architectures", None) or []))
     id2label = dict(enumerate(labels))
     tok = load_tokenizer(path)
     tok.model_max_length = cfg.max_length

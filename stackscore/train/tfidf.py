@@ -43,7 +43,7 @@ def fit_tfidf(texts: list[str], y: np.ndarray, cfg: ModelConfig, labels: list[st
         if missing:
             raise StackscoreError(
                 f"model '{cfg.name}': label {missing[0]!r} has no row among the {len(y)} rows it trains on "
-                f"(a fold or the fit split): TF-IDF outputs only the labels it saw; give that label more rows, or fewer folds"
+                "(a fold or the fit split): TF-IDF outputs only the labels it saw; give that label more rows"
             )
     clf = LogisticRegression(C=cfg.C, max_iter=2000)
     return Pipeline([("tfidf", vec), ("clf", clf)]).fit(texts, np.asarray(y))

@@ -52,13 +52,19 @@ def profile_shapes(input_names: list[str], rows: int, length: int) -> str:
     return ",".join(f"{name}:{rows}x{length}" for name in input_names)
 
 
-def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], max_length: int, max_rows: int, token_budget: int, fp16: bool = False) -> dict[str, str]:
+def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], max_length: int, max_rows: int, token_budget: int, fp16: bool = False, engine_key: str | None = None) -> dict[str, str]:
     """One explicit profile covering every batch the batcher can make for this model; an fp16
     engine only when the chosen precision is fp16 (``choose``: asked, or auto on a gated model).
 
     min = 1 row of the smallest bucket; max = ``max_rows`` rows of ``max_length`` (the batcher
     never exceeds either); opt = the shape the token budget gives at the middle bucket, where
     most batches of mixed corpora fall.
+
+    ``engine_key`` (``manifest.compiled_identity``): the engines of that graph get a directory of
+    their own. ONNX Runtime names an engine by the model's file name, node names and versions,
+    never its weights, and every artifact names its graphs alike: a re-fitted artifact scored to
+    the same output (whose ``.trt-cache`` is reused), or two fine-tunes of one base in one
+    ensemble, ran another model's engine. The timing cache (layer timings) stays shared.
     """
     buckets = buckets_for(max_length)
     mid = buckets[len(buckets) // 2]
@@ -74,16 +80,18 @@ def tensorrt_options(device_id: int, gpu: GpuOptions, input_names: list[str], ma
     if gpu.trt_cache_dir is not None:
         cache = Path(gpu.trt_cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
+        engines = cache / f"engines-{engine_key[:32]}" if engine_key else cache
+        engines.mkdir(parents=True, exist_ok=True)
         opts.update({
             "trt_engine_cache_enable": "1",
-            "trt_engine_cache_path": str(cache),
+            "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": "1",
             "trt_timing_cache_path": str(cache),
         })
     return opts
 
 
-def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, input_names: list[str], max_length: int, max_rows: int, token_budget: int, fp16: bool = False) -> list:
+def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, input_names: list[str], max_length: int, max_rows: int, token_budget: int, fp16: bool = False, engine_key: str | None = None) -> list:
     """``requested`` (provider names, in order) with per-device options attached.
 
     TensorRT is always followed by CUDA (for the ops TensorRT does not take) and CPU last, as
@@ -92,7 +100,7 @@ def provider_list(requested: list[str], device_id: int, gpu: GpuOptions, *, inpu
     names = provider_names(requested)
     out: list = []
     if TENSORRT in names:
-        out.append((TENSORRT, tensorrt_options(device_id, gpu, input_names, max_length, max_rows, token_budget, fp16)))
+        out.append((TENSORRT, tensorrt_options(device_id, gpu, input_names, max_length, max_rows, token_budget, fp16, engine_key)))
     if TENSORRT in names or CUDA in names:
         out.append((CUDA, cuda_options(device_id, gpu)))
     out.append(CPU)

@@ -75,7 +75,7 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None, streams: int = 1, graph_sha256: str | None = None, verify_graph: Callable[[], None] | None = None):
+    def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None, streams: int = 1, graph_sha256: str | None = None, verify_graph: Callable[[], None] | None = None, keep_optimized: bool = True):
         ort = import_ort()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -93,10 +93,10 @@ class OrtBackend:
             providers = provider_list(
                 providers, self.device_id, options.gpu, input_names=list(spec.inputs),
                 max_length=spec.max_length, max_rows=options.max_batch_rows, token_budget=options.token_budget,
-                fp16=precision == "fp16",
+                fp16=precision == "fp16", engine_key=graph_sha256,
             )
         self.precision = precision
-        source, finish = _optimized_cache(ort, so, graph, options, graph_sha256, precision, providers)
+        source, finish = _optimized_cache(ort, so, graph, options, graph_sha256 if keep_optimized else None, precision, providers)
         if source == graph and verify_graph is not None:  # the kept optimized graph was made from the verified one
             verify_graph()
         try:
