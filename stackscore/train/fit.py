@@ -219,7 +219,7 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         test_logits = ordered_logits(predict_logits(model, tok, s.test, mcfg.max_length), order)
         per_row = (time.perf_counter() - t0) / max(len(s.test), 1)
         entry.model_dir, entry.label_order, entry.label_map = str(path), [int(i) for i in order], mapping
-        entry.output_activation = getattr(model, "output_activation", None)
+        entry.output_activation = act
         entry.checkpoint_sha256 = checkpoint_fingerprint(path)
         return BaseOutputs(fusion_logits, test_logits, "checkpoint as saved (never trained here)", entry, per_row)
     if mcfg.kind == "tfidf":

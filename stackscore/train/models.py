@@ -340,6 +340,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
 
     config = read_checkpoint_config(cfg.name, path)
     one_output = task == "single_label" and int(config.num_labels) == 1
+    activation = cross_encoder_activation(config) if task == "regression" else ""
     if cfg.positive_label is not None and not one_output:
         raise StackscoreError(f"model '{cfg.name}': positive_label is for a one-output (sigmoid) head on two labels; this checkpoint has {config.num_labels} outputs")
     if one_output:
@@ -348,7 +349,6 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
         check_problem_type(cfg.name, config, task)
         if task == "regression":
             order, mapping = [0], {str(config.id2label.get(0, "value")): labels[0]}
-            activation = cross_encoder_activation(config)
             if activation not in ("", "identity", "sigmoid"):
                 raise StackscoreError(
                     f"model '{cfg.name}': sentence-transformers applies {activation} to this cross-encoder's output when it predicts; "
@@ -374,7 +374,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
             "transformers would initialise them at random (finetune = false uses a checkpoint exactly as saved)"
         )
     check_saved_class(cfg.name, path, model, info)
-    if task == "regression" and cross_encoder_activation(config) == "sigmoid":
+    if activation == "sigmoid":
         # an STS-B-style cross-encoder trained with BCE on targets in [0, 1]: its value is
         # sigmoid(z) (what CrossEncoder.predict gives), not the raw z, which scored 1.35 for 0.79
         model.output_activation = "sigmoid"
