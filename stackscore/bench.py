@@ -23,7 +23,10 @@ The slow baselines run on the first ``baseline_rows`` rows of the same shuffled 
 does not depend on how many rows are timed once there are enough); agreement is measured on
 those rows against the classic fp32 loop. Every method is timed best of two (first passes pay
 for per-shape kernel selection in every runtime); the engine's cold first run is reported as
-``engine_cold_rows_per_s``. ``overhead_fraction`` is the warm engine's wall time, file to file,
+``engine_cold_rows_per_s``. The engine as a whole process is compared with each loop's warm
+pass (``process_ratio_vs_*``) and with a floor of the loop's own process, its start timed in a
+fresh interpreter plus its warm pass (``process_to_process_ratio_vs_*``, ``loop_start_seconds``).
+``overhead_fraction`` is the warm engine's wall time, file to file,
 over the time its sessions alone take on the same pre-tokenized batches, minus one.
 """
 
@@ -47,6 +50,7 @@ from .engine.runner import TextRunner
 from .engine.scorer import Scorer
 from .hf import classifier_logits, ordered_logits, pad_like_config
 from .errors import StackscoreError
+from .manifest import Manifest
 from .options import ReadOptions, RunOptions, ScoreOptions
 
 
@@ -87,35 +91,58 @@ def load_corpus(files: list[str], rows: int, seed: int = 0, text_field: str = "t
     return texts[:rows]
 
 
+def load_torch_models(workdir: Path, manifest: "Manifest") -> tuple[dict[str, tuple[Any, Any, int]], dict[str, list[int]]]:
+    """Each transformer of the artifact as the PyTorch loops run it: (model, tokenizer, max
+    length) by name, and the label order of checkpoints used as saved. What a user's loop script
+    does before its first batch, so `loop_start` times exactly this in a fresh process."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from .hf import load_tokenizer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    models = {}
+    # Checkpoints used as saved live where the team keeps them, with their own label order.
+    from .fit_state import FIT_STATE, FitState
+
+    entries = {m.name: m for m in FitState.load(workdir).models} if (workdir / FIT_STATE).is_file() else {}
+    label_order: dict[str, list[int]] = {}
+    for spec in manifest.models:
+        if spec.kind == "tfidf":
+            continue
+        entry = entries.get(spec.name)
+        d = entry.directory(workdir) if entry is not None else workdir / "models" / spec.name
+        model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True, dtype=torch.float32).eval()
+        tok = load_tokenizer(d)
+        pad_like_config(tok, model.config)  # as fit and export pad it
+        if entry is not None and entry.output_activation:
+            model.output_activation = entry.output_activation  # as fit scored it and the graph computes it
+        models[spec.name] = (model, tok, spec.max_length)
+        if entry is not None and entry.label_order:
+            label_order[spec.name] = list(entry.label_order)
+    return models, label_order
+
+
+def loop_start(workdir: Path) -> float:
+    """Seconds a user's PyTorch loop script waits before its first batch, as a fresh process:
+    the interpreter, ``import torch, transformers``, every transformer and tokenizer loaded
+    (`load_torch_models`; its TF-IDF model and meta-learner, a pickle each, left out), best of
+    two. With the loop's warm rows/s this gives a floor for the loop's whole process (its first
+    pass's per-shape kernel selection, its reading and writing left out), so the process-to-
+    process ratio it yields is a floor for the engine's."""
+    import sys
+
+    code = ("import sys; from pathlib import Path; from stackscore.bench import load_torch_models; "
+            "from stackscore.manifest import load_manifest; w = Path(sys.argv[1]); "
+            "load_torch_models(w, load_manifest(w / 'artifact', verify=False))")
+    return min(_wall([sys.executable, "-c", code, str(workdir)]) for _ in range(2))
+
+
 class TorchEnsemble:
     """The fine-tuned Hugging Face models of a fit directory, for the PyTorch baselines."""
 
     def __init__(self, workdir: Path, scorer: Scorer):
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
-        from .hf import load_tokenizer
-
-        torch.set_num_threads(os.cpu_count() or 1)
-        self.models = {}
-        # Checkpoints used as saved live where the team keeps them, with their own label order.
-        from .fit_state import FIT_STATE, FitState
-
-        entries = {m.name: m for m in FitState.load(workdir).models} if (workdir / FIT_STATE).is_file() else {}
-        self.label_order: dict[str, list[int]] = {}
-        for spec in scorer.manifest.models:
-            if spec.kind == "tfidf":
-                continue
-            entry = entries.get(spec.name)
-            d = entry.directory(workdir) if entry is not None else workdir / "models" / spec.name
-            model = AutoModelForSequenceClassification.from_pretrained(str(d), local_files_only=True, dtype=torch.float32).eval()
-            tok = load_tokenizer(d)
-            pad_like_config(tok, model.config)  # as fit and export pad it
-            if entry is not None and entry.output_activation:
-                model.output_activation = entry.output_activation  # as fit scored it and the graph computes it
-            self.models[spec.name] = (model, tok, spec.max_length)
-            if entry is not None and entry.label_order:
-                self.label_order[spec.name] = list(entry.label_order)
+        self.models, self.label_order = load_torch_models(workdir, scorer.manifest)
         self.text_models = {n: r for n, r in scorer.runners.items() if isinstance(r, TextRunner)}
         self.width = len(scorer.labels)
         self.fusion = scorer.fusion
@@ -404,6 +431,10 @@ def run_bench(
         cold_start_info = cold_start(artifact, texts, Path(tmp), opts)
         log(f"engine as a whole process: `stackscore score` on the {len(texts):,} rows, start to exit (best of 2)")
         process = engine_process(artifact, Path(tmp), opts, chunk_rows)
+        loop_start_s = None
+        if any(k in results for k in ("classic", "expert", "expert_int8")):
+            log("loops' start as a fresh process: import torch and transformers, load every transformer and tokenizer (best of 2)")
+            loop_start_s = loop_start(workdir)
         roof = None
         if "roofline" not in skip:
             from .roofline import model_roofline
@@ -433,6 +464,11 @@ def run_bench(
     def process_ratio(name: str) -> float | None:  # the whole process (start to exit) against a warm loop
         return round(len(texts) / process / results[name].rows_per_s, 2) if name in results and results[name].rows_per_s else None
 
+    def loop_process_ratio(name: str) -> float | None:  # process against a floor of the loop's own process
+        if loop_start_s is None or name not in results or not results[name].rows_per_s:
+            return None
+        return round((loop_start_s + len(texts) / results[name].rows_per_s) / process, 2)
+
     stats = info["stats"]
     summary = {
         "rows": len(texts),
@@ -448,6 +484,8 @@ def run_bench(
         "engine_process_rows_per_s": round(len(texts) / process, 2),
         "engine_process_seconds": round(process, 3),
         **{f"process_ratio_vs_{k}": process_ratio(k) for k in ("classic", "expert", "expert_int8")},
+        "loop_start_seconds": None if loop_start_s is None else round(loop_start_s, 3),
+        **{f"process_to_process_ratio_vs_{k}": loop_process_ratio(k) for k in ("classic", "expert", "expert_int8")},
         # the names these ratios had when the expert always ran bf16: kept where it still does
         **({"ratio_vs_expert_bf16": ratio("expert"), "process_ratio_vs_expert_bf16": process_ratio("expert")} if expert_prec == "bf16" and "expert" in results else {}),
         "streams": streams,
@@ -482,6 +520,9 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
     if r.get("engine_process_rows_per_s"):
         vs = ", ".join(f"{r[k]:.2f}x the {n} loop" for k, n in (("process_ratio_vs_expert", f"expert {r['expert_precision']}"), ("process_ratio_vs_expert_int8", "expert dynamic int8"), ("process_ratio_vs_classic", "classic fp32")) if r.get(k))
         log(f"engine as a whole process (start to exit, {r['rows']:,} rows): {r['engine_process_rows_per_s']:,.1f} rows/s" + (f" = {vs} (warm, in-process)" if vs else ""))
+        if r.get("loop_start_seconds") is not None:
+            vs = ", ".join(f"{r[k]:.2f}x" + f" the {n} loop's" for k, n in (("process_to_process_ratio_vs_expert", f"expert {r['expert_precision']}"), ("process_to_process_ratio_vs_expert_int8", "expert dynamic int8"), ("process_to_process_ratio_vs_classic", "classic fp32")) if r.get(k))
+            log(f"process to process: {vs} (a loop's process counted as its start, {r['loop_start_seconds']} s, plus its warm rows/s: a floor)")
     if r.get("streams"):
         from .tuning import summary
 

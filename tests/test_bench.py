@@ -44,6 +44,11 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     for t in r["streams"].values():
         assert "1" in t["rows_per_s"] and t["streams"] in range(1, len(t["rows_per_s"]) + 1)
     assert r["engine_process_rows_per_s"] > 0 and r["engine_process_seconds"] > 0
+    # process to process: a loop's start (a fresh interpreter importing torch and loading the
+    # models) plus its warm pass, so never below the ratio against the warm loop alone
+    assert r["loop_start_seconds"] > 0
+    for k in ("classic", "expert", "expert_int8"):
+        assert r[f"process_to_process_ratio_vs_{k}"] >= r[f"process_ratio_vs_{k}"] > 0, k
     # cold start: whole processes on a small file; roofline: work from the graphs, peak measured
     cold = r["cold_start"]
     assert 0 < cold["import_s"] < cold["time_to_first_row_s"] < cold["cold_start_s"] and cold["rows"] == 20
