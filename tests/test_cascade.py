@@ -158,6 +158,58 @@ def test_all_unsure_nobody_stops_and_costs_the_full_ensemble():
     assert ev["speedup"] == pytest.approx(1.0) and ev["agreement"] == 1.0
 
 
+def test_thresholds_held_to_the_planned_stop_share_on_more_confident_final_models():
+    """Out-of-fold thresholds are learned on fold models; the engine runs final models trained
+    on every row, more confident (here: the cheap model's logits x1.5). A fixed threshold then
+    stops more rows than planned and agrees with the full ensemble below the target on new rows;
+    held to the planned share on a few hundred held-out rows of the final models, it meets it."""
+    sharpen = lambda o: {"cheap": o["cheap"] * 1.5, "big": o["big"]}  # noqa: E731
+    outs, y = two_models(3000, 0, easy=0.5)
+    full = fit_full(outs, y)
+    c = Cascade().fit(outs, y, ["cheap", "big"], COSTS, mean_then(StackFusion), full)
+    fresh = sharpen(two_models(20000, 200, easy=0.5)[0])
+
+    def on_fresh():
+        proba, stage = c.predict_proba(fresh)
+        return float(np.mean(proba.argmax(1) == full.predict_proba([fresh["cheap"], fresh["big"]]).argmax(1))), float(np.mean(stage == 0))
+
+    agree, share = on_fresh()
+    assert agree < c.target_agreement and share > c.stop_share_[0] + 0.03  # the defect
+    learned = c.stages_[0].threshold
+    held = c.hold_stop_shares(sharpen(two_models(400, 100, easy=0.5)[0]))
+    assert held[0]["threshold_fold_models"] == learned < c.stages_[0].threshold == held[0]["threshold"] <= 1.0
+    assert held[0]["held_out_stop_share"] <= held[0]["planned_stop_share"] == c.stop_share_[0]
+    agree, share = on_fresh()
+    assert agree >= c.target_agreement and share <= c.stop_share_[0] + 0.01
+    # final models as confident as the fold models (fixed checkpoints, or no shift): nothing moves
+    again = c.stages_[0].threshold
+    c.hold_stop_shares(sharpen(two_models(400, 100, easy=0.5)[0]))
+    assert c.stages_[0].threshold == again
+
+
+def test_held_thresholds_stay_clear_of_the_held_out_rows_and_only_rise(two):
+    """A threshold placed between two held-out confidences stays HELD_GAP from both (the engine
+    check replays those rows in float32); inside a block of saturated confidences no such place
+    exists below the planned share, so that stage stops nothing; less confident rows raise nothing."""
+    import copy
+
+    from stackscore.fusion.cascade import HELD_GAP, NEVER
+
+    c, outs, y, test, _ = two
+    saturated = copy.deepcopy(c)
+    held = saturated.hold_stop_shares({"cheap": np.eye(2)[test["cheap"].argmax(1)] * 40, "big": test["big"]})  # every confidence 1 - 4e-18
+    assert held[0]["threshold"] == NEVER and held[0]["held_out_stop_share"] == 0.0
+    raised = copy.deepcopy(c)
+    sample = {"cheap": test["cheap"][:500] * 1.3, "big": test["big"][:500]}
+    raised.hold_stop_shares(sample)
+    conf = raised.stages_[0].fusion.predict_proba([sample["cheap"]]).max(1)
+    assert raised.stages_[0].threshold > c.stages_[0].threshold
+    assert np.abs(conf - raised.stages_[0].threshold).min() > HELD_GAP
+    timid = copy.deepcopy(c)
+    timid.hold_stop_shares({"cheap": test["cheap"] * 0.5, "big": test["big"]})
+    assert timid.stages_[0].threshold == c.stages_[0].threshold
+
+
 @pytest.fixture(scope="module")
 def three():
     outs, y = three_models(4000, 0)

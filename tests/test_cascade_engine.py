@@ -70,6 +70,11 @@ def test_fit_learns_a_cascade_on_the_fusion_rows_and_reports_it_on_the_test_spli
     assert graphs and all(g in m.files for g in graphs)
     check = report["engine_vs_training"]["cascade"]
     assert check["stage_agreement"] >= 0.995 and check["label_agreement"] >= 0.995
+    # out-of-fold thresholds (fold models) held to their planned stop share on the final models
+    held = c["thresholds_held_on_test_split"]
+    assert [h["models"] for h in held] == [["tfidf"]] and held[0]["threshold"] == c["stages"][0]["threshold"] == m.cascade["stages"][0]["threshold"]
+    assert held[0]["threshold"] >= held[0]["threshold_fold_models"] and held[0]["held_out_stop_share"] <= held[0]["planned_stop_share"]
+    assert held[0]["held_out_stop_share"] == pytest.approx(c["stages"][0]["stop_share"])  # the same test rows
     assert "Cascade" in (cascaded / "report.md").read_text()
     import subprocess
     import sys

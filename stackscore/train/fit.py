@@ -414,10 +414,13 @@ def partial_fusions(chosen: str, candidates: dict, task: str, weights: list[floa
     return make_partial
 
 
-def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, log):
+def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, log, kfold: bool = False):
     """The cascade (``[fusion] cascade = true``): models ordered by measured cost per row, a
     partial fusion per prefix (the chosen method, over the models run so far), stop thresholds
-    learned on the fusion rows. Returns the fitted ``Cascade``, or a one-line reason it is not used."""
+    learned on the fusion rows. Out-of-fold (``kfold``), those rows were scored by fold models,
+    less confident than the final ones the engine runs: the thresholds are then raised to keep
+    the planned stop shares on the test split's final-model outputs (``Cascade.hold_stop_shares``;
+    label-free). Returns the fitted ``Cascade``, or a one-line reason it is not used."""
     from ..fusion.cascade import Cascade
 
     f = cfg.fusion
@@ -432,6 +435,12 @@ def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, Bas
     except ValueError as exc:
         log(f"cascade: not used ({exc})")
         return str(exc)
+    c.held_out_ = None
+    if kfold and len(s.test):
+        c.held_out_ = c.hold_stop_shares({n: base[n].test for n in names})
+        raised = [f"{'+'.join(h['models'])} {h['threshold_fold_models']:.4f} -> {h['threshold']:.4f}" for h in c.held_out_ if h["threshold"] != h["threshold_fold_models"]]
+        if raised:
+            log(f"cascade: thresholds raised to keep the planned stop shares on the final models (test split, {len(s.test)} rows): {', '.join(raised)}")
     shares = ", ".join(f"{'+'.join(st.models)} {share:.0%}" for st, share in zip(c.stages_, c.stop_share_))
     log(f"cascade: {' -> '.join(c.order_)} by cost; rows stopping per stage (fusion rows, cross-validated): {shares}; "
         f"expected {c.full_cost_ / max(c.expected_cost_, 1e-12):.2f}x less model time, agreement {c.agreement_:.2%}")
@@ -494,7 +503,7 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     outs = [base[n].fusion for n in names]
     test_outs = [base[n].test for n in names]
     sel = Selection(*select_fusion(cfg, outs, y_meta, log, s.task, s.labels))
-    cascade = fit_cascade(cfg, s, names, base, sel, y_meta, log) if cfg.fusion.cascade else None
+    cascade = fit_cascade(cfg, s, names, base, sel, y_meta, log, rows.kfold) if cfg.fusion.cascade else None
     fitted_cascade = cascade if not isinstance(cascade, str) else None
     write_fit_state(cfg, s, out, names, base, sel, y_meta, samples, fitted_cascade)
     check = export_checked(out, s, sel, test_outs, log, fitted_cascade, names)
@@ -543,6 +552,8 @@ def cascade_report(c, names: list[str], base: dict[str, BaseOutputs], s: Splits)
     """The cascade on the test split (rows it never learned from), and why it saves little when it does."""
     r = c.evaluate({n: base[n].test for n in names}, s.y_test)
     r["costs_measured"] = "seconds per row predicting the test split at fit time (PyTorch / scikit-learn)"
+    if getattr(c, "held_out_", None):  # its stop shares were held to the plan on these same rows
+        r["thresholds_held_on_test_split"] = c.held_out_
     first = r["stages"][0]
     if first["stop_share"] < 0.3:
         at = "no threshold kept the criteria, so it never stops a row" if first["threshold"] > 1 else f"threshold {first['threshold']:.4f}"

@@ -130,6 +130,13 @@ def cascade_markdown(c: dict[str, Any]) -> list[str]:
     ]
     if c.get("why_no_gain"):
         lines.append(f"Why little is saved: {c['why_no_gain']}.")
+    held = [h for h in c.get("thresholds_held_on_test_split") or [] if h["threshold"] != h["threshold_fold_models"]]
+    if held:
+        lines.append(
+            "Thresholds raised so that the final models (more confident than the fold models the thresholds were learned on) "
+            "stop no more rows than planned, measured on these test rows without their labels: "
+            + "; ".join(f"{'+'.join(h['models'])} {h['threshold_fold_models']:.4f} -> {h['threshold']:.4f} (planned {h['planned_stop_share']:.1%}, now {h['held_out_stop_share']:.1%})" for h in held) + "."
+        )
     return lines + [""]
 
 
