@@ -191,6 +191,10 @@ def score(
         progress=not quiet,
     )
     extra: dict = {}
+    if stats_json:
+        from .engine.committer import check_side_file
+
+        check_side_file(stats_json, "--stats-json", [Path(i) for i in inputs], output)
     try:
         if engine == "ray":
             from .integrations.ray import RayOptions, is_directory_output, score_ray
@@ -219,7 +223,9 @@ def score(
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if stats_json:
-        stats_json.write_text(json.dumps({**stats.to_dict(), **extra}, indent=2) + "\n")
+        from .engine.committer import write_side_file
+
+        write_side_file(stats_json, (json.dumps({**stats.to_dict(), **extra}, indent=2) + "\n").encode())
     if engine == "local":
         global _DONE
         _DONE = True  # every file of the run is written and closed: main() may skip the teardown

@@ -222,4 +222,10 @@ def fingerprint_options(opts: ScoreOptions) -> dict[str, Any]:
         read.pop("tsv_quotes")
     read.pop("label_field")  # labels only feed the stats, never the output
     write = {k: v for k, v in asdict(opts.write).items() if k not in ("overwrite", "resume")}
-    return {**read, **write, "long_text": opts.run.long_text, "cascade": opts.run.cascade}
+    # batch geometry moves the last bits of a probability (other padding, other sums): a resume
+    # under another keeps neither run's bytes. Recorded where not the default: runs from before it resume.
+    geometry = {k: getattr(opts.run, k) for k in ("token_budget", "max_batch_rows", "scale_batches", "bucket_lengths") if getattr(opts.run, k) != getattr(_RUN_DEFAULTS, k)}
+    return {**read, **write, "long_text": opts.run.long_text, "cascade": opts.run.cascade, **geometry}
+
+
+_RUN_DEFAULTS = RunOptions()

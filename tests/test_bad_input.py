@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import orjson
 import pyarrow as pa
@@ -115,6 +116,10 @@ def test_a_jsonl_text_field_that_no_row_has_stops_before_scoring(artifact, tmp_p
     with pytest.raises(InputError, match=r"in.jsonl: none of the first 50 JSON objects has field 'txt' \(the first has: id, body\); name the field with --text-field"):
         score(artifact, src, tmp_path / "o.jsonl", text_field="txt", chunk_rows=8)
     assert not (tmp_path / "o.jsonl").exists()
+    ids = tmp_path / "ids.jsonl"  # a mistyped --id-field: every row an error row, exit 0 (CSV stopped at its header)
+    ids.write_text("".join(f'{{"id": {i}, "text": "text {i}"}}\n' for i in range(20)))
+    with pytest.raises(InputError, match=r"none of the first 20 JSON objects has field 'ID' \(the first has: id, text\); name the field with --id-field"):
+        score(artifact, ids, tmp_path / "i.jsonl", id_field="ID")
     for name in ("keys", "objects"):  # field names that are also the check's own counters
         with pytest.raises(InputError, match=f"has field '{name}'"):
             score(artifact, src, tmp_path / f"{name}.jsonl", text_field=name)
@@ -130,9 +135,41 @@ def test_a_jsonl_text_field_that_no_row_has_stops_before_scoring(artifact, tmp_p
     junk = tmp_path / "junk.jsonl"
     junk.write_text("not json\n" * (readers.FIELD_CHECK_LINES * 5) + '{"text": "fine"}\n')
     windows = readers.open_reader(junk, window_rows=100)
-    next(windows)
-    waited = windows.gi_frame.f_locals["waiting"]  # the windows held back for the check
-    assert len(waited) == readers.FIELD_CHECK_LINES // 100  # not all 51 of the file
+    # the check waits for at most FIELD_CHECK_LINES lines (not all 5,001 of the file), and a file
+    # with no JSON object in them is no JSON Lines file: one line before any window is scored
+    with pytest.raises(InputError, match=f"junk.jsonl: none of the first {readers.FIELD_CHECK_LINES} lines is a JSON object"):
+        next(windows)
+    stats, _ = score(artifact, junk, tmp_path / "junk-skip.jsonl", on_error="skip")  # --on-error skip reads on
+    assert stats.scored == 1 and stats.rows == readers.FIELD_CHECK_LINES * 5 + 1
+
+
+def test_inputs_that_are_not_what_their_name_says_stop_in_one_line(artifact, tmp_path):
+    """Read as JSON Lines or plain text, these gave rows nobody wrote, with exit 0: a JSON array
+    (27 lines, every one an error row), gzip data named .jsonl (error rows), a pipe (0 rows), a
+    text file with CR line ends (three texts scored as one)."""
+    records = [{"id": i, "text": f"great film {i}"} for i in range(5)]
+    array = tmp_path / "array.jsonl"
+    array.write_text(__import__("json").dumps(records, indent=2))
+    with pytest.raises(InputError, match=r"array.jsonl: none of the first \d+ lines is a JSON object \(a JSON array\? write one object per line\)"):
+        score(artifact, array, tmp_path / "a.jsonl")
+    packed = tmp_path / "packed.jsonl"
+    packed.write_bytes(gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in records * 100)))
+    with pytest.raises(InputError, match=r"packed.jsonl: none of the first \d+ lines is a JSON object \(it is gzip-compressed: name it .jsonl.gz\)"):
+        score(artifact, packed, tmp_path / "p.jsonl")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="pipe.jsonl: not a regular file"):
+        score(artifact, fifo, tmp_path / "f.jsonl")
+    mac = tmp_path / "mac.txt"
+    mac.write_bytes(b"good film\rbad film\rawful\r")
+    with pytest.raises(InputError, match="mac.txt: line 1 holds a carriage return inside it"):
+        score(artifact, mac, tmp_path / "m.jsonl")
+    later = tmp_path / "later.txt"
+    later.write_bytes(b"good film\r\nbad\rfilm\nawful\n")
+    stats, rows = score(artifact, later, tmp_path / "l.jsonl")
+    assert len(rows) == 3 and rows[0]["error"] is None and "carriage return inside the line" in rows[1]["error"] and rows[2]["error"] is None
+    for out in ("a.jsonl", "p.jsonl", "f.jsonl", "m.jsonl"):
+        assert not (tmp_path / out).exists()
 
 
 def test_csv_ids_labels_and_header_that_are_not_utf8(artifact, tmp_path):
@@ -143,10 +180,18 @@ def test_csv_ids_labels_and_header_that_are_not_utf8(artifact, tmp_path):
     src.write_bytes(b"id,text,label\ncaf\xe9,great film,positive\n2,fine,caf\xe9\n3,awful,negative\n")
     stats, rows = score(artifact, src, tmp_path / "o.jsonl", label_field="label")
     assert [r["id"] for r in rows] == [None, "2", "3"] and stats.rows == 3 and stats.errored == 2
-    assert rows[0]["error"] == "row 0: field 'id': invalid UTF-8 at byte 3 (use --encoding-errors replace)"
+    assert rows[0]["error"] == "row 0: field 'id': invalid UTF-8 at byte 3 (an id is kept as written, never replaced)"  # replace would not help
     assert "field 'label': invalid UTF-8" in rows[1]["error"] and rows[2]["error"] is None and rows[2]["label"] is not None
+    # --encoding-errors replace repairs texts, never ids: "Jos\xe9" and "Jos\xe8" both became
+    # "Jos\ufffd", two rows under one id (CSV and JSONL alike)
     stats, rows = score(artifact, src, tmp_path / "r.jsonl", label_field="label", encoding_errors="replace")
-    assert stats.errored == 0 and rows[0]["id"] == "caf\ufffd"
+    assert rows[0]["id"] is None and rows[0]["error"] == "row 0: field 'id': invalid UTF-8 at byte 3 (an id is kept as written, never replaced)"
+    assert stats.errored == 1 and rows[1]["error"] is None
+    js = tmp_path / "ids.jsonl"
+    js.write_bytes(b'{"id": "Jos\xe9", "text": "caf\xe9 great"}\n{"id": "Jos\xe8", "text": "dull"}\n{"id": "ok", "text": "caf\xe9 fine"}\n')
+    stats, rows = score(artifact, js, tmp_path / "j.jsonl", encoding_errors="replace")
+    assert [r["id"] for r in rows] == [None, None, "ok"] and rows[2]["error"] is None and rows[2]["label"] is not None
+    assert rows[0]["error"] == "line 1: id field 'id' is not valid UTF-8 (an id is kept as written, never replaced)"
     header = tmp_path / "header.csv"
     header.write_bytes(b"id,t\xe9xt,text\n1,a,good\n")
     with pytest.raises(InputError, match="header.csv: its CSV header is not UTF-8 text"):
@@ -186,6 +231,11 @@ def test_property_each_id_once_in_order(artifact, tmp_path_factory, rows, chunk_
     opts = ScoreOptions.from_kwargs(progress=False, chunk_rows=chunk_rows, on_error=on_error, token_budget=budget, scale_batches=False)
     out = d / "o.jsonl"
     objects = [r for r in rows if isinstance(r, dict)]
+    if rows and not objects and on_error != "skip":  # no line is a JSON object: not a JSON Lines file
+        with pytest.raises(InputError, match=f"none of the first {len(rows)} lines is a JSON object"):
+            score_file(artifact, src, out, opts)
+        assert not out.exists()
+        return
     if objects and not any("text" in r for r in objects) and on_error != "skip":  # no object has the field: a wrong --text-field
         with pytest.raises(InputError, match=f"none of the first {len(objects)} JSON objects has field 'text'"):
             score_file(artifact, src, out, opts)
@@ -225,7 +275,23 @@ def test_ids_a_csv_cell_cannot_hold_are_one_line_for_csv_output(artifact, tmp_pa
         with pytest.raises(InputError, match=message.replace("[", r"\[")):
             score_file(artifact, src, tmp_path / f"{name}.csv", ScoreOptions.from_kwargs(progress=False))
         assert not (tmp_path / f"{name}.csv").exists()
-        assert len(score(artifact, src, tmp_path / f"{name}.jsonl")[1]) == 2
+        if name == "lists":
+            assert len(score(artifact, src, tmp_path / f"{name}.jsonl")[1]) == 2
+        else:  # JSONL wrote them with U+FFFD: "caf\xe9" and "caf\xe8" both "caf\ufffd"
+            with pytest.raises(InputError, match="an id is bytes that are not UTF-8 text .*which JSON cannot hold as read: write .parquet"):
+                score(artifact, src, tmp_path / f"{name}.jsonl")
+        score_file(artifact, src, tmp_path / f"{name}-out.parquet", ScoreOptions.from_kwargs(progress=False))
+        assert pq.read_table(tmp_path / f"{name}-out.parquet").column("id").to_pylist() == ids.to_pylist()  # Parquet keeps them as read
+    # Parquet's UUID type: CSV/TSV write its text form (was exit 1, "a bug"), JSONL too
+    import uuid
+
+    values = [uuid.UUID(int=7), uuid.UUID(int=2**100)]
+    src = tmp_path / "uuid.parquet"
+    pq.write_table(pa.table({"id": pa.ExtensionArray.from_storage(pa.uuid(), pa.array([u.bytes for u in values], pa.binary(16))), "text": texts}), src)
+    for out in (tmp_path / "u.csv", tmp_path / "u.tsv"):
+        score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False))
+        assert [line.split(out.suffix == ".csv" and "," or "\t")[0].strip('"') for line in out.read_text().splitlines()[1:]] == [str(u) for u in values]
+    assert [r["id"] for r in score(artifact, src, tmp_path / "u.jsonl")[1]] == [str(u) for u in values]
 
 
 def test_duplicate_header_utf16_and_an_unterminated_header_only_csv(artifact, tmp_path):

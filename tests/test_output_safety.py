@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,6 +46,39 @@ def test_output_that_is_the_input_is_refused_even_with_overwrite(artifact, mediu
     with pytest.raises(StackscoreError, match="this is the input file"):
         score_file(artifact, src, out, ScoreOptions.from_kwargs(progress=False, overwrite=True))
     assert src.read_bytes() == medium.read_bytes()
+
+
+def test_stats_json_is_checked_before_the_run_and_never_replaces_the_input_or_output(artifact, medium, tmp_path):
+    """--stats-json was written after the run, unchecked: naming the output replaced the
+    predictions with the statistics, naming the input replaced the user's data (exit 0 both),
+    and a missing directory failed after the whole run as "a bug"."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(medium.read_bytes().splitlines(keepends=True)[:40]))
+    out = tmp_path / "o.jsonl"
+    for stats_path, message in (
+        (out, "--stats-json is the output"),
+        (src, "--stats-json is the input file"),
+        (tmp_path / "o.jsonl.lock", "--stats-json is the output's lock"),
+        (tmp_path / "nodir" / "s.json", "--stats-json directory .*nodir does not exist"),
+        (tmp_path, "--stats-json is a directory"),
+    ):
+        r = subprocess.run(cli(artifact, src, out, "--stats-json", str(stats_path)), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and re.search(message, r.stderr) and "Traceback" not in r.stderr, (stats_path, r.stderr)
+        assert not out.exists() and src.read_bytes().count(b"\n") == 40
+    stats = tmp_path / "stats.json"
+    r = subprocess.run(cli(artifact, src, out, "--stats-json", str(stats)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and orjson.loads(stats.read_bytes())["rows"] == 40 and len(out.read_bytes().splitlines()) == 40
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".stats")] == []  # written beside, renamed
+
+
+def test_a_file_where_the_parts_directory_goes_is_one_line_and_kept(artifact, medium, tmp_path):
+    out = tmp_path / "o.jsonl"
+    parts = tmp_path / "o.jsonl.parts"
+    parts.write_text("the user's notes")
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(StackscoreError, match="o.jsonl.parts: a file where this run keeps its parts directory"):
+            score_file(artifact, medium, out, ScoreOptions.from_kwargs(progress=False, **flags))
+    assert parts.read_text() == "the user's notes"
 
 
 # -- one run per output ------------------------------------------------------------------------

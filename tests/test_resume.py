@@ -96,6 +96,35 @@ def test_resume_after_a_crash_mid_run_equals_a_clean_run(artifact, big_input, tm
     assert out.read_bytes() == clean.read_bytes()
 
 
+def test_resume_refuses_another_batch_geometry(artifact, big_input, tmp_path, monkeypatch):
+    """--token-budget changes which rows share a batch, so the last bits of their probabilities:
+    a resume under another budget kept neither run's bytes, silently. Recorded only where not the
+    default, so runs interrupted before it still resume."""
+    from stackscore.options import fingerprint_options
+
+    assert "token_budget" not in fingerprint_options(ScoreOptions.from_kwargs())
+    assert fingerprint_options(ScoreOptions.from_kwargs(token_budget=300))["token_budget"] == 300
+    opts = dict(chunk_rows=512, progress=False)
+    out = tmp_path / "o.jsonl"
+    real_commit = CommittedOutput.commit
+    calls = {"n": 0}
+
+    def crashing(self, block, rows):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Crash()
+        return real_commit(self, block, rows)
+
+    monkeypatch.setattr(CommittedOutput, "commit", crashing)
+    with pytest.raises(Crash):
+        score_file(artifact, big_input, out, ScoreOptions.from_kwargs(**opts))
+    monkeypatch.setattr(CommittedOutput, "commit", real_commit)
+    with pytest.raises(StackscoreError, match="cannot resume: the input file, artifact or options differ"):
+        score_file(artifact, big_input, out, ScoreOptions.from_kwargs(resume=True, token_budget=300, **opts))
+    stats = score_file(artifact, big_input, out, ScoreOptions.from_kwargs(resume=True, **opts))
+    assert stats.resumed_from == 512
+
+
 def test_resume_refuses_a_changed_input(artifact, big_input, tmp_path, monkeypatch):
     src = tmp_path / "in.jsonl"
     src.write_bytes(big_input.read_bytes())

@@ -57,6 +57,46 @@ def check_output_path(output: Path, input_path: Path | None = None) -> None:
             raise StackscoreError(f"{output}: this is the input file {input_path}; write the predictions to another path (--overwrite does not apply)")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """The same path, a symlink to it or a hard link (False where either does not exist)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_side_file(path: Path, flag: str, inputs: list[Path], output: str | Path) -> None:
+    """A file a run writes beside its predictions (``--stats-json``), checked before any work:
+    its directory exists and is writable, and it is none of the run's inputs, its output, or the
+    output's lock and parts (written last, it would replace them after the whole run)."""
+    if not path.parent.is_dir():
+        raise StackscoreError(f"{path}: {flag} directory {path.parent} does not exist")
+    if path.is_dir():
+        raise StackscoreError(f"{path}: {flag} is a directory")
+    if not os.access(path.parent, os.W_OK):
+        raise StackscoreError(f"{path}: {flag} directory {path.parent} is not writable")
+    directory = str(output).endswith(("/", os.sep))  # a directory output (Ray shards)
+    output = Path(output)
+    taken = [(p, "the input file") for p in inputs] + [(output, "the output")]
+    taken += [(output.with_name(output.name + s), f"the output's {s[1:]}") for s in (".lock", ".parts")]
+    for other, what in taken:
+        if _same_file(path, other):
+            raise StackscoreError(f"{path}: {flag} is {what} ({other}); name another file")
+    if directory or output.is_dir():  # nothing inside a directory output
+        if path.resolve().is_relative_to(output.resolve()):
+            raise StackscoreError(f"{path}: {flag} is inside the output directory {output}; name another file")
+
+
+def write_side_file(path: Path, data: bytes) -> None:
+    """Written beside and renamed: a crash leaves the old file or the new one, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _start_time(pid: int) -> str:
     """The process's start time (Linux: /proc/PID/stat field 22), to tell a reused pid apart."""
     try:
@@ -199,6 +239,8 @@ class CommittedOutput:
         self.parts = 0
         if self.output.exists() and not overwrite:
             raise StackscoreError(f"{self.output}: output exists; pass --overwrite to replace it")
+        if self.dir.exists() and not self.dir.is_dir():
+            raise StackscoreError(f"{self.dir}: a file where this run keeps its parts directory; move it, or write to another output")
         if self.dir.exists():
             if resume:
                 self._load_progress()

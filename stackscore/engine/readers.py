@@ -102,6 +102,9 @@ def _check_input(path: Path) -> None:
         raise InputError(f"{path}: input file does not exist")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an input file")
+    if not path.is_file():
+        # a pipe, /dev/stdin or a device: no size to snapshot, read as empty (0 rows, exit 0)
+        raise InputError(f"{path}: not a regular file (a pipe or device); write the rows to a file first")
 
 
 def _text_error(value: Any, field_name: str) -> str | None:
@@ -307,7 +310,7 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
     any window is scored, rather than writing a whole file of error rows. The first windows wait
     for that check. ``field_check=False`` (``--on-error skip``: rows without the field are meant
     to be left out, e.g. a serializer that drops null fields) reads on."""
-    fields = [f for f in (text_field, pair_field) if f]
+    fields = list(dict.fromkeys(f for f in (text_field, pair_field, id_field) if f))
     first = _FirstObjects(having={f: 0 for f in fields}, counting=field_check)
     it = _jsonl_windows(path, gz, text_field, id_field, label_field, window_rows, encoding_errors, snapshot, pair_field, first)
     waiting = []
@@ -316,16 +319,30 @@ def read_jsonl(path: Path, gz: bool, text_field: str, id_field: str | None, labe
             waiting.append(window)
             if first.objects >= FIELD_CHECK_OBJECTS or first.lines >= FIELD_CHECK_LINES:
                 break
+        if first.lines and not first.objects:  # not JSON Lines at all: every row would be an error row
+            raise InputError(f"{path}: none of the first {first.lines} lines is a JSON object ({_not_json_lines(path, gz)})")
         for field in fields:
             if first.objects and not first.having[field]:
+                flag = "--text-field" if field == text_field else "--text-pair-field" if field == pair_field else "--id-field"
                 raise InputError(
                     f"{path}: none of the first {first.objects} JSON objects has field '{field}' "
                     f"(the first has: {', '.join(map(str, first.keys)) or 'no fields'}); name the field with "
-                    f"{'--text-field' if field == text_field else '--text-pair-field'} (--on-error skip reads on, leaving such rows out)"
+                    f"{flag} (--on-error skip reads on, leaving such rows out)"
                 )
         first.counting = False
     yield from waiting
     yield from it
+
+
+def _not_json_lines(path: Path, gz: bool) -> str:
+    """What a file that holds no JSON object per line may be instead, from its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if head[:2] == b"\x1f\x8b" and not gz:
+        return "it is gzip-compressed: name it .jsonl.gz"
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        return "a JSON array? write one object per line"
+    return "JSON Lines has one object per line"
 
 
 def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, label_field: str | None, window_rows: int, encoding_errors: str, snapshot: Snapshot | None, pair_field: str | None, first: _FirstObjects) -> Iterator[Window]:
@@ -341,10 +358,12 @@ def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, 
                 continue  # blank lines are not rows
             first.lines += first.counting
             rid, text, err, label, pair = None, None, None, None, None
+            replaced = False
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError as exc:
                 obj, err = _retry_undecodable(line, line_no, exc, encoding_errors)
+                replaced = obj is not None  # read with U+FFFD for bad bytes (--encoding-errors replace)
                 if obj is None:  # invalid UTF-8 (strict): the id may still be readable
                     rid = _id_despite_bad_bytes(line, id_key)
             if err is None:
@@ -359,7 +378,10 @@ def _jsonl_windows(path: Path, gz: bool, text_field: str, id_field: str | None, 
                     rid = obj.get(id_key)
                     if isinstance(rid, float):
                         rid = _exact_number(line, id_key, rid)
-                    if id_field and id_key not in obj:
+                    if replaced and isinstance(rid, str) and "\ufffd" in rid and rid.encode() not in line:
+                        rid = None  # its own bytes were replaced: texts may be, an id is kept as written
+                        err = f"line {line_no}: id field '{id_key}' is not valid UTF-8 (an id is kept as written, never replaced)"
+                    elif id_field and id_key not in obj:
                         err = f"line {line_no}: missing id field '{id_key}'"
                     elif text_field not in obj:
                         err = f"line {line_no}: missing field '{text_field}' (has: {', '.join(map(str, obj))})"
@@ -428,6 +450,10 @@ def read_text(path: Path, gz: bool, window_rows: int, encoding_errors: str = "st
                 raw = raw[3:]
             raw = raw.rstrip(b"\r\n")
             err = None
+            if b"\r" in raw:  # old Mac line ends: several texts would be scored as one
+                if line_no == 1:
+                    raise InputError(f"{path}: line 1 holds a carriage return inside it (a file with CR line ends?); convert its line ends to LF")
+                err = f"line {line_no}: a carriage return inside the line (one text per line: LF or CRLF line ends)"
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as ue:
@@ -473,6 +499,11 @@ def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: st
     return cols
 
 
+#: How ids are decoded whatever ``--encoding-errors`` says: replacing their bad bytes with U+FFFD
+#: made distinct ids equal (``Jos\xe9`` and ``Jos\xe8`` both ``Jos\ufffd``).
+IDS_STRICT = "strict-id"
+
+
 def _decode_column(col, row: int, encoding_errors: str, field: str | None = None) -> tuple[Any, dict[int, str]]:
     """A binary column as text: one C-level cast when it is all valid UTF-8, else row by row
     (one bad byte sequence marks its row, not the whole block). ``field``: named in the error
@@ -495,7 +526,8 @@ def _decode_column(col, row: int, encoding_errors: str, field: str | None = None
                 values.append(v.decode("utf-8", "replace"))
             else:
                 values.append(None)
-                bad[i] = f"row {row + i}: {f'field {field!r}: ' if field else ''}invalid UTF-8 at byte {ue.start} (use --encoding-errors replace)"
+                hint = "use --encoding-errors replace" if encoding_errors != IDS_STRICT else "an id is kept as written, never replaced"
+                bad[i] = f"row {row + i}: {f'field {field!r}: ' if field else ''}invalid UTF-8 at byte {ue.start} ({hint})"
     return pa.array(values, type=pa.string()), bad
 
 
@@ -545,7 +577,7 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         id_arr = _plain(batch.column(id_col)) if id_col else None
         unreadable: dict[int, str] = {}
         if id_arr is not None and text_columns:
-            decoded, unreadable = _decode_column(id_arr, row, encoding_errors, id_col)
+            decoded, unreadable = _decode_column(id_arr, row, IDS_STRICT, id_col)
             ids = decoded.to_pylist()
             id_type = pa.string()
         else:

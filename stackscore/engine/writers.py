@@ -45,7 +45,10 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return orjson.Fragment(str(value))
     if isinstance(value, (bytes, bytearray)):
-        return value.decode("utf-8", "replace")
+        try:  # as read, or not at all: U+FFFD made distinct ids equal
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"an id is bytes that are not UTF-8 text ({bytes(value[:16]).hex()}...), which JSON cannot hold as read: write .parquet, or choose another --id-field") from None
     return str(value)
 
 
@@ -79,13 +82,15 @@ def _delimited_ids(ids):
     import pyarrow as pa
 
     t = ids.type
+    if isinstance(t, pa.BaseExtensionType):  # e.g. arrow.uuid: its values' own text (a UUID's 8-4-4-4-12 form)
+        return pa.array([None if v is None else str(v) for v in ids.to_pylist()], type=pa.string())
     if pa.types.is_nested(t):
         raise InputError(f"the id column holds {t} values, which a CSV/TSV cell cannot hold as read: write .jsonl or .parquet, or choose another --id-field")
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         try:
             return ids.cast(pa.string())
         except pa.ArrowInvalid:
-            raise InputError("an id is bytes that are not UTF-8 text, which a CSV/TSV cell cannot hold as read: write .jsonl or .parquet, or choose another --id-field") from None
+            raise InputError("an id is bytes that are not UTF-8 text, which a CSV/TSV cell cannot hold as read: write .parquet, or choose another --id-field") from None
     return ids
 
 
@@ -143,7 +148,12 @@ class JsonlWriter(Writer):
                 v = np.where(np.isnan(v), None, v.astype(object)).tolist()
             cols.append(v)
         dumps = orjson.dumps
-        lines = [dumps({"id": rid, "row": row, **dict(zip(names, vals))}, default=json_default) for rid, row, *vals in zip(block.ids, block.row_numbers(), *cols)]
+        try:
+            lines = [dumps({"id": rid, "row": row, **dict(zip(names, vals))}, default=json_default) for rid, row, *vals in zip(block.ids, block.row_numbers(), *cols)]
+        except orjson.JSONEncodeError as exc:  # json_default's one line, raised through orjson
+            if isinstance(exc.__cause__, InputError):
+                raise exc.__cause__ from None
+            raise
         if lines:
             self.fh.write(b"\n".join(lines) + b"\n")
 
