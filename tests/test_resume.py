@@ -69,22 +69,29 @@ class Crash(RuntimeError):
     pass
 
 
+def crash_at_commit(monkeypatch, n: int):
+    """Make the ``n``-th window commit raise Crash (the ones before it commit); returns the real
+    commit, to be put back with ``monkeypatch.setattr(CommittedOutput, "commit", real)``."""
+    real_commit = CommittedOutput.commit
+    calls = {"n": 0}
+
+    def crashing(self, block, rows):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Crash()
+        return real_commit(self, block, rows)
+
+    monkeypatch.setattr(CommittedOutput, "commit", crashing)
+    return real_commit
+
+
 @pytest.mark.parametrize("name", ["o.csv.gz", "o.parquet", "o.jsonl.gz"])
 def test_resume_after_a_crash_mid_run_equals_a_clean_run(artifact, big_input, tmp_path, monkeypatch, name):
     opts = dict(chunk_rows=512, progress=False)
     clean = tmp_path / ("clean-" + name)
     score_file(artifact, big_input, clean, ScoreOptions.from_kwargs(**opts))
     out = tmp_path / name
-    real_commit = CommittedOutput.commit
-    calls = {"n": 0}
-
-    def crashing(self, block, rows):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise Crash()
-        return real_commit(self, block, rows)
-
-    monkeypatch.setattr(CommittedOutput, "commit", crashing)
+    real_commit = crash_at_commit(monkeypatch, 5)
     with pytest.raises(Crash):
         score_file(artifact, big_input, out, ScoreOptions.from_kwargs(**opts))
     monkeypatch.setattr(CommittedOutput, "commit", real_commit)
@@ -106,16 +113,7 @@ def test_resume_refuses_another_batch_geometry(artifact, big_input, tmp_path, mo
     assert fingerprint_options(ScoreOptions.from_kwargs(token_budget=300))["token_budget"] == 300
     opts = dict(chunk_rows=512, progress=False)
     out = tmp_path / "o.jsonl"
-    real_commit = CommittedOutput.commit
-    calls = {"n": 0}
-
-    def crashing(self, block, rows):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Crash()
-        return real_commit(self, block, rows)
-
-    monkeypatch.setattr(CommittedOutput, "commit", crashing)
+    real_commit = crash_at_commit(monkeypatch, 2)
     with pytest.raises(Crash):
         score_file(artifact, big_input, out, ScoreOptions.from_kwargs(**opts))
     monkeypatch.setattr(CommittedOutput, "commit", real_commit)
