@@ -57,7 +57,7 @@ class Ensemble:
 
         texts = list(texts)
         pairs = list(text_pairs) if text_pairs is not None else None
-        check_pair_option(self.scorer, "text_pairs" if pairs is not None else None)
+        check_pair_option(self.scorer, "text_pairs" if pairs is not None else None, "text_pairs=")
         for what, items in (("texts", texts), ("text_pairs", pairs or [])):
             bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
             if bad:
@@ -99,19 +99,23 @@ class Ensemble:
             return [names[row].tolist() if good else None for row, good in zip(decide(np.nan_to_num(proba, nan=-1.0), self.scorer.fusion.thresholds), ok)]
         return [self.labels[i] if good else None for i, good in zip(np.nan_to_num(proba, nan=-1.0).argmax(axis=1), ok)]
 
-    def score_iter(self, items: Iterable[str], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
-        """Stream texts; yields one result dict per input, in order, batching internally
-        (the output file's columns: label/score/prob_*, labels/prob_* or value, and ``error``:
-        an empty or blank text gets no prediction and says so there)."""
+    def score_iter(self, items: Iterable[str] | Iterable[tuple[str, str]], chunk_rows: int = 2048) -> Iterator[dict[str, Any]]:
+        """Stream texts (an ensemble fitted on sentence pairs: ``(text, text_pair)`` tuples);
+        yields one result dict per input, in order, batching internally (the output file's
+        columns: label/score/prob_*, labels/prob_* or value, and ``error``: an empty or blank
+        text gets no prediction and says so there)."""
         from .engine.pipeline import result_block
         from .engine.readers import checked_window
 
+        pairs = self.scorer.text_pair
         it = iter(items)
         while chunk := list(islice(it, chunk_rows)):
-            bad = [i for i, t in enumerate(chunk) if not isinstance(t, str)]
+            bad = [i for i, t in enumerate(chunk) if not (isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, str) for x in t) if pairs else isinstance(t, str))]
             if bad:
-                raise TypeError(f"texts must be strings; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
-            scored = self.scorer.infer(self.scorer.encode(checked_window(chunk)))
+                want = "(text, text_pair) tuples of strings (this ensemble was fitted on sentence pairs)" if pairs else "strings"
+                raise TypeError(f"items must be {want}; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
+            window = checked_window([t for t, _ in chunk], [p for _, p in chunk], "text", "text_pair") if pairs else checked_window(chunk)
+            scored = self.scorer.infer(self.scorer.encode(window))
             block = result_block(scored, self.labels, self.model_names, WriteOptions(), self.task, self.scorer.fusion.thresholds)
             names = list(block.columns)
             for i in range(len(chunk)):
@@ -134,7 +138,7 @@ class Ensemble:
             return pa.Table.from_pandas(self.score_dataframe(df.to_pandas(), text_column, prefix, text_pair_column), preserve_index=False)
         from .engine.pipeline import check_pair_option
 
-        check_pair_option(self.scorer, text_pair_column)
+        check_pair_option(self.scorer, text_pair_column, "text_pair_column=")
         for col in (text_column, text_pair_column):
             if col is not None and col not in df.columns:
                 raise InputError(f"no column '{col}' (columns: {', '.join(map(str, df.columns))})")

@@ -168,15 +168,30 @@ def classifier_logits(model, input_ids, attention_mask, **inputs):
     return activated(model, model(input_ids=input_ids, attention_mask=attention_mask, **inputs).logits)
 
 
-def cross_encoder_activation(config) -> str:
+def cross_encoder_activation(config, directory: Path | None = None) -> str:
     """What sentence-transformers' CrossEncoder applies to this checkpoint's outputs when it
-    predicts, as a lower-case class name ("sigmoid", "identity", ...), or "" where its
-    config.json names nothing (``sentence_transformers.activation_fn``, before v4
-    ``sbert_ce_default_activation_function``)."""
+    predicts, as a lower-case class name ("sigmoid", "identity", ...), or "" where nothing says
+    it is a cross-encoder's. Read as CrossEncoder resolves it: ``activation_fn`` in
+    ``config_sentence_transformers.json`` (v5+, where 6.x writes it), then config.json's
+    ``sentence_transformers.activation_fn`` (v4) or ``sbert_ce_default_activation_function``
+    (before v4), then its default for a directory that file marks as a CrossEncoder's: Sigmoid
+    for one output, Identity otherwise. A plain transformers checkpoint gives "" (its raw
+    output): an old cross-encoder saved without a name looks the same and cannot be told apart."""
+    import json
+
+    saved: dict = {}
+    if directory is not None and (Path(directory) / "config_sentence_transformers.json").is_file():
+        try:
+            saved = json.loads((Path(directory) / "config_sentence_transformers.json").read_bytes())
+        except ValueError:
+            saved = {}
+        saved = saved if isinstance(saved, dict) else {}
     st = getattr(config, "sentence_transformers", None)
-    name = st.get("activation_fn") if isinstance(st, dict) else None
-    name = name or getattr(config, "sbert_ce_default_activation_function", None) or ""
-    return str(name).rsplit(".", 1)[-1].lower()
+    name = saved.get("activation_fn") or (st.get("activation_fn") if isinstance(st, dict) else None)
+    name = name or getattr(config, "sbert_ce_default_activation_function", None)
+    if not name and saved.get("model_type") == "CrossEncoder":
+        name = "sigmoid" if int(getattr(config, "num_labels", 0)) == 1 else "identity"
+    return str(name or "").rsplit(".", 1)[-1].lower()
 
 
 def activated(model, logits):

@@ -93,11 +93,19 @@ def test_pairs_truncate_longest_first_like_transformers(tmp_path):
     hf = AutoTokenizer.from_pretrained(str(ckpt))
     hf.backend_tokenizer.save(str(tmp_path / "tokenizer.json"))
     long_a, short_b = "a truly wonderful and gripping film " * 20, "not good"
-    enc = TextTokenizer(tmp_path / "tokenizer.json", 32).encode([(long_a, short_b), (short_b, long_a)])
-    ref = hf([long_a, short_b], [short_b, long_a], truncation=True, max_length=32)
-    for i in range(2):
-        assert enc.flat[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["input_ids"][i]
-        assert enc.types[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["token_type_ids"][i]
+    # Past the engine's character cap (4,096 here): A is longer in tokens, B within the first
+    # 4,096 characters; a cap that cut both made B the longer one, so longest-first gave the
+    # odd token of the (even) budget to B: other ids than transformers' (export's own long
+    # parity pair failed fit about half the time).
+    capped_a, capped_b = "a " * 5000, "a," * 2100  # 5,000 vs 4,200 tokens; 2,048 vs 4,096 in their first 4,096 characters
+    rows_a = [long_a, short_b, capped_a, capped_b]
+    rows_b = [short_b, long_a, capped_b, capped_a]
+    for max_length in (32, 64):
+        enc = TextTokenizer(tmp_path / "tokenizer.json", max_length).encode(list(zip(rows_a, rows_b)))
+        ref = hf(rows_a, rows_b, truncation=True, max_length=max_length)
+        for i in range(len(rows_a)):
+            assert enc.flat[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["input_ids"][i], (max_length, i)
+            assert enc.types[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["token_type_ids"][i], (max_length, i)
 
 
 def test_cli_pair_field_required_and_refused(tmp_path, pair_fit, pair_data, artifact):
@@ -119,3 +127,32 @@ def test_cli_pair_field_required_and_refused(tmp_path, pair_fit, pair_data, arti
     assert len(out) == 5 and [r["id"] for r in out] == [r["id"] for r in test]
     assert out[2]["label"] is None and "text_pair" in out[2]["error"]
     assert all(r["error"] is None and r["label"] in ("same", "different") for i, r in enumerate(out) if i != 2)
+
+
+def test_the_python_api_streams_pairs_and_names_its_own_keywords(pair_fit, pair_data, artifact):
+    """``score_iter`` had no way to pass the second texts (a pair ensemble could not use it), and
+    the Python API's refusals named the CLI's --text-pair-field."""
+    from stackscore import Ensemble
+    from stackscore.errors import StackscoreError
+
+    pair_artifact, _ = pair_fit
+    test = rows(pair_data / "test.jsonl")[:9]
+    ens = Ensemble.load(pair_artifact)
+    items = [(r["text"], r["text_pair"]) for r in test]
+    items[4] = (items[4][0], "  ")  # a blank second text: an error row in its place
+    streamed = list(ens.score_iter(items, chunk_rows=4))
+    proba = ens.predict_proba([t for t, _ in items], text_pairs=[p for _, p in items])
+    assert len(streamed) == 9 and streamed[4]["label"] is None and "text_pair" in streamed[4]["error"]
+    for i, r in enumerate(streamed):
+        if i != 4:
+            assert r["error"] is None and abs(r["prob_same"] - proba[i, ens.labels.index("same")]) < 1e-6
+    with pytest.raises(TypeError, match=r"items must be \(text, text_pair\) tuples"):
+        list(ens.score_iter([r["text"] for r in test]))
+    with pytest.raises(StackscoreError, match="fitted on sentence pairs: give the second texts with text_pairs="):
+        ens.predict_proba([r["text"] for r in test])
+    import pandas as pd
+
+    with pytest.raises(StackscoreError, match="give the second texts with text_pair_column="):
+        ens.score_dataframe(pd.DataFrame({"text": [r["text"] for r in test]}))
+    with pytest.raises(StackscoreError, match="scores single texts; text_pair_column= 'text_pair' does not apply"):
+        Ensemble.load(artifact).score_dataframe(pd.DataFrame({"text": ["a"], "text_pair": ["b"]}), text_pair_column="text_pair")

@@ -190,6 +190,7 @@ def test_thresholds_are_tuned_for_f1_per_label():
         ("mixed.jsonl", [{"text": "a", "target": 5}, {"text": "b", "target": 3.8}], "regression"),
         ("nulls.jsonl", [{"text": "a", "labels": None}, {"text": "b", "labels": ["joy"]}], "multi_label"),
         ("lists.parquet", None, "multi_label"),
+        ("joined.csv", 'text,labels\na,joy|anger\nb,joy\nc,""\n', "multi_label"),  # as the engine's CSV output writes them
     ],
 )
 def test_task_is_inferred_from_every_format(tmp_path, name, rows, expected):
@@ -207,6 +208,14 @@ def test_task_is_inferred_from_every_format(tmp_path, name, rows, expected):
     else:
         _write(path, rows)
     assert infer_task(load_labelled(path, "text", field, task=None)[1]) == expected
+    if name == "joined.csv":  # split into lists; an empty cell: no label on (single-label: refused, not a class '')
+        from stackscore.errors import InputError
+        from stackscore.train.data import convert_labels
+
+        raw = load_labelled(path, "text", field, task=None)[1]
+        assert convert_labels(raw, "multi_label", path, field) == [["anger", "joy"], ["joy"], []]
+        with pytest.raises(InputError, match="joined.csv: row 2: field 'labels' is empty"):
+            convert_labels(raw, "single_label", path, field)
 
 
 def test_regression_from_csv_with_large_targets(tmp_path):
@@ -300,3 +309,28 @@ def test_a_regression_cross_encoder_saved_with_a_sigmoid_is_scored_as_it_predict
     (ckpt / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(StackscoreError, match="applies tanh to this cross-encoder's output"):
         load_fixed(ModelConfig(name="ce", source=str(ckpt), max_length=64, finetune=False), ckpt, ["value"], "regression")
+    # sentence-transformers 5+/6.x records it in config_sentence_transformers.json, not config.json
+    # (read as raw z before: 3.26 off CrossEncoder.predict), and with no name there a directory it
+    # marks as a CrossEncoder's gets CrossEncoder's default, Sigmoid for one output
+    del cfg["sentence_transformers"]
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    spec = ModelConfig(name="ce", source=str(ckpt), max_length=64, finetune=False)
+
+    def activation() -> str | None:
+        return getattr(load_fixed(spec, ckpt, ["value"], "regression")[0], "output_activation", None)
+
+    assert activation() is None  # a plain transformers checkpoint: its raw output
+    st = {"__version__": {"sentence_transformers": "6.2.0"}, "model_type": "CrossEncoder"}
+    for recorded, expected in (("torch.nn.modules.activation.Sigmoid", "sigmoid"), (None, "sigmoid"), ("torch.nn.modules.linear.Identity", None)):
+        (ckpt / "config_sentence_transformers.json").write_text(json.dumps(st | ({"activation_fn": recorded} if recorded else {})))
+        assert activation() == expected, recorded
+    (ckpt / "config_sentence_transformers.json").write_text(json.dumps(st | {"activation_fn": "torch.nn.modules.activation.Tanh"}))
+    with pytest.raises(StackscoreError, match="applies tanh to this cross-encoder's output"):
+        activation()
+    try:  # and as the installed sentence-transformers itself saves one, where it is installed
+        from sentence_transformers import CrossEncoder
+    except ImportError:
+        return
+    (ckpt / "config_sentence_transformers.json").unlink()
+    CrossEncoder(str(ckpt), num_labels=1, max_length=64).save_pretrained(str(tmp_path / "st"))
+    assert getattr(load_fixed(spec, tmp_path / "st", ["value"], "regression")[0], "output_activation", None) == "sigmoid"

@@ -301,12 +301,13 @@ def _fail_fast(chunks: Iterator[Window], path: Path) -> Iterator[Window]:
         yield c
 
 
-def check_pair_option(scorer: Scorer, text_pair_field: str | None) -> None:
-    """A pair artifact needs the second text; a single-text artifact must not be given one."""
+def check_pair_option(scorer: Scorer, text_pair_field: str | None, option: str = "--text-pair-field") -> None:
+    """A pair artifact needs the second text; a single-text artifact must not be given one.
+    ``option``: how the caller names it (the CLI's flag, a Python keyword)."""
     if scorer.text_pair and not text_pair_field:
-        raise StackscoreError(f"{scorer.artifact_dir}: this ensemble was fitted on sentence pairs: name the second text's field with --text-pair-field")
+        raise StackscoreError(f"{scorer.artifact_dir}: this ensemble was fitted on sentence pairs: give the second texts with {option}")
     if text_pair_field and not scorer.text_pair:
-        raise StackscoreError(f"{scorer.artifact_dir}: this ensemble scores single texts; --text-pair-field '{text_pair_field}' does not apply")
+        raise StackscoreError(f"{scorer.artifact_dir}: this ensemble scores single texts; {option} {text_pair_field!r} does not apply")
     if scorer.text_pair and scorer.options.long_text != "truncate":
         raise StackscoreError(f"--long-text {scorer.options.long_text} applies to single texts; sentence pairs are truncated longest-first")
 

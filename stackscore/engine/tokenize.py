@@ -112,6 +112,10 @@ def _csr(seqs_lengths: np.ndarray) -> np.ndarray:
 
 
 SLICE = 1024  # rows per encode_batch call (bounds the tokenizer's transient memory)
+#: A sentence pair with a text past the character cap is encoded again with its texts up to this
+#: many characters: longest-first truncation gives the odd token of the budget to the longer
+#: text, and a cap can change which one that is (one token moved, other ids than transformers').
+PAIR_EXACT_CHARS = 1_000_000
 
 
 class TextTokenizer:
@@ -185,7 +189,9 @@ class TextTokenizer:
                 return t[: cap // 2] + " " + t[len(t) - cap // 2 :]
             return t[-cap:] if self.keep_end else t[:cap]
 
+        exact: dict[int, tuple[str, str]] = {}  # pair rows a cap cut -> their texts as longest-first must see them
         if pairs:
+            exact = {i: (a[:PAIR_EXACT_CHARS], b[:PAIR_EXACT_CHARS]) for i, (a, b) in enumerate(texts) if len(a) > cap or len(b) > cap}
             texts = [(capped(a), capped(b)) for a, b in texts]
         else:
             texts = [capped(t) for t in texts]
@@ -209,6 +215,8 @@ class TextTokenizer:
                 # The cut text did not overflow max_length (words that gave no tokens): its ids
                 # might stop short of the full text's, so the whole text is encoded instead.
                 encs[i - s] = self._encode([whole[i]], add_special_tokens=True)[0]
+            for i in [i for i in exact if s <= i < s + SLICE]:
+                encs[i - s] = self._encode([exact[i]], add_special_tokens=True)[0]
             lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
             flat_parts.append(np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum())))
             if pairs:

@@ -905,7 +905,7 @@ def score_dataset(
               "progress": "actors print no progress line (Ray Data shows the job's)"}
     opts = frame_options("score_dataset", set_by, options, text_field=text_column, text_pair_field=text_pair_column, progress=False, **run)
     facts = ArtifactFacts(artifact_dir, opts.run)
-    check_pair_option(facts, text_pair_column)  # one line here, not a failure in every actor
+    check_pair_option(facts, text_pair_column, "text_pair_column=")  # one line here, not a failure in every actor
     known = ds.schema(fetch_if_missing=False)  # without running the dataset: read_* knows it, a map may not
     if known is not None:
         check_columns(known.names, opts.read, result_schema(facts, opts.write).names, prefix)

@@ -73,7 +73,7 @@ def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precisi
     set_by = {"text_field": "pass text_column=", "text_pair_field": "pass text_pair_column=", "progress": "executors print no progress line (Spark's UI shows the job's)"}
     opts = frame_options("score_spark", set_by, options, text_field=text_column, text_pair_field=text_pair_column, precision=precision, threads=threads, progress=False)
     facts = ArtifactFacts(artifact, opts.run)
-    check_pair_option(facts, text_pair_column)
+    check_pair_option(facts, text_pair_column, "text_pair_column=")
     schema = result_schema(facts, opts.write)
     check_columns(df.columns, opts.read, schema.names, prefix, fold_case=not _case_sensitive(df))
     read, write, run, digest = opts.read, opts.write, opts.run, facts.digest

@@ -37,7 +37,8 @@ def _looks_fractional(value: Any) -> bool:
 def infer_task(labels: list, rows: int = 100_000) -> str:
     """The task a file's labels imply (the first ``rows`` non-null ones, as read).
 
-    Any list of labels: multi-label. Numbers (or numeric text, as CSV gives) of which at least
+    Any list of labels, or text joining several with ``|`` (as the engine's CSV output writes a
+    row's labels): multi-label. Numbers (or numeric text, as CSV gives) of which at least
     one is written as a fraction (``3.8``, ``5.0``): regression. Anything else (names, integer
     class ids like SST-2's 0/1): single-label. Set ``task`` in the config to override.
     """
@@ -45,7 +46,7 @@ def infer_task(labels: list, rows: int = 100_000) -> str:
     for lab in labels:
         if lab is None:
             continue
-        if isinstance(lab, list):
+        if isinstance(lab, list) or (isinstance(lab, str) and "|" in lab):
             return "multi_label"
         all_numbers = all_numbers and _number(lab) is not None
         fractional = fractional or _looks_fractional(lab)
@@ -60,6 +61,8 @@ def _label_value(lab: Any, task: str, where: str, label_field: str):
     if lab is None:
         raise InputError(f"{where}: field '{label_field}' is missing")
     if task == "multi_label":
+        if isinstance(lab, str):  # a CSV/TSV cell: the labels on joined with | (empty: none), as the engine writes them
+            lab = [x for x in lab.split("|") if x]
         if not isinstance(lab, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in lab):
             raise InputError(f"{where}: field '{label_field}' must be a list of labels for a multi-label task, got {type(lab).__name__}")
         names = sorted({str(x) for x in lab})
@@ -73,6 +76,8 @@ def _label_value(lab: Any, task: str, where: str, label_field: str):
         return value
     if isinstance(lab, (list, dict)):
         raise InputError(f"{where}: field '{label_field}' is {type(lab).__name__}, not one label (set task = \"multi_label\" for label lists)")
+    if isinstance(lab, str) and not lab.strip():  # an empty CSV cell: no label, not a class named ''
+        raise InputError(f"{where}: field '{label_field}' is empty")
     return str(lab)
 
 

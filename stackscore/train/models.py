@@ -340,7 +340,7 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
 
     config = read_checkpoint_config(cfg.name, path)
     one_output = task == "single_label" and int(config.num_labels) == 1
-    activation = cross_encoder_activation(config) if task == "regression" else ""
+    activation = cross_encoder_activation(config, path) if task == "regression" else ""
     if cfg.positive_label is not None and not one_output:
         raise StackscoreError(f"model '{cfg.name}': positive_label is for a one-output (sigmoid) head on two labels; this checkpoint has {config.num_labels} outputs")
     if one_output:
