@@ -130,3 +130,45 @@ def test_the_ensemble_gate_tightens_a_searched_static_int8_before_dropping_it(tm
         assert len(asked) == 1 and result["dropped"] == ["bert:int8_static"] and "tightened" not in result
         assert not gate["passed"] and "no graph with more ops in float" in gate["reason"]
         assert "int8_static" not in spec.graphs and not (tmp_path / "q.onnx").exists()
+
+
+def test_the_ensemble_gate_bounds_every_multi_label_probability(tmp_path, monkeypatch):
+    """Multi-label: the ensemble gate checked only that label sets agree at the tuned thresholds,
+    so fused probabilities could drift while every label stayed on the same side (a stacker reads
+    raw logits, where a saturated sigmoid's int8 error is large). Now each probability must stay
+    within MAX_ERROR_GATE of exact fp32, as each model's own gate asks. (Runtime faked: the
+    quantized answers move 0.06 on rows far from the 0.5 thresholds.)"""
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    from stackscore.engine import scorer as scorer_mod
+    from stackscore.export.artifact import ensemble_gate
+    from stackscore.export.onnx_graph import MAX_ERROR_GATE
+
+    spec = NS(name="bert", graphs={"fp32": "f.onnx", "int8": "q.onnx"}, parity={"gates": {"int8": {"passed": True, "label_agreement": 1.0}}})
+    (tmp_path / "q.onnx").write_bytes(b"graph")
+    manifest = NS(models=[spec], task="multi_label", fusion=NS(params={"thresholds": [0.5, 0.5, 0.5]}), cascade=None)
+    shift = {"by": 0.06}
+
+    class FakeScorer:
+        def __init__(self, directory, run, manifest):
+            self.quantized = run.precision == "auto" and "int8" in spec.graphs
+            self.runners = {"bert": NS(choice=NS(variant="int8" if self.quantized else "fp32", precision="int8" if self.quantized else "fp32"))}
+
+        def score_texts(self, texts, pairs=None):
+            proba = np.tile([[0.9, 0.1, 0.75]], (len(texts), 1))
+            return NS(proba=proba - shift["by"] if self.quantized else proba)
+
+        def describe(self):
+            return "bert: onnxruntime/int8" if self.quantized else "bert: onnxruntime/fp32"
+
+    monkeypatch.setattr(scorer_mod, "Scorer", FakeScorer)
+    shift["by"] = MAX_ERROR_GATE / 2
+    kept = ensemble_gate(tmp_path, manifest, [f"text {i}" for i in range(50)], 0.995, lambda *_: None)
+    assert kept["dropped"] == [] and kept["label_agreement"] == 1.0 and "int8" in spec.graphs
+    shift["by"] = 0.06  # every label set unchanged, every probability 0.06 off
+    lines = []
+    dropped = ensemble_gate(tmp_path, manifest, [f"text {i}" for i in range(50)], 0.995, lines.append)
+    assert dropped["dropped"] == ["bert:int8"] and dropped["label_agreement"] == 1.0
+    assert not spec.parity["gates"]["int8"]["passed"] and f"probabilities moved up to 0.060 (at most {MAX_ERROR_GATE})" in spec.parity["gates"]["int8"]["reason"]

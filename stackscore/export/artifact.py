@@ -127,8 +127,9 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
     on the gate rows: every model passing its own gate does not make their combination pass
     (MiniLM and RoBERTa each at >= 99.5 % gave a stack at 99.53 %; two models' flips can fall on
     different rows). While the fused answers agree less than ``min_agreement`` (single-label: or
-    their probabilities move more than ``MEAN_ERROR_GATE`` on average; regression: values within
-    1 % of their range, none beyond ``MAX_ERROR_GATE``), the faster variant of the model whose own
+    their probabilities move more than ``MEAN_ERROR_GATE`` on average; multi-label: any
+    probability more than ``MAX_ERROR_GATE``; regression: values within 1 % of their range, none
+    beyond ``MAX_ERROR_GATE``), the faster variant of the model whose own
     gate agreed least is dropped (its gate marked failed, with why; its graph file removed), and
     the ensemble is measured again. Returns what was measured, for the manifest.
 
@@ -173,10 +174,16 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
                 c = compare(ref, got, task)  # each model's gate's own measure: values against their range
                 agree, moved = c["label_agreement"], c["max_prob_error"]
                 fine = agree >= min_agreement and moved <= MAX_ERROR_GATE
+            elif task == "multi_label":
+                # label sets at the tuned thresholds, and every probability within MAX_ERROR_GATE as each
+                # model's gate: a stacker reads raw logits, where a saturated sigmoid's int8 error is large
+                agree = agreement(task, got, ref, thresholds, 1e-3)
+                moved = float(np.abs(got - ref).max()) if len(ref) else 0.0
+                fine = agree >= min_agreement and moved <= MAX_ERROR_GATE
             else:
                 agree = agreement(task, got, ref, thresholds, 1e-3)
                 moved = float(np.abs(got - ref).max(1).mean()) if len(ref) else 0.0  # the fused probabilities users read
-                fine = agree >= min_agreement and (task != "single_label" or moved <= MEAN_ERROR_GATE)
+                fine = agree >= min_agreement and moved <= MEAN_ERROR_GATE
             if fine or not lossy:
                 break
             spec, key = min(
@@ -197,6 +204,7 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
             gate = spec.parity["gates"][key]
             gate["passed"] = False
             bound = f"its values moved up to {moved:.3f} of their range (at most {MAX_ERROR_GATE})" if task == "regression" else \
+                f"its probabilities moved up to {moved:.3f} (at most {MAX_ERROR_GATE})" if task == "multi_label" else \
                 f"its probabilities moved {moved:.3f} on average (at most {MEAN_ERROR_GATE})"
             gate["reason"] = f"dropped by the ensemble gate: {what} at auto agreed {agree:.2%} with fp32 (at least {min_agreement:.1%}), {bound}"
             if key == "int8_static" and spec.name in untightened:
