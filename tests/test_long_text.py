@@ -156,3 +156,42 @@ def test_head_tail_takes_the_tail_from_the_end_of_a_text_past_the_character_cap(
     end = TextTokenizer(path, 100_000).encode(["the movie was long final verdict terrible"]).flat[1:-1].tolist()
     start = TextTokenizer(path, 100_000).encode(["opening words"]).flat[1:-1].tolist()
     assert seq[-1 - len(end) : -1] == end and seq[1 : 1 + len(start)] == start
+
+
+@pytest.mark.parametrize("model", ["bert", "roberta"])
+def test_the_character_cap_never_empties_a_row(artifact, model):
+    """A row whose first max_chars characters give (almost) no tokens: a scraped page's run of
+    newlines, zero-width spaces, a long hex blob, trailing spaces under left truncation. The cap
+    cut it there and the model scored [CLS] [SEP]; now the cap cuts at a space and a cut row
+    that did not fill max_length is encoded as given. Ids equal the uncut text's."""
+    m = load_manifest(artifact)
+    spec = next(s for s in m.models if s.name == model)
+    review = "the acting was superb and the plot kept me guessing until the very end"
+    rows = ["\n" * 5000 + review, " " * 5000 + review, "\u200b" * 5000 + review, "deadbeef" * 525 + " " + review,
+            " " * 3990 + "x" * 200 + " " + review, (review + " ") * 400, review + " " * 9000]
+    for side in ("right", "left"):
+        for max_length in (16, 64):
+            tok = TextTokenizer(artifact / spec.tokenizer, max_length, truncation_side=side)
+            exact = TextTokenizer(artifact / spec.tokenizer, max_length, truncation_side=side)
+            exact.max_chars, exact.word_cut = 10**9, None
+            got, want = tok.encode(rows), exact.encode(rows)
+            np.testing.assert_array_equal(got.lengths, want.lengths, err_msg=f"{side} {max_length}")
+            np.testing.assert_array_equal(got.flat, want.flat, err_msg=f"{side} {max_length}")
+            assert (got.lengths > 4).all()
+
+
+def test_an_added_token_across_a_space_turns_the_word_cut_off(tmp_path):
+    """The word cut assumes no token spans a space; an added phrase ("new york") does, and a cut
+    inside it gave the split word's subwords."""
+    from tokenizers import Tokenizer
+
+    from stackscore.engine.tokenize import TextTokenizer as Tok
+    from stackscore.train.models import train_wordpiece
+
+    raw = train_wordpiece(["alpha beta gamma delta omega final words new york"] * 50, 100)
+    raw.save(str(tmp_path / "plain.json"))
+    assert Tok(tmp_path / "plain.json", 8).word_cut == 64
+    phrase = Tokenizer.from_file(str(tmp_path / "plain.json"))
+    phrase.add_tokens(["new york"])
+    phrase.save(str(tmp_path / "phrase.json"))
+    assert Tok(tmp_path / "phrase.json", 8).word_cut is None

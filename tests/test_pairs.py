@@ -98,14 +98,21 @@ def test_pairs_truncate_longest_first_like_transformers(tmp_path):
     # odd token of the (even) budget to B: other ids than transformers' (export's own long
     # parity pair failed fit about half the time).
     capped_a, capped_b = "a " * 5000, "a," * 2100  # 5,000 vs 4,200 tokens; 2,048 vs 4,096 in their first 4,096 characters
-    rows_a = [long_a, short_b, capped_a, capped_b]
-    rows_b = [short_b, long_a, capped_b, capped_a]
-    for max_length in (32, 64):
-        enc = TextTokenizer(tmp_path / "tokenizer.json", max_length).encode(list(zip(rows_a, rows_b)))
-        ref = hf(rows_a, rows_b, truncation=True, max_length=max_length)
-        for i in range(len(rows_a)):
-            assert enc.flat[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["input_ids"][i], (max_length, i)
-            assert enc.types[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["token_type_ids"][i], (max_length, i)
+    # Long pairs are encoded side by side (the pair encoder's overflow grew with the product of
+    # the two lengths: 3.7 GB for one row of two 64,000-character texts); near-equal lengths
+    # around the budget decide the odd token, on either truncation side.
+    words = "the movie was great but the ending felt rushed and a bit silly".split()
+    near = [" ".join(words[i % len(words)] for i in range(n)) for n in (15, 16, 17, 300, 301)]
+    rows_a = [long_a, short_b, capped_a, capped_b, *[a for a in near for _ in near]]
+    rows_b = [short_b, long_a, capped_b, capped_a, *[b for _ in near for b in near]]
+    for side in ("right", "left"):
+        hf.truncation_side = side
+        for max_length in (32, 33, 64):
+            enc = TextTokenizer(tmp_path / "tokenizer.json", max_length, truncation_side=side).encode(list(zip(rows_a, rows_b)))
+            ref = hf(rows_a, rows_b, truncation=True, max_length=max_length)
+            for i in range(len(rows_a)):
+                assert enc.flat[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["input_ids"][i], (side, max_length, i)
+                assert enc.types[enc.offsets[i] : enc.offsets[i] + enc.lengths[i]].tolist() == ref["token_type_ids"][i], (side, max_length, i)
 
 
 def test_cli_pair_field_required_and_refused(tmp_path, pair_fit, pair_data, artifact):

@@ -112,9 +112,12 @@ def _csr(seqs_lengths: np.ndarray) -> np.ndarray:
 
 
 SLICE = 1024  # rows per encode_batch call (bounds the tokenizer's transient memory)
-#: A sentence pair with a text past the character cap is encoded again with its texts up to this
-#: many characters: longest-first truncation gives the odd token of the budget to the longer
-#: text, and a cap can change which one that is (one token moved, other ids than transformers').
+#: Sentence pairs with a text longer than ``max_length * PAIR_SIDES_CHARS`` characters are encoded
+#: side by side (``_encode_pairs``), each side up to ``PAIR_EXACT_CHARS`` characters: the pair
+#: encoder's longest-first truncation builds an overflowing encoding for every pair of windows
+#: of the two texts (two 64,000-character texts at max_length 128: 3.7 GB for one row), and a
+#: character cap instead would change which text is longer, so which one gets the odd token.
+PAIR_SIDES_CHARS = 8
 PAIR_EXACT_CHARS = 1_000_000
 
 
@@ -162,7 +165,11 @@ class TextTokenizer:
         # space, so the cut text's tokens are the full text's up to the cut; if they still
         # overflow ``max_length`` (checked per row, ``Encoding.overflowing``), the first
         # ``max_length`` are the same ids; if not, the row is encoded whole.
-        self.word_cut = self.max_length * 8 if long_text == "truncate" and truncation_side == "right" and _splits_on_whitespace(self.tok) else None
+        # (an added token whose text holds a space, "new york" say, is a token across a space)
+        spans_space = any(any(c.isspace() for c in t.content) for t in self.tok.get_added_tokens_decoder().values())
+        self.word_cut = self.max_length * 8 if long_text == "truncate" and truncation_side == "right" and _splits_on_whitespace(self.tok) and not spans_space else None
+        self.truncation_side = truncation_side
+        self._sides = None  # the tokenizer without truncation, for long pairs (built on first use)
         self.keep_end = long_text == "truncate" and truncation_side == "left"  # the character cap keeps the end
 
     @property
@@ -178,45 +185,55 @@ class TextTokenizer:
         """
         return max(self.tok.get_vocab(with_added_tokens=True).values(), default=-1)
 
-    def encode(self, texts: list[str] | list[tuple[str, str]]) -> Encoded:
+    def _capped(self, t: str) -> str:
+        """``t`` within ``max_chars`` characters: truncation's side of it, cut at a space (a word
+        cut in two would give other subwords than the whole word)."""
         cap = self.max_chars
+        if len(t) <= cap:
+            return t
+        if self.cap_both_ends:
+            return t[: cap // 2] + " " + t[len(t) - cap // 2 :]
+        if self.keep_end:
+            k = t.find(" ", len(t) - cap)
+            return t[k + 1 :] if k >= 0 else t[-cap:]
+        k = t.rfind(" ", 0, cap)
+        return t[:k] if k > 0 else t[:cap]
+
+    def encode(self, texts: list[str] | list[tuple[str, str]]) -> Encoded:
         pairs = bool(texts) and isinstance(texts[0], tuple)
-
-        def capped(t: str) -> str:
-            if len(t) <= cap:
-                return t
-            if self.cap_both_ends:
-                return t[: cap // 2] + " " + t[len(t) - cap // 2 :]
-            return t[-cap:] if self.keep_end else t[:cap]
-
-        exact: dict[int, tuple[str, str]] = {}  # pair rows a cap cut -> their texts as longest-first must see them
-        if pairs:
-            exact = {i: (a[:PAIR_EXACT_CHARS], b[:PAIR_EXACT_CHARS]) for i, (a, b) in enumerate(texts) if len(a) > cap or len(b) > cap}
-            texts = [(capped(a), capped(b)) for a, b in texts]
-        else:
-            texts = [capped(t) for t in texts]
-        whole: dict[int, str] = {}  # rows cut at a word boundary -> their text before the cut
-        if self.word_cut is not None and not pairs:
-            for i, t in enumerate(texts):
-                if len(t) > self.word_cut and (c := _cut_after_words(t, self.word_cut, self.max_length)) is not t:
-                    whole[i] = t
-                    texts[i] = c
+        if pairs and self.long_text != "truncate":
+            raise StackscoreError(f"--long-text {self.long_text} applies to single texts; sentence pairs are truncated longest-first")
         if self.long_text != "truncate":
-            if pairs:
-                raise StackscoreError(f"--long-text {self.long_text} applies to single texts; sentence pairs are truncated longest-first")
-            return self._encode_long(texts)
+            return self._encode_long([self._capped(t) for t in texts])
+        full: dict[int, str] = {}  # single texts cut (the cap, the word cut) -> the text as given
+        sides: dict[int, tuple[str, str]] = {}  # long pairs: encoded side by side
+        if pairs:
+            long_pair = self.max_length * PAIR_SIDES_CHARS
+            sides = {i: (a[:PAIR_EXACT_CHARS], b[:PAIR_EXACT_CHARS]) for i, (a, b) in enumerate(texts) if len(a) > long_pair or len(b) > long_pair}
+            texts = [("", "") if i in sides else t for i, t in enumerate(texts)]
+        else:
+            texts = list(texts)
+            for i, t in enumerate(texts):
+                c = self._capped(t)
+                if self.word_cut is not None and len(c) > self.word_cut:
+                    c = _cut_after_words(c, self.word_cut, self.max_length)
+                if c is not t:
+                    full[i] = t
+                    texts[i] = c
         # Slices of SLICE rows: the Encoding objects (tokens, offsets, overflow) cost ~100x the
         # ids they carry, so they are turned into numpy and freed a slice at a time; the
         # window (the sorting unit) can then be large without a large transient peak.
         lengths_parts, flat_parts, type_parts = [], [], []
         for s in range(0, len(texts), SLICE):
             encs = self._encode(texts[s : s + SLICE], add_special_tokens=True)
-            for i in [i for i in whole if s <= i < s + SLICE and not encs[i - s].overflowing]:
-                # The cut text did not overflow max_length (words that gave no tokens): its ids
-                # might stop short of the full text's, so the whole text is encoded instead.
-                encs[i - s] = self._encode([whole[i]], add_special_tokens=True)[0]
-            for i in [i for i in exact if s <= i < s + SLICE]:
-                encs[i - s] = self._encode([exact[i]], add_special_tokens=True)[0]
+            for i in [i for i in full if s <= i < s + SLICE and not encs[i - s].overflowing]:
+                # The cut text did not overflow max_length (whitespace, words that gave no or few
+                # tokens before the cut): its ids might stop short of the full text's, so the
+                # text as given is encoded instead (a row of 5,000 newlines and then a review
+                # was scored as [CLS] [SEP]).
+                encs[i - s] = self._encode([full[i]], add_special_tokens=True)[0]
+            for i, enc in self._encode_pairs({i: p for i, p in sides.items() if s <= i < s + SLICE}).items():
+                encs[i - s] = enc
             lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
             flat_parts.append(np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum())))
             if pairs:
@@ -227,6 +244,30 @@ class TextTokenizer:
         flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int32)
         types = (np.concatenate(type_parts) if type_parts else np.zeros(0, dtype=np.int8)) if pairs else None
         return Encoded(flat, lengths, _csr(lengths), self.max_length, types=types)
+
+    def _encode_pairs(self, rows: dict[int, tuple[str, str]]) -> dict:
+        """Long pairs, as the pair encoder's longest-first truncation would give them, at a cost
+        linear in their length: each side encoded alone without truncation, cut to at most
+        ``max_length`` tokens, one more for the strictly longer side (so each side still has
+        more than its final share and the longer stays the longer, which decides the odd token),
+        then ``post_process`` applies the truncation and the pair template."""
+        if not rows:
+            return {}
+        if self._sides is None:
+            self._sides = Tokenizer.from_str(self.tok.to_str())
+            self._sides.no_truncation()
+            self._sides.no_padding()
+            self._sides.encode_special_tokens = self.tok.encode_special_tokens
+        order = list(rows)
+        firsts = self._sides.encode_batch([rows[i][0] for i in order], add_special_tokens=False)
+        seconds = self._sides.encode_batch([rows[i][1] for i in order], add_special_tokens=False)
+        m, side, out = self.max_length, self.truncation_side, {}
+        for i, a, b in zip(order, firsts, seconds):
+            la, lb = len(a), len(b)
+            a.truncate(min(la, m + (la > lb)), 0, side)
+            b.truncate(min(lb, m + (lb > la)), 0, side)
+            out[i] = self.tok.post_process(a, b, add_special_tokens=True)
+        return out
 
     def _encode_long(self, texts: list[str]) -> Encoded:
         bodies = [e.ids for e in self._encode(texts, add_special_tokens=False)]
