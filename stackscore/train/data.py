@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.readers import open_reader
+from ..engine.readers import detect_format, open_reader
 from ..errors import InputError
 from ..options import ReadOptions
 
@@ -56,12 +56,14 @@ def infer_task(labels: list, rows: int = 100_000) -> str:
     return "regression" if seen and all_numbers and fractional else "single_label"
 
 
-def _label_value(lab: Any, task: str, where: str, label_field: str):
-    """A row's label as the task needs it, or one line saying why it cannot be."""
+def _label_value(lab: Any, task: str, where: str, label_field: str, joined: bool = False):
+    """A row's label as the task needs it, or one line saying why it cannot be. ``joined``: the
+    file is CSV/TSV, whose cells hold a multi-label row's labels joined with ``|`` (as the
+    engine's CSV output writes them; an empty cell: none on); JSON and Parquet hold lists."""
     if lab is None:
         raise InputError(f"{where}: field '{label_field}' is missing")
     if task == "multi_label":
-        if isinstance(lab, str):  # a CSV/TSV cell: the labels on joined with | (empty: none), as the engine writes them
+        if joined and isinstance(lab, str):
             lab = [x for x in lab.split("|") if x]
         if not isinstance(lab, list) or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in lab):
             raise InputError(f"{where}: field '{label_field}' must be a list of labels for a multi-label task, got {type(lab).__name__}")
@@ -83,7 +85,8 @@ def _label_value(lab: Any, task: str, where: str, label_field: str):
 
 def convert_labels(raw: list, task: str, path: str | Path, label_field: str = "label") -> list:
     """Labels as read -> what ``task`` needs, or one line naming file, row and field."""
-    return [_label_value(lab, task, f"{path}: row {i}", label_field) for i, lab in enumerate(raw)]
+    joined = Path(path).is_file() and detect_format(path)[0] in ("csv", "tsv")
+    return [_label_value(lab, task, f"{path}: row {i}", label_field, joined) for i, lab in enumerate(raw)]
 
 
 def load_labelled(path: str | Path, text_field: str = "text", label_field: str = "label", pair_field: str | None = None, task: str | None = "single_label", tsv_quotes: str = ReadOptions.tsv_quotes) -> tuple[list, list]:
