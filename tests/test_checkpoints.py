@@ -236,6 +236,22 @@ def test_max_length_beyond_what_the_checkpoint_or_exporter_handles_is_refused(tm
         run_fit(fixed_config(data, [{"name": "c", "source": str(bert), "max_length": 512}]), tmp_path / "w2")
 
 
+@pytest.mark.parametrize("model_type", ["data2vec-text", "xlm-roberta-xl", "mpnet", "roberta-prelayernorm", "xmod", "roberta"])
+def test_roberta_style_positions_leave_fewer_rows_than_the_table_has(model_type):
+    """Models that copied RoBERTa's positions (counted from pad_token_id + 1) can take 128 tokens
+    with 130 position embeddings: data2vec-text and XLM-R-XL at 130 failed fit with a traceback
+    ("index 130 is out of bounds"), MPNet at export."""
+    from transformers import AutoConfig
+
+    from stackscore.errors import StackscoreError
+    from stackscore.train.models import check_max_length
+
+    config = AutoConfig.for_model(model_type, max_position_embeddings=130, pad_token_id=1)
+    check_max_length("m", config, 128)
+    with pytest.raises(StackscoreError, match="max_length 130 is more than its 128 position embeddings"):
+        check_max_length("m", config, 130)
+
+
 def test_big_bird_below_its_sparse_threshold_matches_pytorch(tmp_path, data):
     from stackscore import Ensemble
 

@@ -183,7 +183,13 @@ REFUSED_ARCHITECTURES = {
 }
 
 
-ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")  # positions start after pad_token_id
+# Positions start after pad_token_id (RoBERTa's scheme, and every model that copied it: found in
+# transformers 5.x by its modeling code's padding_idx offset); others count from 0. An
+# architecture missing here ran past its table with a traceback ("index 130 is out of bounds").
+ROBERTA_POSITIONS = (
+    "roberta", "xlm-roberta", "camembert", "longformer", "xlm-roberta-xl", "data2vec-text", "roberta-prelayernorm",
+    "xmod", "ibert", "mpnet", "luke", "lilt", "markuplm", "layoutlmv3", "esm",
+)
 
 
 def check_max_length(name: str, config, max_length: int) -> None:
