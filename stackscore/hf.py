@@ -156,7 +156,7 @@ def _pads_right(tok):
 # to the traced rows (it fails on a dummy input without <eos>). ``eos_pooled_logits`` gathers each
 # row's own last <eos>: the same states whenever transformers' rule holds, and per row otherwise,
 # which is what transformers gives that row scored alone.
-EOS_POOLED = ("bart", "mbart", "plbart", "mvp", "t5", "mt5", "umt5")
+EOS_POOLED = ("bart", "mbart", "plbart", "mvp", "bigbird_pegasus", "t5", "mt5", "umt5")
 
 
 def classifier_logits(model, input_ids, attention_mask, **inputs):

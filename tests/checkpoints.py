@@ -42,9 +42,13 @@ ARCHS = {
     "bart": ("BartConfig", "BartForSequenceClassification", "bpe", {**SEQ2SEQ}),
     "mbart": ("MBartConfig", "MBartForSequenceClassification", "bpe", {**SEQ2SEQ}),
     "t5": ("T5Config", "T5ForSequenceClassification", "bpe", {"d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 1, "num_heads": 2, "decoder_start_token_id": 1}),
+    # BART-shaped head: refused by a trace of transformers' own <eos> selection before it was eos-pooled
+    "bigbird_pegasus": ("BigBirdPegasusConfig", "BigBirdPegasusForSequenceClassification", "bpe", {**SEQ2SEQ, "attention_type": "original_full"}),
+    # its embedding (QuantEmbedding) has no num_embeddings: fit crashed checking the tokenizer's ids
+    "ibert": ("IBertConfig", "IBertForSequenceClassification", "bpe", {"type_vocab_size": 1}),
 }
 # The keys a config class does not take (they name their sizes differently).
-OWN_SIZES = {"distilbert", "funnel", "xlnet", "gpt2", "bart", "mbart", "t5"}
+OWN_SIZES = {"distilbert", "funnel", "xlnet", "gpt2", "bart", "mbart", "t5", "bigbird_pegasus"}
 REFUSED = ("longformer", "funnel", "xlnet")
 
 

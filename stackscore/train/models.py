@@ -431,7 +431,8 @@ def check_ids_fit(name: str, model, tok, pairs: bool) -> None:
     them (and the engine refuses the artifact at load). One line here, before any work."""
     import inspect
 
-    rows = model.get_input_embeddings().num_embeddings
+    emb = model.get_input_embeddings()
+    rows = getattr(emb, "num_embeddings", None) or int(emb.weight.shape[0])  # I-BERT's QuantEmbedding has no num_embeddings
     top = max(tok.get_vocab().values(), default=-1)
     if top >= rows:
         raise StackscoreError(
