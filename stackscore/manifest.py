@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .errors import ArtifactError
 
 FORMAT_VERSION = "2.0"
@@ -170,10 +171,8 @@ def write_manifest(directory: Path, manifest: Manifest) -> Path:
             rel = p.relative_to(directory).as_posix()
             files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     manifest.files = files
-    tmp = directory / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
-    tmp.replace(directory / MANIFEST_NAME)
-    return directory / MANIFEST_NAME
+    # the temporary name ends in .tmp: never listed above, should a crash leave it
+    return atomic_write(directory / MANIFEST_NAME, json.dumps(manifest.to_json(), indent=2, sort_keys=False) + "\n")
 
 
 def _require(obj: dict, key: str, typ: type | tuple[type, ...], where: str) -> Any:

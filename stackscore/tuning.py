@@ -21,13 +21,12 @@ the same way; without a record OpenVINO's own fused kernels run.
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write
 from .errors import StackscoreError
 
 RECORD = "tuning.json"
@@ -86,9 +85,7 @@ def record(cache_dir: Path, key: str, entry: dict[str, Any]) -> Path:
             pass
         data = _load(cache_dir)
         data[key] = entry
-        tmp = cache_dir / f".{RECORD}.{os.getpid()}.{threading.get_ident()}.tmp"
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, cache_dir / RECORD)
+        atomic_write(cache_dir / RECORD, json.dumps(data, indent=1, sort_keys=True))
     return cache_dir / RECORD
 
 

@@ -132,7 +132,7 @@ def test_spark_executors_load_an_artifact_exported_again_to_the_same_path(copy):
     from stackscore.engine.scorer import Scorer
     from stackscore.errors import ArtifactError
     from stackscore.integrations.spark import _scorer
-    from stackscore.manifest import FusionSpec, load_manifest, write_manifest
+    from stackscore.manifest import load_manifest
     from stackscore.options import RunOptions
 
     run, texts = RunOptions(precision="fp32", threads=1), ["a fine movie", "terrible plot and bad acting"]

@@ -374,3 +374,21 @@ def test_a_runs_own_part_names_past_a_million_parts_are_its_own():
     for name in ("keep.txt", "part-12.jsonl", "notes.progress.json"):
         assert not OWN_PART.match(name), name
     assert int(PART_NUMBER.match("part-1000000.jsonl").group(1)) == 1_000_000
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """The one helper every small in-place write goes through (stats, progress, manifest, tuning
+    record, compiled blobs): the old file survives a failed write, and no temporary is left."""
+    from stackscore.atomic import atomic_write
+
+    target = tmp_path / "stats.json"
+    atomic_write(target, "old")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    with pytest.raises(OSError):
+        atomic_write(target, b"new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]

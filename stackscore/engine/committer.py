@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write
 from ..errors import StackscoreError
 from .writers import ResultBlock, open_writer, output_format
 
@@ -49,11 +50,7 @@ def check_output_path(output: Path, input_path: Path | None = None) -> None:
     if not os.access(parent, os.W_OK):
         raise StackscoreError(f"{output}: output directory {parent} is not writable")
     if input_path is not None:
-        try:  # same inode: the same path, a symlink to it or a hard link
-            same = output.exists() and os.path.samefile(input_path, output)
-        except OSError:
-            same = False
-        if same or output.resolve() == Path(input_path).resolve():
+        if _same_file(output, input_path):
             raise StackscoreError(f"{output}: this is the input file {input_path}; write the predictions to another path (--overwrite does not apply)")
 
 
@@ -89,12 +86,7 @@ def check_side_file(path: Path, flag: str, inputs: list[Path], output: str | Pat
 
 def write_side_file(path: Path, data: bytes) -> None:
     """Written beside and renamed: a crash leaves the old file or the new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, data)
 
 
 def _start_time(pid: int) -> str:
@@ -302,10 +294,8 @@ class CommittedOutput:
         shutil.rmtree(self.dir)
 
     def _save_progress(self) -> None:
-        tmp = self.dir / (PROGRESS + ".tmp")
         rec = {"rows": self.rows_done, "parts": self.parts, "fingerprint": self.fingerprint}
-        tmp.write_text(json.dumps(rec))
-        os.replace(tmp, self.dir / PROGRESS)
+        atomic_write(self.dir / PROGRESS, json.dumps(rec), tmp=self.dir / (PROGRESS + ".tmp"))  # a name OWN_PART knows
 
     # -- parts -------------------------------------------------------------------------------
     def part_path(self, i: int) -> Path:

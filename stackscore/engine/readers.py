@@ -499,15 +499,12 @@ def _columns_or_fail(path: Path, names: list[str], text_field: str, id_field: st
     return cols
 
 
-#: How ids are decoded whatever ``--encoding-errors`` says: replacing their bad bytes with U+FFFD
-#: made distinct ids equal (``Jos\xe9`` and ``Jos\xe8`` both ``Jos\ufffd``).
-IDS_STRICT = "strict-id"
-
-
-def _decode_column(col, row: int, encoding_errors: str, field: str | None = None) -> tuple[Any, dict[int, str]]:
+def _decode_column(col, row: int, encoding_errors: str, field: str | None = None, replaceable: bool = True) -> tuple[Any, dict[int, str]]:
     """A binary column as text: one C-level cast when it is all valid UTF-8, else row by row
     (one bad byte sequence marks its row, not the whole block). ``field``: named in the error
-    (an id or label column; the text's errors name the row only, as they always have)."""
+    (an id or label column; the text's errors name the row only, as they always have).
+    ``replaceable=False`` (ids): strict whatever ``--encoding-errors`` says, since replacing bad
+    bytes with U+FFFD made distinct ids equal (``Jos\xe9`` and ``Jos\xe8`` both ``Jos\ufffd``)."""
     import pyarrow as pa
 
     try:
@@ -522,11 +519,11 @@ def _decode_column(col, row: int, encoding_errors: str, field: str | None = None
         try:
             values.append(v.decode("utf-8"))
         except UnicodeDecodeError as ue:
-            if encoding_errors == "replace":
+            if replaceable and encoding_errors == "replace":
                 values.append(v.decode("utf-8", "replace"))
             else:
                 values.append(None)
-                hint = "use --encoding-errors replace" if encoding_errors != IDS_STRICT else "an id is kept as written, never replaced"
+                hint = "use --encoding-errors replace" if replaceable else "an id is kept as written, never replaced"
                 bad[i] = f"row {row + i}: {f'field {field!r}: ' if field else ''}invalid UTF-8 at byte {ue.start} ({hint})"
     return pa.array(values, type=pa.string()), bad
 
@@ -577,7 +574,7 @@ def _from_arrow_batches(batches: Iterator[Any], path: Path, text_field: str, id_
         id_arr = _plain(batch.column(id_col)) if id_col else None
         unreadable: dict[int, str] = {}
         if id_arr is not None and text_columns:
-            decoded, unreadable = _decode_column(id_arr, row, IDS_STRICT, id_col)
+            decoded, unreadable = _decode_column(id_arr, row, encoding_errors, id_col, replaceable=False)
             ids = decoded.to_pylist()
             id_type = pa.string()
         else:

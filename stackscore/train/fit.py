@@ -420,7 +420,8 @@ def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, Bas
     learned on the fusion rows. Out-of-fold (``kfold``), those rows were scored by fold models,
     less confident than the final ones the engine runs: the thresholds are then raised to keep
     the planned stop shares on the test split's final-model outputs (``Cascade.hold_stop_shares``;
-    label-free). Returns the fitted ``Cascade``, or a one-line reason it is not used."""
+    label-free). Returns the fitted ``Cascade`` (or a one-line reason it is not used) and the
+    held thresholds' record (``None`` when not held)."""
     from ..fusion.cascade import Cascade
 
     f = cfg.fusion
@@ -434,17 +435,17 @@ def fit_cascade(cfg: FitConfig, s: Splits, names: list[str], base: dict[str, Bas
         )
     except ValueError as exc:
         log(f"cascade: not used ({exc})")
-        return str(exc)
-    c.held_out_ = None
+        return str(exc), None
+    held = None
     if kfold and len(s.test):
-        c.held_out_ = c.hold_stop_shares({n: base[n].test for n in names})
-        raised = [f"{'+'.join(h['models'])} {h['threshold_fold_models']:.4f} -> {h['threshold']:.4f}" for h in c.held_out_ if h["threshold"] != h["threshold_fold_models"]]
+        held = c.hold_stop_shares({n: base[n].test for n in names})
+        raised = [f"{'+'.join(h['models'])} {h['threshold_fold_models']:.4f} -> {h['threshold']:.4f}" for h in held if h["threshold"] != h["threshold_fold_models"]]
         if raised:
             log(f"cascade: thresholds raised to keep the planned stop shares on the final models (test split, {len(s.test)} rows): {', '.join(raised)}")
     shares = ", ".join(f"{'+'.join(st.models)} {share:.0%}" for st, share in zip(c.stages_, c.stop_share_))
     log(f"cascade: {' -> '.join(c.order_)} by cost; rows stopping per stage (fusion rows, cross-validated): {shares}; "
         f"expected {c.full_cost_ / max(c.expected_cost_, 1e-12):.2f}x less model time, agreement {c.agreement_:.2%}")
-    return c
+    return c, held
 
 
 def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base: dict[str, BaseOutputs], sel: Selection, y_meta: np.ndarray, samples: Samples, cascade=None) -> None:
@@ -503,13 +504,13 @@ def fit(cfg: FitConfig, out: str | Path, log: Callable[[str], None] = print) -> 
     outs = [base[n].fusion for n in names]
     test_outs = [base[n].test for n in names]
     sel = Selection(*select_fusion(cfg, outs, y_meta, log, s.task, s.labels))
-    cascade = fit_cascade(cfg, s, names, base, sel, y_meta, log, rows.kfold) if cfg.fusion.cascade else None
+    cascade, held = fit_cascade(cfg, s, names, base, sel, y_meta, log, rows.kfold) if cfg.fusion.cascade else (None, None)
     fitted_cascade = cascade if not isinstance(cascade, str) else None
     write_fit_state(cfg, s, out, names, base, sel, y_meta, samples, fitted_cascade)
     check = export_checked(out, s, sel, test_outs, log, fitted_cascade, names)
     report = fit_report(cfg, s, rows, names, base, sel, y_meta, test_outs, check, timings, t_start)
     if cascade is not None:
-        report["cascade"] = cascade_report(cascade, names, base, s) if fitted_cascade else {"skipped": cascade}
+        report["cascade"] = cascade_report(cascade, names, base, s, held) if fitted_cascade else {"skipped": cascade}
     write_report(out, report)
     log(report["verdict"])
     return report
@@ -548,12 +549,13 @@ def fit_report(cfg: FitConfig, s: Splits, rows: FusionRows, names: list[str], ba
     )
 
 
-def cascade_report(c, names: list[str], base: dict[str, BaseOutputs], s: Splits) -> dict[str, Any]:
-    """The cascade on the test split (rows it never learned from), and why it saves little when it does."""
+def cascade_report(c, names: list[str], base: dict[str, BaseOutputs], s: Splits, held: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The cascade on the test split (rows it never learned from), and why it saves little when it
+    does. ``held``: ``fit_cascade``'s record of thresholds held to the plan on these same rows."""
     r = c.evaluate({n: base[n].test for n in names}, s.y_test)
     r["costs_measured"] = "seconds per row predicting the test split at fit time (PyTorch / scikit-learn)"
-    if getattr(c, "held_out_", None):  # its stop shares were held to the plan on these same rows
-        r["thresholds_held_on_test_split"] = c.held_out_
+    if held:  # its stop shares were held to the plan on these same rows (their texts, not labels)
+        r["thresholds_held_on_test_split"] = held
     first = r["stages"][0]
     if first["stop_share"] < 0.3:
         at = "no threshold kept the criteria, so it never stops a row" if first["threshold"] > 1 else f"threshold {first['threshold']:.4f}"

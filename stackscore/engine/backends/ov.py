@@ -195,17 +195,16 @@ class OpenVinoBackend:
         """Keep ``compiled`` as ``blob``: written beside it, then renamed (a concurrent reader
         sees no file or a whole one). A cache that cannot be written is no cache, not an error."""
         import io
-        import os
 
-        tmp = blob.with_name(f".{blob.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        from ...atomic import atomic_write
+
         try:
             stream = io.BytesIO()  # the binding writes to nothing else
             with c_locale_while_building():
                 compiled.export_model(stream)
-            tmp.write_bytes(stream.getbuffer())
-            os.replace(tmp, blob)
+            atomic_write(blob, stream.getbuffer())
         except Exception:  # noqa: BLE001 - see above
-            tmp.unlink(missing_ok=True)
+            pass
 
     def _prepare(self, options: RunOptions, precision: str, graph_sha256: str | None, streams: int, fused_attention: bool = True):
         ov = import_openvino()
