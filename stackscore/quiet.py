@@ -55,3 +55,32 @@ def muted() -> Iterator[None]:
             yield
     finally:
         root.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_stdout_muted() -> Iterator[None]:
+    """Around a call whose C++ side prints to file descriptor 1 (``redirect_stdout`` does not reach
+    it): torch's TorchScript exporter dumps the whole IR graph (tens of KB) to stdout before raising
+    on an unsupported operator, since its ``setup_onnx_logging`` tests a function's truthiness, not
+    its result. Dropped unless verbose; the exception itself still raises."""
+    if _VERBOSE:
+        yield
+        return
+    import sys
+    import tempfile
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no descriptor 1 to redirect: leave it as it is
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)

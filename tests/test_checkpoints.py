@@ -833,3 +833,20 @@ def test_a_fresh_head_is_initialised_by_the_architectures_own_rules(tmp_path, ar
     built = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(str(ckpt)))
     got, want = (float(m.get_submodule(head).weight.std()) for m in (factory(), built))
     assert 0.7 < got / want < 1.4, (got, want)
+
+
+def test_an_operator_onnx_cannot_export_is_one_error_without_torchs_ir_dump(tmp_path, capfd):
+    """FNet's Fourier mixing (``aten::fft_fftn``) has no ONNX operator: torch's exporter printed the
+    whole IR graph (~28 KB for one tiny layer) to file descriptor 1 before raising, burying the
+    one-line error fit and export give for it."""
+    import torch
+    from transformers import FNetConfig, FNetForSequenceClassification
+
+    from stackscore.export.onnx_graph import torch_to_onnx
+
+    model = FNetForSequenceClassification(FNetConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, intermediate_size=37, num_labels=2, max_position_embeddings=64)).eval()
+    capfd.readouterr()
+    with pytest.raises(torch.onnx.errors.UnsupportedOperatorError, match="fft"):
+        torch_to_onnx(model, tmp_path / "fnet.onnx", pad_id=0)
+    out = capfd.readouterr()
+    assert "Torch IR graph" not in out.out + out.err and len(out.out) < 200, out.out[:300]

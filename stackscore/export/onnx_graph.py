@@ -121,7 +121,9 @@ def torch_to_onnx(model, path: Path, pad_id: int, opset: int = OPSET, order: lis
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
-    with warnings.catch_warnings(), torch.inference_mode():
+    from ..quiet import native_stdout_muted
+
+    with warnings.catch_warnings(), torch.inference_mode(), native_stdout_muted():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             label_ordered(model, order, with_types), args, str(path), input_names=names, output_names=["logits"],
