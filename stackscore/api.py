@@ -162,7 +162,17 @@ class Ensemble:
 
     def score_file(self, input_path: str | Path, output_path: str | Path, **options: Any) -> ScoreStats:
         """Score a file as ``stackscore score`` does; ``options`` are its flat names
-        (``text_field``, ``chunk_rows``, ``on_error``, ``resume`` ...), run as this ensemble runs."""
+        (``text_field``, ``chunk_rows``, ``on_error``, ``resume`` ...), run as this ensemble runs.
+        How the models run (``long_text``, ``precision``, ``token_budget`` ...) is the ensemble's
+        own: given here, it is refused in one line naming ``Ensemble.load``."""
+        from dataclasses import fields
+
+        from .errors import StackscoreError
+
+        run_keys = sorted(set(options) & {f.name for f in fields(RunOptions)})
+        if run_keys:
+            given = ", ".join(f"{k}=" for k in run_keys)
+            raise StackscoreError(f"{given} set{'s' if len(run_keys) == 1 else ''} how this ensemble's models run, fixed when it was loaded: pass it to Ensemble.load(artifact, {given}...), not to score_file")
         return score_file(self.scorer, input_path, output_path, ScoreOptions.from_kwargs(run=self.scorer.options, **options))
 
 

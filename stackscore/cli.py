@@ -120,7 +120,8 @@ def score(
     label_field: Optional[str] = typer.Option(None, help="Column with true labels: report accuracy (not written)."),
     token_budget: int = typer.Option(_RUN.token_budget, help="Max padded tokens (rows x length) per batch for a model the size of MiniLM-L6 (2048: measured best on 2 CPU cores, see benchmarks/RESULTS.md); on CPUs a smaller model gets proportionally more, up to 8x."),
     chunk_rows: int = typer.Option(_READ.window_rows, help="Rows per window (the length-sorting window)."),
-    long_text: str = typer.Option(_RUN.long_text, help="Texts over max_length tokens: truncate, head-tail, or windows (averaged)."),
+    long_text: str = typer.Option(_RUN.long_text, help="Texts over max_length tokens: truncate (the first max_length), head-tail (the first quarter and the last three quarters), or windows (logits averaged over --max-windows windows at half a window's stride; text past them is cut)."),
+    max_windows: int = typer.Option(_RUN.max_windows, help="--long-text windows: windows per row (8 reads about 4.5 x max_length tokens); rows longer than that are counted as truncated."),
     precision: str = typer.Option("auto", help="auto (fastest precision whose export gate passed on this hardware), fp32, int8, bf16 (OpenVINO) or fp16 (GPU)."),
     backend: str = typer.Option(_RUN.backend, help="auto, onnxruntime or openvino."),
     device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
@@ -179,7 +180,7 @@ def score(
     run = RunOptions(
         providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
         backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu, token_budget=token_budget, long_text=long_text,
-        cascade=_on_off("--cascade", cascade), cache_dir=cache_dir, streams=streams,
+        max_windows=max_windows, cascade=_on_off("--cascade", cascade), cache_dir=cache_dir, streams=streams,
     )
     opts = ScoreOptions(
         ReadOptions(

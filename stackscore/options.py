@@ -93,6 +93,7 @@ class RunOptions:
     max_batch_rows: int = 256
     scale_batches: bool = True  # on CPUs a model smaller than MiniLM gets up to 8x the budget and rows (batcher.batch_scale); False: exactly as given
     long_text: str = "truncate"  # truncate | head-tail | windows (see engine/tokenize.py)
+    max_windows: int = 8  # windows mode: windows per row at half a window's stride; text past them is cut (counted as truncated)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
     cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none
@@ -106,6 +107,7 @@ class RunOptions:
         _one_of("--long-text", self.long_text, LONG_TEXT_MODES)
         _positive("token budget", self.token_budget)
         _positive("max batch rows", self.max_batch_rows)
+        _positive("--max-windows", self.max_windows)
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
             raise StackscoreError(f"threads must be 0 (all cores) or a positive whole number, not {self.threads!r}")
         if not isinstance(self.streams, int) or isinstance(self.streams, bool) or self.streams < 0:
@@ -225,6 +227,8 @@ def fingerprint_options(opts: ScoreOptions) -> dict[str, Any]:
     # batch geometry moves the last bits of a probability (other padding, other sums): a resume
     # under another keeps neither run's bytes. Recorded where not the default: runs from before it resume.
     geometry = {k: getattr(opts.run, k) for k in ("token_budget", "max_batch_rows", "scale_batches", "bucket_lengths") if getattr(opts.run, k) != getattr(_RUN_DEFAULTS, k)}
+    if opts.run.long_text == "windows" and opts.run.max_windows != _RUN_DEFAULTS.max_windows:  # how far into a row its windows read
+        geometry["max_windows"] = opts.run.max_windows
     return {**read, **write, "long_text": opts.run.long_text, "cascade": opts.run.cascade, **geometry}
 
 

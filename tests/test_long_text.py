@@ -195,3 +195,60 @@ def test_an_added_token_across_a_space_turns_the_word_cut_off(tmp_path):
     phrase.add_tokens(["new york"])
     phrase.save(str(tmp_path / "phrase.json"))
     assert Tok(tmp_path / "phrase.json", 8).word_cut is None
+
+
+@pytest.mark.parametrize("model", ["bert", "roberta"])
+@pytest.mark.parametrize("mode", ["head-tail", "windows"])
+def test_head_tail_and_windows_read_a_row_past_the_cap_as_its_whole_text(artifact, model, mode):
+    """Past the character cap, windows read the cap's first characters and head-tail the cap's two
+    halves. A run of newlines / zero-width spaces / spaces longer than that (a scraped page) left
+    them nothing, or the middle of the review: WordPiece rows scored as [CLS] [SEP], a "tail" from
+    the middle of the text. Now a cut part that gives fewer ids than the mode reads is encoded
+    whole; the ids equal those of the text encoded uncut."""
+    m = load_manifest(artifact)
+    spec = next(s for s in m.models if s.name == model)
+    review = " ".join(f"the acting was superb number{i} and the plot kept me guessing" for i in range(60))
+    tok = TextTokenizer(artifact / spec.tokenizer, 16, mode, max_windows=3)
+    run = tok.max_chars + 500
+    rows = ["\n" * run + review, review + " " * run, "\u200b" * run + review + "\n" * run, " " * run + "short review",
+            review + " " + review * 40, "\n" * run + review * 40]
+    exact = TextTokenizer(artifact / spec.tokenizer, 16, mode, max_windows=3)
+    exact.max_chars = 10**9
+    got, want = tok.encode(rows), exact.encode(rows)
+    np.testing.assert_array_equal(got.lengths, want.lengths)
+    np.testing.assert_array_equal(got.flat, want.flat)
+    if mode == "windows":
+        np.testing.assert_array_equal(got.owner, want.owner)
+    assert got.truncated == want.truncated == (5 if model == "bert" else 6)  # all but WordPiece's short review lose text
+
+
+def test_windows_count_only_rows_they_do_not_cover_as_truncated_and_max_windows_sets_the_reach(bert_tok, tmp_path):
+    path, _ = bert_tok
+    body = TextTokenizer(path, 100_000).encode([LONG]).flat[1:-1]
+    n = 14  # max_length 16 less [CLS] [SEP]
+    for windows in (2, 8, 200):
+        enc = TextTokenizer(path, 16, "windows", max_windows=windows).encode([LONG, "tiny"])
+        reach = n + (windows - 1) * (n // 2)
+        assert (enc.owner == 0).sum() == min(windows, -(-(len(body) - n) // (n // 2)) + 1)
+        assert enc.truncated == int(len(body) > reach), windows
+        k = (enc.owner == 0).sum() - 1
+        last = enc.flat[enc.offsets[k] + 1 : enc.offsets[k] + enc.lengths[k] - 1]
+        if len(body) <= reach:  # the last window ends with the text's last tokens
+            np.testing.assert_array_equal(last, body[len(body) - len(last) :])
+    with pytest.raises(StackscoreError, match="--max-windows"):
+        RunOptions(max_windows=0)
+    from stackscore.options import ScoreOptions, fingerprint_options
+
+    assert "max_windows" not in fingerprint_options(ScoreOptions(run=RunOptions(long_text="windows")))
+    assert "max_windows" not in fingerprint_options(ScoreOptions(run=RunOptions(max_windows=3)))  # truncate reads no windows
+    assert fingerprint_options(ScoreOptions(run=RunOptions(long_text="windows", max_windows=3)))["max_windows"] == 3
+
+
+def test_run_options_given_to_score_file_name_ensemble_load(artifact, tmp_path):
+    from stackscore.api import Ensemble
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "good film"}\n')
+    with pytest.raises(StackscoreError, match=r"long_text= sets how .* Ensemble.load\(artifact, long_text=") as e:
+        Ensemble.load(artifact).score_file(src, tmp_path / "out.jsonl", long_text="windows")
+    assert "\n" not in str(e.value) and not (tmp_path / "out.jsonl").exists()

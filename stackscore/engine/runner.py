@@ -90,7 +90,7 @@ class TransformerRunner:
         """A runner on one backend with the scorer's batch geometry for a graph of
         ``flops_per_token`` (export's gates and calibration)."""
         options = options or RunOptions()
-        tok = TextTokenizer(tokenizer_json, max_length, options.long_text, truncation_side=truncation_side, split_special_tokens=split_special_tokens)
+        tok = TextTokenizer(tokenizer_json, max_length, options.long_text, options.max_windows, truncation_side=truncation_side, split_special_tokens=split_special_tokens)
         buckets = buckets_for(max_length) if options.bucketed else None
         budget, rows, overhead = batch_geometry(flops_per_token, options)
         return cls(name, tok, pad_id, [backend], budget, rows, buckets, overhead_tokens=overhead)
@@ -424,7 +424,7 @@ def _tokenizer(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
     key = f"{manifest.files.get(spec.tokenizer, {}).get('sha256', spec.tokenizer)}:{spec.max_length}:{spec.truncation_side}:{spec.split_special_tokens}"
     if key not in cache:
         path = resolve_inside(artifact_dir, spec.tokenizer, f"models[{spec.name}].tokenizer")
-        cache[key] = TextTokenizer(path, spec.max_length, options.long_text, truncation_side=spec.truncation_side, split_special_tokens=spec.split_special_tokens)
+        cache[key] = TextTokenizer(path, spec.max_length, options.long_text, options.max_windows, truncation_side=spec.truncation_side, split_special_tokens=spec.split_special_tokens)
     tok = cache[key]
     vocab = spec.parity.get("vocab_size")
     if vocab is not None and (tok.max_id >= vocab or spec.pad_id >= vocab):

@@ -16,7 +16,8 @@ Long texts (``long_text``):
 - ``head-tail``: the first quarter and the last three quarters of the budget (reviews often
   conclude at the end; head+tail is the known-good recipe for IMDb-length text);
 - ``windows``: overlapping windows (stride half a window, at most ``max_windows``), each scored,
-  logits averaged per row: ``Encoded.owner`` maps every sequence to its row.
+  logits averaged per row: ``Encoded.owner`` maps every sequence to its row. Text past the last
+  window is not read (the row counts as truncated; ``--max-windows`` sets the reach).
 """
 
 from __future__ import annotations
@@ -154,9 +155,6 @@ class TextTokenizer:
         # (a row of nothing but whitespace for that long is the exception: documented).
         windows = 1 if long_text == "truncate" else max_windows
         self.max_chars = max(4096, self.max_length * 64 * windows)
-        # head-tail keeps both ends of a text past the cap: its first and last halves, so the
-        # tail tokens are the document's last, not those of wherever the cap fell.
-        self.cap_both_ends = long_text == "head-tail"
         # Truncation still tokenizes the whole text (an IMDb review: ~1,300 characters for 64
         # tokens, 0.4 s per 2,000 rows per tokenizer). ``word_cut``: where words are split at
         # spaces before subwords (BERT, byte-level BPE, Metaspace, Whitespace) and normalized
@@ -191,8 +189,6 @@ class TextTokenizer:
         cap = self.max_chars
         if len(t) <= cap:
             return t
-        if self.cap_both_ends:
-            return t[: cap // 2] + " " + t[len(t) - cap // 2 :]
         if self.keep_end:
             k = t.find(" ", len(t) - cap)
             return t[k + 1 :] if k >= 0 else t[-cap:]
@@ -204,7 +200,7 @@ class TextTokenizer:
         if pairs and self.long_text != "truncate":
             raise StackscoreError(f"--long-text {self.long_text} applies to single texts; sentence pairs are truncated longest-first")
         if self.long_text != "truncate":
-            return self._encode_long([self._capped(t) for t in texts])
+            return self._encode_long(list(texts))
         full: dict[int, str] = {}  # single texts cut (the cap, the word cut) -> the text as given
         sides: dict[int, tuple[str, str]] = {}  # long pairs: encoded side by side
         if pairs:
@@ -269,24 +265,59 @@ class TextTokenizer:
             out[i] = self.tok.post_process(a, b, add_special_tokens=True)
         return out
 
+    def _long_bodies(self, texts: list[str]) -> tuple[list[list[int]], set[int]]:
+        """Each text's content ids as far as its mode reads them: whole below the character cap;
+        past it, ``windows`` reads the text's start (cut at a space: its ids are the whole
+        text's first) and ``head-tail`` its two ends, each cut at a space and encoded apart (the
+        tail's ids are the whole text's last). Where the cut part gave fewer ids than the mode
+        uses (thousands of newlines, zero-width or other characters that give no token next to
+        the cut), the text is encoded whole instead: a row that began or ended with such a run
+        was scored on the middle of its text, or as an empty row. Also returns the rows whose
+        ids stop at the cap (the text goes on past them)."""
+        cap, n = self.max_chars, self.body
+        head = n // 4
+        need = n if self.long_text == "head-tail" else n + (self.max_windows - 1) * max(1, n // 2)
+        ends = self.long_text == "head-tail"  # its capped rows are read at both ends below
+        bodies = [e.ids for e in self._encode([t if len(t) <= cap else "" if ends else self._capped(t) for t in texts], add_special_tokens=False)]
+        partial: set[int] = set()
+        for i in [i for i, t in enumerate(texts) if len(t) > cap]:
+            t = texts[i]
+            if self.long_text == "head-tail":
+                k = t.rfind(" ", 0, cap // 2)
+                j = t.find(" ", len(t) - cap // 2)
+                a, b = self._encode([t[: k if k > 0 else cap // 2], t[j if j >= 0 else len(t) - cap // 2 :]], add_special_tokens=False)
+                if len(a) >= head and len(b) >= n - head:  # both ends' ids are the whole text's
+                    bodies[i] = a.ids[:head] + b.ids[len(b) - (n - head) :]
+                    partial.add(i)
+                    continue
+            elif len(bodies[i]) >= need:  # every window is filled from the text's true start
+                partial.add(i)
+                continue
+            bodies[i] = self._encode([t], add_special_tokens=False)[0].ids
+        return bodies, partial
+
     def _encode_long(self, texts: list[str]) -> Encoded:
-        bodies = [e.ids for e in self._encode(texts, add_special_tokens=False)]
+        """``head-tail`` or ``windows``. ``n_truncated``: rows the model does not see in full
+        (head-tail: a middle dropped; windows: text past the last window, ``max_windows`` of
+        them at half a window's stride, so about ``(max_windows + 1) / 2 * max_length`` tokens)."""
         pre, suf, n = self.prefix, self.suffix, self.body
+        stride = max(1, n // 2)
+        reach = n + (self.max_windows - 1) * stride
         seqs: list[list[int]] = []
         owner: list[int] = []
         cut = 0
+        bodies, partial = self._long_bodies(texts)
         for row, body in enumerate(bodies):
-            if len(body) <= n:
+            if len(body) <= n and row not in partial:
                 seqs.append(pre + body + suf)
                 owner.append(row)
-                continue
-            cut += 1
-            if self.long_text == "head-tail":
-                head = n // 4
+            elif self.long_text == "head-tail":
+                cut += 1
+                head = n // 4  # (a row read at both ends past the cap has exactly n ids: kept as they are)
                 seqs.append(pre + body[:head] + body[len(body) - (n - head):] + suf)
                 owner.append(row)
             else:
-                stride = max(1, n // 2)
+                cut += len(body) > reach or row in partial
                 starts = list(range(0, len(body) - n + stride, stride))[: self.max_windows]
                 for s in starts:
                     seqs.append(pre + body[s : s + n] + suf)
