@@ -148,3 +148,27 @@ def test_a_tfidf_label_with_too_few_rows_is_refused_before_any_model_trains():
     check_tfidf_rows(Cfg, S, FusionRows(everything[:2], everything, False, ""))  # holdout: one row is enough
     with pytest.raises(StackscoreError, match="label 'c' has 0 row"):
         check_tfidf_rows(Cfg, S, FusionRows(everything[4:], everything[:4], False, ""))
+
+
+def test_a_test_file_that_is_the_validation_or_train_file_is_refused(tmp_path):
+    """Read once per path, the same file as validation and test was taken silently: the stacker
+    was scored on the rows it learned from and the report said the ensemble helps."""
+    import pytest
+
+    from stackscore.errors import StackscoreError
+    from stackscore.train.config import config_from_dict
+    from stackscore.train.fit import fit
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, n, seed in (("train", 60, 1), ("validation", 30, 2)):
+        (data / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps({"text": e.text, "label": e.label}) + b"\n" for e in generate(n, seed=seed)))
+    (data / "link.jsonl").symlink_to(data / "validation.jsonl")
+    for test in ("validation.jsonl", "link.jsonl", "train.jsonl"):
+        raw = tiny_config(data, method="stack")
+        raw["data"]["validation"] = str(data / "validation.jsonl")
+        raw["data"]["test"] = str(data / test)
+        with pytest.raises(StackscoreError, match=r"test is the same file as (validation|train); the report would score") as e:
+            fit(config_from_dict(raw, tmp_path), tmp_path / "work", log=lambda *_: None)
+        assert str(e.value).startswith(str(data / test))
+    assert not (tmp_path / "work" / "models").exists()

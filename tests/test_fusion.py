@@ -190,3 +190,62 @@ def test_a_cascade_over_fixed_weights_weighs_each_prefix_with_its_own_models_wei
     assert [st.models for st in c.stages_[:2]] == [["m0"], ["m0", "m1"]]
     np.testing.assert_allclose(c.stages_[1].fusion.weights_, [1 / 3, 2 / 3])
     assert c.stop_share_[0] > 0.5  # the first stage answers most rows
+
+
+def test_stratified_folds_are_balanced_when_classes_are_smaller_than_the_fold_count():
+    """Each class restarted at fold 0: 30 classes of 3 rows in 5 folds gave sizes 30, 30, 30, 0, 0."""
+    from stackscore.fusion import stratified_folds
+
+    for classes, per, folds in ((30, 3, 5), (20, 6, 5), (2, 50, 5), (7, 1, 3)):
+        y = np.repeat(np.arange(classes), per)
+        sizes = np.bincount(stratified_folds(y, folds, seed=1), minlength=folds)
+        assert sizes.max() - sizes.min() <= 1, (classes, per, sizes)
+        for c in range(classes):  # still stratified: a class's rows spread over distinct folds
+            counts = np.bincount(stratified_folds(y, folds, seed=1)[y == c], minlength=folds)
+            assert counts.max() - counts.min() <= 1
+
+
+def test_verdict_judges_the_fusion_against_the_most_accurate_model_and_gives_its_noise():
+    """The verdict compared accuracy with the lowest-log-loss model only: a fusion less accurate
+    than another base model was said to beat "the best base model". Now both are named, and the
+    primary metric's difference carries a paired bootstrap interval."""
+    from stackscore.metrics import log_loss
+    from stackscore.tasks import multilabel_metrics, regression_metrics
+    from stackscore.train.report import build_report, from_sums, per_row
+
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 2, n)
+    onehot = np.eye(2)[y]
+    calibrated = 0.6 * onehot + 0.2  # right on every row, p = 0.8: low log-loss, accuracy 1.0 ...
+    wrong = rng.random(n) < 0.3
+    t1 = np.where(wrong[:, None], 1 - calibrated, calibrated)  # ... but wrong on 30 %: accuracy 0.7
+    t2 = np.where((rng.random(n) < 0.2)[:, None], 1 - onehot, onehot) * 0.98 + 0.01  # accuracy 0.8, overconfident
+    w = np.where(rng.random(n) < 0.5, 0.7, 0.5)[:, None]
+    fused = w * t1 + (1 - w) * t2  # lower log-loss than either, accuracy between theirs
+    acc = {k: (p.argmax(1) == y).mean() for k, p in (("t1", t1), ("t2", t2), ("fused", fused))}
+    assert log_loss(y, fused) < log_loss(y, t1) < log_loss(y, t2) and acc["t1"] < acc["fused"] < acc["t2"]
+    r = build_report(y, {"t1": t1, "t2": t2}, {"mean": fused}, "mean", "", {})
+    assert r["best_model"] == "t1" and r["ensemble_helps"] is False and "most accurate base model 't2'" in r["verdict"]
+    d = r["difference_vs_best_model"]
+    assert d["metric"] == "log_loss" and d["ci95"][0] <= d["value"] <= d["ci95"][1]
+    # the same predictions: a difference of 0 that the verdict calls indistinguishable
+    same = build_report(y, {"t1": t1}, {"mean": t1.copy()}, "mean", "", {})
+    assert same["difference_vs_best_model"]["ci95"] == [0.0, 0.0] and "cannot tell them apart" in same["verdict"]
+    # per-row parts sum back to each task's metric
+    assert np.isclose(from_sums("single_label", per_row("single_label", y, t1).sum(0), n), log_loss(y, t1))
+    ym, pm, th = (rng.random((n, 3)) < 0.3).astype(float), rng.random((n, 3)), np.array([0.4, 0.5, 0.6])
+    assert np.isclose(from_sums("multi_label", per_row("multi_label", ym, pm, th).sum(0), n), multilabel_metrics(ym, pm, th)["micro_f1"])
+    yr, pr = rng.normal(size=n), rng.normal(size=n)
+    assert np.isclose(from_sums("regression", per_row("regression", yr, pr).sum(0), n), regression_metrics(yr, pr)["rmse"])
+
+
+def test_macro_f1_is_scikit_learns_when_a_class_is_absent():
+    from sklearn.metrics import f1_score
+
+    from stackscore.metrics import macro_f1
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)  # 3 classes, the third never in the test split ...
+    for proba in (rng.random((300, 3)) * [1, 1, 0], rng.random((300, 3))):  # ... nor predicted / predicted
+        assert np.isclose(macro_f1(y, proba), f1_score(y, proba.argmax(1), average="macro"))

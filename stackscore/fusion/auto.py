@@ -34,14 +34,20 @@ def cross_val_proba(make: Callable[[], FusionMethod], outputs: Sequence[np.ndarr
 def stratified_folds(y: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """Fold number per row, balanced within each class (no scikit-learn needed).
 
-    Multi-label rows are balanced by their first label, regression rows by quantile bin."""
+    Multi-label rows are balanced by their first label, regression rows by quantile bin.
+    One count runs through the classes in turn (each shuffled), so folds differ by at most one
+    row: restarting it at fold 0 for every class gave the first folds every class's remainder
+    (30 classes of 3 rows in 5 folds: sizes 30, 30, 30, 0, 0; an empty fold's model trained on
+    every row and predicted none, and TF-IDF stopped with a traceback)."""
     y = strata(np.asarray(y))
     rng = np.random.default_rng(seed)
     fold_of = np.empty(len(y), dtype=np.int64)
+    start = 0
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        fold_of[idx] = np.arange(len(idx)) % folds
+        fold_of[idx] = (start + np.arange(len(idx))) % folds
+        start += len(idx)
     return fold_of
 
 

@@ -40,6 +40,13 @@ def _resolve(cfg: FitConfig, p: str) -> Path:
     return path if path.is_absolute() else cfg.base_dir / path
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # a missing file: read_labelled names it
+        return a.resolve() == b.resolve()
+
+
 @dataclass
 class Splits:
     """The labelled rows of a fit. ``pool`` is train then validation rows (one index space)."""
@@ -60,6 +67,11 @@ class Splits:
 def load_splits(cfg: FitConfig, log: Callable[[str], None]) -> Splits:
     d = cfg.data
     pair = d.text_pair_field or None
+    named = [(k, p) for k, p in (("train", d.train), ("validation", d.validation), ("test", d.test)) if p]
+    for i, (k1, p1) in enumerate(named):  # the same rows twice: a stacker scored on what it learned from
+        for k2, p2 in named[i + 1 :]:
+            if _same_path(_resolve(cfg, p1), _resolve(cfg, p2)):
+                raise StackscoreError(f"{_resolve(cfg, p2)}: [data] {k2} is the same file as {k1}; the report would score the ensemble on rows it learned from (leave test empty to split it off)")
     # Each file is read once, labels as read; the task comes from them (train, else validation).
     raw = {p: load_labelled(_resolve(cfg, p), d.text_field, d.label_field, pair, None, d.tsv_quotes) if p else ([], []) for p in (d.train, d.validation, d.test)}
     task = cfg.task or infer_task(raw[d.train or d.validation][1])
