@@ -213,3 +213,37 @@ def test_tensorrt_engines_are_kept_per_graph_identity(tmp_path):
     assert a["trt_engine_cache_path"] != b["trt_engine_cache_path"] and a["trt_timing_cache_path"] == b["trt_timing_cache_path"] == str(tmp_path / "trt")
     assert a["trt_engine_cache_path"] == str(tmp_path / "trt" / ("engines-" + "a" * 32))
     assert provider_list([TENSORRT, CUDA, CPU], 0, gpu, input_names=["input_ids"], engine_key="b" * 64, **kw)[0][1] == b
+
+
+def test_fp16_graph_of_an_encoder_decoder_keeps_attention_unfused_and_right_on_padded_rows(tmp_path):
+    """ONNX Runtime's BERT Attention fusion matched BART's (eager) attention and lost what padding
+    does there: padded rows' labels agreed 0.71 with fp32 here and the gate refused the graph every
+    time. Encoder-decoders now get the LayerNorm / Gelu fusions only."""
+    import sys
+    from pathlib import Path
+
+    import onnxruntime as ort
+    from transformers import BartConfig, BertConfig
+
+    from stackscore.export.onnx_graph import attention_fusable, fp16_graph, load_for_export, torch_to_onnx
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from checkpoints import make_checkpoint
+
+    assert attention_fusable(BertConfig()) and not attention_fusable(BartConfig())
+    model, tok = load_for_export(make_checkpoint(tmp_path / "ckpt", "bart", seed=5))
+    torch_to_onnx(model, tmp_path / "fp32.onnx", pad_id=tok.pad_token_id)
+    cfg = model.config
+    fused = fp16_graph(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx", cfg.num_attention_heads, cfg.hidden_size, fuse_attention=attention_fusable(cfg))
+    assert "Attention" not in fused and fused.get("SkipLayerNormalization", 0) >= 1, fused
+    rng = np.random.default_rng(0)
+    ids = np.full((24, 40), tok.pad_token_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, n in enumerate(rng.integers(4, 40, 24)):  # <s> ... </s> then padding
+        ids[i, :n] = np.r_[tok.bos_token_id, rng.integers(10, 100, n - 2), tok.eos_token_id]
+        mask[i, :n] = 1
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    ref = ort.InferenceSession(str(tmp_path / "fp32.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    half = ort.InferenceSession(str(tmp_path / "fp16.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(half - ref).max() < 0.02 * max(1.0, np.abs(ref).max()), np.abs(half - ref).max()
+    assert (half.argmax(1) == ref.argmax(1)).all()

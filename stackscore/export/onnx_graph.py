@@ -435,7 +435,16 @@ def fp32_scopes(graph: Path) -> list[list[str]]:
     return [[], [FFN_OUT], [FFN_OUT, *last, r".*classifier.*", r".*pooler.*"]]
 
 
-def fp16_graph(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[str, int]:
+def attention_fusable(config) -> bool:
+    """Whether ONNX Runtime's BERT Attention fusion may rewrite this architecture's attention: not
+    for encoder-decoders (BART, T5 and their kin, ``hf.EOS_POOLED``), whose padded rows it got
+    wrong. Decoder-only graphs do not match the fusion's pattern at all."""
+    from ..hf import EOS_POOLED
+
+    return not (getattr(config, "is_encoder_decoder", False) or str(getattr(config, "model_type", "")) in EOS_POOLED)
+
+
+def fp16_graph(fp32: Path, out: Path, num_heads: int, hidden_size: int, fuse_attention: bool = True) -> dict[str, int]:
     """The GPU graph: ONNX Runtime's transformer fusions, then fp16 weights and activations.
 
     The fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) need the
@@ -444,11 +453,19 @@ def fp16_graph(fp32: Path, out: Path, num_heads: int, hidden_size: int) -> dict[
     Softmax in fp32 internally; any LayerNormalization or Softmax left unfused is kept in fp32
     (``op_block_list``). Inputs and outputs stay int64 / fp32 (``keep_io_types``), so the engine
     feeds every precision the same way. Returns the fused-operator counts.
+
+    ``fuse_attention=False`` (encoder-decoders: ``attention_fusable``): the BERT Attention fusion
+    also matched BART's attention and dropped what padding does there: right on unpadded rows,
+    0.8 label agreement on padded ones (the gate refused the graph every time); LayerNorm and
+    Gelu fusions are kept.
     """
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+    from onnxruntime.transformers.fusion_options import FusionOptions
 
-    model = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=True)
+    options = FusionOptions("bert")
+    options.enable_attention = fuse_attention
+    model = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0, use_gpu=True, optimization_options=options)
     fused = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
     model.convert_float_to_float16(
         keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, "LayerNormalization", "Softmax"],
@@ -535,7 +552,7 @@ class GateSettings:
 
 
 def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None,
-                    searches: list | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+                    searches: list | None = None, fp16_attention: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions (the variants table, ``variants.py``); keep each only if it agrees
     with PyTorch fp32 on the sample, run through the engine's own runner and backend classes.
 
@@ -547,7 +564,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
       would run instead (bf16, dynamic int8 or fp32); with ``searches`` given, a kept graph's
       search (``int8_search.StaticInt8Search``) is appended there, still open, for the ensemble
       gate (``tighter``), and the caller closes it;
-    - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden)), gated at
+    - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden); attention fused
+      where ``fp16_attention``), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
       GPU's own agreement is measured by ``benchmarks/gpu_check.sh``).
     Returns (gates, extra graph files by variant name).
@@ -582,7 +600,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
         fused: dict[str, int] = {}
 
         def ort_fp16():
-            fused.update(fp16_graph(fp32, path("fp16"), *fp16_shape))
+            fused.update(fp16_graph(fp32, path("fp16"), *fp16_shape, fuse_attention=fp16_attention))
             return g.ort(path("fp16"), "fp16")
 
         gates["fp16"] = _gate(ort_fp16, ref, g, variants.fp16_agreement, device="cpu")
@@ -669,6 +687,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     hidden = getattr(model.config, "hidden_size", None)
     gates, extra = precision_gates(
         graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, searches=searches,
+        fp16_attention=attention_fusable(model.config),
     )
     parity["gates"] = gates
     graphs = {"fp32": (rel / VARIANTS["fp32"].file).as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}
