@@ -320,6 +320,17 @@ def test_a_regression_cross_encoder_saved_with_a_sigmoid_is_scored_as_it_predict
         return getattr(load_fixed(spec, ckpt, ["value"], "regression")[0], "output_activation", None)
 
     assert activation() is None  # a plain transformers checkpoint: its raw output
+    # an old (pre-4.0) cross-encoder saved no name: the config says how its team predicts
+    from dataclasses import replace
+
+    from stackscore.train.config import config_from_dict
+
+    assert getattr(load_fixed(replace(spec, activation="sigmoid"), ckpt, ["value"], "regression")[0], "output_activation", None) == "sigmoid"
+    with pytest.raises(StackscoreError, match="activation applies to regression checkpoints"):
+        load_fixed(replace(spec, activation="sigmoid"), ckpt, ["a", "b"], "single_label")
+    for bad in ({"activation": "tanh"}, {"activation": "sigmoid", "finetune": True}):
+        with pytest.raises(StackscoreError, match="activation .*applies to finetune = false"):
+            config_from_dict({**raw, "data": {**raw["data"], "train": raw["data"]["validation"]}, "models": [{**raw["models"][0], **bad}]}, tmp_path)
     st = {"__version__": {"sentence_transformers": "6.2.0"}, "model_type": "CrossEncoder"}
     for recorded, expected in (("torch.nn.modules.activation.Sigmoid", "sigmoid"), (None, "sigmoid"), ("torch.nn.modules.linear.Identity", None)):
         (ckpt / "config_sentence_transformers.json").write_text(json.dumps(st | ({"activation_fn": recorded} if recorded else {})))

@@ -131,6 +131,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
             raise StackscoreError(f"{w}: label_map (checkpoint label -> data label, strings) applies to finetune = false checkpoints")
         if m.positive_label is not None and (m.finetune or not isinstance(m.positive_label, str)):
             raise StackscoreError(f"{w}: positive_label (a data label, a string) applies to finetune = false checkpoints with one output")
+        if m.activation is not None and (m.finetune or m.activation not in ("sigmoid", "identity")):
+            raise StackscoreError(f"{w}: activation (\"sigmoid\" or \"identity\": how the team's regression checkpoint predicts) applies to finetune = false checkpoints, got {m.activation!r}")
         if data.text_pair_field and m.kind == "tfidf":
             raise StackscoreError(f"{w}: a tfidf model reads one text; it cannot score sentence pairs (text_pair_field)")
     cfg = _build(FitConfig, {**raw, "data": data, "models": models, "fusion": fusion}, where)

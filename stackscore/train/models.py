@@ -50,6 +50,9 @@ class ModelConfig:
     label_map: dict[str, str] | None = None
     # a one-output (sigmoid) head on two labels: the data label its sigmoid is the probability of
     positive_label: str | None = None
+    # a regression checkpoint's output as its team predicts with it: "sigmoid" or "identity"
+    # (None: as sentence-transformers saved it, else raw; an old cross-encoder saved no name)
+    activation: str | None = None
     # kind = "tfidf" only
     ngram_max: int = 2
     min_df: int = 2
@@ -346,7 +349,9 @@ def load_fixed(cfg: ModelConfig, path: Path, labels: list[str], task: str = "sin
 
     config = read_checkpoint_config(cfg.name, path)
     one_output = task == "single_label" and int(config.num_labels) == 1
-    activation = cross_encoder_activation(config, path) if task == "regression" else ""
+    if cfg.activation is not None and task != "regression":
+        raise StackscoreError(f"model '{cfg.name}': activation applies to regression checkpoints (this is a {task} fit; classifiers' outputs are logits)")
+    activation = (cfg.activation or cross_encoder_activation(config, path)) if task == "regression" else ""
     if cfg.positive_label is not None and not one_output:
         raise StackscoreError(f"model '{cfg.name}': positive_label is for a one-output (sigmoid) head on two labels; this checkpoint has {config.num_labels} outputs")
     if one_output:
