@@ -246,3 +246,29 @@ def test_rows_cut_by_a_later_stage_are_counted_as_truncated(cascaded, tmp_path):
     on = score_file(art, src, tmp_path / "on.jsonl", ScoreOptions.from_kwargs(progress=False))
     off = score_file(art, src, tmp_path / "off.jsonl", ScoreOptions.from_kwargs(progress=False, cascade=False))
     assert on.truncated == off.truncated == len(long)
+
+
+def test_the_cascade_holdout_benchmark_runs_on_a_fit(cascaded, tmp_path):
+    """benchmarks/cascade_holdout.py, which RESULTS cites for the held thresholds: on a real
+    cascaded fit it refits the cascade per cost order, holds it on the test split and reports
+    agreement with the full ensemble on fresh rows, learned vs held, as a table and JSON."""
+    import subprocess
+    import sys
+
+    from stackscore.train.corpus import generate
+
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_bytes(b"".join(orjson.dumps({"text": e.text}) + b"\n" for e in generate(120, seed=31, start=20000)))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "cascade_holdout.py"
+    out = tmp_path / "holdout.json"
+    r = subprocess.run([sys.executable, str(script), "--fit", str(cascaded), "--test", str(cascaded.parent / "data" / "test.jsonl"), "--fresh", str(fresh),
+                        "--order", "tfidf,bert", "--order", "bert,tfidf", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| tfidf -> bert |" in r.stdout and "| bert -> tfidf |" in r.stdout
+    res = json.loads(out.read_text())
+    assert res["fresh_rows"] == 120 and [o["order"] for o in res["orders"]] == [["tfidf", "bert"], ["bert", "tfidf"]]
+    for o in res["orders"]:
+        for side in ("learned", "held"):
+            assert 0.5 <= o[side]["agreement"] <= 1 and abs(sum(o[side]["stop_share"]) - 1) < 0.01
+        # held: never more early stops at the first stage than learned
+        assert o["held"]["stop_share"][0] <= o["learned"]["stop_share"][0] + 1e-9
