@@ -411,7 +411,16 @@ def _retry_undecodable(line: bytes, line_no: int, exc: Exception, encoding_error
             return orjson.loads(line.decode("utf-8", "replace")), None
         except orjson.JSONDecodeError as exc2:
             return None, f"line {line_no}: invalid JSON ({exc2.msg})"
+    try:  # valid JSON orjson does not take: an integer past 64 bits, a number past float's range (1e400)
+        return json.loads(line, parse_constant=_not_json), None
+    except (ValueError, RecursionError):
+        pass
     return None, f"line {line_no}: invalid JSON ({getattr(exc, 'msg', exc)})"
+
+
+def _not_json(name: str) -> Any:
+    """``NaN`` / ``Infinity``: Python's json reads them, JSON has no such literal."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def _exact_number(line: bytes, id_key: str, parsed: float) -> Any:
