@@ -411,7 +411,7 @@ def _retry_undecodable(line: bytes, line_no: int, exc: Exception, encoding_error
             return orjson.loads(line.decode("utf-8", "replace")), None
         except orjson.JSONDecodeError as exc2:
             return None, f"line {line_no}: invalid JSON ({exc2.msg})"
-    try:  # valid JSON orjson does not take: an integer past 64 bits, a number past float's range (1e400)
+    try:  # valid JSON orjson does not take: a number past float's range (1e400, an id or a field nobody reads)
         return json.loads(line, parse_constant=_not_json), None
     except (ValueError, RecursionError):
         pass
