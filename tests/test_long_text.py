@@ -252,3 +252,19 @@ def test_run_options_given_to_score_file_name_ensemble_load(artifact, tmp_path):
     with pytest.raises(StackscoreError, match=r"long_text= sets how .* Ensemble.load\(artifact, long_text=") as e:
         Ensemble.load(artifact).score_file(src, tmp_path / "out.jsonl", long_text="windows")
     assert "\n" not in str(e.value) and not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("model", ["bert", "roberta"])
+def test_a_row_of_exactly_max_length_tokens_is_not_counted_as_truncated(artifact, model):
+    m = load_manifest(artifact)
+    spec = next(s for s in m.models if s.name == model)
+    path = artifact / spec.tokenizer
+    full = TextTokenizer(path, 100_000)
+    words = LONG.split()
+    # a prefix of words with exactly 16 tokens, specials included (found by the untruncated tokenizer)
+    k = next(k for k in range(1, len(words)) if full.encode([" ".join(words[:k])]).lengths[0] == 16)
+    exact, over = " ".join(words[:k]), " ".join(words[: k + 1])
+    tok = TextTokenizer(path, 16)
+    assert tok.encode([exact]).lengths[0] == 16 and tok.encode([exact]).truncated == 0  # counted as cut before
+    assert tok.encode([over, exact, "short", LONG]).truncated == 2
+    assert tok.encode([(exact, LONG), ("a", "b")]).truncated == 1

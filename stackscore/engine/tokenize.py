@@ -47,7 +47,9 @@ class Encoded:
 
     @property
     def truncated(self) -> int:
-        """Rows longer than ``max_length`` tokens (cut, split into windows, or head+tail)."""
+        """Rows the model did not read in full: longer than ``max_length`` tokens (truncate),
+        a dropped middle (head-tail), text past the last window (windows). Without a count from
+        the tokenizer, rows that fill ``max_length`` (an upper bound)."""
         if self.n_truncated is not None:
             return self.n_truncated
         return int(np.sum(self.lengths >= self.max_length))
@@ -220,6 +222,7 @@ class TextTokenizer:
         # ids they carry, so they are turned into numpy and freed a slice at a time; the
         # window (the sorting unit) can then be large without a large transient peak.
         lengths_parts, flat_parts, type_parts = [], [], []
+        cut = 0  # rows longer than max_length: a row of exactly max_length tokens lost none
         for s in range(0, len(texts), SLICE):
             encs = self._encode(texts[s : s + SLICE], add_special_tokens=True)
             for i in [i for i in full if s <= i < s + SLICE and not encs[i - s].overflowing]:
@@ -231,6 +234,8 @@ class TextTokenizer:
             for i, enc in self._encode_pairs({i: p for i, p in sides.items() if s <= i < s + SLICE}).items():
                 encs[i - s] = enc
             lens = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+            # the full rows only (few): overflow left over, or a long pair (> max_length * 8 characters a side)
+            cut += sum(1 for i in np.flatnonzero(lens >= self.max_length) if encs[i].overflowing or (s + i) in sides)
             flat_parts.append(np.fromiter(chain.from_iterable(e.ids for e in encs), dtype=np.int32, count=int(lens.sum())))
             if pairs:
                 type_parts.append(np.fromiter(chain.from_iterable(e.type_ids for e in encs), dtype=np.int8, count=int(lens.sum())))
@@ -239,7 +244,7 @@ class TextTokenizer:
         lengths = np.concatenate(lengths_parts) if lengths_parts else np.zeros(0, dtype=np.int64)
         flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int32)
         types = (np.concatenate(type_parts) if type_parts else np.zeros(0, dtype=np.int8)) if pairs else None
-        return Encoded(flat, lengths, _csr(lengths), self.max_length, types=types)
+        return Encoded(flat, lengths, _csr(lengths), self.max_length, types=types, n_truncated=cut)
 
     def _encode_pairs(self, rows: dict[int, tuple[str, str]]) -> dict:
         """Long pairs, as the pair encoder's longest-first truncation would give them, at a cost
