@@ -54,7 +54,8 @@ def rmse(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def tune_thresholds(y: np.ndarray, proba: np.ndarray, grid: np.ndarray | None = None) -> np.ndarray:
-    """Per label, the decision threshold with the best F1 on (y, proba); 0.5 for a label never on."""
+    """Per label, the decision threshold with the best F1 on (y, proba), the middle one where
+    several tie; 0.5 for a label never on."""
     grid = np.round(np.arange(0.05, 0.951, 0.05), 2) if grid is None else grid
     out = np.full(proba.shape[1], 0.5)
     for j in range(proba.shape[1]):
@@ -64,7 +65,10 @@ def tune_thresholds(y: np.ndarray, proba: np.ndarray, grid: np.ndarray | None = 
         pred = proba[:, j][None, :] >= grid[:, None]  # (grid, n)
         tp = (pred & truth).sum(1)
         f1 = 2 * tp / np.maximum(pred.sum(1) + truth.sum(), 1)
-        out[j] = float(grid[int(np.argmax(f1))])
+        # the middle of the best plateau: the first best sat next to the negatives' highest
+        # probability wherever the fusion rows separate a label cleanly
+        best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+        out[j] = float(grid[best[len(best) // 2]])
     return out
 
 

@@ -345,3 +345,13 @@ def test_a_regression_cross_encoder_saved_with_a_sigmoid_is_scored_as_it_predict
     (ckpt / "config_sentence_transformers.json").unlink()
     CrossEncoder(str(ckpt), num_labels=1, max_length=64).save_pretrained(str(tmp_path / "st"))
     assert getattr(load_fixed(spec, tmp_path / "st", ["value"], "regression")[0], "output_activation", None) == "sigmoid"
+
+
+def test_a_cleanly_separated_label_gets_the_middle_of_its_best_thresholds():
+    from stackscore.tasks import tune_thresholds
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 2)) < 0.4).astype(float)
+    proba = np.where(y > 0.5, rng.uniform(0.9, 1.0, y.shape), rng.uniform(0.0, 0.12, y.shape))
+    t = tune_thresholds(y, proba)
+    assert ((t >= 0.45) & (t <= 0.55)).all(), t  # anywhere in 0.15-0.90 is perfect: not 0.15, next to the negatives
