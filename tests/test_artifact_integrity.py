@@ -88,12 +88,12 @@ def test_external_data_scan_without_onnx_finds_the_same_locations(copy, monkeypa
 
 
 # -- non-finite outputs ------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_non_finite_outputs_are_error_rows_never_labels(copy, corpus_rows, tmp_path, backend):
+def poison(copy, word: str, corpus_rows: list[dict]) -> list[str]:
+    """BERT's embedding rows of ``word``'s tokens set to NaN (re-signed); returns texts without them."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(copy / "models/bert/tokenizer.json"))
-    poisoned = set(tok.encode("boring").ids[1:-1])
+    poisoned = set(tok.encode(word).ids[1:-1])
     model = onnx.load(str(copy / BERT))
     for t in model.graph.initializer:
         if t.name.endswith("word_embeddings.weight"):
@@ -102,7 +102,12 @@ def test_non_finite_outputs_are_error_rows_never_labels(copy, corpus_rows, tmp_p
             t.CopyFrom(numpy_helper.from_array(w, t.name))
     onnx.save_model(model, str(copy / BERT))
     resign(copy, BERT)
-    clean = [r["text"] for r in corpus_rows if not poisoned & set(tok.encode(r["text"]).ids)][:5]
+    return [r["text"] for r in corpus_rows if not poisoned & set(tok.encode(r["text"]).ids)]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_non_finite_outputs_are_error_rows_never_labels(copy, corpus_rows, tmp_path, backend):
+    clean = poison(copy, "boring", corpus_rows)[:5]
     rows = [{"id": f"c{i}", "text": t} for i, t in enumerate(clean)]
     rows.insert(2, {"id": "nan", "text": "boring"})
     src = tmp_path / "in.jsonl"
@@ -318,3 +323,25 @@ def test_graphs_with_other_external_weights_never_share_a_cache(copy, tmp_path, 
             first = Scorer(copy, cached).score_texts(texts).logits["bert"]
             np.testing.assert_allclose(Scorer(other, cached).score_texts(texts).logits["bert"], own, atol=1e-4)
         assert np.abs(first - own).max() > 1.0
+
+
+def test_a_non_finite_row_of_a_later_input_names_its_own_files_row(copy, corpus_rows, tmp_path):
+    """Several inputs into one Ray output: a window's rows are numbered in the concatenation (the
+    output's ``row``), and an error made at inference named that number under the file's name
+    ("b.parquet row 23" in a file of 20 rows); the reader's errors name the file's own row."""
+    from stackscore.engine.readers import Window
+    from stackscore.engine.scorer import Scorer
+    from stackscore.errors import InputError
+    from stackscore.integrations.windows import score_window
+    from stackscore.options import RunOptions, WriteOptions
+
+    clean = poison(copy, "boring", corpus_rows)[:3]
+    texts = [clean[0], "boring", clean[1], None, clean[2]]
+    window = Window(100, [f"r{i}" for i in range(5)], texts, [None, None, None, "row 3: field 'text' is null", None])
+    scorer = Scorer(copy, RunOptions(precision="fp32"))
+    block, stats = score_window(scorer, window, WriteOptions(), source="b.jsonl", source_path="b.jsonl", before=100)
+    assert block.columns["error"][1] == "b.jsonl row 1: non-finite model output (logits of model 'bert')"
+    assert block.columns["error"][3] == "b.jsonl row 3: field 'text' is null" and stats.errored == 2
+    assert list(block.row_numbers()) == [100, 101, 102, 103, 104]  # the output's row: the concatenation's
+    with pytest.raises(InputError, match=r"b\.jsonl: row 1: non-finite model output .*--on-error fail"):
+        score_window(scorer, Window(100, ["x"] * 2, [clean[0], "boring"], [None, None]), WriteOptions(on_error="fail"), "b.jsonl", "b.jsonl", before=100)

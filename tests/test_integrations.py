@@ -288,6 +288,8 @@ def test_dataframe_adapters_refuse_options_they_set_or_cannot_use_in_one_line(ar
         (score_dataset, {"threads": 2}, "score_dataset: threads= is not taken here; each actor runs num_cpus_per_actor= threads"),
         (score_dataset, {"text_pair_field": "b"}, "score_dataset: text_pair_field= is not taken here; pass text_pair_column="),
         (score_dataset, {"label_field": "y"}, "score_dataset: label_field= applies to files"),
+        (score_dataset, {"on_progress": print}, "score_dataset: on_progress= applies to the file pipeline"),  # was never called
+        (score_spark, {"queue_depth": 4}, "score_spark: queue_depth= applies to the file pipeline"),
     ]
     for fn, kw, message in cases:
         with pytest.raises(StackscoreError, match=re.escape(message)):
@@ -307,3 +309,24 @@ def test_dataframe_adapters_refuse_options_they_set_or_cannot_use_in_one_line(ar
 
     session = lambda value: SimpleNamespace(sparkSession=SimpleNamespace(conf=SimpleNamespace(get=lambda key, default: value)))  # noqa: E731
     assert _case_sensitive(session("true")) and not _case_sensitive(session("false")) and not _case_sensitive(object())
+
+
+def test_merging_window_or_shard_stats_keeps_cascade_stages_resumed_rows_and_the_first_row():
+    """Ray's runs merge per-window (one output file) or per-shard (a directory) statistics: the
+    cascade's rows per stage were dropped (no `cascade:` line, no `cascade_stage_rows` in
+    --stats-json), a shard's own resumed rows were in neither rows nor resumed_from, and the time
+    of the first row stayed null."""
+    import numpy as np
+
+    from stackscore.engine.stats import ScoreStats
+    from stackscore.integrations.windows import merge_stats
+
+    total = ScoreStats(resumed_from=5)
+    a, b = ScoreStats(rows=10, scored=10), ScoreStats(rows=6, scored=6, resumed_from=4)
+    a.add_stages(np.array([1, 1, 2, 1, 2, 2, 2, 1, 1, 1]))
+    b.add_stages(np.array([2, 2, 2, 2, 2, 3]))  # a later window reached a third stage
+    a.first_row_at, b.first_row_at = 200.0, 100.0
+    merge_stats(total, a)
+    merge_stats(total, b)
+    assert total.stage_rows == [6, 9, 1] and total.rows == 16 and total.resumed_from == 9 and total.first_row_at == 100.0
+    assert total.to_dict()["cascade_stage_rows"] == [6, 9, 1]

@@ -392,3 +392,24 @@ def test_atomic_write_replaces_whole_and_leaves_no_temporary_file(tmp_path, monk
     with pytest.raises(OSError):
         atomic_write(target, b"new")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+
+def test_parts_with_another_id_type_stop_a_parquet_run_at_once(tmp_path):
+    """Several inputs into one Parquet output (Ray's one-file mode): JSONL ids are text, a Parquet
+    input's may be int64; the first part fixed the file's schema and the run failed only at the
+    end, assembling, with "unexpected ValueError ... this is a bug". Now the first part of the
+    other type stops it in one line, its committed parts kept."""
+    import numpy as np
+    import pyarrow as pa
+
+    from stackscore.engine.committer import CommittedOutput
+    from stackscore.engine.writers import ResultBlock
+    from stackscore.errors import StackscoreError
+
+    out = CommittedOutput(tmp_path / "all.parquet", {"f": 1})
+    cols = lambda n: {"label": ["pos"] * n, "score": np.full(n, 0.9)}  # noqa: E731
+    out.commit(ResultBlock(["a", "b"], cols(2), [0, 1]), 2)
+    out.commit(ResultBlock(["c"], cols(1), [2]), 1)  # the same types: fine
+    with pytest.raises(StackscoreError, match=r"all\.parquet: 'id' is int64, earlier rows' string: a Parquet file holds one type per column"):
+        out.commit(ResultBlock([7, 8], cols(2), [3, 4], id_type=pa.int64()), 2)
+    assert out.parts == 2 and sorted(p.name for p in out.dir.iterdir()) == ["part-000000.parquet", "part-000001.parquet", "progress.json"]

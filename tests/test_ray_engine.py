@@ -124,6 +124,7 @@ def test_one_output_file_equals_the_local_engine_byte_for_byte(artifact, corpus,
     got = result.stats
     assert (got.rows, got.scored, got.errors, got.labelled, got.correct) == (local_stats.rows, local_stats.scored, local_stats.errors, local_stats.labelled, local_stats.correct)
     assert got.rows == 1400 and got.errored == (12 if kw.get("encoding_errors") == "replace" else 14) and result.actors == 2
+    assert got.first_row_at is not None  # what bench reports as time to the first row (was always null)
     if kw.get("label_field"):
         assert got.accuracy is not None
 
@@ -295,8 +296,8 @@ def test_directory_resume_scores_only_missing_shards_and_ends_byte_identical(art
         score_ray(artifact, shards, str(out) + "/", ScoreOptions.from_kwargs(progress=False, **opts), ray_opts())
     result = score_ray(artifact, shards, str(out) + "/", ScoreOptions.from_kwargs(progress=False, resume=True, **opts), ray_opts())
     assert result.done_before == len(done_before)
-    assert result.stats.resumed_from == rows_done
-    assert result.stats.rows == clean_manifest["rows"] - rows_done - 2 * 20  # the half-written shard went on from its parts
+    assert result.stats.resumed_from == rows_done + 2 * 20  # the half-written shard went on from its 2 parts
+    assert result.stats.rows + result.stats.resumed_from == clean_manifest["rows"]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in clean.iterdir())
     for p in clean.iterdir():
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name  # shards and _manifest.json

@@ -229,6 +229,7 @@ class CommittedOutput:
         self.fingerprint = fingerprint
         self.rows_done = 0  # input rows committed (skipped rows included)
         self.parts = 0
+        self._first_schema = None  # Parquet: the first part's, which every later part must have
         if self.output.exists() and not overwrite:
             raise StackscoreError(f"{self.output}: output exists; pass --overwrite to replace it")
         if self.dir.exists() and not self.dir.is_dir():
@@ -308,12 +309,33 @@ class CommittedOutput:
             w = open_writer(tmp, self.fmt, self.gz, header=self.parts == 0)
             w.write(block)
             w.close()
+            if self.fmt == "parquet":
+                self._check_schema(tmp)
             os.replace(tmp, self.part_path(self.parts))
             self.parts += 1
             self.rows_done += input_rows
             self._save_progress()
         except OSError as exc:
             raise write_error(self.output, exc, tmp) from None
+
+    def _check_schema(self, part: Path) -> None:
+        """One Parquet file has one schema: a part whose columns' types differ from the first
+        part's (several inputs with other id types) stops the run now, in one line, not after the
+        last row when the parts are assembled."""
+        import pyarrow.parquet as pq
+
+        if self.parts == 0:
+            return
+        if self._first_schema is None:  # (a resumed run's first part is on disk already)
+            self._first_schema = pq.read_schema(self.part_path(0))
+        schema, first = pq.read_schema(part), self._first_schema
+        if not schema.equals(first):
+            part.unlink(missing_ok=True)
+            diff = [f"'{f.name}' is {f.type}, earlier rows' {first.field(f.name).type}" for f in schema if f.name in first.names and not f.type.equals(first.field(f.name).type)]
+            raise StackscoreError(
+                f"{self.output}: {'; '.join(diff) or 'other columns than the earlier rows'}: a Parquet file holds one type per column "
+                "(inputs whose id columns differ): write .jsonl or .csv, a directory of shards, or choose another --id-field"
+            )
 
     def finish(self) -> None:
         """Assemble the committed parts into the output, atomically, and remove the parts.

@@ -165,9 +165,9 @@ class ScorerActor:
             "describe": self.scorer.describe() if self.scorer is not None else None, "error": self.error,
         }
 
-    def window(self, window: Window, source: str | None, source_path: str) -> tuple[Any, ScoreStats]:
+    def window(self, window: Window, source: str | None, source_path: str, before: int = 0) -> tuple[Any, ScoreStats]:
         """One window of the one-output-file job: the local pipeline's per-window step."""
-        return score_window(self.scorer, window, self.opts.write, source, source_path)
+        return score_window(self.scorer, window, self.opts.write, source, source_path, before)
 
     def shard(self, task: ShardTask, out: OutputDir, heartbeat: Any) -> tuple[dict, ScoreStats]:
         """Score one input shard into its output shard with the local ``score_file``.
@@ -582,9 +582,10 @@ def _multi_fingerprint(sources: list[Source], facts: ArtifactFacts, opts: ScoreO
     }
 
 
-def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snapshot], field_check: bool = True) -> Iterator[tuple[Window, Source, Path]]:
+def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snapshot], field_check: bool = True) -> Iterator[tuple[Window, Source, Path, int]]:
     """Every source's windows in order, numbered as one input (``Window.start`` is the row in
-    the concatenation: the output's ``row``); a remote source is copied here first."""
+    the concatenation: the output's ``row``), with the rows before the window's own file (its
+    messages name the file's own row); a remote source is copied here first."""
     offset = 0
     for i, src in enumerate(sources):
         cleanup: Callable[[], None] = lambda: None
@@ -598,7 +599,7 @@ def _windows(sources: list[Source], read: ReadOptions, snapshots: dict[int, Snap
                                  field_check=field_check):
                 w.start += offset
                 end = w.start + len(w)
-                yield w, src, path
+                yield w, src, path, offset
             offset = end
         finally:
             cleanup()
@@ -654,16 +655,16 @@ def _run_windows(pool: Pool, facts: ArtifactFacts, sources: list[Source], out: C
     exhausted = False
 
     def track(it):
-        for w, src, _ in it:
+        for w, src, _, before in it:
             for cut in _skip_done(iter([w]), out.rows_done):  # the rows a resumed run has committed
-                yield cut, src
+                yield cut, src, before
 
     windows = track(stream)
     try:
         while True:
             while not exhausted and pool.pending() < cap:
                 try:
-                    w, src = next(windows)
+                    w, src, before = next(windows)
                 except StopIteration:
                     exhausted = True
                     break
@@ -673,7 +674,7 @@ def _run_windows(pool: Pool, facts: ArtifactFacts, sources: list[Source], out: C
                     progress.marks.append((w.start + len(w), progress.snapshot.bytes_read))
                 sizes[seq] = len(w)
                 label = f"rows {w.start:,}-{w.start + len(w) - 1:,} of {src.path if not several else 'the inputs'}"
-                pool.submit(_Item(seq, "window", (w, src.name if several else None, src.path), label))
+                pool.submit(_Item(seq, "window", (w, src.name if several else None, src.path, before), label))
                 seq += 1
             if exhausted and committed == seq:
                 break
@@ -683,6 +684,8 @@ def _run_windows(pool: Pool, facts: ArtifactFacts, sources: list[Source], out: C
                 block, part = finished.pop(committed)
                 out.commit(block, sizes.pop(committed))
                 merge_stats(stats, part)
+                if stats.first_row_at is None:  # as the local pipeline: time to the first row
+                    stats.first_row_at = time.time()
                 committed += 1
                 progress(stats)
                 if opts.on_progress is not None:
@@ -889,7 +892,9 @@ def score_dataset(
     """``ds`` with the engine's result columns (those of ``result_block``) added, scored by an
     actor pool; ``options`` are ``stackscore score``'s flat names (``with_model_outputs``,
     ``on_error``, ``long_text``, ``token_budget`` ...). A null, empty or non-text row gets no
-    prediction and its reason in ``error``, as a Parquet file's row would.
+    prediction and its reason in ``error``, as a Parquet file's row would. With
+    ``on_error="fail"`` the first such row raises in the actor when the dataset is consumed:
+    Ray wraps it (``RayTaskError``), the one-line reason in its message.
 
     Order: ``preserve_order=True`` sets ``DataContext.execution_options.preserve_order`` on the
     dataset's context; with ``False``, keep an id column to restore order by a sort.

@@ -64,7 +64,9 @@ def score_spark(df, artifact_dir: str | Path, text_column: str = "text", precisi
     ``options``: ``stackscore score``'s flat names (``with_model_outputs``, ``with_contributions``,
     ``on_error`` = record | skip | fail, ``encoding_errors`` for binary text columns,
     ``long_text``, ``token_budget``, ``chunk_rows`` ...). ``text_pair_column`` for sentence-pair
-    ensembles. Checked here, in one line, before any executor starts.
+    ensembles. Checked here, in one line, before any executor starts. ``on_error="fail"``
+    raises in the executor when an action runs: Spark wraps it (``PythonException``), the
+    one-line reason in its message.
     """
     from ..engine.pipeline import check_pair_option
     from .windows import ArtifactFacts, check_columns, frame_options, result_schema, score_arrow

@@ -48,7 +48,7 @@ def empty_block(scorer: Any, write: WriteOptions) -> ResultBlock:
     return result_block(scored, scorer.labels, scorer.model_names, write, scorer.fusion.task, scorer.fusion.thresholds)
 
 
-def score_window(scorer: Any, window: Window, write: WriteOptions, source: str | None = None, source_path: str | None = None) -> tuple[ResultBlock, ScoreStats]:
+def score_window(scorer: Any, window: Window, write: WriteOptions, source: str | None = None, source_path: str | None = None, before: int = 0) -> tuple[ResultBlock, ScoreStats]:
     """One window through encode -> infer -> ``result_block``, as the local pipeline does it.
 
     ``source``: when rows of several input files go to one output, each error names its file
@@ -56,8 +56,14 @@ def score_window(scorer: Any, window: Window, write: WriteOptions, source: str |
     ``source_path``: the file named by ``--on-error fail`` when a row fails at inference. Without
     one (a DataFrame's rows: no file, and a row number that counts from the partition or batch,
     not the frame) an error row at inference gets its reason only, as reader errors do there.
+    ``before``: the rows of earlier inputs in ``window.start`` (several inputs, one output):
+    errors made at inference name the row in its own file, as the reader's do.
     """
-    scored = scorer.infer(scorer.encode(window))
+    window.start -= before
+    try:
+        scored = scorer.infer(scorer.encode(window))
+    finally:
+        window.start += before
     if source_path is None:
         errors = scored.chunk.errors
         for i, e in enumerate(errors):
@@ -81,8 +87,17 @@ def score_window(scorer: Any, window: Window, write: WriteOptions, source: str |
 
 
 def merge_stats(total: ScoreStats, part: ScoreStats) -> None:
-    """Add one window's (or one shard's) counters to the run's. Timing fields stay the run's."""
+    """Add one window's (or one shard's) counters to the run's. Timing fields stay the run's,
+    but for the first committed row (the earliest). A shard that went on from its own committed
+    parts adds them to ``resumed_from``: rows + resumed_from is every input row."""
     total.rows += part.rows
+    total.resumed_from += part.resumed_from
+    for i, c in enumerate(part.stage_rows):  # cascade: rows each stage answered
+        if i == len(total.stage_rows):
+            total.stage_rows.append(0)
+        total.stage_rows[i] += c
+    if part.first_row_at is not None:
+        total.first_row_at = part.first_row_at if total.first_row_at is None else min(total.first_row_at, part.first_row_at)
     total.scored += part.scored
     total.errors.update(part.errors)
     total.real_tokens += part.real_tokens
@@ -164,6 +179,9 @@ def score_arrow(scorer: Any, batches: Iterable[Any], read: ReadOptions, write: W
 
 # Options for files that a DataFrame's rows have no use for: taken silently, they did nothing.
 _FILE_ONLY = ("id_field", "label_field", "tsv_quotes", "overwrite", "resume", "allow_growing_input")
+# The file pipeline's own machinery: a DataFrame's batches are scheduled by Ray / Spark, whose
+# UIs show their progress; taken silently, these did nothing either.
+_PIPELINE_ONLY = ("on_progress", "queue_depth")
 
 
 def frame_options(adapter: str, set_by: dict[str, str], options: dict[str, Any], **fixed: Any):
@@ -178,6 +196,8 @@ def frame_options(adapter: str, set_by: dict[str, str], options: dict[str, Any],
             raise StackscoreError(f"{adapter}: {name}= is not taken here; {set_by[name]}")
         if name in _FILE_ONLY:
             raise StackscoreError(f"{adapter}: {name}= applies to files, not to a DataFrame's rows (they keep their own columns beside the results)")
+        if name in _PIPELINE_ONLY:
+            raise StackscoreError(f"{adapter}: {name}= applies to the file pipeline; the framework schedules a DataFrame's batches and shows their progress")
     return ScoreOptions.from_kwargs(**fixed, **options)
 
 
