@@ -177,16 +177,20 @@ def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16
     tokens = 0
     for mname, (model, tok, max_len) in ens.models.items():
         order = np.arange(len(texts))
-        if sort:  # the expert tokenizes once to sort by true length
-            lengths = np.asarray([len(x) for x in tok(texts, truncation=True, max_length=max_len)["input_ids"]])
-            order = np.argsort(lengths, kind="stable")
+        encoded = None
+        if sort:  # the expert tokenizes once, sorts by true length, and pads each batch
+            encoded = tok(texts, truncation=True, max_length=max_len)
+            order = np.argsort(np.asarray([len(x) for x in encoded["input_ids"]]), kind="stable")
         out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with torch.inference_mode(), ctx:
             for s in range(0, len(order), batch):
                 idx = order[s : s + batch]
                 b0 = time.perf_counter()
-                enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+                if encoded is not None:
+                    enc = tok.pad({k: [encoded[k][i] for i in idx] for k in ("input_ids", "attention_mask")}, return_tensors="pt")
+                else:
+                    enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="pt")
                 tokens += int(enc["attention_mask"].sum())
                 out[idx] = classifier_logits(model, enc["input_ids"], enc["attention_mask"]).float().numpy()
                 lat.append(time.perf_counter() - b0)
@@ -197,25 +201,45 @@ def torch_loop(ens: TorchEnsemble, texts: list[str], name: str, sort: bool, bf16
     return Method(name, len(texts), time.perf_counter() - t0, tokens, lat, proba.argmax(1), proba)
 
 
+def loop_rows(ens: TorchEnsemble, specs: list, texts: list[str], n: int, batch: int = 32) -> np.ndarray:
+    """Indices (in input order) of the ``n`` rows the loops time: whole batches of ``batch``,
+    evenly spaced through every row sorted by the costliest transformer's token length. The
+    expert, sorting these, gets the batches (and the padding) it would sorting the whole file,
+    as the engine sorts its 4,096-row windows; sorting only the first ``n`` rows padded its
+    batches 7-9 % more. The loops in input order see rows of every length, as in the file."""
+    if n >= len(texts) or not ens.models:
+        return np.arange(min(n, len(texts)))
+    name = max((s for s in specs if s.name in ens.models), key=lambda s: s.flops_per_token).name
+    _, tok, max_len = ens.models[name]
+    order = np.argsort(np.asarray([len(x) for x in tok(texts, truncation=True, max_length=max_len)["input_ids"]]), kind="stable")
+    batches = [order[s : s + batch] for s in range(0, len(order) - batch + 1, batch)] or [order]  # whole batches: a short last one would weigh its lengths less
+    picks = np.unique(np.linspace(0, len(batches) - 1, max(1, -(-n // batch))).round().astype(int))
+    return np.sort(np.concatenate([batches[i] for i in picks]))
+
+
 def ort_input_order(ens: TorchEnsemble, scorer: Scorer, texts: list[str], batch: int = 32) -> Method:
     """The ORTModel stand-in: the exported fp32 graph, batches of 32 in input order."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = os.cpu_count() or 1
+    from .manifest import verify_opened
+
+    # The scorer checked only the graphs it opened (auto may have chosen another variant).
+    # Checksums and sessions before the timer: the engine's warm runs and the PyTorch loops
+    # leave their loading out too (it was 9-16 % of this loop's time at 100-300 rows).
+    verify_opened(scorer.artifact_dir, scorer.manifest, [m.graphs["fp32"] for m in scorer.manifest.models if m.kind != "tfidf"])
+    sessions = {spec.name: ort.InferenceSession(str(scorer.artifact_dir / spec.graphs["fp32"]), sess_options=so, providers=["CPUExecutionProvider"])
+                for spec in scorer.manifest.models if spec.kind != "tfidf"}
     t0 = time.perf_counter()
     logits: dict[str, np.ndarray] = {}
     lat: list[float] = []
     tokens = 0
-    from .manifest import verify_opened
-
-    # The scorer checked only the graphs it opened (auto may have chosen another variant).
-    verify_opened(scorer.artifact_dir, scorer.manifest, [m.graphs["fp32"] for m in scorer.manifest.models if m.kind != "tfidf"])
     for spec in scorer.manifest.models:
         if spec.kind == "tfidf":
             logits[spec.name] = ens.text_models[spec.name].run_texts(texts, ens.width)[0]
             continue
-        sess = ort.InferenceSession(str(scorer.artifact_dir / spec.graphs["fp32"]), sess_options=so, providers=["CPUExecutionProvider"])
+        sess = sessions[spec.name]
         _, tok, max_len = ens.models[spec.name]
         out = []
         for s in range(0, len(texts), batch):
@@ -364,14 +388,15 @@ def run_bench(
     chunk_rows: int = ScoreOptions().read.window_rows,
     skip: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
-    cascade: bool = True,
+    cascade: bool = False,
     tsv_quotes: str = ReadOptions.tsv_quotes,
 ) -> dict[str, Any]:
+    """``cascade``: off by default, so the engine runs every model on every row as the loops do
+    (on, it skips later models on the rows the first ones decide: faster, and not the same work)."""
     skip = skip_names(skip)
     workdir = Path(workdir)
     artifact = workdir / "artifact"
     texts = load_corpus(data, rows, tsv_quotes=tsv_quotes)
-    base_texts = texts[: min(baseline_rows, len(texts))]
     opts = RunOptions(precision=precision, backend=backend, token_budget=token_budget, cascade=cascade)
     expert_prec = expert_precision()
     results: dict[str, Method] = {}
@@ -409,6 +434,8 @@ def run_bench(
             results["engine_fp32"] = min(first, second, key=lambda m: m.seconds)
             results["engine_fp32"].name = "engine_fp32"
         ens = TorchEnsemble(workdir, scorer)
+        base_idx = loop_rows(ens, scorer.manifest.models, texts, baseline_rows)
+        base_texts = [texts[i] for i in base_idx]
 
         def best_of_two(fn: Callable[[], Method]) -> Method:
             return min((fn(), fn()), key=lambda m: m.seconds)
@@ -429,8 +456,11 @@ def run_bench(
         single = single_row_latency(scorer, texts)
         log("cold start: whole `stackscore score` processes on 20 rows")
         cold_start_info = cold_start(artifact, texts, Path(tmp), opts)
-        log(f"engine as a whole process: `stackscore score` on the {len(texts):,} rows, start to exit (best of 2)")
-        process = engine_process(artifact, Path(tmp), opts, chunk_rows)
+        log(f"engine as a whole process: `stackscore score` on the {len(texts):,} rows, start to exit, as run by default and with the tuned --cache-dir (best of 2 each)")
+        from dataclasses import replace as _replace
+
+        process = engine_process(artifact, Path(tmp), _replace(opts, cache_dir=None), chunk_rows)  # no cache: what a plain `score` pays
+        process_cached = engine_process(artifact, Path(tmp), opts, chunk_rows) if opts.cache_dir is not None else None
         loop_start_s = None
         if any(k in results for k in ("classic", "expert", "expert_int8")):
             log("loops' start as a fresh process: import torch and transformers, load every transformer and tokenizer (best of 2)")
@@ -441,7 +471,6 @@ def run_bench(
 
             log("roofline: FLOPs from the graphs on the engine's batches, peak from a chain of MatMuls per runtime and precision")
             roof = model_roofline(scorer, texts, chunk_rows, opts.cpu_threads)
-    n_base = len(base_texts)
     reference = results.get("classic")
     table = {}
     for name, m in results.items():
@@ -452,22 +481,23 @@ def run_bench(
             "batch_latency_ms": m.latency(),
         }
         if reference is not None and m.labels is not None:
-            k = min(n_base, len(m.labels))
-            row["agreement_vs_classic_fp32"] = round(float(np.mean(m.labels[:k] == reference.labels[:k])), 4)
-            row["max_prob_error_vs_classic_fp32"] = round(float(np.abs(m.proba[:k] - reference.proba[:k]).max()), 5)
+            on = base_idx if len(m.labels) == len(texts) and len(texts) != len(base_idx) else slice(None)  # the engine's: the loops' rows
+            row["agreement_vs_classic_fp32"] = round(float(np.mean(m.labels[on] == reference.labels)), 4)
+            row["max_prob_error_vs_classic_fp32"] = round(float(np.abs(m.proba[on] - reference.proba).max()), 5)
         table[name] = row
     eng = results["engine"].rows_per_s
 
     def ratio(name: str) -> float | None:
         return round(eng / results[name].rows_per_s, 2) if name in results and results[name].rows_per_s else None
 
-    def process_ratio(name: str) -> float | None:  # the whole process (start to exit) against a warm loop
-        return round(len(texts) / process / results[name].rows_per_s, 2) if name in results and results[name].rows_per_s else None
+    def process_ratio(name: str, seconds: float | None = None) -> float | None:  # the whole process (start to exit) against a warm loop
+        seconds = seconds or process
+        return round(len(texts) / seconds / results[name].rows_per_s, 2) if name in results and results[name].rows_per_s else None
 
-    def loop_process_ratio(name: str) -> float | None:  # process against a floor of the loop's own process
+    def loop_process_ratio(name: str, seconds: float | None = None) -> float | None:  # process against a floor of the loop's own process
         if loop_start_s is None or name not in results or not results[name].rows_per_s:
             return None
-        return round((loop_start_s + len(texts) / results[name].rows_per_s) / process, 2)
+        return round((loop_start_s + len(texts) / results[name].rows_per_s) / (seconds or process), 2)
 
     stats = info["stats"]
     summary = {
@@ -482,10 +512,15 @@ def run_bench(
         "ratio_vs_expert_int8": ratio("expert_int8"),
         "ratio_vs_ortmodel": ratio("ortmodel"),
         "engine_process_rows_per_s": round(len(texts) / process, 2),
-        "engine_process_seconds": round(process, 3),
+        "engine_process_seconds": round(process, 3),  # `stackscore score` as run by default: no cache dir
         **{f"process_ratio_vs_{k}": process_ratio(k) for k in ("classic", "expert", "expert_int8")},
         "loop_start_seconds": None if loop_start_s is None else round(loop_start_s, 3),
         **{f"process_to_process_ratio_vs_{k}": loop_process_ratio(k) for k in ("classic", "expert", "expert_int8")},
+        # with `--cache-dir` filled by `stackscore tune` (compiled models, the measured streams)
+        "engine_process_cached_seconds": None if process_cached is None else round(process_cached, 3),
+        **({f"process_ratio_cached_vs_{k}": process_ratio(k, process_cached) for k in ("classic", "expert", "expert_int8")} if process_cached else {}),
+        **({f"process_to_process_ratio_cached_vs_{k}": loop_process_ratio(k, process_cached) for k in ("classic", "expert", "expert_int8")} if process_cached else {}),
+        "loop_rows": "whole sorted batches of 32 evenly through every row (the expert's padding as sorting the whole file), timed in input order by the unsorted loops",
         # the names these ratios had when the expert always ran bf16: kept where it still does
         **({"ratio_vs_expert_bf16": ratio("expert"), "process_ratio_vs_expert_bf16": process_ratio("expert")} if expert_prec == "bf16" and "expert" in results else {}),
         "streams": streams,
@@ -499,6 +534,7 @@ def run_bench(
         "single_row_latency_ms": single,
         "methods": table,
         "cascade": scorer.cascade is not None,
+        "cascade_stage_rows": stats.get("cascade_stage_rows"),
         "cold_start": cold_start_info,
         "roofline": roof,
         "cpu_count": os.cpu_count(),
@@ -508,6 +544,9 @@ def run_bench(
 
 def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
     log(f"\n{r['rows']:,} rows from {', '.join(r['data'])}; engine on {r['backends']}")
+    if r.get("cascade"):
+        stages = r.get("cascade_stage_rows") or []
+        log(f"cascade on: the engine's later models ran on {1 - stages[0] / max(sum(stages), 1):.1%} of rows (the loops run every model on every row: not the same work)" if stages else "cascade on")
     log("| method | rows/s | tokens/s | engine ratio | p50 / p95 / p99 batch ms | agreement vs classic fp32 | max prob err |")
     log("|---|---:|---:|---:|---|---:|---:|")
     eng = r["engine_rows_per_s"]
@@ -519,7 +558,9 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
         f"single-row latency p50 {r['single_row_latency_ms']['p50']} ms, p99 {r['single_row_latency_ms']['p99']} ms")
     if r.get("engine_process_rows_per_s"):
         vs = ", ".join(f"{r[k]:.2f}x the {n} loop" for k, n in (("process_ratio_vs_expert", f"expert {r['expert_precision']}"), ("process_ratio_vs_expert_int8", "expert dynamic int8"), ("process_ratio_vs_classic", "classic fp32")) if r.get(k))
-        log(f"engine as a whole process (start to exit, {r['rows']:,} rows): {r['engine_process_rows_per_s']:,.1f} rows/s" + (f" = {vs} (warm, in-process)" if vs else ""))
+        log(f"engine as a whole process (start to exit, {r['rows']:,} rows, no cache dir): {r['engine_process_rows_per_s']:,.1f} rows/s" + (f" = {vs} (warm, in-process)" if vs else ""))
+        if r.get("engine_process_cached_seconds"):
+            log(f"  with the tuned --cache-dir: {r['rows'] / r['engine_process_cached_seconds']:,.1f} rows/s" + (f" = {r['process_ratio_cached_vs_expert']:.2f}x the expert loop" if r.get("process_ratio_cached_vs_expert") else ""))
         if r.get("loop_start_seconds") is not None:
             vs = ", ".join(f"{r[k]:.2f}x" + f" the {n} loop's" for k, n in (("process_to_process_ratio_vs_expert", f"expert {r['expert_precision']}"), ("process_to_process_ratio_vs_expert_int8", "expert dynamic int8"), ("process_to_process_ratio_vs_classic", "classic fp32")) if r.get(k))
             log(f"process to process: {vs} (a loop's process counted as its start, {r['loop_start_seconds']} s, plus its warm rows/s: a floor)")

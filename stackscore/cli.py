@@ -249,7 +249,7 @@ def bench(
     token_budget: int = typer.Option(_RUN.token_budget, help="Engine token budget per batch for a MiniLM-sized model (smaller models get up to 8x on CPUs)."),
     tsv_quotes: str = TSV_QUOTES_OPTION,
     skip: list[str] = typer.Option([], help="Methods to skip: classic, expert, expert_int8, ortmodel, engine_fp32, roofline, tune (streams: one per model)."),
-    cascade: str = typer.Option("on", help="Artifacts with a cascade: on (as `score` runs by default) or off (every model on every row)."),
+    cascade: str = typer.Option("off", help="Artifacts with a cascade: off (every model on every row, the loops' work) or on (as `score` runs by default: later models skipped on rows the first decide)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     chart: Optional[Path] = typer.Option(None, help="Write a PNG bar chart here."),
     verbose: bool = typer.Option(False, "--verbose", help="Also show third-party progress bars and warnings (model loading for the PyTorch loops)."),
