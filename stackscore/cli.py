@@ -223,6 +223,11 @@ def score(
         _err(f"backends: {stats.backends}")
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
+    if engine == "local" and not quiet and run.cache_dir is None and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000:
+        # a plain run: one request in flight per model, compiled anew (2,000 short rows: 9.2 s
+        # plain, 5.3 s with a tuned cache dir on one 2-core machine, benchmarks/RESULTS.md)
+        _err(f"hint: each model ran one request at a time; `stackscore tune {artifact} --data {inputs[0]} --cache-dir DIR` measures more in flight on this CPU, "
+             "and `score --cache-dir DIR` (or STACKSCORE_CACHE_DIR) runs with them and keeps the compiled models")
     if stats_json:
         from .engine.committer import write_side_file
 
