@@ -164,12 +164,12 @@ class Ensemble:
         """Score a file as ``stackscore score`` does; ``options`` are its flat names
         (``text_field``, ``chunk_rows``, ``on_error``, ``resume`` ...), run as this ensemble runs.
         How the models run (``long_text``, ``precision``, ``token_budget`` ...) is the ensemble's
-        own: given here, it is refused in one line naming ``Ensemble.load``."""
+        own: given here with another value, it is refused in one line naming ``Ensemble.load``."""
         from dataclasses import fields
 
         from .errors import StackscoreError
 
-        run_keys = sorted(set(options) & {f.name for f in fields(RunOptions)})
+        run_keys = sorted(k for k in set(options) & {f.name for f in fields(RunOptions)} if options[k] != getattr(self.scorer.options, k))
         if run_keys:
             given = ", ".join(f"{k}=" for k in run_keys)
             raise StackscoreError(f"{given} set{'s' if len(run_keys) == 1 else ''} how this ensemble's models run, fixed when it was loaded: pass it to Ensemble.load(artifact, {given}...), not to score_file")

@@ -252,6 +252,7 @@ def test_run_options_given_to_score_file_name_ensemble_load(artifact, tmp_path):
     with pytest.raises(StackscoreError, match=r"long_text= sets how .* Ensemble.load\(artifact, long_text=") as e:
         Ensemble.load(artifact).score_file(src, tmp_path / "out.jsonl", long_text="windows")
     assert "\n" not in str(e.value) and not (tmp_path / "out.jsonl").exists()
+    Ensemble.load(artifact, long_text="windows").score_file(src, tmp_path / "out.jsonl", long_text="windows", progress=False)  # as loaded: taken
 
 
 @pytest.mark.parametrize("model", ["bert", "roberta"])
