@@ -24,7 +24,7 @@ class Ensemble:
         """An artifact's ensemble, run as ``options`` say (or ``RunOptions(**run)``: ``precision``,
         ``backend``, ``providers``, ``threads``, ``token_budget`` ...). The default precision is exact
         fp32; ``precision="auto"`` takes the fastest one whose export gate passed."""
-        self.artifact_dir = Path(artifact_dir)
+        self.artifact_dir = Path(artifact_dir).resolve()  # a pickled copy loads this artifact wherever it runs
         if options is not None and run:
             raise TypeError("give either options=RunOptions(...) or keyword options, not both")
         self.options = options or RunOptions(**{k: (tuple(v) if k == "providers" and v else v) for k, v in run.items() if v is not None})
@@ -35,7 +35,9 @@ class Ensemble:
         return cls(artifact_dir, **kwargs)
 
     def __reduce__(self):
-        return (_rebuild, (str(self.artifact_dir), self.options))
+        from .manifest import MANIFEST_NAME, sha256_file
+
+        return (_rebuild, (str(self.artifact_dir), self.options, sha256_file(self.artifact_dir / MANIFEST_NAME)))
 
     @property
     def labels(self) -> list[str]:
@@ -55,8 +57,7 @@ class Ensemble:
         """
         from .engine.pipeline import check_pair_option
 
-        texts = list(texts)
-        pairs = list(text_pairs) if text_pairs is not None else None
+        texts, pairs = _items(texts, "texts"), (_items(text_pairs, "text_pairs") if text_pairs is not None else None)
         check_pair_option(self.scorer, "text_pairs" if pairs is not None else None, "text_pairs=")
         for what, items in (("texts", texts), ("text_pairs", pairs or [])):
             bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
@@ -107,14 +108,20 @@ class Ensemble:
         from .engine.pipeline import result_block
         from .engine.readers import checked_window
 
+        from .errors import StackscoreError
+
+        if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
+            raise StackscoreError(f"score_iter: chunk_rows must be a positive whole number, not {chunk_rows!r}")
         pairs = self.scorer.text_pair
-        it = iter(items)
+        it = iter(_items(items, "items", lazy=True))
+        start = 0
         while chunk := list(islice(it, chunk_rows)):
             bad = [i for i, t in enumerate(chunk) if not (isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, str) for x in t) if pairs else isinstance(t, str))]
             if bad:
                 want = "(text, text_pair) tuples of strings (this ensemble was fitted on sentence pairs)" if pairs else "strings"
                 raise TypeError(f"items must be {want}; item {bad[0]} is {type(chunk[bad[0]]).__name__}")
             window = checked_window([t for t, _ in chunk], [p for _, p in chunk], "text", "text_pair") if pairs else checked_window(chunk)
+            window.start, start = start, start + len(chunk)  # an error's row counts from the first item, not the chunk
             scored = self.scorer.infer(self.scorer.encode(window))
             block = result_block(scored, self.labels, self.model_names, WriteOptions(), self.task, self.scorer.fusion.thresholds)
             names = list(block.columns)
@@ -132,11 +139,10 @@ class Ensemble:
         from .engine.readers import checked_window
         from .errors import InputError
 
-        if type(df).__module__.startswith("pyarrow"):
-            import pyarrow as pa
-
-            return pa.Table.from_pandas(self.score_dataframe(df.to_pandas(), text_column, prefix, text_pair_column), preserve_index=False)
         from .engine.pipeline import check_pair_option
+
+        if type(df).__module__.startswith("pyarrow"):
+            return self._score_table(df, text_column, prefix, text_pair_column)
 
         check_pair_option(self.scorer, text_pair_column, "text_pair_column=")
         for col in (text_column, text_pair_column):
@@ -160,6 +166,31 @@ class Ensemble:
             out[f"{prefix}{name}"] = values
         return out
 
+    def _score_table(self, table, text_column: str, prefix: str, text_pair_column: str | None):
+        """A pyarrow Table through the adapters' columnar step (``windows.score_arrow``): the
+        user's columns are taken row by row as they are (a round trip through pandas turned an
+        int64 column with nulls into floats, 9007199254740993 into ...992.0, and dropped an
+        index kept as a column), the result columns have the fixed ``result_schema`` types, and
+        binary text is decoded as a Parquet file's is."""
+        import pyarrow as pa
+
+        from .engine.pipeline import check_pair_option
+        from .errors import InputError
+        from .integrations.windows import check_columns, empty_block, result_schema, score_arrow
+
+        check_pair_option(self.scorer, text_pair_column, "text_pair_column=")
+        for col in (text_column, text_pair_column):
+            if col is not None and col not in table.column_names:
+                raise InputError(f"no column '{col}' (columns: {', '.join(table.column_names)})")
+        read = ReadOptions(text_field=text_column, text_pair_field=text_pair_column)
+        check_columns(table.column_names, read, empty_block(self.scorer, WriteOptions()).columns, prefix)
+        schema = result_schema(self.scorer, WriteOptions())
+        batches = list(score_arrow(self.scorer, table.to_batches(), read, WriteOptions(), schema, prefix))
+        if not batches:  # no rows: the user's columns and the result columns, typed
+            out = pa.schema([*table.schema, *(f.with_name(prefix + f.name) for f in schema)])
+            return out.empty_table()
+        return pa.Table.from_batches(batches)
+
     def score_file(self, input_path: str | Path, output_path: str | Path, **options: Any) -> ScoreStats:
         """Score a file as ``stackscore score`` does; ``options`` are its flat names
         (``text_field``, ``chunk_rows``, ``on_error``, ``resume`` ...), run as this ensemble runs.
@@ -177,12 +208,32 @@ class Ensemble:
 
 
 def pd_isna(value: Any) -> bool:
-    """NaN/None/NA as missing text, without importing pandas for it."""
+    """NaN/None/NA as missing text, without importing pandas for it (``pd.NA != pd.NA`` is NA,
+    whose truth raises: the type is tested first)."""
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):
+        return True
     try:
-        return value is None or value != value or type(value).__name__ in ("NAType", "NaTType")
+        return bool(value != value)
     except (TypeError, ValueError):
         return False
 
 
-def _rebuild(artifact_dir: str, options: RunOptions) -> Ensemble:
+def _items(values: Any, what: str, lazy: bool = False):
+    """Texts given to the API as a list (or any iterable) of them; a bare string is refused:
+    ``list("a great film")`` scored 12 one-character rows without a word."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{what} must be a list of texts, not one {type(values).__name__} (wrap it: [text])")
+    return values if lazy else list(values)
+
+
+def _rebuild(artifact_dir: str, options: RunOptions, digest: str | None = None) -> Ensemble:
+    """An unpickled ``Ensemble``: the same artifact, or a one-line error (a copy unpickled on
+    another machine or after the artifact was replaced would score with other models)."""
+    from .errors import ArtifactError
+    from .manifest import MANIFEST_NAME, sha256_file
+
+    path = Path(artifact_dir) / MANIFEST_NAME
+    here = sha256_file(path) if path.is_file() else None
+    if digest is not None and here != digest:
+        raise ArtifactError(f"{artifact_dir}: not the artifact this Ensemble was pickled with (manifest sha256 {(here or 'missing')[:16]}, pickled {digest[:16]}); load it again where it runs")
     return Ensemble(artifact_dir, options)

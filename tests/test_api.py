@@ -105,3 +105,59 @@ def test_a_flag_given_as_a_string_is_refused_not_taken_as_true(artifact, tmp_pat
     assert out.read_text() == "the user's own file\n"
     with pytest.raises(StackscoreError, match="cascade must be True or False, not 'off'"):
         Ensemble(artifact, cascade="off")
+
+
+def test_a_pyarrow_table_keeps_its_columns_exactly_and_gets_fixed_result_types(artifact):
+    """Scored through pandas and back, an int64 column with nulls became float
+    (9007199254740993 -> ...992.0), a stored index column was dropped, binary text was "not
+    text", and the result columns' types followed the data (error: null or large_string)."""
+    import pyarrow as pa
+
+    e = Ensemble.load(artifact)
+    uid = pa.array([9007199254740993, None, 7], type=pa.int64())
+    table = pa.table({"text": ["a great film", "dull", ""], "uid": uid, "doc_id": ["a", "b", "c"]})
+    out = e.score_dataframe(table)
+    assert out.column("uid").type == pa.int64() and out.column("uid").to_pylist() == [9007199254740993, None, 7]
+    assert out.column("doc_id").to_pylist() == ["a", "b", "c"] and out.column("error").to_pylist()[:2] == [None, None]
+    clean = e.score_dataframe(table.slice(0, 2))
+    assert clean.schema.field("error").type == out.schema.field("error").type == pa.string()  # not null-typed without errors
+    binary = e.score_dataframe(pa.table({"text": pa.array([b"a great film", b"dull"], type=pa.binary())}))
+    assert binary.column("error").to_pylist() == [None, None]  # decoded as a Parquet file's bytes are
+    np.testing.assert_allclose(binary.column("prob_positive").to_numpy(), out.column("prob_positive").to_numpy()[:2], atol=1e-6)
+    empty = e.score_dataframe(table.slice(0, 0), prefix="p_")
+    assert empty.num_rows == 0 and empty.schema.field("p_label").type == pa.string() and "uid" in empty.column_names
+
+
+def test_one_string_is_refused_not_scored_letter_by_letter(artifact):
+    import pytest
+
+    from stackscore.errors import StackscoreError
+
+    e = Ensemble.load(artifact)
+    for call in (lambda: e.predict("a great film"), lambda: e.predict_proba("a great film"), lambda: list(e.score_iter("ok"))):
+        with pytest.raises(TypeError, match="must be a list of texts, not one str"):
+            call()
+    for bad in (0, -1, 2.5):
+        with pytest.raises(StackscoreError, match="chunk_rows must be a positive whole number"):
+            list(e.score_iter(["ok"], chunk_rows=bad))
+    df = pd.DataFrame({"text": ["fine", pd.NA]})
+    assert e.score_dataframe(df)["error"].tolist()[1] == "field 'text' is null"
+
+
+def test_an_unpickled_ensemble_loads_the_same_artifact_or_says_it_is_another(artifact, tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    from stackscore.errors import ArtifactError
+
+    copy = tmp_path / "art"
+    shutil.copytree(artifact, copy)
+    monkeypatch.chdir(tmp_path)
+    blob = pickle.dumps(Ensemble.load("art"))  # a relative path, resolved when loaded
+    monkeypatch.chdir(artifact.parent)
+    assert pickle.loads(blob).artifact_dir == copy.resolve()
+    manifest = copy / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format_version"', '"format_version"', 1) + " ")  # other bytes, same meaning
+    with pytest.raises(ArtifactError, match="not the artifact this Ensemble was pickled with"):
+        pickle.loads(blob)
