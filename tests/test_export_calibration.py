@@ -172,3 +172,35 @@ def test_the_ensemble_gate_bounds_every_multi_label_probability(tmp_path, monkey
     dropped = ensemble_gate(tmp_path, manifest, [f"text {i}" for i in range(50)], 0.995, lines.append)
     assert dropped["dropped"] == ["bert:int8"] and dropped["label_agreement"] == 1.0
     assert not spec.parity["gates"]["int8"]["passed"] and f"probabilities moved up to 0.060 (at most {MAX_ERROR_GATE})" in spec.parity["gates"]["int8"]["reason"]
+
+
+def test_a_variant_wrong_only_on_batches_padded_to_a_bucket_length_fails_its_gate(artifact):
+    """A static-int8 MiniLM with OpenVINO's fused attention agreed 99.8 % on the gate's own
+    batches (padded to 11, 14, 17, ... 31, 34 tokens) and 73 % on rows scored in a batch padded to
+    exactly 32, which scoring forms at will. The gate now also runs its rows padded to the bucket
+    lengths and keeps the worse figures."""
+    import numpy as np
+
+    from stackscore.export.onnx_graph import GateInputs, _gate
+    from stackscore.train.corpus import generate
+
+    spec = next(s for s in load_manifest(artifact).models if s.name == "bert")
+
+    class Fake:  # a deterministic model: right everywhere but at one padded length
+        def __init__(self, broken_at: int | None):
+            self.broken_at = broken_at
+
+        def run(self, ids, mask, types=None):
+            score = (ids * mask).sum(1) % 7 - 3.0
+            z = np.stack([score, -score], 1).astype(np.float32)
+            return -z if ids.shape[1] == self.broken_at else z
+
+    texts = [e.text for e in generate(300, seed=5, start=7000)]
+    g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, spec.inputs, 2)
+    ref = g.logits(Fake(None))
+    lengths = g.runner(Fake(None)).tokenizer.encode(texts).lengths
+    assert (lengths > 16).sum() > 30  # rows that a batch padded to 32 holds
+    ok = _gate(lambda: Fake(None), ref, g, 0.995)
+    assert ok["passed"] and ok["label_agreement"] == ok["bucketed_agreement"] == 1.0
+    bad = _gate(lambda: Fake(32), ref, g, 0.995)
+    assert not bad["passed"] and bad["bucketed_agreement"] < 0.9 and bad["label_agreement"] == bad["bucketed_agreement"]
