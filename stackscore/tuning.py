@@ -154,7 +154,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
         if runner.choice.backend == "openvino":
             plain_runner = runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=chosen, fused_attention=False))
             plain_first, plain = timed(plain_runner)
-            agreement = attention_agreement(runner, plain_runner, batches)
+            agreement = attention_agreement(runner, plain_runner, batches, base.fusion.task)
             use_plain = agreement >= MIN_ATTENTION_AGREEMENT and prefer_plain(plain, plain_first, speeds[chosen], first[chosen])
             entry["fused_attention"] = not use_plain
             entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1), "agreement": round(agreement, 5)}
@@ -167,24 +167,39 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
 MIN_ATTENTION_AGREEMENT = 0.999
 """Plain attention computes the same sums as the fused kernel in another order (in bf16, other
 roundings): export gated the fused kernels, so plain ones are only chosen where their outputs
-agree with them on the tuned rows (the predicted class, or the sign of a one-output model)."""
+agree with them on the tuned rows in what the task answers, as export's gates compare (the
+predicted class; the label set at 0.5; a value within 1 % of the values' range)."""
 
 ATTENTION_CHECK_ROWS = 1024
 
 
-def attention_agreement(fused, plain, batches: list) -> float:
-    """Share of up to ``ATTENTION_CHECK_ROWS`` tuned rows on which two runners of one model agree."""
-    same = total = 0
+def attention_agreement(fused, plain, batches: list, task: str = "single_label") -> float:
+    """Share of up to ``ATTENTION_CHECK_ROWS`` tuned rows on which two runners of one model agree,
+    in what ``task`` answers (``export.onnx_graph.compare``'s rules: a multi-label model was
+    compared on its top label, a regression value on its sign, which any two values of one sign
+    pass)."""
+    import numpy as np
+
+    from .tasks import activate
+
+    fused_out, plain_out, total = [], [], 0
     for b in batches:
-        a, p = fused.run_batch(b), plain.run_batch(b)
-        if a.shape[1] == 1:
-            agree = (a[:, 0] > 0) == (p[:, 0] > 0)
-        else:
-            agree = a.argmax(axis=1) == p.argmax(axis=1)
-        same, total = same + int(agree.sum()), total + len(agree)
+        fused_out.append(fused.run_batch(b))
+        plain_out.append(plain.run_batch(b))
+        total += len(fused_out[-1])
         if total >= ATTENTION_CHECK_ROWS:
             break
-    return same / total if total else 1.0
+    if not total:
+        return 1.0
+    a, p = np.concatenate(fused_out), np.concatenate(plain_out)
+    if task == "regression" or a.shape[1] == 1:
+        scale = max(float(np.ptp(a)), 1e-6)
+        agree = np.abs(a - p).max(axis=1) <= 0.01 * scale
+    elif task == "multi_label":
+        agree = ((activate(task, a) >= 0.5) == (activate(task, p) >= 0.5)).all(axis=1)
+    else:
+        agree = a.argmax(axis=1) == p.argmax(axis=1)
+    return float(agree.mean())
 
 
 def summary(name: str, r: dict[str, Any]) -> str:

@@ -453,3 +453,26 @@ def test_a_plain_score_of_a_large_file_says_how_to_tune_it(artifact, tmp_path):
     plain = hints()
     assert len(plain) == 1 and "stackscore tune" in plain[0] and "--cache-dir DIR" in plain[0]
     assert hints("--cache-dir", str(tmp_path / "cache")) == [] and hints("--streams", "1") == [] and hints("--quiet") == []
+
+
+def test_plain_attention_is_compared_in_what_the_task_answers():
+    """`tune` compared a multi-label model's plain and fused attention on its top label and a
+    regression value on its sign (any two values of one sign agreed)."""
+    from stackscore.tuning import attention_agreement
+
+    class R:
+        def __init__(self, out):
+            self.out = out
+
+        def run_batch(self, b):
+            return self.out[b]
+
+    batches = [np.arange(0, 50), np.arange(50, 100)]
+    values = np.linspace(1.0, 5.0, 100)[:, None]
+    assert attention_agreement(R(values), R(values * 1.5), batches, "regression") < 0.1  # same sign, other values
+    assert attention_agreement(R(values), R(values + 0.001), batches, "regression") == 1.0
+    logits = np.tile([[4.0, 1.0, -2.0]], (100, 1))
+    moved = logits.copy()
+    moved[:30, 2] = 2.0  # a second label turns on; the top label stays
+    assert attention_agreement(R(logits), R(moved), batches, "multi_label") == 0.7
+    assert attention_agreement(R(logits), R(moved), batches, "single_label") == 1.0
