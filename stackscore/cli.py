@@ -221,6 +221,8 @@ def score(
     _err(stats.summary())
     if stats.backends:
         _err(f"backends: {stats.backends}")
+        if run.precision == "auto" and not run.on_gpu:
+            _ensemble_gate_note(artifact, stats.backends)
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if engine == "local" and not quiet and run.cache_dir is None and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000:
@@ -235,6 +237,21 @@ def score(
     if engine == "local":
         global _DONE
         _DONE = True  # every file of the run is written and closed: main() may skip the teardown
+
+
+def _ensemble_gate_note(artifact: str, backends: str) -> None:
+    """Export's ensemble gate measured the fused answers of the mix ``auto`` ran on the export
+    machine; another CPU (or ``--backend``) may run another mix, each model within its own gate
+    but the mix not measured together: said in one line, not refused."""
+    from .engine.runner import without_tuning
+    from .manifest import load_manifest
+
+    try:
+        gated = (load_manifest(Path(artifact), verify=False).fusion.parity or {}).get("ensemble_auto", {}).get("runs")
+    except Exception:  # noqa: BLE001 - a note, never a failure after the run
+        return
+    if gated and without_tuning(gated) != without_tuning(backends):
+        _err(f"note: export's ensemble gate measured {without_tuning(gated)} together; this run's mix differs (each model passed its own gate)")
 
 
 def _on_off(flag: str, value: str) -> bool:

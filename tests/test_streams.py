@@ -476,3 +476,23 @@ def test_plain_attention_is_compared_in_what_the_task_answers():
     moved[:30, 2] = 2.0  # a second label turns on; the top label stays
     assert attention_agreement(R(logits), R(moved), batches, "multi_label") == 0.7
     assert attention_agreement(R(logits), R(moved), batches, "single_label") == 1.0
+
+
+def test_auto_on_a_mix_the_ensemble_gate_did_not_measure_says_so(artifact, tmp_path):
+    """Export's ensemble gate measures the mix `auto` runs on the export machine; on another CPU,
+    or under --backend, auto may run another mix (each model within its own gate): one note line."""
+    from stackscore.manifest import load_manifest
+
+    gated = load_manifest(artifact, verify=False).fusion.parity["ensemble_auto"]["runs"]
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a great film"}\n{"text": "dull"}\n')
+
+    def notes(*extra: str) -> list[str]:
+        r = subprocess.run([sys.executable, "-m", "stackscore", "score", str(artifact), str(src), "-o", str(tmp_path / "o.jsonl"), "--overwrite", *extra],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-500:]
+        return [l for l in r.stderr.splitlines() if l.startswith("note: export's ensemble gate")]
+
+    assert notes() == []  # the export machine's own mix
+    assert len(notes("--backend", "onnxruntime")) == ("openvino" in gated)
+    assert notes("--backend", "onnxruntime", "--precision", "fp32") == []  # exact: nothing to measure
