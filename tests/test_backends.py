@@ -259,7 +259,8 @@ def test_a_gate_checks_probabilities_and_its_row_count_not_only_top_labels():
 
     rng = np.random.default_rng(0)
     ref = rng.normal(0, 3, (300, 2))
-    g = SimpleNamespace(task="single_label", texts=["t"] * 300, logits=lambda backend: backend)
+    g = SimpleNamespace(task="single_label", texts=["t"] * 300, width=2, logits=lambda backend: backend,
+                        runner=lambda backend, **geometry: SimpleNamespace(logits=lambda texts, width: backend))  # the bucketed pass: the same logits
     good = _gate(lambda: ref + rng.normal(0, 0.01, ref.shape), ref, g, 0.995)
     assert good["passed"] and good["label_agreement"] == 1.0 and good["mean_prob_error"] < 0.02
     squashed = _gate(lambda: ref / 4, ref, g, 0.995)
