@@ -135,24 +135,23 @@ class Ensemble:
         A row whose text is missing, not a string or empty gets no prediction and says why in
         ``error`` (the same reasons as the file readers give).
         """
-        from .engine.pipeline import result_block
+        from .engine.pipeline import check_pair_option, result_block
         from .engine.readers import checked_window
         from .errors import InputError
-
-        from .engine.pipeline import check_pair_option
-
-        if type(df).__module__.startswith("pyarrow"):
-            return self._score_table(df, text_column, prefix, text_pair_column)
-
-        check_pair_option(self.scorer, text_pair_column, "text_pair_column=")
-        for col in (text_column, text_pair_column):
-            if col is not None and col not in df.columns:
-                raise InputError(f"no column '{col}' (columns: {', '.join(map(str, df.columns))})")
         from .integrations.windows import check_columns, empty_block
 
+        arrow = type(df).__module__.startswith("pyarrow")
+        names = df.column_names if arrow else df.columns
+        check_pair_option(self.scorer, text_pair_column, "text_pair_column=")
+        for col in (text_column, text_pair_column):
+            if col is not None and col not in names:
+                raise InputError(f"no column '{col}' (columns: {', '.join(map(str, names))})")
         # A result column must not replace one of the user's (a true `label` overwritten by the
         # prediction would make any accuracy computed afterwards compare predictions with themselves).
-        check_columns(df.columns, ReadOptions(text_field=text_column, text_pair_field=text_pair_column), empty_block(self.scorer, WriteOptions()).columns, prefix)
+        read = ReadOptions(text_field=text_column, text_pair_field=text_pair_column)
+        check_columns(names, read, empty_block(self.scorer, WriteOptions()).columns, prefix)
+        if arrow:
+            return self._score_table(df, read, prefix)
 
         def column(name: str) -> list:
             return [None if (not isinstance(t, str) and pd_isna(t)) else t for t in df[name].tolist()]
@@ -166,24 +165,16 @@ class Ensemble:
             out[f"{prefix}{name}"] = values
         return out
 
-    def _score_table(self, table, text_column: str, prefix: str, text_pair_column: str | None):
+    def _score_table(self, table, read: ReadOptions, prefix: str):
         """A pyarrow Table through the adapters' columnar step (``windows.score_arrow``): the
         user's columns are taken row by row as they are (a round trip through pandas turned an
         int64 column with nulls into floats, 9007199254740993 into ...992.0, and dropped an
         index kept as a column), the result columns have the fixed ``result_schema`` types, and
-        binary text is decoded as a Parquet file's is."""
+        binary text is decoded as a Parquet file's is. Its columns are checked by the caller."""
         import pyarrow as pa
 
-        from .engine.pipeline import check_pair_option
-        from .errors import InputError
-        from .integrations.windows import check_columns, empty_block, result_schema, score_arrow
+        from .integrations.windows import result_schema, score_arrow
 
-        check_pair_option(self.scorer, text_pair_column, "text_pair_column=")
-        for col in (text_column, text_pair_column):
-            if col is not None and col not in table.column_names:
-                raise InputError(f"no column '{col}' (columns: {', '.join(table.column_names)})")
-        read = ReadOptions(text_field=text_column, text_pair_field=text_pair_column)
-        check_columns(table.column_names, read, empty_block(self.scorer, WriteOptions()).columns, prefix)
         schema = result_schema(self.scorer, WriteOptions())
         batches = list(score_arrow(self.scorer, table.to_batches(), read, WriteOptions(), schema, prefix))
         if not batches:  # no rows: the user's columns and the result columns, typed

@@ -37,7 +37,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -292,7 +292,6 @@ def cold_start(artifact: Path, texts: list[str], workdir: Path, run: RunOptions,
     from launch to the commit of the first window (``first_row_at`` in the run's stats): the
     interpreter's exit, which the whole-process time includes, is not waited for by a reader."""
     import sys
-    from dataclasses import replace
 
     src = workdir / "cold-input.jsonl"
     src.write_bytes(b"".join(orjson.dumps({"id": i, "text": t}) + b"\n" for i, t in enumerate(texts[:rows])))
@@ -403,8 +402,6 @@ def run_bench(
     streams = None
     with tempfile.TemporaryDirectory() as tmp:
         if "tune" not in skip:  # what `stackscore tune` records, into this run's own cache dir
-            from dataclasses import replace
-
             from .tuning import tune
 
             log("streams: each model's batches at 1, 2, ... requests in flight (best of 2), as `stackscore tune`")
@@ -457,9 +454,7 @@ def run_bench(
         log("cold start: whole `stackscore score` processes on 20 rows")
         cold_start_info = cold_start(artifact, texts, Path(tmp), opts)
         log(f"engine as a whole process: `stackscore score` on the {len(texts):,} rows, start to exit, as run by default and with the tuned --cache-dir (best of 2 each)")
-        from dataclasses import replace as _replace
-
-        process = engine_process(artifact, Path(tmp), _replace(opts, cache_dir=None), chunk_rows)  # no cache: what a plain `score` pays
+        process = engine_process(artifact, Path(tmp), replace(opts, cache_dir=None), chunk_rows)  # no cache: what a plain `score` pays
         process_cached = engine_process(artifact, Path(tmp), opts, chunk_rows) if opts.cache_dir is not None else None
         loop_start_s = None
         if any(k in results for k in ("classic", "expert", "expert_int8")):

@@ -270,6 +270,16 @@ class TextTokenizer:
             out[i] = self.tok.post_process(a, b, add_special_tokens=True)
         return out
 
+    @property
+    def stride(self) -> int:
+        """Windows mode: content tokens between two windows' starts (half a window)."""
+        return max(1, self.body // 2)
+
+    @property
+    def reach(self) -> int:
+        """Windows mode: content tokens the ``max_windows`` windows read from a row's start."""
+        return self.body + (self.max_windows - 1) * self.stride
+
     def _long_bodies(self, texts: list[str]) -> tuple[list[list[int]], set[int]]:
         """Each text's content ids as far as its mode reads them: whole below the character cap;
         past it, ``windows`` reads the text's start (cut at a space: its ids are the whole
@@ -281,7 +291,7 @@ class TextTokenizer:
         ids stop at the cap (the text goes on past them)."""
         cap, n = self.max_chars, self.body
         head = n // 4
-        need = n if self.long_text == "head-tail" else n + (self.max_windows - 1) * max(1, n // 2)
+        need = n if self.long_text == "head-tail" else self.reach
         ends = self.long_text == "head-tail"  # its capped rows are read at both ends below
         bodies = [e.ids for e in self._encode([t if len(t) <= cap else "" if ends else self._capped(t) for t in texts], add_special_tokens=False)]
         partial: set[int] = set()
@@ -306,8 +316,7 @@ class TextTokenizer:
         (head-tail: a middle dropped; windows: text past the last window, ``max_windows`` of
         them at half a window's stride, so about ``(max_windows + 1) / 2 * max_length`` tokens)."""
         pre, suf, n = self.prefix, self.suffix, self.body
-        stride = max(1, n // 2)
-        reach = n + (self.max_windows - 1) * stride
+        stride, reach = self.stride, self.reach
         seqs: list[list[int]] = []
         owner: list[int] = []
         cut = 0
