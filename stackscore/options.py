@@ -97,7 +97,7 @@ class RunOptions:
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
     cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none
-    streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else 1
+    streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else runner.default_streams (2 for OpenVINO on 2+ threads, 1 otherwise)
     fused_attention: bool | None = None  # OpenVINO's fused attention kernels (its "snippets"); None = what `stackscore tune` recorded for this CPU in cache_dir, else on
 
     def __post_init__(self) -> None:

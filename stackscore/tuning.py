@@ -9,7 +9,8 @@ large ones do not. So it is measured, not assumed: ``measure`` times each model'
 the user's rows (the engine's runner, the same backends) at 1, 2, ... streams, best of two, and
 ``record`` keeps the choice in the cache directory under a key that names the graph (sha256),
 runtime, precision, thread count, token budget and CPU. ``RunOptions(streams=0)`` (the default) looks the key
-up (``recorded``); without a record a model runs one stream, as before. A record is
+up (``recorded``); without a record ``runner.default_streams`` decides (two for OpenVINO
+on 2+ threads, as measured in sessions 8-12; one otherwise). A record is
 never used for another graph, CPU, precision or thread count.
 
 OpenVINO models are also timed with their attention blocks as plain nodes instead of its fused

@@ -116,6 +116,30 @@ def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path)
     assert res.returncode == 2 and "--cache-dir" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_without_a_record_openvino_runs_two_streams_on_a_multi_core_cpu(artifact, tmp_path):
+    """No `tune` record: an OpenVINO model runs ``DEFAULT_OPENVINO_STREAMS`` requests in flight when
+    it has that many threads, one on a single thread; ONNX Runtime keeps one caller; a record (here
+    one stream) and an explicit ``streams`` win over the default."""
+    from stackscore.engine.runner import DEFAULT_OPENVINO_STREAMS
+    from stackscore.manifest import compiled_identity
+
+    def streams(**kw) -> list[int]:
+        s = Scorer(artifact, RunOptions(precision="fp32", **kw))
+        return [r.backends[0].streams for r in s.runners.values() if hasattr(r, "backends")]
+
+    assert DEFAULT_OPENVINO_STREAMS == 2
+    assert streams(backend="openvino", threads=2) == [2, 2]
+    assert streams(backend="openvino", threads=1) == [1, 1]
+    assert streams(backend="onnxruntime", threads=2) == [1, 1]
+    assert streams(backend="openvino", threads=2, streams=1) == [1, 1]
+    s = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", threads=2))
+    for name, r in s.runners.items():
+        spec = next(m for m in s.manifest.models if m.name == name)
+        sha = compiled_identity(s.manifest, spec.graphs[r.choice.graph_key])
+        record(tmp_path, record_key("openvino", "fp32", sha, 2, r.token_budget), {"streams": 1})
+    assert streams(backend="openvino", threads=2, cache_dir=tmp_path) == [1, 1]
+
+
 def test_a_fresh_process_with_two_openvino_streams_finishes(artifact, corpus_rows, tmp_path):
     """Regression: two streams making a process's first OpenVINO calls at once deadlocked it (the
     binding initializes C++ statics under the GIL on first use); each run is a new process."""

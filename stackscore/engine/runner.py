@@ -359,9 +359,9 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
         from ..tuning import recorded
 
         found = recorded(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)
-        streams = streams or found.get("streams", 1)
+        streams = streams or found.get("streams") or default_streams(choice.backend, options)
         fused = found.get("fused_attention", True) if fused is None else fused
-    streams, fused = streams or 1, fused is not False  # else one stream, OpenVINO's own kernels
+    streams, fused = streams or 1, fused is not False  # else OpenVINO's own kernels
 
     def load_tokenizer() -> tuple[str, TextTokenizer]:
         with lock:  # models sharing a tokenizer file load it once
@@ -407,6 +407,23 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
         describe=f"{choice.backend}/{choice.precision}{where}{streams_note(streams)}{attention_note(choice.backend, fused)}", tokenizer_key=key, choice=choice,
         overhead_tokens=overhead, new_shape_tokens=NEW_SHAPE_TOKENS * overhead // BATCH_OVERHEAD_TOKENS if choice.backend == "openvino" else 0,
     )
+
+
+DEFAULT_OPENVINO_STREAMS = 2
+"""Requests in flight per OpenVINO model on a multi-core CPU without a `stackscore tune` record.
+Measured, not assumed: in all nine benches of sessions 8-12 (`stackscore bench`'s tune step, an
+AMX Xeon, short/long/mixed texts) two streams ran MiniLM 14-111 % faster warm than one, and #16's
+own measurement on an AMD EPYC found 10-25 %; a model as small as the bench's RoBERTa ranged
+-12 % to +50 %, a small share of an ensemble's time. ONNX Runtime sessions keep one caller
+(never measured with more here); `stackscore tune` still measures and records per model."""
+
+
+def default_streams(backend: str, options: RunOptions) -> int:
+    """``DEFAULT_OPENVINO_STREAMS`` for an OpenVINO model with at least that many CPU threads,
+    else one request at a time."""
+    if backend == "openvino" and not options.on_gpu and options.cpu_threads >= DEFAULT_OPENVINO_STREAMS:
+        return DEFAULT_OPENVINO_STREAMS
+    return 1
 
 
 def batch_geometry(flops_per_token: float, options: RunOptions) -> tuple[int, int, int]:
