@@ -324,14 +324,18 @@ def _score_cmd(artifact: Path, src: Path, out: Path, run: RunOptions, window_row
     cmd = [sys.executable, "-m", "stackscore.cli", "score", str(artifact), str(src), "-o", str(out), "--overwrite", "--quiet",
            "--precision", run.precision, "--backend", run.backend, "--cascade", "on" if run.cascade else "off",
            "--token-budget", str(run.token_budget), "--chunk-rows", str(window_rows), "--streams", str(run.streams)]
-    return cmd + (["--cache-dir", str(run.cache_dir)] if run.cache_dir is not None else [])
+    return cmd + (["--cache-dir", str(run.cache_dir)] if run.cache_dir is not None else ["--no-cache"])
 
 
 def _wall(args: list[str]) -> float:
     import subprocess
 
+    import os
+
+    # the command line says which cache dir the run has (``_score_cmd``), never the environment
+    env = {k: v for k, v in os.environ.items() if k not in ("STACKSCORE_CACHE_DIR", "STACKSCORE_NO_CACHE")}
     t0 = time.perf_counter()
-    r = subprocess.run(args, capture_output=True, text=True)
+    r = subprocess.run(args, capture_output=True, text=True, env=env)
     if r.returncode:
         raise StackscoreError(f"bench run failed: {r.stderr.strip()[-300:]}")
     return time.perf_counter() - t0

@@ -16,7 +16,7 @@ import typer
 
 from .errors import StackscoreError
 from .export.variants import CALIBRATION_ROWS
-from .options import ReadOptions, RunOptions, WriteOptions
+from .options import ReadOptions, RunOptions, WriteOptions, cache_dir_for, user_cache_dir
 
 # Each default is written once, in the options dataclasses; the CLI shows the same values.
 _RUN, _READ, _WRITE = RunOptions(), ReadOptions(), WriteOptions()
@@ -98,12 +98,12 @@ def export(
         state = FitState.load(workdir)
         if state.text_pair:
             raise StackscoreError("--calibration takes single texts; this fit scores sentence pairs (its own calibration pairs are used)")
-        gate = set(state.parity_texts)
+        gate = set(state.parity_texts + (state.confirmation_texts or []))  # the gates measure on rows never used to calibrate
         pool = [t for c in open_reader(str(calibration), text_field=text_field, tsv_quotes=tsv_quotes) for t, e in zip(c.texts, c.errors) if e is None and t not in gate]
         random.Random(0).shuffle(pool)
         texts = pool[:calibration_rows]
         if not texts:
-            raise StackscoreError(f"{calibration}: no texts to calibrate on (field '{text_field}', gate rows left out)")
+            raise StackscoreError(f"{calibration}: no texts to calibrate on (field '{text_field}', gate and confirmation rows left out)")
         _err(f"calibrating static int8 on {len(texts):,} texts from {calibration}")
     m = export_artifact(workdir, out, log=_err, overwrite=overwrite, calibration_texts=texts)
     _err(f"artifact written: {out or workdir / 'artifact'} ({len(m.files)} files, fusion '{m.fusion.method}')")
@@ -127,11 +127,12 @@ def score(
     device: str = typer.Option("cpu", help="cpu, cuda (ONNX Runtime CUDA EP, fp16 graphs, IOBinding) or tensorrt (TensorRT EP, then CUDA)."),
     gpus: Optional[str] = typer.Option(None, help="GPU ids for --device cuda/tensorrt, comma-separated (default 0): one session per model per GPU, batches dealt across them. --engine local only."),
     trt_cache: Optional[Path] = typer.Option(None, help="TensorRT engine cache directory (default: <output>.trt-cache/, reused by later runs)."),
-    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Keep OpenVINO's compiled models and ONNX Runtime's optimized graphs here (keyed by graph checksum, runtime version, CPU), and read `stackscore tune`'s streams from it: later runs start faster. Default: no cache."),
+    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Keep OpenVINO's compiled models and ONNX Runtime's optimized graphs here (keyed by graph checksum, runtime version, CPU, compile settings), and read `stackscore tune`'s choices from it: later runs start faster. Default: $XDG_CACHE_HOME/stackscore or ~/.cache/stackscore (none where it cannot be created); --engine ray: none unless named."),
+    no_cache: bool = typer.Option(False, "--no-cache", envvar="STACKSCORE_NO_CACHE", help="No default cache directory (a --cache-dir or STACKSCORE_CACHE_DIR still counts): every model compiled anew, nothing kept."),
     gpu_mem_limit_gb: float = typer.Option(0, help="CUDA arena limit per GPU in GiB (0 = no limit)."),
     provider: list[str] = typer.Option([], help="ONNX Runtime execution provider(s), in order (overrides --device)."),
     threads: int = typer.Option(_RUN.threads, help="Intra-op threads per session (0 = all cores; with --engine ray: the actor's CPUs)."),
-    streams: int = typer.Option(_RUN.streams, help="Requests in flight per model, each on threads/streams cores (0 = what `stackscore tune` measured and recorded in --cache-dir for this CPU, else 1)."),
+    streams: int = typer.Option(_RUN.streams, help="Requests in flight per model, each on threads/streams cores (0 = what `stackscore tune` measured and recorded in --cache-dir for this CPU, else 2 for OpenVINO models on 2+ threads, 1 otherwise)."),
     allow_cpu_fallback: bool = typer.Option(False, help="If the requested GPU providers are missing, run on the CPU (with a warning) instead of failing."),
     with_model_outputs: bool = typer.Option(False, help="Add each base model's logits as columns."),
     with_contributions: bool = typer.Option(False, help="Add each base model's share of the fused logit (linear stacking)."),
@@ -180,7 +181,8 @@ def score(
     run = RunOptions(
         providers=tuple(provider) or tuple(providers_for_device(device)), threads=threads, precision=precision,
         backend=backend, allow_cpu_fallback=allow_cpu_fallback, gpu=gpu, token_budget=token_budget, long_text=long_text,
-        max_windows=max_windows, cascade=_on_off("--cascade", cascade), cache_dir=cache_dir, streams=streams,
+        max_windows=max_windows, cascade=_on_off("--cascade", cascade), streams=streams,
+        cache_dir=cache_dir_for(cache_dir, no_cache or (engine == "ray" and cache_dir is None)),  # a driver's home is not its workers'
     )
     opts = ScoreOptions(
         ReadOptions(
@@ -225,11 +227,12 @@ def score(
             _ensemble_gate_note(artifact, stats.backends)
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
-    if engine == "local" and not quiet and run.cache_dir is None and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000:
-        # a plain run: one request in flight per model, compiled anew (2,000 short rows: 9.2 s
-        # plain, 5.3 s with a tuned cache dir on one 2-core machine, benchmarks/RESULTS.md)
-        _err(f"hint: each model ran one request at a time; `stackscore tune {artifact} --data {inputs[0]} --cache-dir DIR` measures more in flight on this CPU, "
-             "and `score --cache-dir DIR` (or STACKSCORE_CACHE_DIR) runs with them and keeps the compiled models")
+    if (engine == "local" and not quiet and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000
+            and (run.cache_dir is None or not (run.cache_dir / "tuning.json").is_file())):
+        # no `tune` record: default streams and attention kernels (benchmarks/RESULTS.md)
+        where = f" --cache-dir {run.cache_dir}" if run.cache_dir is not None and run.cache_dir != user_cache_dir() else " --cache-dir DIR" if run.cache_dir is None else ""
+        _err(f"hint: `stackscore tune {artifact} --data {inputs[0]}{where}` measures each model's requests in flight and attention kernels on this CPU; "
+             f"later runs{' with --cache-dir DIR' if run.cache_dir is None else ''} use them")
     if stats_json:
         from .engine.committer import write_side_file
 
@@ -291,7 +294,7 @@ def bench(
 def tune(
     artifact: Path = typer.Argument(..., help="Artifact directory."),
     data: Path = typer.Option(..., "--data", help="A corpus file like the ones you will score (its text field is read)."),
-    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Where the choice is recorded (tuning.json); `score --cache-dir` reads it."),
+    cache_dir: Optional[Path] = typer.Option(None, envvar="STACKSCORE_CACHE_DIR", help="Where the choice is recorded (tuning.json); `score` reads it from the same cache dir. Default: score's ($XDG_CACHE_HOME/stackscore or ~/.cache/stackscore)."),
     rows: int = typer.Option(2000, help="Rows to time each model on."),
     text_field: str = typer.Option(_READ.text_field, help="Column/field holding the text."),
     tsv_quotes: str = TSV_QUOTES_OPTION,
@@ -307,8 +310,9 @@ def tune(
     from .options import RunOptions
     from .tuning import summary, tune as tune_streams
 
+    named, cache_dir = cache_dir, cache_dir_for(cache_dir)
     if cache_dir is None:
-        raise StackscoreError("--cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
+        raise StackscoreError(f"{user_cache_dir()}: cannot be created; --cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
     if rows < 1:
         raise StackscoreError(f"--rows must be a positive whole number, not {rows}")
     texts = load_corpus([str(data)], rows, text_field=text_field, tsv_quotes=tsv_quotes)
@@ -320,7 +324,7 @@ def tune(
     if not result:
         print("no transformer model to tune (string-input models run one call per window)")
     else:
-        print(f"recorded in {Path(cache_dir) / 'tuning.json'}; `stackscore score --cache-dir {cache_dir}` uses it")
+        print(f"recorded in {Path(cache_dir) / 'tuning.json'}; `stackscore score{f' --cache-dir {named}' if named is not None else ''}` uses it")
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -86,6 +86,7 @@ class FitState:
     gate_min_rows: int = GATE_MIN_ROWS
     fp16: bool = True
     cascade: dict[str, Any] | None = None  # the cascade's manifest section; its graphs are under fusion/
+    confirmation_texts: list | None = None  # test-split rows apart from the gate rows: a choice made on the gate rows must pass here too (None: a state from before they were kept)
 
     def save(self, workdir: Path) -> Path:
         path = Path(workdir) / FIT_STATE
@@ -107,4 +108,5 @@ class FitState:
             raise StackscoreError(f"{path}: not a fit state this stackscore can read ({type(exc).__name__}: {exc})") from None
         state.parity_texts = _items(state.parity_texts)
         state.calibration_texts = _items(state.calibration_texts)
+        state.confirmation_texts = _items(state.confirmation_texts)
         return state

@@ -96,7 +96,7 @@ class RunOptions:
     max_windows: int = 8  # windows mode: windows per row at half a window's stride; text past them is cut (counted as truncated)
     bucket_lengths: bool | None = None  # pad to a few fixed lengths; None: on for GPU providers
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
-    cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none
+    cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none (the CLI's default is ``cache_dir_for``: the user cache dir)
     streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else runner.default_streams (2 for OpenVINO on 2+ threads, 1 otherwise)
     fused_attention: bool | None = None  # OpenVINO's fused attention kernels (its "snippets"); None = what `stackscore tune` recorded for this CPU in cache_dir, else on
 
@@ -212,6 +212,39 @@ class ScoreOptions:
 
             run = replace(run, **groups["run"])
         return cls(ReadOptions(**groups["read"]), WriteOptions(**groups["write"]), run or RunOptions(**groups["run"]), **groups["self"])
+
+
+def user_cache_dir() -> Path:
+    """The default cache directory of `stackscore score` and `tune`: ``$XDG_CACHE_HOME/stackscore``,
+    else ``~/.cache/stackscore`` (``STACKSCORE_CACHE_DIR`` / ``--cache-dir`` name another,
+    ``--no-cache`` / ``STACKSCORE_NO_CACHE=1`` none)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "stackscore"
+
+
+def cache_dir_for(named: Path | None, no_cache: bool = False) -> Path | None:
+    """The cache directory a CLI command runs with: ``named`` (``--cache-dir``, or
+    ``STACKSCORE_CACHE_DIR``), created here so that one it cannot create stops the run in one line;
+    else, unless ``no_cache`` (``--no-cache``), ``user_cache_dir()``, or no cache at all where that cannot be
+    created (a read-only home, a container): a cache speeds a run up, it never fails one.
+
+    What is kept there is keyed by the graph's sha256, runtime version, CPU and every compile
+    property (``engine.backends.compile_cache_dir``, ``tuning.record_key``), written beside and
+    renamed, and never read for another key: new files in a cache directory, no file the user named."""
+    if named is not None:  # named wins over STACKSCORE_NO_CACHE (set once in an environment)
+        try:
+            Path(named).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StackscoreError(f"--cache-dir {named}: cannot create it ({exc.strerror or exc})") from None
+        return Path(named)
+    if no_cache:
+        return None
+    path = user_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK | os.X_OK) else None
 
 
 def fingerprint_options(opts: ScoreOptions) -> dict[str, Any]:

@@ -15,6 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the first cluster's token state process-wide, and a later cluster started in the other mode
 # never gets its workers registered (its actors never start).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# No test writes to the user's cache dir: `score` runs without one unless a test names one
+# (tests of the default cache set XDG_CACHE_HOME and drop STACKSCORE_NO_CACHE themselves).
+os.environ["STACKSCORE_NO_CACHE"] = "1"
+os.environ.pop("STACKSCORE_CACHE_DIR", None)
 
 
 def pytest_configure(config):

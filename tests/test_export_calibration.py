@@ -30,9 +30,12 @@ def workdir(fitted, tmp_path):
 
 
 def test_calibration_texts_that_are_gate_rows_are_refused(workdir):
-    gate = FitState.load(workdir).parity_texts
-    with pytest.raises(StackscoreError, match="must not include the gate rows"):
-        export_artifact(workdir, workdir / "artifact", log=lambda *_: None, calibration_texts=["a fresh text", str(gate[0])])
+    state = FitState.load(workdir)
+    held = [state.parity_texts[0]] + (state.confirmation_texts or [])[:1]
+    assert len(held) == 2  # the fixture's test split has rows past the gate rows
+    for row in held:
+        with pytest.raises(StackscoreError, match="must not include the gate or confirmation rows"):
+            export_artifact(workdir, workdir / "artifact", log=lambda *_: None, calibration_texts=["a fresh text", str(row)])
     assert not (workdir / "artifact").exists()  # nothing half-written
 
 
@@ -132,6 +135,58 @@ def test_the_ensemble_gate_tightens_a_searched_static_int8_before_dropping_it(tm
         assert "int8_static" not in spec.graphs and not (tmp_path / "q.onnx").exists()
 
 
+def test_a_mix_with_a_searched_graph_must_pass_the_confirmation_rows_too(tmp_path, monkeypatch):
+    """The gate rows are where the search chose its graph: a mix holding one (ops in float) must
+    also pass on rows apart from them. Here the fused answers agree on every gate row but flip 3
+    of 200 confirmation rows until MiniLM keeps 8 ops in float: the searched graph is tightened
+    (not the other model's bf16, whose own gate agreed less) and the confirmation is recorded."""
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    from stackscore.engine import scorer as scorer_mod
+    from stackscore.export.artifact import ensemble_gate
+
+    minilm = NS(name="minilm", graphs={"fp32": "f.onnx", "int8_static": "q.onnx"},
+                parity={"gates": {"int8_static": {"passed": True, "label_agreement": 0.998, "fp32_ops": 1, "fp32_scope": ["op0"]}}})
+    roberta = NS(name="roberta", graphs={"fp32": "r.onnx"}, parity={"gates": {"bf16": {"passed": True, "label_agreement": 0.996}}})
+    manifest = NS(models=[minilm, roberta], task="single_label", fusion=NS(params={}), cascade=None)
+
+    class FakeScorer:
+        def __init__(self, directory, run, manifest):
+            auto = run.precision == "auto"
+            self.runners = {"minilm": NS(choice=NS(variant="int8_static" if auto else "fp32", precision="int8" if auto else "fp32")),
+                            "roberta": NS(choice=NS(variant="bf16" if auto else "fp32", precision="bf16" if auto else "fp32"))}
+            self.auto = auto
+
+        def score_texts(self, texts, pairs=None):
+            proba = np.tile([[0.9, 0.1]], (len(texts), 1))
+            if self.auto and texts[0].startswith("confirm") and minilm.parity["gates"]["int8_static"]["fp32_ops"] < 8:
+                proba[:3] = proba[:3, ::-1]
+            return NS(proba=proba)
+
+        def describe(self):
+            return "minilm: openvino/int8, roberta: openvino/bf16" if self.auto else "fp32"
+
+    monkeypatch.setattr(scorer_mod, "Scorer", FakeScorer)
+
+    def tighter():
+        k = minilm.parity["gates"]["int8_static"]["fp32_ops"] * 2
+        return {"passed": True, "label_agreement": 0.998, "fp32_ops": k, "fp32_scope": [f"op{i}" for i in range(k)]}
+
+    lines = []
+    result = ensemble_gate(tmp_path, manifest, [f"text {i}" for i in range(200)], 0.995, lines.append, tighten={"minilm": tighter},
+                           confirmation=[f"confirm {i}" for i in range(200)])
+    assert result["tightened"] == ["minilm:int8_static:2", "minilm:int8_static:4", "minilm:int8_static:8"] and result["dropped"] == []
+    assert result["label_agreement"] == 1.0 and result["confirmation"] == {"rows": 200, "label_agreement": 1.0, "moved": 0.0, "passed": True, "searched": ["minilm"]}
+    assert roberta.parity["gates"]["bf16"]["passed"] and "98.50%" in minilm.parity["gates"]["int8_static"]["tightened_by"]
+    assert sum("not confirmed" in line for line in lines) == 3
+    # without confirmation rows (a fit state from before they were kept) the gate rows decide alone
+    minilm.parity["gates"]["int8_static"].update(fp32_ops=1)
+    result = ensemble_gate(tmp_path, manifest, [f"text {i}" for i in range(200)], 0.995, lines.append, tighten={"minilm": tighter})
+    assert "tightened" not in result and "confirmation" not in result
+
+
 def test_the_ensemble_gate_bounds_every_multi_label_probability(tmp_path, monkeypatch):
     """Multi-label: the ensemble gate checked only that label sets agree at the tuned thresholds,
     so fused probabilities could drift while every label stayed on the same side (a stacker reads
@@ -204,3 +259,53 @@ def test_a_variant_wrong_only_on_batches_padded_to_a_bucket_length_fails_its_gat
     assert ok["passed"] and ok["label_agreement"] == ok["bucketed_agreement"] == 1.0
     bad = _gate(lambda: Fake(32), ref, g, 0.995)
     assert not bad["passed"] and bad["bucketed_agreement"] < 0.9 and bad["label_agreement"] == bad["bucketed_agreement"]
+
+
+def test_confirmation_rows_are_test_rows_apart_from_the_gate_rows():
+    """Fit keeps up to parity_rows more test rows, disjoint from the gate rows, for what a search
+    chooses on the gate rows; the gate and calibration samples are drawn as before."""
+    from types import SimpleNamespace as NS
+
+    from stackscore.train.fit import sample_rows
+
+    s = NS(test=[f"test {i}" for i in range(700)], pool=[f"train {i}" for i in range(3000)], n_train=2500)
+    cfg = NS(seed=0, parity_rows=512, calibration_rows=1152)
+    got = sample_rows(cfg, s)
+    assert len(got.parity) == 512 and len(got.confirmation) == 188 and not set(got.parity) & set(got.confirmation)
+    assert set(got.parity) | set(got.confirmation) == set(s.test) and len(got.calibration) == 1152
+    small = sample_rows(NS(seed=0, parity_rows=512, calibration_rows=64), NS(test=s.test[:300], pool=s.pool, n_train=2500))
+    assert len(small.parity) == 300 and small.confirmation == []
+
+
+def test_confirmation_gates_a_built_backend_against_the_fp32_graph_on_its_own_rows(artifact):
+    """``Confirmation`` runs an already built backend (a real OpenVINO bf16 session here) on rows
+    apart from the gate rows, against the fp32 graph's logits (computed once), with the gate's own
+    rules (bucketed pass included): the real session passes, one wrong on half its rows fails."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    from stackscore.export.onnx_graph import Confirmation, GateInputs
+    from stackscore.train.corpus import generate
+
+    spec = next(s for s in load_manifest(artifact).models if s.name == "bert")
+    texts = [e.text for e in generate(240, seed=9, start=9000)]
+    g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, spec.inputs, 2, flops_per_token=spec.flops_per_token)
+    fp32 = artifact / spec.graphs["fp32"]
+    c = Confirmation(g, fp32)
+    real = g.openvino(fp32, "bf16")
+    found = c.gate(real, 0.995)
+    assert found["passed"] and found["rows"] == 240 and found["label_agreement"] >= 0.995
+    ref = c._ref
+    assert ref is not None and ref.shape == (240, 2)
+
+    class HalfWrong:  # the real session, its logits swapped on every other batch row
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, ids, mask, types=None):
+            z = self.inner.run(ids, mask)
+            z[::2] = z[::2, ::-1]
+            return z
+
+    bad = c.gate(HalfWrong(real), 0.995)
+    assert not bad["passed"] and bad["label_agreement"] < 0.9 and c._ref is ref  # the reference computed once

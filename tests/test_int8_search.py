@@ -199,7 +199,7 @@ def fake_search(graphs, monkeypatch, tmp_path):
 
     monkeypatch.setattr(S, "rows_per_s", timed)
 
-    def search(weight, step, base_speed=100.0, keep_open=False):
+    def search(weight, step, base_speed=100.0, keep_open=False, confirm=None):
         g = FakeGate(fp32, weight, step, base_speed)
         g.all_ops = S.quantized_ops(q, fp32)
         real_logits = g.logits
@@ -210,7 +210,8 @@ def fake_search(graphs, monkeypatch, tmp_path):
 
         g.logits = logits
         lines = []
-        found = S.StaticInt8Search(fp32, tmp_path / "out.onnx", g, g.ref, [f"t{i}" for i in range(256)], 0.995, lines.append, ("bf16", lambda: g.openvino(fp32, "bf16")))
+        found = S.StaticInt8Search(fp32, tmp_path / "out.onnx", g, g.ref, [f"t{i}" for i in range(256)], 0.995, lines.append, ("bf16", lambda: g.openvino(fp32, "bf16")),
+                                   confirm=confirm(fp32, tmp_path / "out.onnx", g.all_ops) if confirm else None)
         gate = found.run()
         return (gate, lines, g.all_ops, found) if keep_open else (gate, lines, g.all_ops)
 
@@ -276,3 +277,40 @@ def test_tighter_goes_on_up_the_ladder_for_the_ensemble_gate(fake_search, tmp_pa
     assert gate["fp32_ops"] == 0 and "ranking" not in gate
     nxt = found.tighter()
     assert nxt is not None and nxt["fp32_ops"] == 1 and "ranking" in nxt
+
+
+class FakeConfirmation:
+    """Stands in for ``onnx_graph.Confirmation``: the graph at ``out`` flips 2 of 200 confirmation
+    rows (99.0 %) until it keeps ``needs`` ops in float."""
+
+    def __init__(self, needs):
+        self.needs, self.rows, self.asked = needs, 200, []
+
+    def __call__(self, fp32, out, all_ops):
+        self.fp32, self.out, self.all_ops = fp32, out, all_ops
+        return self
+
+    def gate(self, backend, min_agreement):
+        in_float = len(self.all_ops) - len(S.quantized_ops(self.out, self.fp32))
+        self.asked.append(in_float)
+        agreement = 1.0 if in_float >= self.needs else 0.99
+        return {"label_agreement": agreement, "passed": agreement >= min_agreement, "rows": self.rows}
+
+
+def test_a_graph_the_ladder_chose_on_the_gate_rows_must_pass_the_confirmation_rows(fake_search):
+    """The ladder stops at the first graph that passes the gate rows: the luckiest of several
+    tries on the same rows. It must pass rows apart from them too, else the ladder goes on; the
+    whole graph (no choice made) and failing candidates are not confirmed."""
+    _, _, ops = fake_search({}, 1.0)
+    weights = {ops[-1]: 4, ops[3]: 3, ops[5]: 2}
+    confirm = FakeConfirmation(needs=8)
+    gate, lines, _ = fake_search(weights, 1.0, confirm=confirm)
+    assert confirm.asked == [4, 8]  # only candidates that passed the gate rows
+    assert gate["passed"] and gate["fp32_ops"] == 8 and gate["confirmation"] == {"label_agreement": 1.0, "passed": True, "rows": 200}
+    assert [c["fp32_ops"] for c in gate["candidates"]] == [0, 1, 2, 4, 8]
+    assert [c.get("confirmed_agreement") for c in gate["candidates"]] == [None, None, None, 0.99, 1.0]
+    assert gate["candidates"][3]["agreement_passed"] is False and any("not confirmed" in line for line in lines)
+    # no confirmation rows: the gate rows decide, and the record says so
+    gate, _, _ = fake_search(weights, 1.0)
+    assert gate["passed"] and gate["fp32_ops"] == 4 and gate["confirmation"]["rows"] == 0
+

@@ -217,6 +217,40 @@ def test_compiled_model_cache_is_keyed_and_changes_nothing(artifact, tmp_path):
     assert {d.rsplit("-", 1)[1] for d in dirs} == shas and all(any(p.iterdir()) for p in cache.iterdir())
 
 
+def test_score_keeps_compiled_models_in_the_user_cache_dir_unless_told_not_to(artifact, corpus_rows, tmp_path):
+    """A plain `score` keeps its compiled models in $XDG_CACHE_HOME/stackscore (a second run imports
+    them, same bytes out); --no-cache keeps nothing; a default that cannot be created is no cache
+    (the run still scores); a named --cache-dir that cannot be created stops in one line, exit 2."""
+    import json
+    import os
+
+    pytest.importorskip("openvino")
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_rows[:40]))
+    env = {k: v for k, v in os.environ.items() if k not in ("STACKSCORE_CACHE_DIR", "STACKSCORE_NO_CACHE")}
+
+    def score(out: str, xdg: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "stackscore", "score", str(artifact), str(src), "-o", str(tmp_path / out), "--precision", "bf16", "--quiet", *extra],
+                              capture_output=True, text=True, timeout=300, env={**env, "XDG_CACHE_HOME": str(xdg)})
+
+    xdg = tmp_path / "xdg"
+    for out in ("a.jsonl", "b.jsonl"):  # fills the cache, then reads it
+        r = score(out, xdg)
+        assert r.returncode == 0, r.stderr[-500:]
+    cache = xdg / "stackscore"
+    blobs = sorted(cache.glob("openvino-*/compiled-*.blob"))
+    assert len(blobs) == 2 and (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    r = score("c.jsonl", tmp_path / "xdg2", "--no-cache")
+    assert r.returncode == 0 and not (tmp_path / "xdg2").exists() and (tmp_path / "c.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    r = score("d.jsonl", blocked)  # $XDG_CACHE_HOME is a file: no cache, the run goes on
+    assert r.returncode == 0 and (tmp_path / "d.jsonl").read_bytes() == (tmp_path / "a.jsonl").read_bytes(), r.stderr[-500:]
+    r = score("e.jsonl", xdg, "--cache-dir", str(blocked / "cache"))
+    assert r.returncode == 2 and "--cache-dir" in r.stderr and "cannot create it" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "e.jsonl").exists()
+
+
 def test_onnx_runtime_keeps_its_optimized_graph_under_the_graphs_key(artifact, corpus_rows, tmp_path):
     """With a cache dir, ONNX Runtime's optimized graph is kept per (graph sha256, ORT version,
     CPU, precision) and loaded instead of re-optimizing; scores are the same, cold and warm."""

@@ -111,8 +111,15 @@ def test_tune_records_and_score_uses_the_record(artifact, corpus_rows, tmp_path)
     assert "x2 streams" in s.describe()
     s = Scorer(artifact, RunOptions(precision="fp32", backend="onnxruntime", cache_dir=cache, streams=1))
     assert [r.backends[0].streams for r in s.runners.values()] == [1, 1]
+    # without --cache-dir: the user cache dir, which `score` reads by default
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("STACKSCORE_CACHE_DIR", "STACKSCORE_NO_CACHE")}
+    res = subprocess.run([sys.executable, "-m", "stackscore", "tune", str(artifact), "--data", str(data), "--rows", "50", "--precision", "fp32", "--backend", "onnxruntime"],
+                         capture_output=True, text=True, timeout=300, env={**env, "XDG_CACHE_HOME": str(tmp_path / "xdg")})
+    assert res.returncode == 0 and (tmp_path / "xdg" / "stackscore" / RECORD).is_file() and "`stackscore score` uses it" in res.stdout, res.stderr[-500:]
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache dir that cannot be created
     res = subprocess.run([sys.executable, "-m", "stackscore", "tune", str(artifact), "--data", str(data)], capture_output=True, text=True, timeout=120,
-                         env={k: v for k, v in __import__("os").environ.items() if k != "STACKSCORE_CACHE_DIR"})
+                         env={**env, "XDG_CACHE_HOME": str(blocked)})
     assert res.returncode == 2 and "--cache-dir" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -456,9 +463,9 @@ def replace_run(run: RunOptions, **changes) -> RunOptions:
 
 
 def test_a_plain_score_of_a_large_file_says_how_to_tune_it(artifact, tmp_path):
-    """A plain `score` runs one request per model and compiles anew: 9.2 s against 5.3 s with a
-    tuned cache dir for 2,000 short rows on one 2-core machine. On large enough files it says so
-    once; not with --cache-dir or --streams given, nor with --quiet."""
+    """Without a `tune` record a `score` runs the default streams and attention kernels: on large
+    enough files it says how to measure them, once; not where the cache dir holds a record, nor
+    with --streams given, nor with --quiet."""
     import os
 
     from stackscore.train.corpus import generate
@@ -474,9 +481,13 @@ def test_a_plain_score_of_a_large_file_says_how_to_tune_it(artifact, tmp_path):
         assert r.returncode == 0, r.stderr[-500:]
         return [l for l in r.stderr.splitlines() if l.startswith("hint:")]
 
-    plain = hints()
+    plain = hints()  # the tests run with STACKSCORE_NO_CACHE=1 (conftest)
     assert len(plain) == 1 and "stackscore tune" in plain[0] and "--cache-dir DIR" in plain[0]
-    assert hints("--cache-dir", str(tmp_path / "cache")) == [] and hints("--streams", "1") == [] and hints("--quiet") == []
+    cache = tmp_path / "cache"
+    named = hints("--cache-dir", str(cache))
+    assert len(named) == 1 and f"--cache-dir {cache}" in named[0]  # a cache dir without a record
+    record(cache, "openvino/bf16/other-graph", {"streams": 2})
+    assert hints("--cache-dir", str(cache)) == [] and hints("--streams", "1") == [] and hints("--quiet") == []
 
 
 def test_plain_attention_is_compared_in_what_the_task_answers():

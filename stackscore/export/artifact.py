@@ -36,9 +36,9 @@ def export_artifact(workdir: str | Path, out: str | Path | None = None, log: Cal
     out = Path(out) if out else workdir / "artifact"
     state = FitState.load(workdir)
     if calibration_texts is not None:
-        gate = set(map(str, state.parity_texts))
-        if any(t in gate for t in calibration_texts):
-            raise StackscoreError("calibration texts must not include the gate rows (the gate measures on rows never used to calibrate)")
+        gate = set(map(str, state.parity_texts + (state.confirmation_texts or [])))
+        if any(str(t) in gate for t in calibration_texts):
+            raise StackscoreError("calibration texts must not include the gate or confirmation rows (the gates measure on rows never used to calibrate)")
         state.calibration_texts = list(calibration_texts)
     if out.exists() and not overwrite:
         raise StackscoreError(f"{out}: exists; pass --overwrite")
@@ -81,6 +81,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
             spec = export_transformer(
                 m.directory(workdir), tmp, m.name, m.max_length, samples, log=log, variants=variants,
                 label_order=m.label_order, label_map=m.label_map, searches=searches.setdefault(m.name, []), output_activation=m.output_activation,
+                confirm_texts=state.confirmation_texts,
             )
         log(f"    max |onnx - torch| = {spec.parity['max_abs_diff']:.2e}, label agreement {spec.parity['label_agreement']:.2%}")
         specs.append(spec)
@@ -113,6 +114,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
     try:
         fspec.parity["ensemble_auto"] = ensemble_gate(
             tmp, manifest, samples, variants.min_agreement, log, tighten={n: s[0].tighter for n, s in searches.items() if s},
+            confirmation=state.confirmation_texts,
         )
     finally:
         for search in (s for found in searches.values() for s in found):
@@ -122,7 +124,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
 
 
 def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreement: float, log: Callable[[str], None] = print,
-                  tighten: dict[str, Callable[[], dict | None]] | None = None) -> dict:
+                  tighten: dict[str, Callable[[], dict | None]] | None = None, confirmation: list | None = None) -> dict:
     """The whole ensemble as ``--precision auto`` runs it on this machine, against exact fp32,
     on the gate rows: every model passing its own gate does not make their combination pass
     (MiniLM and RoBERTa each at >= 99.5 % gave a stack at 99.53 %; two models' flips can fall on
@@ -143,7 +145,11 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
     What it covers: what ``auto`` picks on the *export* machine (without OpenVINO there, bf16
     and static int8 take no part; a scoring machine with other CPU features may pick otherwise),
     with the cascade off (every model on every row), and, for an artifact with a cascade, with
-    it on (``cascade`` in the record). ``runs`` says which variants were measured."""
+    it on (``cascade`` in the record). ``runs`` says which variants were measured.
+
+    A mix that passes with a graph the int8 search chose on these same rows (some ops in float)
+    must pass on the ``confirmation`` rows too (test rows apart from the gate rows; see
+    ``onnx_graph.Confirmation``), else it is tightened or dropped as above."""
     from ..engine.scorer import Scorer
     from ..options import RunOptions
 
@@ -152,9 +158,46 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
     task = task_of(manifest.task)
     thresholds = manifest.fusion.params.get("thresholds")
 
-    def fused(run: RunOptions) -> tuple[np.ndarray, Scorer]:
+    def fused(run: RunOptions, rows: list | None = None) -> tuple[np.ndarray, Scorer]:
+        rows = samples if rows is None else rows
         scorer = Scorer(directory, run, manifest=manifest)
-        return scorer.score_texts(texts, pairs).proba, scorer
+        return scorer.score_texts([t[0] if isinstance(t, tuple) else t for t in rows], [t[1] for t in rows] if pairs is not None else None).proba, scorer
+
+    def judged(ref: np.ndarray, got: np.ndarray) -> tuple[float, float, bool]:
+        """(agreement, how far probabilities/values moved, whether both are within bounds)."""
+        if task == "regression":
+            # Values within 1 % of their range (as each model's gate), the largest within 5 %: a
+            # ridge stack can weigh nearly collinear models with large opposite coefficients, so
+            # its error is not bounded by its models' own.
+            c = compare(ref, got, task)  # each model's gate's own measure: values against their range
+            agree, moved = c["label_agreement"], c["max_prob_error"]
+            return agree, moved, agree >= min_agreement and moved <= MAX_ERROR_GATE
+        agree = agreement(task, got, ref, thresholds, 1e-3)
+        if task == "multi_label":
+            # label sets at the tuned thresholds, and every probability within MAX_ERROR_GATE as each
+            # model's gate: a stacker reads raw logits, where a saturated sigmoid's int8 error is large
+            moved = float(np.abs(got - ref).max()) if len(ref) else 0.0
+            return agree, moved, agree >= min_agreement and moved <= MAX_ERROR_GATE
+        moved = float(np.abs(got - ref).max(1).mean()) if len(ref) else 0.0  # the fused probabilities users read
+        return agree, moved, agree >= min_agreement and moved <= MEAN_ERROR_GATE
+
+    confirmed: dict[bool, dict] = {}  # per cascade mode: the last confirmation measured
+
+    def confirm(cascade: bool, scorer: Scorer) -> bool:
+        """The mix passed the gate rows; if a searched graph (ops in float, chosen on those rows)
+        is in it, it must pass the confirmation rows too."""
+        searched = [name for name, r in scorer.runners.items() if getattr(r, "choice", None) is not None and r.choice.variant == "int8_static"
+                    and next(m for m in manifest.models if m.name == name).parity.get("gates", {}).get("int8_static", {}).get("fp32_ops", 0)]
+        if not searched or not confirmation:
+            confirmed.pop(cascade, None)
+            return True
+        ref_c, _ = fused(RunOptions(precision="fp32", backend="onnxruntime", cascade=cascade), confirmation)
+        got_c, _ = fused(RunOptions(precision="auto", cascade=cascade), confirmation)
+        agree_c, moved_c, fine_c = judged(ref_c, got_c)
+        confirmed[cascade] = {"rows": len(confirmation), "label_agreement": agree_c, "moved": moved_c, "passed": fine_c, "searched": searched}
+        log(f"  {'cascade' if cascade else 'ensemble'} at auto on {len(confirmation)} confirmation rows (searched: {', '.join(searched)}): "
+            f"agreement {agree_c:.2%} -> {'confirmed' if fine_c else 'not confirmed'}")
+        return fine_c
 
     dropped: list[str] = []
     tightened: list[str] = []
@@ -167,25 +210,12 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
         while True:
             got, scorer = fused(RunOptions(precision="auto", cascade=cascade))
             lossy = [(name, r.choice) for name, r in scorer.runners.items() if getattr(r, "choice", None) is not None and r.choice.precision != "fp32"]
-            if task == "regression":
-                # Values within 1 % of their range (as each model's gate), the largest within 5 %: a
-                # ridge stack can weigh nearly collinear models with large opposite coefficients, so
-                # its error is not bounded by its models' own.
-                c = compare(ref, got, task)  # each model's gate's own measure: values against their range
-                agree, moved = c["label_agreement"], c["max_prob_error"]
-                fine = agree >= min_agreement and moved <= MAX_ERROR_GATE
-            elif task == "multi_label":
-                # label sets at the tuned thresholds, and every probability within MAX_ERROR_GATE as each
-                # model's gate: a stacker reads raw logits, where a saturated sigmoid's int8 error is large
-                agree = agreement(task, got, ref, thresholds, 1e-3)
-                moved = float(np.abs(got - ref).max()) if len(ref) else 0.0
-                fine = agree >= min_agreement and moved <= MAX_ERROR_GATE
-            else:
-                agree = agreement(task, got, ref, thresholds, 1e-3)
-                moved = float(np.abs(got - ref).max(1).mean()) if len(ref) else 0.0  # the fused probabilities users read
-                fine = agree >= min_agreement and moved <= MEAN_ERROR_GATE
-            if fine or not lossy:
+            agree, moved, fine = judged(ref, got)
+            if (fine and confirm(cascade, scorer)) or not lossy:
                 break
+            if fine:  # passed the gate rows only: a searched graph goes (its figures say why)
+                agree, moved = confirmed[cascade]["label_agreement"], confirmed[cascade]["moved"]
+                lossy = [(name, c) for name, c in lossy if name in confirmed[cascade]["searched"]]
             spec, key = min(
                 ((next(m for m in manifest.models if m.name == name), c.variant) for name, c in lossy),
                 key=lambda sk: sk[0].parity.get("gates", {}).get(sk[1], {}).get("label_agreement", 0.0),
@@ -218,6 +248,7 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
             "rows": len(texts), "runs": scorer.describe(), "label_agreement": agree,
             "max_prob_error": float(np.abs(got - ref).max()) if len(ref) else 0.0,
             ("max_relative_error" if task == "regression" else "mean_prob_error"): moved,
+            **({"confirmation": confirmed[cascade]} if cascade in confirmed else {}),
         }
 
     result = {**measure(False), "min_agreement": min_agreement}

@@ -296,8 +296,9 @@ class StaticInt8Search:
 
     def __init__(self, fp32: Path, out: Path, g, ref: np.ndarray, training_texts: list | None, min_agreement: float, log,
                  baseline: tuple[str, Callable[[], Any]] | None = None, min_speedup: float = MIN_SPEEDUP,
-                 max_share: float = MAX_FLOAT_SHARE, record: dict[str, Any] | None = None, **nncf_options):
+                 max_share: float = MAX_FLOAT_SHARE, record: dict[str, Any] | None = None, confirm=None, **nncf_options):
         self.fp32, self.out, self.g, self.ref, self.training_texts = fp32, out, g, ref, training_texts
+        self.confirm = confirm  # onnx_graph.Confirmation: a ladder's graph passes there too (None: no such rows)
         self.min_agreement, self.log, self.baseline, self.min_speedup, self.max_share = min_agreement, log, baseline, min_speedup, max_share
         self.nncf_options, self.record = nncf_options, dict(record or {})
         self.q = self.f = None
@@ -345,12 +346,34 @@ class StaticInt8Search:
                 gate["baseline"], gate["baseline_seq_per_s"] = baseline[0], round(base, 1)
                 gate["speedup"] = round(gate["seq_per_s"] / base, 3)
                 gate["min_speedup"] = self.min_speedup
-        summary = {k: gate.get(k) for k in ("fp32_ops", "label_agreement", "max_prob_error", "seq_per_s", "speedup", "agreement_passed")}
-        self.candidates.append(summary)
         if "label_agreement" in gate:
             speed = f", {gate['seq_per_s']:,.0f} rows/s ({gate['speedup']:.2f}x {baseline[0]})" if "speedup" in gate else ""
             self.log(f"    int8_static ({len(names)} of {len(self.ops)} ops in float): agreement {gate['label_agreement']:.2%}{speed}")
+        if names and "b" in built:  # a ladder's graph: chosen on the gate rows, so confirmed apart from them
+            self.confirmed(gate, built["b"])
+            gate["agreement_passed"] = gate["passed"]
+        summary = {k: gate.get(k) for k in ("fp32_ops", "label_agreement", "max_prob_error", "seq_per_s", "speedup", "agreement_passed")}
+        if isinstance(gate.get("confirmation"), dict) and "label_agreement" in gate["confirmation"]:
+            summary["confirmed_agreement"] = gate["confirmation"]["label_agreement"]
+        self.candidates.append(summary)
         return gate
+
+    def confirmed(self, gate: dict[str, Any], backend) -> None:
+        """A ladder's graph passed the gate rows, where the ladder chose it: it must pass the
+        confirmation rows too (``onnx_graph.Confirmation``), else it fails and the ladder goes on."""
+        if not gate["passed"]:
+            return
+        if self.confirm is None:
+            gate["confirmation"] = {"rows": 0, "why": "no test rows apart from the gate rows (a fit state from before they were kept, or a small test split)"}
+            return
+        found = self.confirm.gate(backend, self.min_agreement)
+        gate["confirmation"] = found
+        if not found["passed"]:
+            gate["passed"] = False
+            what = f"agreement {found['label_agreement']:.2%}" if "label_agreement" in found else found.get("error", "failed")
+            gate["reason"] = f"passed the gate rows it was chosen on, not {found['rows']} confirmation rows ({what})"
+        self.log(f"    int8_static ({len(gate.get('fp32_scope', []))} ops in float) on {found['rows']} confirmation rows: "
+                 f"{found.get('label_agreement', 0.0):.2%} -> {'confirmed' if found['passed'] else 'not confirmed'}")
 
     def rank(self) -> None:
         """Rank the quantized ops on the search set (once); the ranking stays None on failure."""

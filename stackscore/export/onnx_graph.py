@@ -542,6 +542,33 @@ def _gate(make_backend, ref: np.ndarray, g: GateInputs, min_agreement: float, **
     return gate
 
 
+class Confirmation:
+    """Rows apart from the gate rows, for a graph that was *chosen* on the gate rows.
+
+    The int8 search's ladder keeps the first graph (most sensitive ops in float, fewest first)
+    that passes the gate, and the ensemble gate tightens it until the fused answers pass: each
+    stops at the first try that clears 99.5 % on the same 512 rows, so the recorded figure of
+    what it kept is the luckiest of several tries (a review measured the searched graphs' figures
+    0.7 points above fresh rows, unsearched ones 0.1). The graph it keeps must pass again on
+    these rows, which took part in no choice; the reference is the fp32 graph's logits (PyTorch
+    parity already checked), computed once, when first needed."""
+
+    def __init__(self, g: GateInputs, fp32: Path):
+        self.g, self.fp32 = g, fp32
+        self._ref: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.g.texts)
+
+    def gate(self, backend, min_agreement: float) -> dict[str, Any]:
+        """``_gate``'s figures of an already built ``backend`` on the confirmation rows."""
+        if self._ref is None:
+            self._ref = self.g.logits(self.g.ort(self.fp32))
+        found = _gate(lambda: backend, self._ref, self.g, min_agreement)
+        return {k: found[k] for k in ("label_agreement", "max_prob_error", "mean_prob_error", "passed", "reason", "error") if k in found} | {"rows": self.rows}
+
+
 def _keep(gate: dict[str, Any], path: Path, key: str, graphs: dict[str, str]) -> None:
     """A graph stays in the artifact only if its gate passed (fall back: the file goes)."""
     if gate["passed"]:
@@ -567,7 +594,7 @@ class GateSettings:
 
 
 def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None,
-                    searches: list | None = None, fp16_attention: bool = True) -> tuple[dict[str, Any], dict[str, str]]:
+                    searches: list | None = None, fp16_attention: bool = True, confirm_texts: list | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Try faster precisions (the variants table, ``variants.py``); keep each only if it agrees
     with PyTorch fp32 on the sample, run through the engine's own runner and backend classes.
 
@@ -578,7 +605,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
       (``int8_search``), and kept only if faster by ``static_int8_min_speedup`` than what ``auto``
       would run instead (bf16, dynamic int8 or fp32); with ``searches`` given, a kept graph's
       search (``int8_search.StaticInt8Search``) is appended there, still open, for the ensemble
-      gate (``tighter``), and the caller closes it;
+      gate (``tighter``), and the caller closes it; a graph the search chose on the gate rows
+      must pass on ``confirm_texts`` too (``Confirmation``);
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden); attention fused
       where ``fp16_attention``), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
@@ -641,6 +669,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
                 record={"int8_kernels": kernels, "cpu_bf16": cpu_has_bf16()},  # cpu_bf16: its float ops ran in bf16 where true
+                confirm=Confirmation(replace(g, texts=list(confirm_texts)), fp32) if confirm_texts else None,
             )
             gates["int8_static"] = search.run()
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
@@ -659,7 +688,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
 
 
 def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_length: int, sample_texts: list, tol: float = 1e-4, log=print, variants: GateSettings | None = None, label_order: list[int] | None = None, label_map: dict[str, str] | None = None,
-                       searches: list | None = None, output_activation: str | None = None) -> ModelSpec:
+                       searches: list | None = None, output_activation: str | None = None, confirm_texts: list | None = None) -> ModelSpec:
     """Write ``models/<name>/model.fp32.onnx`` (+ faster graphs whose gates pass) and ``tokenizer.json``.
 
     ``label_order`` (a checkpoint used as saved): the graph gathers the checkpoint's logits into
@@ -668,6 +697,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     give a graph that takes ``token_type_ids`` when the model uses them. ``searches``: see
     ``precision_gates`` (what the ensemble gate may ask of this model's static int8 later).
     ``output_activation`` ("sigmoid": a regression cross-encoder, as fit scored it): in the graph.
+    ``confirm_texts``: rows apart from ``sample_texts`` for what a search chose (``Confirmation``).
     """
     model, tok = load_for_export(Path(model_dir))
     if output_activation:
@@ -702,7 +732,7 @@ def export_transformer(model_dir: Path, artifact_dir: Path, name: str, max_lengt
     hidden = getattr(model.config, "hidden_size", None)
     gates, extra = precision_gates(
         graph.parent, graph, g, ref, log, variants or GateSettings(), fp16_shape=(int(heads), int(hidden)) if heads and hidden else None, searches=searches,
-        fp16_attention=attention_fusable(model.config),
+        fp16_attention=attention_fusable(model.config), confirm_texts=confirm_texts,
     )
     parity["gates"] = gates
     graphs = {"fp32": (rel / VARIANTS["fp32"].file).as_posix(), **{p: (rel / f).as_posix() for p, f in extra.items()}}

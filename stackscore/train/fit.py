@@ -17,7 +17,7 @@ Work directory layout (``--out DIR``)::
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -377,14 +377,19 @@ class Samples:
 
     parity: list
     calibration: list
+    confirmation: list = field(default_factory=list)
 
 
 def sample_rows(cfg: FitConfig, s: Splits) -> Samples:
+    """Gate rows and, from the rest of the test split, up to as many confirmation rows (for a
+    choice made on the gate rows: ``int8_search``, the ensemble gate), then calibration texts."""
     rng = np.random.default_rng(cfg.seed)
     parity_idx = rng.choice(len(s.test), size=min(cfg.parity_rows, len(s.test)), replace=False)
     calib_src = s.pool[: s.n_train] or s.pool
     calib_idx = rng.choice(len(calib_src), size=min(cfg.calibration_rows, len(calib_src)), replace=False)
-    return Samples([s.test[i] for i in parity_idx], [calib_src[i] for i in calib_idx])
+    rest = np.setdiff1d(np.arange(len(s.test)), parity_idx)
+    confirm_idx = rng.choice(rest, size=min(cfg.parity_rows, len(rest)), replace=False) if len(rest) else rest
+    return Samples([s.test[i] for i in parity_idx], [calib_src[i] for i in calib_idx], [s.test[i] for i in confirm_idx])
 
 
 def train_base_models(cfg: FitConfig, s: Splits, rows: FusionRows, out: Path, samples: Samples, fixed: dict, log) -> tuple[dict[str, BaseOutputs], dict[str, float]]:
@@ -468,7 +473,7 @@ def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base
     np.savez(out / "oof.npz", y=y_meta, fused_proba=sel.chosen.predict_proba(outs), **{f"logits_{n}": base[n].fusion for n in names})
     FitState(
         labels=s.labels, task=s.task, text_pair=bool(cfg.data.text_pair_field), models=[base[n].state for n in names],
-        fusion=spec.__dict__, parity_texts=samples.parity, calibration_texts=samples.calibration,
+        fusion=spec.__dict__, parity_texts=samples.parity, calibration_texts=samples.calibration, confirmation_texts=samples.confirmation,
         int8=cfg.int8, static_int8=cfg.static_int8, static_int8_min_speedup=cfg.static_int8_min_speedup, fp16=cfg.fp16,
         gate_min_rows=cfg.gate_min_rows, cascade=cascade.to_manifest(out)[0] if cascade is not None else None,
     ).save(out)

@@ -119,7 +119,7 @@ def compile_cache_dir(options: RunOptions, runtime: str, version: str, graph_sha
     """Where a runtime may keep this graph's compiled form, or None (no cache asked, or no checksum
     to key it by). The key is the graph's sha256 (from the checksummed manifest), the runtime and
     its version, the CPU and the precision: a cached blob is only ever found by the exact graph,
-    runtime and machine that wrote it."""
+    runtime and machine that wrote it; None also where the directory cannot be created."""
     if options.cache_dir is None or not graph_sha256:
         return None
     from pathlib import Path
@@ -128,7 +128,10 @@ def compile_cache_dir(options: RunOptions, runtime: str, version: str, graph_sha
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", version)  # OpenVINO's version has slashes in it
     path = Path(options.cache_dir) / f"{runtime}-{safe}-cpu{cpu_key()}-{precision}-{graph_sha256[:32]}"
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a cache that cannot be written (full, read-only since) is no cache, not an error
+        return None
     return path
 
 
