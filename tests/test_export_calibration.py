@@ -282,7 +282,6 @@ def test_confirmation_gates_a_built_backend_against_the_fp32_graph_on_its_own_ro
     apart from the gate rows, against the fp32 graph's logits (computed once), with the gate's own
     rules (bucketed pass included): the real session passes, one wrong on half its rows fails."""
     pytest.importorskip("openvino")
-    import numpy as np
 
     from stackscore.export.onnx_graph import Confirmation, GateInputs
     from stackscore.train.corpus import generate
