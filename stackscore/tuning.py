@@ -103,7 +103,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     attention nodes, and plain is chosen as ``prefer_plain`` says, where its outputs agree with
     the fused kernels' (``attention_agreement`` >= ``MIN_ATTENTION_AGREEMENT``).
     """
-    from .engine.runner import TransformerRunner, runner_for
+    from .engine.runner import TransformerRunner, gated_plain_attention, runner_for
     from .engine.scorer import Scorer
     from .manifest import compiled_identity
 
@@ -152,7 +152,10 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             "gain": round(speeds[chosen] / speeds[1] - 1, 4), "rows": len(texts),
             "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, runner.token_budget), "token_budget": runner.token_budget,
         }
-        if runner.choice.backend == "openvino":
+        if gated_plain_attention(spec, runner.choice):
+            entry["fused_attention"] = False  # its gate measured plain nodes: nothing to choose
+            log(f"  {what}: plain attention (its export gate measured it so)")
+        elif runner.choice.backend == "openvino":
             plain_runner = runner_for(spec, base.manifest, base.artifact_dir, replace(measured, streams=chosen, fused_attention=False))
             plain_first, plain = timed(plain_runner)
             agreement = attention_agreement(runner, plain_runner, batches, base.fusion.task)

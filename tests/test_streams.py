@@ -147,6 +147,29 @@ def test_without_a_record_openvino_runs_two_streams_on_a_multi_core_cpu(artifact
     assert streams(backend="openvino", threads=2, cache_dir=tmp_path) == [1, 1]
 
 
+def test_a_variant_gated_with_plain_attention_always_runs_plain_attention(artifact, tmp_path):
+    """A gate that measured OpenVINO's attention as plain nodes (``attention: "plain"``: the fused
+    int8 kernels were wrong there) is what scoring runs, over an explicit or recorded choice of
+    the fused kernels; other variants and runtimes are untouched."""
+    from dataclasses import replace
+
+    from stackscore.engine.runner import gated_plain_attention, runner_for
+    from stackscore.manifest import load_manifest
+
+    m = load_manifest(artifact)
+    spec = next(s for s in m.models if s.name == "bert")
+    gates = spec.parity["gates"]
+    assert gates.get("bf16", {}).get("passed"), "the fixture's bert has a passing bf16 gate"
+    plain = replace(spec, parity={**spec.parity, "gates": {**gates, "bf16": {**gates["bf16"], "attention": "plain"}}})
+    fused_run = RunOptions(precision="bf16", backend="openvino", fused_attention=True)
+    r = runner_for(plain, m, artifact, fused_run)
+    assert r.backends[0].fused_attention is False and "plain attention" in r.describe() and gated_plain_attention(plain, r.choice)
+    r = runner_for(spec, m, artifact, fused_run)
+    assert r.backends[0].fused_attention is True and "plain attention" not in r.describe()
+    r = runner_for(plain, m, artifact, RunOptions(precision="fp32", backend="onnxruntime"))
+    assert not gated_plain_attention(plain, r.choice)
+
+
 def test_a_fresh_process_with_two_openvino_streams_finishes(artifact, corpus_rows, tmp_path):
     """Regression: two streams making a process's first OpenVINO calls at once deadlocked it (the
     binding initializes C++ statics under the GIL on first use); each run is a new process."""

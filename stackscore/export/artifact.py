@@ -182,18 +182,23 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
         return agree, moved, agree >= min_agreement and moved <= MEAN_ERROR_GATE
 
     confirmed: dict[bool, dict] = {}  # per cascade mode: the last confirmation measured
+    confirm_ref: dict[bool, np.ndarray] = {}  # per cascade mode: exact fp32 on the confirmation rows (computed once)
 
     def confirm(cascade: bool, scorer: Scorer) -> bool:
         """The mix passed the gate rows; if a searched graph (ops in float, chosen on those rows)
         is in it, it must pass the confirmation rows too."""
-        searched = [name for name, r in scorer.runners.items() if getattr(r, "choice", None) is not None and r.choice.variant == "int8_static"
-                    and next(m for m in manifest.models if m.name == name).parity.get("gates", {}).get("int8_static", {}).get("fp32_ops", 0)]
+        def chosen(name: str) -> bool:  # ops in float, or the attention kind, chosen on the gate rows
+            gate = next(m for m in manifest.models if m.name == name).parity.get("gates", {}).get("int8_static", {})
+            return bool(gate.get("fp32_ops", 0)) or gate.get("attention") == "plain"
+
+        searched = [name for name, r in scorer.runners.items() if getattr(r, "choice", None) is not None and r.choice.variant == "int8_static" and chosen(name)]
         if not searched or not confirmation:
             confirmed.pop(cascade, None)
             return True
-        ref_c, _ = fused(RunOptions(precision="fp32", backend="onnxruntime", cascade=cascade), confirmation)
+        if cascade not in confirm_ref:
+            confirm_ref[cascade] = fused(RunOptions(precision="fp32", backend="onnxruntime", cascade=cascade), confirmation)[0]
         got_c, _ = fused(RunOptions(precision="auto", cascade=cascade), confirmation)
-        agree_c, moved_c, fine_c = judged(ref_c, got_c)
+        agree_c, moved_c, fine_c = judged(confirm_ref[cascade], got_c)
         confirmed[cascade] = {"rows": len(confirmation), "label_agreement": agree_c, "moved": moved_c, "passed": fine_c, "searched": searched}
         log(f"  {'cascade' if cascade else 'ensemble'} at auto on {len(confirmation)} confirmation rows (searched: {', '.join(searched)}): "
             f"agreement {agree_c:.2%} -> {'confirmed' if fine_c else 'not confirmed'}")

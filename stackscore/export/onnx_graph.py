@@ -168,11 +168,11 @@ class GateInputs:
 
         return OrtBackend(graph, self.spec(), RunOptions(), precision)
 
-    def openvino(self, graph: Path, precision: str):
+    def openvino(self, graph: Path, precision: str, fused_attention: bool = True):
         from ..engine.backends.ov import OpenVinoBackend
         from ..options import RunOptions
 
-        return OpenVinoBackend(graph, self.spec(), RunOptions(), precision)
+        return OpenVinoBackend(graph, self.spec(), RunOptions(), precision, fused_attention=fused_attention)
 
 
 class TorchBackend:
