@@ -363,6 +363,12 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
                 detail += f"; measured with {gate['int8_kernels']} int8 kernels"
             if gate.get("cpu_bf16") is False:
                 detail += "; ran in fp32: no bf16 on the export CPU"
+            if gate.get("fp32_ops"):
+                detail += f"; {gate['fp32_ops']} ops in float"
+            if gate.get("attention") == "plain":
+                detail += f"; OpenVINO attention as plain nodes (fused kernels agreed {gate.get('fused_attention_agreement', 0):.2%}), always run so"
+            if isinstance(gate.get("confirmation"), dict) and "label_agreement" in gate["confirmation"]:
+                detail += f"; confirmed on {gate['confirmation']['rows']} other rows at {gate['confirmation']['label_agreement']:.2%}"
             why = gate_holds_here(spec, prec) if prec in VARIANTS and gate.get("passed") else None
             print(f"    gate {prec}: {verdict} ({detail})" + (f"\n      not used on this CPU: {why}" if why else ""))
     print(f"  fusion {m.fusion.method}: {json.dumps({k: v for k, v in m.fusion.params.items() if k != 'linear_coef'})}")
