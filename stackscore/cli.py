@@ -17,6 +17,7 @@ import typer
 from .errors import StackscoreError
 from .export.variants import CALIBRATION_ROWS
 from .options import ReadOptions, RunOptions, WriteOptions, cache_dir_for, user_cache_dir
+from .tuning import RECORD as TUNING_RECORD
 
 # Each default is written once, in the options dataclasses; the CLI shows the same values.
 _RUN, _READ, _WRITE = RunOptions(), ReadOptions(), WriteOptions()
@@ -228,7 +229,7 @@ def score(
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if (engine == "local" and not quiet and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000
-            and (run.cache_dir is None or not (run.cache_dir / "tuning.json").is_file())):
+            and (run.cache_dir is None or not (run.cache_dir / TUNING_RECORD).is_file())):
         # no `tune` record: default streams and attention kernels (benchmarks/RESULTS.md)
         where = f" --cache-dir {run.cache_dir}" if run.cache_dir is not None and run.cache_dir != user_cache_dir() else " --cache-dir DIR" if run.cache_dir is None else ""
         _err(f"hint: `stackscore tune {artifact} --data {inputs[0]}{where}` measures each model's requests in flight and attention kernels on this CPU; "
