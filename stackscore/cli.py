@@ -229,7 +229,7 @@ def score(
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if (engine == "local" and not quiet and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000
-            and (run.cache_dir is None or not (run.cache_dir / TUNING_RECORD).is_file())):
+            and not _tuned(artifact, run.cache_dir)):
         # no `tune` record: default streams and attention kernels (benchmarks/RESULTS.md)
         where = f" --cache-dir {run.cache_dir}" if run.cache_dir is not None and run.cache_dir != user_cache_dir() else " --cache-dir DIR" if run.cache_dir is None else ""
         _err(f"hint: `stackscore tune {artifact} --data {inputs[0]}{where}` measures each model's requests in flight and attention kernels on this CPU; "
@@ -291,6 +291,20 @@ def bench(
     write_outputs(r, json_out, chart)
 
 
+def _tuned(artifact: Path, cache_dir: Path | None) -> bool:
+    """Whether ``cache_dir``'s `tune` record holds an entry for one of ``artifact``'s graphs (its
+    keys end with the graph's sha256 prefix): other artifacts' records do not silence the hint."""
+    if cache_dir is None:
+        return False
+    try:
+        keys = json.loads((Path(cache_dir) / TUNING_RECORD).read_bytes()).keys()
+        files = json.loads((Path(artifact) / "manifest.json").read_bytes()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    shas = {str(f.get("sha256", ""))[:32] for f in files.values() if isinstance(f, dict)} - {""}
+    return any(str(k).rsplit("/", 1)[-1] in shas for k in keys)
+
+
 @app.command()
 def tune(
     artifact: Path = typer.Argument(..., help="Artifact directory."),
@@ -313,7 +327,7 @@ def tune(
 
     named, cache_dir = cache_dir, cache_dir_for(cache_dir)
     if cache_dir is None:
-        raise StackscoreError(f"{user_cache_dir()}: cannot be created; --cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
+        raise StackscoreError(f"{user_cache_dir() or 'the user cache dir (no absolute home)'}: cannot be created; --cache-dir (or STACKSCORE_CACHE_DIR) must name where the choice is recorded")
     if rows < 1:
         raise StackscoreError(f"--rows must be a positive whole number, not {rows}")
     texts = load_corpus([str(data)], rows, text_field=text_field, tsv_quotes=tsv_quotes)
@@ -325,7 +339,11 @@ def tune(
     if not result:
         print("no transformer model to tune (string-input models run one call per window)")
     else:
-        print(f"recorded in {Path(cache_dir) / 'tuning.json'}; `stackscore score{f' --cache-dir {named}' if named is not None else ''}` uses it")
+        if named is not None:
+            print(f"recorded in {Path(cache_dir) / TUNING_RECORD}; `stackscore score --cache-dir {named}` uses it")
+        else:
+            print(f"recorded in {Path(cache_dir) / TUNING_RECORD}; `stackscore score` uses it (its default cache dir; "
+                  f"where --no-cache or STACKSCORE_NO_CACHE is set, `--cache-dir {cache_dir}`)")
     if json_out:
         json_out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -214,12 +214,17 @@ class ScoreOptions:
         return cls(ReadOptions(**groups["read"]), WriteOptions(**groups["write"]), run or RunOptions(**groups["run"]), **groups["self"])
 
 
-def user_cache_dir() -> Path:
+def user_cache_dir() -> Path | None:
     """The default cache directory of `stackscore score` and `tune`: ``$XDG_CACHE_HOME/stackscore``,
     else ``~/.cache/stackscore`` (``STACKSCORE_CACHE_DIR`` / ``--cache-dir`` name another,
-    ``--no-cache`` / ``STACKSCORE_NO_CACHE=1`` none)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "stackscore"
+    ``--no-cache`` / ``STACKSCORE_NO_CACHE=1`` none). A relative ``XDG_CACHE_HOME`` is ignored
+    (the XDG spec says so), and a home that is not an absolute path (no ``HOME``, a uid without a
+    passwd entry) gives None: never a cache under whatever directory the run started in."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "stackscore"
+    home = os.path.expanduser("~")
+    return Path(home) / ".cache" / "stackscore" if os.path.isabs(home) else None
 
 
 def cache_dir_for(named: Path | None, no_cache: bool = False) -> Path | None:
@@ -240,6 +245,8 @@ def cache_dir_for(named: Path | None, no_cache: bool = False) -> Path | None:
     if no_cache:
         return None
     path = user_cache_dir()
+    if path is None:
+        return None
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:

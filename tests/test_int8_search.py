@@ -306,12 +306,16 @@ def test_a_graph_the_ladder_chose_on_the_gate_rows_must_pass_the_confirmation_ro
     whole graph (no choice made) and failing candidates are not confirmed."""
     _, _, ops = fake_search({}, 1.0)
     weights = {ops[-1]: 4, ops[3]: 3, ops[5]: 2}
+    confirm = FakeConfirmation(needs=4)
+    gate, lines, _ = fake_search(weights, 1.0, confirm=confirm)
+    assert confirm.asked == [4]  # only candidates that passed the gate rows
+    assert gate["passed"] and gate["fp32_ops"] == 4 and gate["confirmation"] == {"label_agreement": 1.0, "passed": True, "rows": 200}
+    # failing the confirmation stops the ladder: the rows are one check, not a second set to choose on
     confirm = FakeConfirmation(needs=8)
     gate, lines, _ = fake_search(weights, 1.0, confirm=confirm)
-    assert confirm.asked == [4, 8]  # only candidates that passed the gate rows
-    assert gate["passed"] and gate["fp32_ops"] == 8 and gate["confirmation"] == {"label_agreement": 1.0, "passed": True, "rows": 200}
-    assert [c["fp32_ops"] for c in gate["candidates"]] == [0, 0, 1, 2, 4, 8]
-    assert [c.get("confirmed_agreement") for c in gate["candidates"]] == [None, None, None, None, 0.99, 1.0]
+    assert confirm.asked == [4] and not gate["passed"] and gate["fp32_ops"] == 4 and "ladder stopped" in gate["reason"]
+    assert "confirmation rows" in gate["reason"] and [c["fp32_ops"] for c in gate["candidates"]] == [0, 0, 1, 2, 4]
+    assert [c.get("confirmed_agreement") for c in gate["candidates"]] == [None, None, None, None, 0.99]
     assert gate["candidates"][4]["agreement_passed"] is False and any("not confirmed" in line for line in lines)
     # no confirmation rows: the gate rows decide, and the record says so
     gate, _, _ = fake_search(weights, 1.0)
@@ -340,3 +344,19 @@ def test_a_whole_graph_wrong_only_through_fused_attention_runs_plain_attention(f
     c = gate["candidates"]
     assert gate["passed"] and gate["attention"] == "fused" and gate["fp32_ops"] == 1
     assert [x["attention"] for x in c] == ["fused", "plain", "fused"] and c[0]["label_agreement"] == c[1]["label_agreement"] == 0.98
+
+
+def test_a_passing_plain_attention_graph_wins_over_a_failing_fused_one_of_equal_agreement(tmp_path):
+    """Fused can fail on its probabilities with every label agreeing (a multi-label model's 0.08
+    error): plain attention at the same agreement that passes is kept, and every gate the search
+    returns from then on says what the fused kernels agreed."""
+    found = S.StaticInt8Search(tmp_path / "f.onnx", tmp_path / "q.onnx", None, None, ["t"], 0.995, print)
+    fused = {"passed": False, "label_agreement": 1.0, "max_prob_error": 0.08}
+    found.try_graph = lambda model, names: {"passed": True, "label_agreement": 1.0, "max_prob_error": 0.01}
+    got = found.plain_attention(fused)
+    assert got["passed"] and found.fused_attention is False and found.record["fused_attention_agreement"] == 1.0
+    found = S.StaticInt8Search(tmp_path / "f.onnx", tmp_path / "q.onnx", None, None, ["t"], 0.995, print)
+    found.try_graph = lambda model, names: {"passed": False, "label_agreement": 0.99}
+    got = found.plain_attention({"passed": False, "label_agreement": 0.99})
+    assert got["label_agreement"] == 0.99 and found.fused_attention is True and "fused_attention_agreement" not in found.record
+

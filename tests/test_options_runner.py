@@ -251,6 +251,21 @@ def test_score_keeps_compiled_models_in_the_user_cache_dir_unless_told_not_to(ar
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "e.jsonl").exists()
 
 
+def test_the_user_cache_dir_is_never_relative(monkeypatch, tmp_path):
+    """A relative XDG_CACHE_HOME is ignored (the XDG spec), and without an absolute home there is
+    no default cache: never a cache under whatever directory the run started in."""
+    from stackscore.options import cache_dir_for, user_cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert user_cache_dir() == tmp_path / "xdg" / "stackscore"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_cache_dir() == tmp_path / "home" / ".cache" / "stackscore"
+    monkeypatch.setattr("os.path.expanduser", lambda p: p)  # no HOME, no passwd entry: "~" stays "~"
+    assert user_cache_dir() is None and cache_dir_for(None) is None
+    assert cache_dir_for(tmp_path / "named") == tmp_path / "named" and (tmp_path / "named").is_dir()
+
+
 def test_onnx_runtime_keeps_its_optimized_graph_under_the_graphs_key(artifact, corpus_rows, tmp_path):
     """With a cache dir, ONNX Runtime's optimized graph is kept per (graph sha256, ORT version,
     CPU, precision) and loaded instead of re-optimizing; scores are the same, cold and warm."""

@@ -509,7 +509,13 @@ def test_a_plain_score_of_a_large_file_says_how_to_tune_it(artifact, tmp_path):
     cache = tmp_path / "cache"
     named = hints("--cache-dir", str(cache))
     assert len(named) == 1 and f"--cache-dir {cache}" in named[0]  # a cache dir without a record
-    record(cache, "openvino/bf16/other-graph", {"streams": 2})
+    record(cache, "openvino/bf16/threads2/budget2048/cpuX/" + "ab" * 16, {"streams": 2})  # another artifact's record
+    assert len(hints("--cache-dir", str(cache))) == 1
+    from stackscore.manifest import load_manifest
+
+    m = load_manifest(artifact)
+    sha = m.files[m.models[0].graphs["fp32"]]["sha256"][:32]
+    record(cache, "openvino/bf16/threads2/budget2048/cpuX/" + sha, {"streams": 2})  # this artifact's
     assert hints("--cache-dir", str(cache)) == [] and hints("--streams", "1") == [] and hints("--quiet") == []
 
 

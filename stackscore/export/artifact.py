@@ -114,7 +114,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
     try:
         fspec.parity["ensemble_auto"] = ensemble_gate(
             tmp, manifest, samples, variants.min_agreement, log, tighten={n: s[0].tighter for n, s in searches.items() if s},
-            confirmation=state.confirmation_texts,
+            confirmation=state.confirmation_texts if len(state.confirmation_texts or []) >= variants.min_rows else None,
         )
     finally:
         for search in (s for found in searches.values() for s in found):
@@ -149,7 +149,8 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
 
     A mix that passes with a graph the int8 search chose on these same rows (some ops in float)
     must pass on the ``confirmation`` rows too (test rows apart from the gate rows; see
-    ``onnx_graph.Confirmation``), else it is tightened or dropped as above."""
+    ``onnx_graph.Confirmation``), else that graph is dropped, untightened: trying the next graph
+    up its ladder would make those rows a second set to choose on."""
     from ..engine.scorer import Scorer
     from ..options import RunOptions
 
@@ -189,7 +190,7 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
         is in it, it must pass the confirmation rows too."""
         def chosen(name: str) -> bool:  # ops in float, or the attention kind, chosen on the gate rows
             gate = next(m for m in manifest.models if m.name == name).parity.get("gates", {}).get("int8_static", {})
-            return bool(gate.get("fp32_ops", 0)) or gate.get("attention") == "plain"
+            return bool(gate.get("passed")) and (bool(gate.get("fp32_ops", 0)) or gate.get("attention") == "plain")
 
         searched = [name for name, r in scorer.runners.items() if getattr(r, "choice", None) is not None and r.choice.variant == "int8_static" and chosen(name)]
         if not searched or not confirmation:
@@ -213,14 +214,18 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
         """Drop the least-agreeing lossy variant until auto agrees with fp32 in this mode."""
         ref, _ = fused(RunOptions(precision="fp32", backend="onnxruntime", cascade=cascade))
         while True:
+            confirmed.pop(cascade, None)  # what this mix measures, not an earlier mix's
             got, scorer = fused(RunOptions(precision="auto", cascade=cascade))
             lossy = [(name, r.choice) for name, r in scorer.runners.items() if getattr(r, "choice", None) is not None and r.choice.precision != "fp32"]
             agree, moved, fine = judged(ref, got)
             if (fine and confirm(cascade, scorer)) or not lossy:
                 break
-            if fine:  # passed the gate rows only: a searched graph goes (its figures say why)
+            on_rows = " on the confirmation rows" if fine else ""
+            if fine:  # passed the gate rows only: a searched graph goes, untightened (the confirmation rows are one check)
                 agree, moved = confirmed[cascade]["label_agreement"], confirmed[cascade]["moved"]
                 lossy = [(name, c) for name, c in lossy if name in confirmed[cascade]["searched"]]
+                for name, _ in lossy:
+                    tighten.pop(name, None)
             spec, key = min(
                 ((next(m for m in manifest.models if m.name == name), c.variant) for name, c in lossy),
                 key=lambda sk: sk[0].parity.get("gates", {}).get(sk[1], {}).get("label_agreement", 0.0),
@@ -241,7 +246,7 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
             bound = f"its values moved up to {moved:.3f} of their range (at most {MAX_ERROR_GATE})" if task == "regression" else \
                 f"its probabilities moved up to {moved:.3f} (at most {MAX_ERROR_GATE})" if task == "multi_label" else \
                 f"its probabilities moved {moved:.3f} on average (at most {MEAN_ERROR_GATE})"
-            gate["reason"] = f"dropped by the ensemble gate: {what} at auto agreed {agree:.2%} with fp32 (at least {min_agreement:.1%}), {bound}"
+            gate["reason"] = f"dropped by the ensemble gate: {what} at auto agreed {agree:.2%} with fp32{on_rows} (at least {min_agreement:.1%}), {bound}"
             if key == "int8_static" and spec.name in untightened:
                 gate["reason"] += "; no graph with more ops in float passed its own gate and the speed rule"
             if key in spec.graphs and key != "fp32":
@@ -253,7 +258,7 @@ def ensemble_gate(directory: Path, manifest: Manifest, samples: list, min_agreem
             "rows": len(texts), "runs": scorer.describe(), "label_agreement": agree,
             "max_prob_error": float(np.abs(got - ref).max()) if len(ref) else 0.0,
             ("max_relative_error" if task == "regression" else "mean_prob_error"): moved,
-            **({"confirmation": confirmed[cascade]} if cascade in confirmed else {}),
+            "confirmation": confirmed.get(cascade),  # None: no searched graph in the mix, or no confirmation rows
         }
 
     result = {**measure(False), "min_agreement": min_agreement}

@@ -271,6 +271,13 @@ def search_static_int8(
     return StaticInt8Search(fp32, out, g, ref, training_texts, min_agreement, log, baseline, min_speedup, max_share, **nncf_options).run()
 
 
+def unconfirmed(gate: dict[str, Any]) -> bool:
+    """A graph that passed the gate rows it was chosen on and failed the confirmation rows: the
+    search stops there (trying the next graph would make those rows a second set to choose on,
+    and the next graph's confirmed figure the luckiest of several again)."""
+    return isinstance(gate.get("confirmation"), dict) and gate["confirmation"].get("passed") is False
+
+
 class StaticInt8Search:
     """Static int8 for ``fp32`` at ``out``, with the fewest ops in float that pass the gate.
 
@@ -373,10 +380,12 @@ class StaticInt8Search:
         then always runs (``engine.runner.gated_plain_attention``)."""
         self.fused_attention = False
         plain = self.try_graph(None, [])
-        if "error" in plain or plain.get("label_agreement", 0.0) <= fused.get("label_agreement", 0.0):
+        better = (plain.get("passed", False), plain.get("label_agreement", 0.0)) > (fused.get("passed", False), fused.get("label_agreement", 0.0))
+        if "error" in plain or not better:  # a passing graph wins; else the higher agreement
             self.fused_attention = True
             fused["plain_attention_agreement"] = plain.get("label_agreement")
             return fused
+        self.record["fused_attention_agreement"] = fused["label_agreement"]  # on every gate the search returns from here on
         plain["fused_attention_agreement"] = fused["label_agreement"]
         return plain
 
@@ -386,7 +395,7 @@ class StaticInt8Search:
         if not gate["passed"]:
             return
         if self.confirm is None:
-            gate["confirmation"] = {"rows": 0, "why": "no test rows apart from the gate rows (a fit state from before they were kept, or a small test split)"}
+            gate["confirmation"] = {"rows": 0, "why": "no confirmation rows: a fit state from before they were kept, or fewer test rows apart from the gate rows than gate_min_rows"}
             return
         found = self.confirm.gate(backend, self.min_agreement)
         gate["confirmation"] = found
@@ -425,6 +434,9 @@ class StaticInt8Search:
         for k in (k for k in ladder_sizes(len(self.ops), self.max_share) if k > after):
             gate = self.try_graph(revert_ops(self.q, self.f, self.ranking.ops[:k]), self.ranking.ops[:k])
             if gate["passed"] or "error" in gate:
+                break
+            if unconfirmed(gate):  # the confirmation rows are one check, not a second set to choose on
+                gate["reason"] += "; ladder stopped"
                 break
             ok, why = self.fast_enough(gate)
             if not ok:
@@ -482,7 +494,7 @@ class StaticInt8Search:
         gate = self.try_graph(None, [])
         if not gate["passed"] and "error" not in gate:
             gate = self.plain_attention(gate)
-        if not gate["passed"] and "error" not in gate and self.search_texts:
+        if not gate["passed"] and "error" not in gate and self.search_texts and not unconfirmed(gate):
             ok, why = self.fast_enough(gate)
             if not ok:
                 gate["reason"] = f"whole graph int8 already {why}; search skipped"

@@ -606,7 +606,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
       would run instead (bf16, dynamic int8 or fp32); with ``searches`` given, a kept graph's
       search (``int8_search.StaticInt8Search``) is appended there, still open, for the ensemble
       gate (``tighter``), and the caller closes it; a graph the search chose on the gate rows
-      must pass on ``confirm_texts`` too (``Confirmation``);
+      must pass on ``confirm_texts`` too (``Confirmation``; at least ``min_rows`` of them, else
+      none: 5 rows would "confirm" anything);
     - ``fp16``: the fused fp16 graph for GPUs (``fp16_shape`` = (heads, hidden); attention fused
       where ``fp16_attention``), gated at
       ``variants.fp16_agreement`` through ONNX Runtime's CPU fp16 kernels on the export machine (the
@@ -669,7 +670,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
                 record={"int8_kernels": kernels, "cpu_bf16": cpu_has_bf16()},  # cpu_bf16: its float ops ran in bf16 where true
-                confirm=Confirmation(replace(g, texts=list(confirm_texts)), fp32) if confirm_texts else None,
+                confirm=Confirmation(replace(g, texts=list(confirm_texts)), fp32) if confirm_texts and len(confirm_texts) >= variants.min_rows else None,
             )
             gates["int8_static"] = search.run()
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)
