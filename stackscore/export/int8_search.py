@@ -391,7 +391,8 @@ class StaticInt8Search:
 
     def confirmed(self, gate: dict[str, Any], backend) -> None:
         """A ladder's graph passed the gate rows, where the ladder chose it: it must pass the
-        confirmation rows too (``onnx_graph.Confirmation``), else it fails and the ladder goes on."""
+        confirmation rows too (``onnx_graph.Confirmation``), else it fails and the search stops
+        there (``unconfirmed``)."""
         if not gate["passed"]:
             return
         if self.confirm is None:
