@@ -179,12 +179,10 @@ ATTENTION_CHECK_ROWS = 1024
 
 def attention_agreement(fused, plain, batches: list, task: str = "single_label") -> float:
     """Share of up to ``ATTENTION_CHECK_ROWS`` tuned rows on which two runners of one model agree,
-    in what ``task`` answers (``export.onnx_graph.compare``'s rules: a multi-label model was
-    compared on its top label, a regression value on its sign, which any two values of one sign
-    pass)."""
+    in what ``task`` answers: ``export.onnx_graph.compare``, the export gates' own rules (once a
+    copy here; before that a multi-label model was compared on its top label, a regression value
+    on its sign)."""
     import numpy as np
-
-    from .tasks import activate
 
     fused_out, plain_out, total = [], [], 0
     for b in batches:
@@ -195,15 +193,10 @@ def attention_agreement(fused, plain, batches: list, task: str = "single_label")
             break
     if not total:
         return 1.0
+    from .export.onnx_graph import compare
+
     a, p = np.concatenate(fused_out), np.concatenate(plain_out)
-    if task == "regression" or a.shape[1] == 1:
-        scale = max(float(np.ptp(a)), 1e-6)
-        agree = np.abs(a - p).max(axis=1) <= 0.01 * scale
-    elif task == "multi_label":
-        agree = ((activate(task, a) >= 0.5) == (activate(task, p) >= 0.5)).all(axis=1)
-    else:
-        agree = a.argmax(axis=1) == p.argmax(axis=1)
-    return float(agree.mean())
+    return compare(a, p, "regression" if a.shape[1] == 1 else task)["label_agreement"]  # one output: a value, whatever the task says
 
 
 def summary(name: str, r: dict[str, Any]) -> str:
