@@ -185,16 +185,20 @@ def test_a_fresh_process_with_two_openvino_streams_finishes(artifact, corpus_row
         assert len(out.read_text().splitlines()) == 400
 
 
-def test_an_openvino_backends_first_call_is_made_alone(artifact):
-    """The mechanism behind the fix above (the race itself is rare on a tiny model): a backend's
-    first inference holds the module's first-call lock; later ones run freely, concurrently."""
+def test_an_openvino_backends_first_call_is_made_alone(artifact, monkeypatch):
+    """The mechanism behind the fix above (the race itself is rare on a tiny model): the process's
+    first inference of a kind (input and output types) holds the module's first-call lock; later
+    ones run freely, concurrently, a second backend's first calls too (the binding's statics are
+    the process's: a second model's streams no longer make their first calls one by one)."""
     pytest.importorskip("openvino")
     from stackscore.engine.backends import ov
 
-    runner = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=2)).runners["bert"]
-    backend = runner.backends[0]
+    monkeypatch.setattr(ov, "_called", set())  # as in a fresh process
+    scorer = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=2))
+    backend = scorer.runners["bert"].backends[0]
+    other = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=2)).runners["bert"].backends[0]
+    assert other is not backend and other.signature == backend.signature
     seen = []
-    real = [r.infer for r in backend.requests]
 
     class Spy:
         def __init__(self, infer):
@@ -204,12 +208,18 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact):
             seen.append(ov._FIRST_CALL.locked())
             return self.infer_real(feeds)
 
-    backend.requests = [Spy(f) for f in real]
-    backend._called = False
+    for b in (backend, other):
+        b.requests = [Spy(r.infer) for r in b.requests]
     ids = np.full((2, 8), 5, dtype=np.int64)
     for slot in (0, 1, 0):
         backend.run(ids, np.ones_like(ids), slot=slot)
     assert seen == [True, False, False]
+    other.run(ids, np.ones_like(ids), slot=1)
+    assert seen[-1] is False
+    # a kind of call not made yet in this process (other input types) is made alone again
+    other.signature = (("i32", "i32"), "f32")
+    other.run(ids, np.ones_like(ids), slot=0)
+    assert seen[-1] is True and other.signature in ov._called
 
 
 def test_an_openvino_runner_keeps_meeting_the_same_few_shapes(artifact, corpus_rows):
