@@ -502,6 +502,11 @@ def run_bench(
         return round((loop_start_s + len(texts) / results[name].rows_per_s) / (seconds or process), 2)
 
     stats = info["stats"]
+    top = None
+    if roof:
+        from .roofline import ceiling
+
+        top = ceiling(roof, len(texts))
     summary = {
         "rows": len(texts),
         "data": data,
@@ -542,6 +547,13 @@ def run_bench(
         "cascade_stage_rows": stats.get("cascade_stage_rows"),
         "cold_start": cold_start_info,
         "roofline": roof,
+        # the transformers' GEMMs at 100 % of this run's measured peak: how far any engine could go
+        "roofline_ceiling": None if top is None else {
+            "rows_per_s": round(top, 1),
+            **{f"ratio_vs_{k}": round(top / results[k].rows_per_s, 2) for k in ("classic", "expert", "expert_int8") if k in results and results[k].rows_per_s},
+            "engine_fraction": round(eng / top, 3),
+            "engine_process_fraction": round(len(texts) / process / top, 3),
+        },
         "cpu_count": os.cpu_count(),
     }
     return summary
@@ -589,6 +601,12 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
         for name, m in roof.items():
             frac = "n/a" if m["fraction_of_peak"] is None else f"{m['fraction_of_peak']:.0%}"
             log(f"| {name} | {m['precision']} | {m['gflops_per_row']} | {m['achieved_gflops']} | {m['peak_gflops']} | {frac} | {m['held_by'] or '-'} |")
+        top = r.get("roofline_ceiling")
+        if top:
+            vs = ", ".join(f"{top[f'ratio_vs_{k}']:.1f}x the {k} loop" for k in ("classic", "expert", "expert_int8") if top.get(f"ratio_vs_{k}"))
+            log(f"ceiling: the transformers' GEMMs at 100 % of the peaks above (all else free): {top['rows_per_s']:,.0f} rows/s"
+                + (f" = at most {vs} (warm)" if vs else "")
+                + f"; the engine reaches {top['engine_fraction']:.0%} of it warm, {top['engine_process_fraction']:.0%} as a first process")
         profiled = {name: m["ops"] for name, m in roof.items() if m.get("ops")}
         if profiled:
             pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731

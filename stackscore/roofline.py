@@ -265,6 +265,23 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
     return out
 
 
+def ceiling(roof: dict[str, Any], rows: int) -> float | None:
+    """The most rows/s the ensemble's transformers could reach on this machine: each model's
+    GEMM work on these ``rows`` at 100 % of this run's measured peak for the precision it runs at,
+    the models one after another (they share the cores). Tokenization, TF-IDF and every op
+    outside the GEMMs (softmax, norms) count as free, so it is a bound no engine reaches, not a
+    forecast: a goal above it (a speed ratio against a loop, say) cannot be met at these
+    precisions on this machine. None where a peak is unknown or there is no transformer."""
+    seconds = 0.0
+    for name, m in roof.items():
+        if name == "ensemble":
+            continue
+        if not m.get("peak_gflops"):
+            return None
+        seconds += m["gflops_total"] / m["peak_gflops"]
+    return rows / seconds if seconds > 0 and rows > 0 else None
+
+
 def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable[[str], float | None]) -> dict[str, Any] | None:
     """Where an OpenVINO model's time goes, measured: its graph compiled again with per-node
     counters (``PERF_COUNT``, one request at a time whatever streams the model scores with; the

@@ -66,6 +66,17 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
             assert abs(m["fraction_of_peak"] - m["achieved_gflops"] / m["peak_gflops"]) < 0.01
         assert m["held_by"] is None or m["fraction_of_peak"] < 0.6  # a reason is given exactly when below the goal
         assert (m.get("ops") is not None) == (m["runtime"] == "openvino")  # the op profile: OpenVINO's per-node counters
+    # the ceiling: every transformer's GEMMs at its measured peak; ratios are it over each loop's rows/s
+    top = r["roofline_ceiling"]
+    if all(roof[n]["peak_gflops"] for n in ("bert", "roberta")):
+        assert top["rows_per_s"] > 0 and abs(top["engine_fraction"] - r["engine_rows_per_s"] / top["rows_per_s"]) < 0.01
+        assert abs(top["ratio_vs_classic"] - top["rows_per_s"] / classic) < 0.01 * top["ratio_vs_classic"] + 0.01
+        assert top["engine_process_fraction"] < top["engine_fraction"]  # a whole process pays its start on top
+        lines: list[str] = []
+        from stackscore.bench import print_table
+
+        print_table(r, log=lines.append)
+        assert any(ln.startswith("ceiling: ") and f"{top['ratio_vs_classic']:.1f}x the classic loop" in ln for ln in lines)
 
 
 def test_graph_cost_counts_the_weight_gemms_and_attention(artifact):
@@ -274,3 +285,18 @@ def test_the_loops_time_whole_sorted_batches_spread_over_every_row():
     whole, sample, first = padded_per_row(lengths), padded_per_row(lengths[idx]), padded_per_row(lengths[:300])
     assert abs(sample - whole) < 0.03 * whole and first > 1.03 * whole  # sorting the first rows only padded more
     assert abs(lengths[idx].mean() - lengths.mean()) < 0.05 * lengths.mean()  # every length, in proportion
+
+
+def test_the_ceiling_is_every_models_gemm_work_at_its_own_peak_one_after_another():
+    """1,000 rows: 600 GFLOP at a 300 GFLOP/s peak (2 s) and 100 GFLOP at 50 (2 s) take at least
+    4 s, so no engine exceeds 250 rows/s; a model without a measured peak leaves no bound."""
+    from stackscore.roofline import ceiling
+
+    roof = {
+        "minilm": {"gflops_total": 600.0, "peak_gflops": 300.0},
+        "roberta": {"gflops_total": 100.0, "peak_gflops": 50.0},
+        "ensemble": {"gflops_total": None, "peak_gflops": None},
+    }
+    assert ceiling(roof, 1000) == pytest.approx(250.0)
+    assert ceiling({**roof, "roberta": {"gflops_total": 100.0, "peak_gflops": None}}, 1000) is None
+    assert ceiling({"ensemble": {}}, 1000) is None
