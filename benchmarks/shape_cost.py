@@ -1,8 +1,8 @@
 """What OpenVINO charges for a batch shape it has not run before, per transformer of an artifact.
 
 The engine's batches are all new shapes in a fresh process (one per length in a window), and
-each costs a one-off preparation on top of its work. Three sets of 25 shapes, each run cold
-(first call) and then warm (best of two); the cost is (cold - warm) per shape:
+each costs a one-off preparation on top of its work. Three sets of 25 shapes, each shape run cold
+(first call) and at once warm (best of two), the sets taking turns; the cost is (cold - warm) per shape:
 
 1. ``new``: (rows, length) pairs not seen before;
 2. ``same product``: new pairs whose rows x length equals one of set 1's (2 x rows, length / 2);
@@ -41,13 +41,19 @@ def measure(compiled, names: list[str], sets: dict[str, list[tuple[int, int]]]) 
 
     call(3, 7)
     call(3, 7)  # the first call ever (thread pools, allocator) is not a shape's cost
-    out: dict[str, float] = {}
+    # Each shape's cold call is followed at once by its warm ones, and the sets take turns: on a
+    # machine whose speed drifts within seconds (a shared VM), timing a whole set cold and then
+    # the set warm read "same product" shapes at -121 to +98 ms apart from run to run.
+    cost = {name: 0.0 for name in sets}
     warm_all = 0.0
-    for name, shapes in sets.items():
-        cold = [call(*s) for s in shapes]
-        warm = [min(call(*s), call(*s)) for s in shapes]
-        out[f"{name}_ms_per_shape"] = round((sum(cold) - sum(warm)) / len(shapes), 2)
-        warm_all += sum(warm)
+    for i in range(max(len(shapes) for shapes in sets.values())):
+        for name, shapes in sets.items():
+            if i < len(shapes):
+                cold = call(*shapes[i])
+                warm = min(call(*shapes[i]), call(*shapes[i]))
+                cost[name] += cold - warm
+                warm_all += warm
+    out = {f"{name}_ms_per_shape": round(cost[name] / len(shapes), 2) for name, shapes in sets.items()}
     out["warm_ms_all_shapes"] = round(warm_all, 1)
     return out
 
