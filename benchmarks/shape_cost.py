@@ -58,6 +58,23 @@ def measure(compiled, names: list[str], sets: dict[str, list[tuple[int, int]]]) 
     return out
 
 
+def shape_sets(n: int = 25, seed: int = 1) -> dict[str, list[tuple[int, int]]]:
+    """``new`` and ``new_again`` shapes whose rows x length no other shape of either set has
+    (what prepares a kernel is the product: a "new" shape sharing one with a shape run earlier
+    would read cheap); ``same_product`` pairs each ``new`` shape's product with another shape."""
+    rng = np.random.default_rng(seed)
+    first: list[tuple[int, int]] = []
+    products: set[int] = set()
+    while len(first) < n:
+        b, length = int(rng.integers(8, 30)) * 2, int(rng.integers(6, 28)) * 2
+        again = (b + 1) * length
+        if b * length in products or again in products or again == b * length:
+            continue
+        first.append((b, length))
+        products |= {b * length, again}
+    return {"new": first, "same_product": [(b * 2, length // 2) for b, length in first], "new_again": [(b + 1, length) for b, length in first]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("artifact", type=Path)
@@ -76,9 +93,7 @@ def main() -> None:
     ov = import_openvino()
     manifest = load_manifest(args.artifact)
     options = RunOptions(precision="auto", backend="openvino", streams=1)
-    rng = np.random.default_rng(1)
-    first = [(int(b) * 2, int(length) * 2) for b, length in zip(rng.integers(8, 30, 25), rng.integers(6, 28, 25))]
-    sets = {"new": first, "same_product": [(b * 2, length // 2) for b, length in first], "new_again": [(b + 1, length) for b, length in first]}
+    sets = shape_sets()
     batches: dict = {}
     if args.data:  # the engine's batches, planned and padded by its own runners
         from stackscore.bench import load_corpus

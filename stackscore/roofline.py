@@ -267,35 +267,46 @@ def model_roofline(scorer, texts: list[str], chunk_rows: int, threads: int) -> d
 
 def ceiling(roof: dict[str, Any], rows: int) -> float | None:
     """The most rows/s the ensemble's transformers could reach on this machine: each model's
-    GEMM work on these ``rows`` at 100 % of this run's measured peak for the precision it runs at,
-    the models one after another (they share the cores). Tokenization, TF-IDF and every op
-    outside the GEMMs (softmax, norms) count as free, so it is a bound no engine reaches, not a
-    forecast: a goal above it (a speed ratio against a loop, say) cannot be met at these
-    precisions on this machine. None where a peak is unknown or there is no transformer.
+    GEMM work on these ``rows`` (the engine's padded batches, every model on every row) at 100 %
+    of this run's measured peak for the precision it runs at, the models one after another (they
+    share the cores). Tokenization, TF-IDF and every op outside the GEMMs (softmax, norms) count
+    as free, so it is a bound no engine reaches, not a forecast: a goal above it (a speed ratio
+    against a loop, say) cannot be met at these precisions on this machine in this state. None
+    where a peak is unknown or there is no transformer.
 
     A peak is measured at one moment; on a machine whose speed drifts (a shared VM: MiniLM's
-    GEMMs once ran at 122 % of the peak read a minute earlier) a model that ran faster than its
-    peak raises it to what it reached (``effective_peak``), so the bound is never below what
-    was seen."""
+    GEMMs once ran at 130 % of a peak read a minute earlier) the peak of a runtime and precision
+    is raised to the fastest any model was seen to run at it (``effective_peaks``), so the bound
+    is never below what was seen."""
+    peaks = effective_peaks(roof)
     seconds = 0.0
     for name, m in roof.items():
         if name == "ensemble":
             continue
-        peak = effective_peak(m)
+        peak = peaks.get((m.get("runtime"), m.get("precision")))
         if not peak:
             return None
         seconds += m["gflops_total"] / peak
     return rows / seconds if seconds > 0 and rows > 0 else None
 
 
-def effective_peak(m: dict[str, Any]) -> float | None:
-    """A model's roofline row's measured peak, or the fastest its work was seen to run at that
-    precision (all its FLOPs over its time, or its GEMMs alone in the op profile), if faster."""
-    if not m.get("peak_gflops"):
-        return None
-    ops = m.get("ops") or {}
-    gemm = ops.get("int8_gemm_gflops") if m.get("precision") == "int8" else ops.get("float_gemm_gflops")
-    return max(v for v in (m["peak_gflops"], m.get("achieved_gflops"), gemm) if v)
+def effective_peaks(roof: dict[str, Any]) -> dict[tuple[Any, Any], float]:
+    """Per (runtime, precision): the measured peak, or the fastest work seen at that precision on
+    that runtime if faster: a model's FLOPs over its time (at the precision it runs at), its int8
+    GEMMs alone (int8) and its float GEMMs alone (at the float precision they ran at, bf16 or
+    fp32, an int8 model's kept-in-float layers included). Only where a peak was measured."""
+    seen: dict[tuple[Any, Any], list[float]] = {}
+    for name, m in roof.items():
+        if name == "ensemble":
+            continue
+        runtime, ops = m.get("runtime"), m.get("ops") or {}
+        seen.setdefault((runtime, m.get("precision")), []).extend([m.get("peak_gflops") or 0.0, m.get("achieved_gflops") or 0.0])
+        if ops.get("int8_gemm_gflops"):
+            seen.setdefault((runtime, "int8"), []).append(ops["int8_gemm_gflops"])
+        if ops.get("float_gemm_gflops") and ops.get("float_gemm_precision"):
+            seen.setdefault((runtime, ops["float_gemm_precision"]), []).append(ops["float_gemm_gflops"])
+    peaks = {(m.get("runtime"), m.get("precision")): m.get("peak_gflops") for n, m in roof.items() if n != "ensemble"}
+    return {key: max(seen[key]) for key, peak in peaks.items() if peak}
 
 
 def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable[[str], float | None]) -> dict[str, Any] | None:

@@ -68,7 +68,9 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
         assert (m.get("ops") is not None) == (m["runtime"] == "openvino")  # the op profile: OpenVINO's per-node counters
     # the ceiling: every transformer's GEMMs at its measured peak; ratios are it over each loop's rows/s
     top = r["roofline_ceiling"]
-    if all(roof[n]["peak_gflops"] for n in ("bert", "roberta")):
+    if not all(roof[n]["peak_gflops"] for n in ("bert", "roberta")):
+        assert top is None  # no bound without every model's peak
+    else:
         assert top["rows_per_s"] > 0 and abs(top["engine_fraction"] - r["engine_rows_per_s"] / top["rows_per_s"]) < 0.01
         assert abs(top["ratio_vs_classic"] - top["rows_per_s"] / classic) < 0.01 * top["ratio_vs_classic"] + 0.01
         assert top["engine_process_fraction"] < top["engine_fraction"]  # a whole process pays its start on top
@@ -290,17 +292,23 @@ def test_the_loops_time_whole_sorted_batches_spread_over_every_row():
 def test_the_ceiling_is_every_models_gemm_work_at_its_own_peak_one_after_another():
     """1,000 rows: 600 GFLOP at a 300 GFLOP/s peak (2 s) and 100 GFLOP at 50 (2 s) take at least
     4 s, so no engine exceeds 250 rows/s; a model without a measured peak leaves no bound, and
-    one whose GEMMs ran faster than its peak raises the bound to that speed."""
-    from stackscore.roofline import ceiling
+    work seen faster than a peak (the machine's speed drifted) raises that runtime and
+    precision's peak to it, whichever model it was seen on."""
+    from stackscore.roofline import ceiling, effective_peaks
 
-    roof = {
-        "minilm": {"gflops_total": 600.0, "peak_gflops": 300.0},
-        "roberta": {"gflops_total": 100.0, "peak_gflops": 50.0},
-        "ensemble": {"gflops_total": None, "peak_gflops": None},
-    }
+    minilm = {"runtime": "openvino", "precision": "int8", "gflops_total": 600.0, "peak_gflops": 300.0, "achieved_gflops": 200.0}
+    roberta = {"runtime": "openvino", "precision": "bf16", "gflops_total": 100.0, "peak_gflops": 50.0, "achieved_gflops": 40.0}
+    roof = {"minilm": minilm, "roberta": roberta, "ensemble": {"gflops_total": None, "peak_gflops": None}}
     assert ceiling(roof, 1000) == pytest.approx(250.0)
-    # a model seen faster than its peak (the machine's speed drifted): the bound takes what it reached
-    faster = {**roof, "minilm": {"gflops_total": 600.0, "peak_gflops": 300.0, "precision": "bf16", "achieved_gflops": 310.0, "ops": {"float_gemm_gflops": 600.0}}}
-    assert ceiling(faster, 1000) == pytest.approx(1000 / (1 + 2))
-    assert ceiling({**roof, "roberta": {"gflops_total": 100.0, "peak_gflops": None}}, 1000) is None
-    assert ceiling({"ensemble": {}}, 1000) is None
+    assert ceiling({**roof, "roberta": {**roberta, "peak_gflops": None}}, 1000) is None
+    assert ceiling({"ensemble": {}}, 1000) is None and ceiling(roof, 0) is None
+    # a whole model faster than its peak, no op profile: its own precision's peak goes up
+    assert ceiling({**roof, "roberta": {**roberta, "achieved_gflops": 100.0}}, 1000) == pytest.approx(1000 / (2 + 1))
+    # an int8 model's GEMMs: its int8 ones raise the int8 peak, its float ones the float peak
+    # they ran at (here bf16: RoBERTa's), not the other way round
+    profiled = {**minilm, "ops": {"int8_gemm_gflops": 600.0, "float_gemm_gflops": 100.0, "float_gemm_precision": "bf16"}}
+    assert effective_peaks({**roof, "minilm": profiled}) == {("openvino", "int8"): 600.0, ("openvino", "bf16"): 100.0}
+    assert ceiling({**roof, "minilm": profiled}, 1000) == pytest.approx(1000 / (1 + 1))
+    # another runtime's speed does not count
+    other = {**roberta, "runtime": "onnxruntime", "achieved_gflops": 500.0}
+    assert effective_peaks({**roof, "tfidf_like": other})[("openvino", "bf16")] == 50.0

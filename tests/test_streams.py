@@ -222,6 +222,56 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact, monkeypatch):
     assert seen[-1] is True and other.signature in ov._called
 
 
+def test_a_first_call_of_a_kind_in_flight_holds_back_every_other_of_that_kind(artifact, monkeypatch):
+    """While the process's first call of a kind runs (under the lock), another backend's call of
+    the same kind waits for it, then runs without the lock: the kind is marked done only after
+    the first call returned, and a waiter looks again once it has the lock."""
+    pytest.importorskip("openvino")
+    import threading
+
+    from stackscore.engine.backends import ov
+
+    monkeypatch.setattr(ov, "_called", set())
+    first, second = (Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=1)).runners["bert"].backends[0] for _ in range(2))
+    release, entered, second_entered = threading.Event(), threading.Event(), threading.Event()
+    second_locked = []
+
+    class Blocking:
+        def __init__(self, infer):
+            self.infer_real = infer
+
+        def infer(self, feeds):
+            entered.set()
+            assert release.wait(30)
+            return self.infer_real(feeds)
+
+    class Recording:
+        def __init__(self, infer):
+            self.infer_real = infer
+
+        def infer(self, feeds):
+            second_locked.append(ov._FIRST_CALL.locked())
+            second_entered.set()
+            return self.infer_real(feeds)
+
+    first.requests = [Blocking(first.requests[0].infer)]
+    second.requests = [Recording(second.requests[0].infer)]
+    ids = np.full((2, 8), 5, dtype=np.int64)
+    threads = [threading.Thread(target=b.run, args=(ids, np.ones_like(ids))) for b in (first, second)]
+    threads[0].start()
+    try:
+        assert entered.wait(30)
+        threads[1].start()
+        assert not second_entered.wait(0.3)  # the first call of its kind is still running
+        assert first.signature not in ov._called
+    finally:
+        release.set()
+        for t in threads:
+            if t.is_alive():
+                t.join(30)
+    assert second_locked == [False] and first.signature in ov._called
+
+
 def test_an_openvino_runner_keeps_meeting_the_same_few_shapes(artifact, corpus_rows):
     """OpenVINO prepares kernels per batch shape; its runner's plans prefer one fixed shape per
     width (a long job met ~30 new shapes per window), with the same scores, and a window's plan

@@ -250,16 +250,16 @@ class OpenVinoBackend:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
         """One batch on request ``slot`` (one per stream; a request serves one caller at a time).
 
-        A backend's first call is made alone (``_FIRST_CALL``): OpenVINO's Python binding fills
+        The process's first call of a kind is made alone (``_FIRST_CALL``): OpenVINO's Python binding fills
         C++ function-local statics on first use (the tensor-to-numpy conversions) while taking the
         GIL, and two streams making their first calls at once deadlocked a whole `stackscore
         score` process (one thread in the static's initializer waiting for the GIL, the other
         holding the GIL waiting for the initializer). Waiting on this lock releases the GIL.
 
         Those statics are the process's, not the backend's: once one call with the same input
-        and output types has completed (``signature``), every later first call runs freely. Two
-        streams' first calls made one after the other cost a 20-row job ~0.07 s of MiniLM's
-        first batch (RESULTS.md); a model loaded after another now makes its first calls at once."""
+        and output types has completed (``signature``), every later first call runs freely. Each
+        backend's first call made alone had a model's second stream wait for its first: MiniLM's
+        first batches of a 20-row job took 0.151 s, now 0.105 s (RESULTS.md)."""
         feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
         if self.signature not in _called:
             with _FIRST_CALL:
