@@ -114,7 +114,7 @@ def main() -> None:
         results[n] = json.loads(res.stdout.strip().splitlines()[-1])
     small, big = results[args.small_rows], results[args.rows]
     ratio = big["peak_rss_mb"] / small["peak_rss_mb"]
-    print(f"\n| rows | rows out | bad rows | rows/s | peak RSS MB |\n|---:|---:|---:|---:|---:|")
+    print("\n| rows | rows out | bad rows | rows/s | peak RSS MB |\n|---:|---:|---:|---:|---:|")
     for n, r in results.items():
         print(f"| {n:,} | {r['rows_out']:,} | {r['bad_rows']:,} | {r['stats']['rows_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} |")
     print(f"\npeak RSS {args.rows:,} rows / {args.small_rows:,} rows = {ratio:.3f} (goal <= 1.10)")
