@@ -187,15 +187,18 @@ def test_a_fresh_process_with_two_openvino_streams_finishes(artifact, corpus_row
 
 def test_an_openvino_backends_first_call_is_made_alone(artifact, monkeypatch):
     """The mechanism behind the fix above (the race itself is rare on a tiny model): the process's
-    first inference of a kind (input and output types) holds the module's first-call lock; later
-    ones run freely, concurrently, a second backend's first calls too (the binding's statics are
-    the process's: a second model's streams no longer make their first calls one by one)."""
+    first inference of a kind (input and output types) holds the module's first-call lock, and
+    is made while the first model of that kind loads (a one-row batch), so every scoring call
+    runs freely, concurrently: the first model's streams too, and every later model's (the
+    binding's statics are the process's). A kind not called yet is made alone again; a load-time
+    call that fails leaves the kind to the first real call."""
     pytest.importorskip("openvino")
     from stackscore.engine.backends import ov
 
     monkeypatch.setattr(ov, "_called", set())  # as in a fresh process
     scorer = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=2))
     backend = scorer.runners["bert"].backends[0]
+    assert backend.signature in ov._called  # made while it loaded
     other = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=2)).runners["bert"].backends[0]
     assert other is not backend and other.signature == backend.signature
     seen = []
@@ -213,19 +216,29 @@ def test_an_openvino_backends_first_call_is_made_alone(artifact, monkeypatch):
     ids = np.full((2, 8), 5, dtype=np.int64)
     for slot in (0, 1, 0):
         backend.run(ids, np.ones_like(ids), slot=slot)
-    assert seen == [True, False, False]
     other.run(ids, np.ones_like(ids), slot=1)
-    assert seen[-1] is False
+    assert seen == [False, False, False, False]
     # a kind of call not made yet in this process (other input types) is made alone again
     other.signature = (("i32", "i32"), "f32")
     other.run(ids, np.ones_like(ids), slot=0)
-    assert seen[-1] is True and other.signature in ov._called
+    other.run(ids, np.ones_like(ids), slot=1)
+    assert seen[-2:] == [True, False] and other.signature in ov._called
+
+    # a load-time call that fails marks nothing: the first real call goes alone and reports
+    class Failing:
+        def infer(self, feeds):
+            raise RuntimeError("no")
+
+    other.requests, other.signature = [Failing()], (("i16", "i16"), "f32")
+    other._first_call(scorer.manifest.models[0])
+    assert other.signature not in ov._called
 
 
 def test_a_first_call_of_a_kind_in_flight_holds_back_every_other_of_that_kind(artifact, monkeypatch):
     """While the process's first call of a kind runs (under the lock), another backend's call of
     the same kind waits for it, then runs without the lock: the kind is marked done only after
-    the first call returned, and a waiter looks again once it has the lock."""
+    the first call returned, and a waiter looks again once it has the lock (the path a scoring
+    call takes where the load-time call failed)."""
     pytest.importorskip("openvino")
     import threading
 
@@ -256,6 +269,7 @@ def test_a_first_call_of_a_kind_in_flight_holds_back_every_other_of_that_kind(ar
 
     first.requests = [Blocking(first.requests[0].infer)]
     second.requests = [Recording(second.requests[0].infer)]
+    ov._called.clear()  # as if the load-time call had failed: the first scoring call is the first of its kind
     ids = np.full((2, 8), 5, dtype=np.int64)
     threads = [threading.Thread(target=b.run, args=(ids, np.ones_like(ids))) for b in (first, second)]
     threads[0].start()
