@@ -1,6 +1,6 @@
 """Where a small job's start goes, phase by phase, in one fresh process: the imports, then per
 model its checksums, tokenizer and session (each on its loading thread, with start and end
-times, so what overlaps shows), then the first window's inference.
+times, so what overlaps shows), then the first window's inference, model by model.
 
     python benchmarks/cold_phases.py ARTIFACT --data FILE.jsonl [--rows 20] [--cache-dir D] [--precision auto]
 
@@ -63,6 +63,7 @@ def main() -> None:
     timed(ort.OrtBackend, "__init__", "ONNX Runtime session (incl. import)")
     timed(ort.TextBackend, "__init__", "string-input session")
     timed(runner, "runner_for", "model built")
+    timed(scorer.Scorer, "run_model", "  a model's share of the first window")
     texts = load_corpus([str(args.data)], args.rows)
     t = time.perf_counter()
     s = scorer.Scorer(args.artifact, RunOptions(precision=args.precision, cache_dir=args.cache_dir))

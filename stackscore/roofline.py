@@ -280,9 +280,7 @@ def ceiling(roof: dict[str, Any], rows: int) -> float | None:
     is never below what was seen."""
     peaks = effective_peaks(roof)
     seconds = 0.0
-    for name, m in roof.items():
-        if name == "ensemble":
-            continue
+    for m in _models(roof):
         peak = peaks.get((m.get("runtime"), m.get("precision")))
         if not peak:
             return None
@@ -296,17 +294,20 @@ def effective_peaks(roof: dict[str, Any]) -> dict[tuple[Any, Any], float]:
     GEMMs alone (int8) and its float GEMMs alone (at the float precision they ran at, bf16 or
     fp32, an int8 model's kept-in-float layers included). Only where a peak was measured."""
     seen: dict[tuple[Any, Any], list[float]] = {}
-    for name, m in roof.items():
-        if name == "ensemble":
-            continue
+    for m in _models(roof):
         runtime, ops = m.get("runtime"), m.get("ops") or {}
         seen.setdefault((runtime, m.get("precision")), []).extend([m.get("peak_gflops") or 0.0, m.get("achieved_gflops") or 0.0])
         if ops.get("int8_gemm_gflops"):
             seen.setdefault((runtime, "int8"), []).append(ops["int8_gemm_gflops"])
         if ops.get("float_gemm_gflops") and ops.get("float_gemm_precision"):
             seen.setdefault((runtime, ops["float_gemm_precision"]), []).append(ops["float_gemm_gflops"])
-    peaks = {(m.get("runtime"), m.get("precision")): m.get("peak_gflops") for n, m in roof.items() if n != "ensemble"}
-    return {key: max(seen[key]) for key, peak in peaks.items() if peak}
+    measured = {(m.get("runtime"), m.get("precision")) for m in _models(roof) if m.get("peak_gflops")}
+    return {key: max(seen[key]) for key in measured}
+
+
+def _models(roof: dict[str, Any]) -> list[dict[str, Any]]:
+    """The roofline's per-model rows (not its "ensemble" summary)."""
+    return [m for name, m in roof.items() if name != "ensemble"]
 
 
 def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable[[str], float | None]) -> dict[str, Any] | None:

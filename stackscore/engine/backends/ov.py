@@ -272,10 +272,10 @@ class OpenVinoBackend:
 
         Those statics are the process's, not the backend's: once one call with the same input
         and output types has completed (``signature``), every later first call runs freely. Each
-        backend's first call made alone had a model's second stream wait for its first: MiniLM's
-        first batches of a 20-row job took 0.151 s, then 0.105 s (RESULTS.md). That first call of
-        a kind is now made while the model loads (``_first_call``); the lock here is for a
-        process where it failed."""
+        backend's first call made alone had a model's second stream wait for its first. That
+        first call of a kind is now made while the model loads (``_first_call``; a 20-row job's
+        first window 0.243 -> 0.173 s, ``benchmarks/cold_phases.py``, RESULTS.md); the lock here
+        is for a process where it failed."""
         feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
         if self.signature not in _called:
             with _FIRST_CALL:
