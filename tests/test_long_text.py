@@ -92,6 +92,22 @@ def test_cutting_long_texts_at_a_word_boundary_keeps_every_id(artifact, corpus_r
     assert TextTokenizer(artifact / spec.tokenizer, 16, long_text="head-tail").word_cut is None  # needs the whole text
 
 
+def test_the_word_cut_keeps_one_word_more_than_max_length():
+    """Where the ``max_length + 1``-th word ends at a space within the character limit the cut is
+    there (not at the limit's last space: ~490 of an IMDb review's characters for 64 words where
+    65 are ~360); a word the limit splits, or too few words, leave the text whole; the cut
+    text's ids are checked by the test above."""
+    from stackscore.engine.tokenize import _cut_after_words
+
+    text = "  " + " ".join(f"w{i}" for i in range(100))
+    assert _cut_after_words(text, 512, 8) == "  " + " ".join(f"w{i}" for i in range(9))
+    spaced = "a  b   c d e"
+    assert _cut_after_words(spaced, 100, 3) == "a  b   c d"
+    assert _cut_after_words("one two three four five", 18, 3) == "one two three four"  # ends at the limit, a space after it
+    for short, chars in (("one two three fourfourfour five", 16), ("one two three four", 512), ("one two three", 512), ("x" * 600, 512), ("", 512)):
+        assert _cut_after_words(short, chars, 3) is short  # the 4th word split by the limit, or no 4th word ending at a space
+
+
 def test_word_cut_is_used_only_where_words_are_split_at_spaces_first():
     """The word cut relies on no token spanning a space: true for BERT, Whitespace, byte-level
     BPE with its regex, Metaspace with split; not for byte-level without the regex, Metaspace

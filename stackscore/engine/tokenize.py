@@ -22,6 +22,8 @@ Long texts (``long_text``):
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -80,14 +82,25 @@ def _splits_on_whitespace(tok) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def _words(n: int) -> re.Pattern:
+    """``n`` space-separated words from a text's start (leading spaces included). Words and the
+    spaces between them are disjoint classes, so a match never backtracks into a word."""
+    return re.compile(r" *[^ ]+(?: +[^ ]+){%d}" % (n - 1))
+
+
 def _cut_after_words(text: str, chars: int, words: int) -> str:
-    """``text`` up to the last space in its first ``chars`` characters, if more than ``words``
-    space-separated words lie before it; else ``text`` itself (the same object)."""
-    head = text[:chars]
-    end = head.rfind(" ")
-    if end <= 0 or sum(1 for w in head[:end].split(" ") if w) <= words:
-        return text
-    return head[:end]
+    """``text`` up to the end of its ``words + 1``-th space-separated word, where that word ends
+    at a space within its first ``chars`` characters; else ``text`` itself (the same object).
+
+    ``words + 1`` words give at least that many tokens where each gives one, so the cut text
+    still overflows ``max_length`` (the caller checks, and encodes the text as given if not).
+    Cutting at the last space within ``chars`` instead kept ~490 of an IMDb review's characters
+    for 64 words where 65 are ~360, and tokenizing is linear in the characters."""
+    m = _words(words + 1).match(text, 0, chars)
+    if m is not None and m.end() < len(text) and text[m.end()] == " ":
+        return text[: m.end()]
+    return text
 
 
 def _template_ends(tok) -> tuple[list[int], list[int]]:
