@@ -634,3 +634,65 @@ def test_auto_on_a_mix_the_ensemble_gate_did_not_measure_says_so(artifact, tmp_p
     assert notes() == []  # the export machine's own mix
     assert len(notes("--backend", "onnxruntime")) == ("openvino" in gated)
     assert notes("--backend", "onnxruntime", "--precision", "fp32") == []  # exact: nothing to measure
+
+
+def test_openvino_runs_each_encoder_attention_block_as_one_sdpa_node(artifact, tmp_path):
+    """With OpenVINO's fused attention the graph's spelled-out attention blocks are rewritten as
+    ``ScaledDotProductAttention`` nodes (the same kernel, a cheaper first call per batch shape):
+    every block of each fixture encoder, the same outputs on padded batches of several shapes, at
+    f32 and (where the CPU has it) bf16; never with plain attention; the compiled blobs kept in a
+    directory of their own. A graph with a Softmax that is no attention block is left alone."""
+    ov = pytest.importorskip("openvino")
+    import onnx
+    from onnx import TensorProto, helper
+
+    from stackscore.engine.backends import compile_cache_dir, cpu_has_bf16, graph_feeds
+    from stackscore.engine.backends.ov import OpenVinoBackend, attention_as_sdpa
+    from stackscore.manifest import load_manifest
+
+    m = load_manifest(artifact)
+    core = ov.Core()
+    rng = np.random.default_rng(0)
+    encoders = [s for s in m.models if s.kind == "transformer"]
+    assert encoders
+    for spec in encoders:
+        graph = artifact / spec.graphs["fp32"]
+        model = core.read_model(str(graph))
+        blocks = sum(op.get_type_name() == "Softmax" for op in model.get_ordered_ops())
+        assert attention_as_sdpa(model) == blocks > 0, spec.name
+        types = [op.get_type_name() for op in model.get_ordered_ops()]
+        assert types.count("ScaledDotProductAttention") == blocks and "Softmax" not in types
+        names = [i.get_any_name() for i in model.inputs]
+        for hint in ("f32", "bf16") if cpu_has_bf16() else ("f32",):
+            cfg = {"INFERENCE_PRECISION_HINT": hint}
+            spelled = core.compile_model(core.read_model(str(graph)), "CPU", cfg).create_infer_request()
+            fused = core.compile_model(model, "CPU", cfg).create_infer_request()
+            for rows, length in ((1, 2), (3, 9), (8, min(spec.max_length, 24)), (2, spec.max_length)):
+                ids = rng.integers(5, 100, size=(rows, length)).astype(np.int64)
+                mask = (np.arange(length)[None, :] < rng.integers(1, length + 1, size=(rows, 1))).astype(np.int64)
+                feeds = graph_feeds(ids, mask, names)
+                want, got = spelled.infer(feeds)[0], fused.infer(feeds)[0]
+                np.testing.assert_allclose(got, want, rtol=1e-5 if hint == "f32" else 2e-2, atol=1e-5 if hint == "f32" else 2e-2, err_msg=f"{spec.name} {hint} {rows}x{length}")
+                assert (got.argmax(-1) == want.argmax(-1)).all() or hint == "bf16"
+
+    spec = encoders[0]
+    graph = artifact / spec.graphs["fp32"]
+    sha = m.files[spec.graphs["fp32"]]["sha256"]
+    for fused_attention, rewritten in ((True, True), (False, False)):
+        opts = RunOptions(precision="fp32", backend="openvino", cache_dir=tmp_path / f"cache-{fused_attention}")
+        b = OpenVinoBackend(graph, spec, opts, "fp32", graph_sha256=sha, fused_attention=fused_attention)
+        assert (b.sdpa_blocks or 0) > 0 if rewritten else b.sdpa_blocks is None
+        kept = compile_cache_dir(opts, "openvino", ov.__version__, sha, "fp32" + ("-sdpa" if fused_attention else "-plainattn"))
+        assert any(kept.glob("compiled-*.blob")), kept
+        again = OpenVinoBackend(graph, spec, opts, "fp32", graph_sha256=sha, fused_attention=fused_attention)
+        assert again.sdpa_blocks is None  # imported from the blob: the graph was not read
+
+    # a Softmax over a MatMul that is no attention block (no scale, no mask): nothing rewritten
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3, 3], rng.standard_normal(9).astype(np.float32).tolist())
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["s"]), helper.make_node("Softmax", ["s"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "w"], ["y"])], "g", [x], [y], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "plain.onnx"))
+    other = core.read_model(str(tmp_path / "plain.onnx"))
+    assert attention_as_sdpa(other) == 0
+    assert [op.get_type_name() for op in other.get_ordered_ops()].count("Softmax") == 1
