@@ -172,7 +172,8 @@ def test_peak_is_measured_on_every_installed_runtime(runtime):
 
 
 def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path):
-    """benchmarks/cold_phases.py and tokenize_cut.py, which RESULTS cites, run on a real artifact
+    """benchmarks/cold_phases.py, tokenize_cut.py, window_shapes.py and attention_kinds.py, which
+    RESULTS cites, run on a real artifact
     (a cited benchmark that crashed once went unnoticed: int8_probe --search)."""
     import subprocess
     import sys
@@ -196,6 +197,13 @@ def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path)
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("\n| ") == 3 and "all windows: first passes" in res.stdout
+    out = tmp_path / "kinds.json"
+    res = subprocess.run([sys.executable, str(bench / "attention_kinds.py"), str(artifact / spec.graphs["fp32"]), "--lengths", "8,16", "--budget", "64", "--precision", "f32", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    kinds = json.loads(out.read_text())
+    assert kinds["rewritten"] > 0 and [r["tokens"] for r in kinds["shapes"]] == [8, 16]
+    assert all(r[k]["warm_ms"] > 0 for r in kinds["shapes"] for k in ("fused", "plain", "sdpa"))
 
 
 def test_compare_trees_times_the_whole_process_and_the_first_row(artifact, corpus_rows, tmp_path):
