@@ -696,3 +696,50 @@ def test_openvino_runs_each_encoder_attention_block_as_one_sdpa_node(artifact, t
     other = core.read_model(str(tmp_path / "plain.onnx"))
     assert attention_as_sdpa(other) == 0
     assert [op.get_type_name() for op in other.get_ordered_ops()].count("Softmax") == 1
+
+
+@pytest.mark.parametrize("form", ["as-exported", "operands-swapped", "k-heads-first", "scale-not-constant"])
+def test_the_attention_rewrite_takes_the_block_in_any_operand_order_and_nothing_else(form, tmp_path):
+    """The matcher on one synthetic block: the mask made by a Multiply (as older exports build it)
+    with the Add's and the scale's operands in either order, K given as [batch, length, heads,
+    size] or [batch, heads, length, size]; the same outputs after the rewrite. A scale that is not
+    a constant is no attention block it knows: left alone."""
+    ov = pytest.importorskip("openvino")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from stackscore.engine.backends.ov import attention_as_sdpa
+
+    b, h, n, d = 2, 3, 5, 4
+    rng = np.random.default_rng(0)
+    swapped = form == "operands-swapped"
+    heads_first = form == "k-heads-first"
+    k_shape = [b, h, n, d] if heads_first else [b, n, h, d]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name, shape in
+              (("q", [b, h, n, d]), ("k", k_shape), ("v", [b, h, n, d]), ("keep", [b, 1, 1, n]), ("s", []))]
+    scale = "s" if form == "scale-not-constant" else "c"
+    nodes = [
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2] if heads_first else [0, 2, 3, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["qk"]),
+        helper.make_node("Mul", [scale, "qk"] if swapped else ["qk", scale], ["scaled"]),
+        helper.make_node("Sub", ["one", "keep"], ["drop"]),
+        helper.make_node("Mul", ["drop", "big"], ["mask"]),  # (1 - mask) * -1e4: a Multiply too
+        helper.make_node("Add", ["mask", "scaled"] if swapped else ["scaled", "mask"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "v"], ["out"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "c"), numpy_helper.from_array(np.array(1.0, np.float32), "one"), numpy_helper.from_array(np.array(-1e4, np.float32), "big")]
+    graph = helper.make_graph(nodes, "attention", inputs, [helper.make_tensor_value_info("out", TensorProto.FLOAT, [b, h, n, d])], inits)
+    path = tmp_path / "attention.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+    core = ov.Core()
+    model = core.read_model(str(path))
+    assert attention_as_sdpa(model) == (0 if form == "scale-not-constant" else 1)
+    keep = np.ones((b, 1, 1, n), np.float32)
+    keep[0, ..., 3:] = 0
+    feeds = {"q": rng.standard_normal((b, h, n, d)).astype(np.float32), "k": rng.standard_normal(k_shape).astype(np.float32),
+             "v": rng.standard_normal((b, h, n, d)).astype(np.float32), "keep": keep, "s": np.array(0.5, np.float32)}
+    want = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer(feeds)[0]
+    got = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer(feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...errors import ArtifactError
 from ...manifest import ModelSpec
 from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_error
 
@@ -142,32 +143,46 @@ def attention_as_sdpa(model) -> int:
         node = value.get_node()
         return node.get_data() if node.get_type_name() == "Constant" else None
 
+    def kind(value) -> str:
+        return value.get_node().get_type_name()
+
+    def scaled_scores(value):
+        """(Q, Kᵀ, scale) where ``value`` is ``MatMul(Q, Kᵀ) * c`` (either operand order), else None."""
+        if kind(value) != "Multiply":
+            return None
+        mul = value.get_node()
+        for scores, scale in ((mul.input_value(0), mul.input_value(1)), (mul.input_value(1), mul.input_value(0))):
+            factor = const(scale)
+            if factor is not None and factor.size == 1 and kind(scores) == "MatMul":
+                qk = scores.get_node()
+                if not any(qk.get_attributes().get(a) for a in ("transpose_a", "transpose_b")):
+                    return qk.input_value(0), qk.input_value(1), factor
+        return None
+
+    def rank4(value) -> bool:
+        rank = value.get_partial_shape().rank
+        return rank.is_static and rank.get_length() == 4
+
     done = 0
     for softmax in [op for op in model.get_ordered_ops() if op.get_type_name() == "Softmax"]:
-        add = softmax.input_value(0).get_node()
         users = [t.get_node() for t in softmax.output(0).get_target_inputs()]
-        if add.get_type_name() != "Add" or len(users) != 1 or users[0].get_type_name() != "MatMul" or softmax.get_attributes().get("axis") not in (-1, 3):
+        if kind(softmax.input_value(0)) != "Add" or len(users) != 1 or softmax.get_attributes().get("axis") not in (-1, 3):
             continue
         after = users[0]
+        if after.get_type_name() != "MatMul" or after.input_value(0).get_node() is not softmax or any(after.get_attributes().get(a) for a in ("transpose_a", "transpose_b")):
+            continue
+        add = softmax.input_value(0).get_node()
+        found = None
         for scaled, mask in ((add.input_value(0), add.input_value(1)), (add.input_value(1), add.input_value(0))):
-            mul = scaled.get_node()
-            if mul.get_type_name() == "Multiply":
+            parts = scaled_scores(scaled)
+            if parts is not None:
+                found = (*parts, mask)
                 break
-        else:
+        if found is None:
             continue
-        scores, scale = mul.input_value(0), mul.input_value(1)
-        if const(scale) is None:
-            scores, scale = scale, scores
-        factor = const(scale)
-        qk = scores.get_node()
-        if factor is None or factor.size != 1 or qk.get_type_name() != "MatMul" or after.input_value(0).get_node() is not softmax:
-            continue
-        if any(m.get_attributes().get(a) for m in (qk, after) for a in ("transpose_a", "transpose_b")):
-            continue
-        q, kt, v = qk.input_value(0), qk.input_value(1), after.input_value(1)
-        if kt.get_node().get_type_name() != "Transpose" or mask.get_element_type() != q.get_element_type():
-            continue
-        if any(not x.get_partial_shape().rank.is_static or x.get_partial_shape().rank.get_length() != 4 for x in (q, kt, v)):
+        q, kt, factor, mask = found
+        v = after.input_value(1)
+        if kind(kt) != "Transpose" or mask.get_element_type() != q.get_element_type() or not all(rank4(x) for x in (q, kt, v)):
             continue
         perm = const(kt.get_node().input_value(1))
         if perm is None:
@@ -179,8 +194,8 @@ def attention_as_sdpa(model) -> int:
             k = source
         else:
             continue
-        scale_scalar = ops.constant(np.asarray(factor.reshape(()), dtype=factor.dtype))
-        sdpa = ops.scaled_dot_product_attention(q, k, v, mask, scale_scalar, causal=False)
+        scale = ops.constant(np.asarray(factor.reshape(()), dtype=factor.dtype))
+        sdpa = ops.scaled_dot_product_attention(q, k, v, mask, scale, causal=False)
         sdpa.set_friendly_name(after.get_friendly_name())
         after.output(0).replace(sdpa.output(0))
         done += 1
@@ -222,7 +237,14 @@ class OpenVinoBackend:
                         self.sdpa_blocks = attention_as_sdpa(model)
                     except Exception:  # noqa: BLE001 - a form the rewrite got wrong: the graph as it is
                         model, self.sdpa_blocks = core.read_model(str(graph)), 0
-            self.compiled = self._compile(core, model, config, graph)
+            try:
+                self.compiled = self._compile(core, model, config, graph)
+            except ArtifactError:
+                if not self.sdpa_blocks:
+                    raise
+                with _FIRST_CALL:  # the rewritten graph did not compile: the graph as it is
+                    model, self.sdpa_blocks = core.read_model(str(graph)), 0
+                self.compiled = self._compile(core, model, config, graph)
             if blob is not None:
                 self._store(self.compiled, blob)
         with _FIRST_CALL:
