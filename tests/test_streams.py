@@ -743,3 +743,31 @@ def test_the_attention_rewrite_takes_the_block_in_any_operand_order_and_nothing_
     want = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer(feeds)[0]
     got = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer(feeds)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_graph_the_runtime_cannot_run_stops_in_one_line_naming_it(artifact, backend, monkeypatch):
+    """A runtime that opened a graph and then fails on a batch (OpenVINO on a BigBird-Pegasus
+    graph under a forced `--backend openvino`: an error in a fused kernel) is reported as the
+    graph and the batch it could not run, an artifact error (exit 2), not a bug report."""
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    from stackscore.errors import ArtifactError
+
+    scorer = Scorer(artifact, RunOptions(precision="fp32", backend=backend))
+    runner = scorer.runners["bert"]
+    b = runner.backends[0]
+
+    def broken(*a, **k):
+        raise RuntimeError("Exception from src/plugins/intel_cpu/src/node.cpp:794:\n[CPU] Subgraph node failed to execute")
+
+    if backend == "openvino":
+        monkeypatch.setattr(b, "requests", [type("R", (), {"infer": staticmethod(broken)})() for _ in b.requests])
+    else:
+        monkeypatch.setattr(b, "session", type("S", (), {"run": staticmethod(broken)})())
+    ids = np.ones((2, 3), np.int64)
+    with pytest.raises(ArtifactError) as err:
+        b.run(ids, ids)
+    msg = str(err.value)
+    assert str(b.graph) in msg and "cannot run this graph on a batch of 2 x 3 tokens" in msg and "[CPU] Subgraph node failed" in msg and "src/" not in msg
+    assert "\n" not in msg

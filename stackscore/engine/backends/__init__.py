@@ -149,6 +149,13 @@ def session_error(graph, runtime: str, exc: BaseException) -> ArtifactError:
     return ArtifactError(f"{graph}: {runtime} cannot open this graph: {runtime_message(exc)}")
 
 
+def run_error(graph, runtime: str, exc: BaseException, shape: tuple[int, ...]) -> ArtifactError:
+    """A graph a runtime opened but cannot run on a batch (an op it lacks at run time, a shape its
+    kernels refuse; with ``--backend`` forcing a runtime the export gates did not choose): one
+    line naming the file and the batch, not a bug report with the runtime's C++ context."""
+    return ArtifactError(f"{graph}: {runtime} cannot run this graph on a batch of {' x '.join(map(str, shape))} tokens: {runtime_message(exc)}")
+
+
 def check_output_width(name: str, width: int | None, n_labels: int, graph) -> None:
     """The graph's last output dimension, when static, must equal the manifest's label count
     (cheap to know once a session exists; a mismatch would shift every probability column)."""

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import ArtifactError, StackscoreError, StackscoreWarning
 from ...manifest import ModelSpec
-from . import RunOptions, graph_feeds, session_error
+from . import RunOptions, graph_feeds, run_error, session_error
 from .gpu import provider_list, provider_names
 
 FEEDABLE = {"input_ids", "attention_mask", "token_type_ids"}
@@ -77,6 +77,7 @@ class OrtBackend:
 
     def __init__(self, graph: Path, spec: ModelSpec, options: RunOptions, precision: str = "fp32", device_id: int | None = None, streams: int = 1, graph_sha256: str | None = None, verify_graph: Callable[[], None] | None = None, keep_optimized: bool = True):
         ort = import_ort()
+        self.graph = graph
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # A session is thread-safe: with several streams, as many callers run batches at once.
@@ -124,9 +125,12 @@ class OrtBackend:
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
         feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
-        if self.io_binding:
-            return self.run_bound(feeds)
-        return self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)
+        try:
+            if self.io_binding:
+                return self.run_bound(feeds)
+            return self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
+            raise run_error(self.graph, "ONNX Runtime", exc, input_ids.shape) from None
 
     def run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         binding = self.session.io_binding()

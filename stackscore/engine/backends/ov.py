@@ -19,7 +19,7 @@ import numpy as np
 
 from ...errors import ArtifactError
 from ...manifest import ModelSpec
-from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, session_error
+from . import RunOptions, compile_cache_dir, cpu_has_bf16, graph_feeds, run_error, session_error
 
 
 _FIRST_CALL = threading.Lock()
@@ -218,6 +218,7 @@ class OpenVinoBackend:
         # then: a cached blob was compiled from the graph with the checksum its directory names,
         # verified when it was compiled, and a run that imports it never opens the graph (hashing
         # MiniLM's 87 MB graph was a sixth of a cached start's first row for nothing).
+        self.graph = graph
         with _FIRST_CALL:
             core, config, cache = self._prepare(options, precision, graph_sha256, streams, fused_attention)
             if perf_count:  # per-node times for the roofline's op profile (roofline.op_profile)
@@ -374,12 +375,15 @@ class OpenVinoBackend:
         first window 0.243 -> 0.173 s, ``benchmarks/cold_phases.py``, RESULTS.md); the lock here
         is for a process where it failed."""
         feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
-        if self.signature not in _called:
-            with _FIRST_CALL:
-                if self.signature not in _called:  # else another caller's first call ended while this one waited
-                    res = self.requests[slot].infer(feeds)
-                    out = np.asarray(res[self.output], dtype=np.float32)
-                    _called.add(self.signature)
-                    return out
-        res = self.requests[slot].infer(feeds)
+        try:
+            if self.signature not in _called:
+                with _FIRST_CALL:
+                    if self.signature not in _called:  # else another caller's first call ended while this one waited
+                        res = self.requests[slot].infer(feeds)
+                        out = np.asarray(res[self.output], dtype=np.float32)
+                        _called.add(self.signature)
+                        return out
+            res = self.requests[slot].infer(feeds)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
+            raise run_error(self.graph, "OpenVINO", exc, input_ids.shape) from None
         return np.asarray(res[self.output], dtype=np.float32)
