@@ -7,6 +7,7 @@ with the checkpoint's PyTorch forward on each text alone (no padding, no batch):
 prediction means for the model as saved. A refusal is a result too (its one line is printed).
 
     python benchmarks/architectures.py --json bench-out/architectures.json            # every architecture
+    python benchmarks/architectures.py --backend openvino                             # through OpenVINO (fp32)
     python benchmarks/architectures.py gpt2 bart --variant pad-mismatch               # config pads with </s>
     python benchmarks/architectures.py gpt2 bart t5 --task regression                 # a one-value head
     python benchmarks/architectures.py gpt2 bart t5 --task multi_label --pairs        # sigmoid per label, sentence pairs
@@ -84,6 +85,7 @@ def main() -> None:
     ap.add_argument("--task", choices=list(TASKS), default="single_label")
     ap.add_argument("--pairs", action="store_true", help="sentence pairs (a second text per row)")
     ap.add_argument("--rows", type=int, default=40)
+    ap.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino"], help="the engine's runtime (fp32); openvino runs its fused attention, encoders' blocks as one SDPA node")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
 
@@ -114,7 +116,9 @@ def main() -> None:
         row = {"architecture": arch, "variant": a.variant, "task": a.task, "pairs": a.pairs}
         try:
             fit(config_from_dict(raw, root), root / f"work-{arch}", log=lambda *_: None)
-            _, outs = Ensemble.load(root / f"work-{arch}/artifact").predict_proba(texts, text_pairs=pairs, return_model_outputs=True)
+            ens = Ensemble.load(root / f"work-{arch}/artifact", precision="fp32", backend=a.backend)
+            _, outs = ens.predict_proba(texts, text_pairs=pairs, return_model_outputs=True)
+            row["sdpa_blocks"] = getattr(ens.scorer.runners["m"].backends[0], "sdpa_blocks", None)
             ref = alone(ck, texts, 64, pairs)
             row.update(max_abs_diff=float(np.abs(outs["m"] - ref).max()), label_agreement=float(np.mean(outs["m"].argmax(1) == ref.argmax(1))))
         except StackscoreError as exc:
@@ -122,15 +126,15 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         results.append(row)
         print(f"  {arch}: {row.get('max_abs_diff', row.get('refused'))}", file=sys.stderr, flush=True)
-    print(f"| architecture ({a.variant}, {a.task}{', pairs' if a.pairs else ''}) | engine vs each text alone, max abs diff | top output | refused |")
-    print("|---|---:|---:|---|")
+    print(f"| architecture ({a.variant}, {a.task}{', pairs' if a.pairs else ''}, {a.backend}) | engine vs each text alone, max abs diff | top output | refused |" + (" attention blocks as SDPA |" if a.backend == "openvino" else ""))
+    print("|---|---:|---:|---|" + ("---:|" if a.backend == "openvino" else ""))
     for r in results:
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
         labels = f"{r['label_agreement']:.0%}" if "label_agreement" in r else ""
-        print(f"| {r['architecture']} | {diff} | {labels} | {r.get('refused', '')} |")
+        print(f"| {r['architecture']} | {diff} | {labels} | {r.get('refused', '')} |" + (f" {r.get('sdpa_blocks', '')} |" if a.backend == "openvino" else ""))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"rows": a.rows, "results": results}, indent=1))
+        a.json.write_text(json.dumps({"rows": a.rows, "backend": a.backend, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
