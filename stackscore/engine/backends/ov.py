@@ -135,8 +135,6 @@ def attention_as_sdpa(model) -> int:
     batch shape for less, which a fresh process pays on nearly every batch: a 2,000-row job of
     short texts ran 8-12 % faster as a whole process (``benchmarks/attention_kinds.py``,
     ``compare_trees.py``; RESULTS.md)."""
-    import numpy as np
-
     from openvino import opset13 as ops
 
     def const(value) -> np.ndarray | None:
