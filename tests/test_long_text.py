@@ -74,6 +74,9 @@ def test_cutting_long_texts_at_a_word_boundary_keeps_every_id(artifact, corpus_r
     rng = np.random.default_rng(0)
     words = " ".join(r["text"] for r in corpus_rows[:200]).split() + ["\x00\x01", "naïve", "e-mail,", "(wow)", "x" * 150, "\u00a0", "a\nb", "c\td"]
     texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 400, size=300)]
+    # words apart by runs of whitespace too: a cut inside a run would change a byte-level BPE's piece
+    seps = [" ", "  ", " \n ", "\n", " \n\n  ", "\t ", " \u00a0 "]
+    texts += ["".join(w + str(rng.choice(seps)) for w in rng.choice(words, size=int(n))) for n in rng.integers(5, 200, size=100)]
     texts += [" ".join(["\x00"] * 300) + " then real words", "word " * 20 + "y" * 5000]
     for max_length in (8, 16, spec.max_length):
         tok = TextTokenizer(artifact / spec.tokenizer, max_length)
@@ -103,9 +106,12 @@ def test_the_word_cut_keeps_one_word_more_than_max_length():
     assert _cut_after_words(text, 512, 8) == "  " + " ".join(f"w{i}" for i in range(9))
     spaced = "a  b   c d e"
     assert _cut_after_words(spaced, 100, 3) == "a  b   c d"
-    assert _cut_after_words("one two three four five", 18, 3) == "one two three four"  # ends at the limit, a space after it
-    for short, chars in (("one two three fourfourfour five", 16), ("one two three four", 512), ("one two three", 512), ("x" * 600, 512), ("", 512)):
-        assert _cut_after_words(short, chars, 3) is short  # the 4th word split by the limit, or no 4th word ending at a space
+    assert _cut_after_words("one two three four five", 19, 3) == "one two three four"
+    # never inside a run of whitespace (a byte-level BPE makes one piece of it): the next lone space
+    assert _cut_after_words("a b c \n\n  next word", 100, 3) == "a b c \n\n  next"
+    assert _cut_after_words("a b c d\t e f g", 100, 3) == "a b c d\t e"
+    for short, chars in (("one two three fourfourfour five", 16), ("one two three four five", 18), ("one two three four", 512), ("one two three", 512), ("x" * 600, 512), ("", 512)):
+        assert _cut_after_words(short, chars, 3) is short  # the 4th word split by the limit, or no lone space after a 4th word
 
 
 def test_word_cut_is_used_only_where_words_are_split_at_spaces_first():

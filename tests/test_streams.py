@@ -647,7 +647,7 @@ def test_openvino_runs_each_encoder_attention_block_as_one_sdpa_node(artifact, t
     from onnx import TensorProto, helper
 
     from stackscore.engine.backends import compile_cache_dir, cpu_has_bf16, graph_feeds
-    from stackscore.engine.backends.ov import OpenVinoBackend, attention_as_sdpa
+    from stackscore.engine.backends.ov import SDPA_TAG, OpenVinoBackend, attention_as_sdpa
     from stackscore.manifest import load_manifest
 
     m = load_manifest(artifact)
@@ -682,7 +682,7 @@ def test_openvino_runs_each_encoder_attention_block_as_one_sdpa_node(artifact, t
         opts = RunOptions(precision="fp32", backend="openvino", cache_dir=tmp_path / f"cache-{fused_attention}")
         b = OpenVinoBackend(graph, spec, opts, "fp32", graph_sha256=sha, fused_attention=fused_attention)
         assert (b.sdpa_blocks or 0) > 0 if rewritten else b.sdpa_blocks is None
-        kept = compile_cache_dir(opts, "openvino", ov.__version__, sha, "fp32" + ("-sdpa" if fused_attention else "-plainattn"))
+        kept = compile_cache_dir(opts, "openvino", ov.__version__, sha, "fp32" + (SDPA_TAG if fused_attention else "-plainattn"))
         assert any(kept.glob("compiled-*.blob")), kept
         again = OpenVinoBackend(graph, spec, opts, "fp32", graph_sha256=sha, fused_attention=fused_attention)
         assert again.sdpa_blocks is None  # imported from the blob: the graph was not read
@@ -769,5 +769,47 @@ def test_a_graph_the_runtime_cannot_run_stops_in_one_line_naming_it(artifact, ba
     with pytest.raises(ArtifactError) as err:
         b.run(ids, ids)
     msg = str(err.value)
-    assert str(b.graph) in msg and "cannot run this graph on a batch of 2 x 3 tokens" in msg and "[CPU] Subgraph node failed" in msg and "src/" not in msg
+    assert str(b.graph) in msg and "cannot run this graph on a batch of 2 x 3 tokens" in msg and "[CPU] Subgraph node failed" in msg and "Exception from src/" not in msg
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("fails", ["compile", "check call"])
+def test_a_rewritten_graph_that_fails_runs_as_read_and_is_not_kept(artifact, tmp_path, monkeypatch, fails):
+    """Where the graph with its attention rewritten does not compile, or fails its one check call
+    (made for every freshly rewritten graph), the graph as read is compiled and runs instead, and
+    no blob is kept under the rewrite's key (the next run tries the rewrite again)."""
+    ov = pytest.importorskip("openvino")
+    from stackscore.engine.backends.ov import OpenVinoBackend
+    from stackscore.errors import ArtifactError
+    from stackscore.manifest import load_manifest
+
+    m = load_manifest(artifact)
+    spec = next(s for s in m.models if s.name == "bert")
+    graph, sha = artifact / spec.graphs["fp32"], m.files[spec.graphs["fp32"]]["sha256"]
+    seen = []
+    if fails == "compile":
+        real = OpenVinoBackend._compile
+
+        def compile_(core, model, config, graph):
+            rewritten = any(op.get_type_name() == "ScaledDotProductAttention" for op in model.get_ordered_ops())
+            seen.append(rewritten)
+            if rewritten:
+                raise ArtifactError(f"{graph}: OpenVINO cannot open this graph: test")
+            return real(core, model, config, graph)
+
+        monkeypatch.setattr(OpenVinoBackend, "_compile", staticmethod(compile_))
+    else:
+        real = OpenVinoBackend._first_call
+
+        def first_call(self, spec):
+            seen.append(self.sdpa_blocks)
+            return False if self.sdpa_blocks else real(self, spec)
+
+        monkeypatch.setattr(OpenVinoBackend, "_first_call", first_call)
+    cache = tmp_path / "cache"
+    b = OpenVinoBackend(graph, spec, RunOptions(precision="fp32", backend="openvino", cache_dir=cache), "fp32", graph_sha256=sha)
+    assert seen and seen[0] and b.sdpa_blocks == 0
+    assert not list(cache.rglob("*.blob"))
+    ids = np.full((2, 5), 7, np.int64)
+    out = b.run(ids, np.ones_like(ids))
+    assert out.shape[0] == 2 and np.isfinite(out).all()

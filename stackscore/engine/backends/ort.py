@@ -122,6 +122,8 @@ class OrtBackend:
         self.device = "cuda" if self.device_id is not None else "cpu"
         self.io_binding = bool(use_binding)
         self._ort = ort
+        state = ort.capi.onnxruntime_pybind11_state  # the exception classes a failed run raises
+        self._errors = tuple(c for c in vars(state).values() if isinstance(c, type) and issubclass(c, Exception)) + (RuntimeError,)
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
         feeds = graph_feeds(input_ids, attention_mask, self.input_names, token_type_ids)
@@ -129,8 +131,8 @@ class OrtBackend:
             if self.io_binding:
                 return self.run_bound(feeds)
             return self.session.run([self.output_name], feeds)[0].astype(np.float32, copy=False)
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception classes
-            raise run_error(self.graph, "ONNX Runtime", exc, input_ids.shape) from None
+        except self._errors as exc:  # ORT's own failures; anything else (a bug, MemoryError) as it is
+            raise run_error(self.graph, "ONNX Runtime", exc, input_ids.shape) from exc
 
     def run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         binding = self.session.io_binding()

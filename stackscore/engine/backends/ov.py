@@ -123,6 +123,12 @@ def blob_path(cache: Path, config: dict) -> Path:
     return cache / f"compiled-{hashlib.sha256(key).hexdigest()[:32]}.blob"
 
 
+SDPA_TAG = "-sdpa1"
+"""Names the blobs compiled with ``attention_as_sdpa``'s rewrite (after the precision in their
+cache directory's name): a change to what the rewrite writes needs a new tag, so that no blob
+compiled by an earlier version of it is imported."""
+
+
 def attention_as_sdpa(model) -> int:
     """Rewrite each attention block of a read graph, as an encoder's ONNX export spells it out
     (``MatMul(Q, Kᵀ)``, times a constant scale, plus the additive mask, ``Softmax``, ``MatMul(·, V)``
@@ -130,7 +136,8 @@ def attention_as_sdpa(model) -> int:
     returns how many. A block in any other form is left as it is.
 
     OpenVINO's CPU plugin computes that node as it computes its fused kernel for the spelled-out
-    block (MiniLM-L6, RoBERTa and static-int8 MiniLM on an AMX Xeon, f32 and bf16: identical
+    block (its runtime model holds the same "Subgraph" nodes either way; MiniLM-L6, RoBERTa and
+    static-int8 MiniLM on an AMX Xeon, f32 and bf16: identical
     output bytes from 1 x 2 to 4 x 512, the same warm time at 17-512 tokens), but prepares a new
     batch shape for less, which a fresh process pays on nearly every batch: a 2,000-row job of
     short texts ran 8-12 % faster as a whole process (``benchmarks/attention_kinds.py``,
@@ -164,7 +171,7 @@ def attention_as_sdpa(model) -> int:
     done = 0
     for softmax in [op for op in model.get_ordered_ops() if op.get_type_name() == "Softmax"]:
         users = [t.get_node() for t in softmax.output(0).get_target_inputs()]
-        if kind(softmax.input_value(0)) != "Add" or len(users) != 1 or softmax.get_attributes().get("axis") not in (-1, 3):
+        if kind(softmax.input_value(0)) != "Add" or len(users) != 1 or not rank4(softmax.input_value(0)) or softmax.get_attributes().get("axis") not in (-1, 3):
             continue
         after = users[0]
         if after.get_type_name() != "MatMul" or after.input_value(0).get_node() is not softmax or any(after.get_attributes().get(a) for a in ("transpose_a", "transpose_b")):
@@ -180,7 +187,10 @@ def attention_as_sdpa(model) -> int:
             continue
         q, kt, factor, mask = found
         v = after.input_value(1)
+        mask_rank = mask.get_partial_shape().rank
         if kind(kt) != "Transpose" or mask.get_element_type() != q.get_element_type() or not all(rank4(x) for x in (q, kt, v)):
+            continue
+        if not mask_rank.is_static or mask_rank.get_length() > 4 or factor.ndim > 4:  # nothing broadcasts the scores beyond rank 4
             continue
         perm = const(kt.get_node().input_value(1))
         if perm is None:
@@ -241,13 +251,21 @@ class OpenVinoBackend:
             except ArtifactError:
                 if not self.sdpa_blocks:
                     raise
-                with _FIRST_CALL:  # the rewritten graph did not compile: the graph as it is
-                    model, self.sdpa_blocks = core.read_model(str(graph)), 0
-                self.compiled = self._compile(core, model, config, graph)
-            if blob is not None:
-                self._store(self.compiled, blob)
+                self.compiled = None
+        fresh = self._blob is None
+        # A freshly rewritten graph makes one call before it is used or kept: where it does not
+        # compile or run, the graph as read runs instead, and no blob is kept (the next run
+        # tries again rather than keeping the fallback under the rewrite's key).
         with _FIRST_CALL:
-            self._finish(spec)
+            ok = self.compiled is not None and self._finish(spec, check=fresh and bool(self.sdpa_blocks))
+        if not ok and fresh and self.sdpa_blocks:
+            with _FIRST_CALL:
+                model, self.sdpa_blocks = core.read_model(str(graph)), 0
+            self.compiled = self._compile(core, model, config, graph)
+            with _FIRST_CALL:
+                self._finish(spec)
+        elif fresh and blob is not None:
+            self._store(self.compiled, blob)
 
     def __del__(self) -> None:
         # The compiled model may keep weights in the mapped blob (``_import``): its requests and
@@ -312,7 +330,7 @@ class OpenVinoBackend:
         self.sdpa_blocks: int | None = None  # attention blocks ``attention_as_sdpa`` rewrote; None: imported from a blob
         # Each kind of attention kernel gets its own directory (the blob's name also says).
         # (fused: with ``attention_as_sdpa``'s rewrite, which a blob compiled before it lacks)
-        cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision + ("-sdpa" if self.fused_attention else "-plainattn"))
+        cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision + (SDPA_TAG if self.fused_attention else "-plainattn"))
         config = {
             "INFERENCE_PRECISION_HINT": inference_hint(precision),
             "INFERENCE_NUM_THREADS": options.cpu_threads,
@@ -333,7 +351,9 @@ class OpenVinoBackend:
         self.precision = precision
         return core, config, cache
 
-    def _finish(self, spec: ModelSpec) -> None:
+    def _finish(self, spec: ModelSpec, check: bool = False) -> bool:
+        """Requests, output and signature of the compiled model, and its first call where it is the
+        process's first of its kind or ``check`` asks for one; False where that call failed."""
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.output = self.compiled.output(spec.output) if spec.output in {n for o in self.compiled.outputs for n in o.get_names()} else self.compiled.output(0)
@@ -342,20 +362,23 @@ class OpenVinoBackend:
         shape = self.output.get_partial_shape()
         last = shape[shape.rank.get_length() - 1] if shape.rank.is_static and shape.rank.get_length() else None
         self.output_width = last.get_length() if last is not None and last.is_static else None
-        if self.signature not in _called:  # under _FIRST_CALL (``__init__``)
-            self._first_call(spec)
+        if check or self.signature not in _called:  # under _FIRST_CALL (``__init__``)
+            return self._first_call(spec)
+        return True
 
-    def _first_call(self, spec: ModelSpec) -> None:
+    def _first_call(self, spec: ModelSpec) -> bool:
         """The process's first call of this kind, made while the model loads, on a one-row,
         two-token batch: every scoring call then runs at once (``run``), the first model's streams
         included, whose first batches otherwise ran one after the other (each a full batch on a
-        stream's share of the cores). A failure here is left to the first real call to report."""
+        stream's share of the cores). Also a freshly compiled rewritten graph's check (``__init__``).
+        False where it failed; a graph as read is then left to the first real call to report it."""
         ids = np.full((1, 2), spec.pad_id, dtype=np.int64)
         try:
             np.asarray(self.requests[0].infer(graph_feeds(ids, np.ones_like(ids), self.input_names))[self.output], dtype=np.float32)
-        except Exception:  # noqa: BLE001 - the real call raises it again, as a session error
-            return
+        except Exception:  # noqa: BLE001 - see above
+            return False
         _called.add(self.signature)
+        return True
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None, slot: int = 0) -> np.ndarray:
         """One batch on request ``slot`` (one per stream; a request serves one caller at a time).
@@ -382,6 +405,6 @@ class OpenVinoBackend:
                         _called.add(self.signature)
                         return out
             res = self.requests[slot].infer(feeds)
-        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
-            raise run_error(self.graph, "OpenVINO", exc, input_ids.shape) from None
+        except RuntimeError as exc:  # OpenVINO's failures carry C++ context; anything else is raised as it is
+            raise run_error(self.graph, "OpenVINO", exc, input_ids.shape) from exc
         return np.asarray(res[self.output], dtype=np.float32)
