@@ -778,7 +778,7 @@ def test_a_rewritten_graph_that_fails_runs_as_read_and_is_not_kept(artifact, tmp
     """Where the graph with its attention rewritten does not compile, or fails its one check call
     (made for every freshly rewritten graph), the graph as read is compiled and runs instead, and
     no blob is kept under the rewrite's key (the next run tries the rewrite again)."""
-    ov = pytest.importorskip("openvino")
+    pytest.importorskip("openvino")
     from stackscore.engine.backends.ov import OpenVinoBackend
     from stackscore.errors import ArtifactError
     from stackscore.manifest import load_manifest
