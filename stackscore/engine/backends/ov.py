@@ -236,36 +236,41 @@ class OpenVinoBackend:
         if self.compiled is None:
             if verify_graph is not None:
                 verify_graph()
-            with _FIRST_CALL:
-                try:
-                    model = core.read_model(str(graph))
-                except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
-                    raise session_error(graph, "OpenVINO", exc) from None
-                if self.fused_attention:  # the blob's directory says so (``_prepare``)
-                    try:
-                        self.sdpa_blocks = attention_as_sdpa(model)
-                    except Exception:  # noqa: BLE001 - a form the rewrite got wrong: the graph as it is
-                        model, self.sdpa_blocks = core.read_model(str(graph)), 0
+            model = self._read(core, graph, rewrite=self.fused_attention)  # the blob's directory says which (``_prepare``)
             try:
                 self.compiled = self._compile(core, model, config, graph)
             except ArtifactError:
                 if not self.sdpa_blocks:
                     raise
-                self.compiled = None
-        fresh = self._blob is None
-        # A freshly rewritten graph makes one call before it is used or kept: where it does not
-        # compile or run, the graph as read runs instead, and no blob is kept (the next run
-        # tries again rather than keeping the fallback under the rewrite's key).
+        # A freshly rewritten graph (``sdpa_blocks`` is None for an imported blob) makes one call
+        # before it is used or kept: where it does not compile or run, the graph as read runs
+        # instead, and no blob is kept (the next run tries again rather than keeping the
+        # fallback under the rewrite's key).
         with _FIRST_CALL:
-            ok = self.compiled is not None and self._finish(spec, check=fresh and bool(self.sdpa_blocks))
-        if not ok and fresh and self.sdpa_blocks:
-            with _FIRST_CALL:
-                model, self.sdpa_blocks = core.read_model(str(graph)), 0
-            self.compiled = self._compile(core, model, config, graph)
+            ok = self.compiled is not None and self._finish(spec, check=bool(self.sdpa_blocks))
+        if not ok and self.sdpa_blocks:
+            self.compiled = self._compile(core, self._read(core, graph, rewrite=False), config, graph)
             with _FIRST_CALL:
                 self._finish(spec)
-        elif fresh and blob is not None:
+        elif self._blob is None and blob is not None:
             self._store(self.compiled, blob)
+
+    def _read(self, core, graph: Path, rewrite: bool):
+        """The graph as OpenVINO reads it, its attention blocks rewritten where ``rewrite``
+        (``attention_as_sdpa``; a rewrite that raises leaves the graph as read). Under the
+        first-call lock: both touch the binding's numpy conversions (``_prepare``)."""
+        with _FIRST_CALL:
+            try:
+                model = core.read_model(str(graph))
+            except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError with C++ context
+                raise session_error(graph, "OpenVINO", exc) from None
+            self.sdpa_blocks = 0
+            if rewrite:
+                try:
+                    self.sdpa_blocks = attention_as_sdpa(model)
+                except Exception:  # noqa: BLE001 - a form the rewrite got wrong: read it again, untouched
+                    model = core.read_model(str(graph))
+            return model
 
     def __del__(self) -> None:
         # The compiled model may keep weights in the mapped blob (``_import``): its requests and
@@ -327,7 +332,7 @@ class OpenVinoBackend:
         ov.Tensor(np.zeros(1, dtype=np.float32))
         core = ov.Core()
         self.fused_attention = bool(fused_attention)
-        self.sdpa_blocks: int | None = None  # attention blocks ``attention_as_sdpa`` rewrote; None: imported from a blob
+        self.sdpa_blocks: int | None = None  # attention blocks ``attention_as_sdpa`` rewrote (``_read``); None: imported from a blob
         # Each kind of attention kernel gets its own directory (the blob's name also says).
         # (fused: with ``attention_as_sdpa``'s rewrite, which a blob compiled before it lacks)
         cache = compile_cache_dir(options, "openvino", ov.__version__, graph_sha256, precision + (SDPA_TAG if self.fused_attention else "-plainattn"))
