@@ -237,15 +237,27 @@ def test_the_ensemble_gate_measures_the_cascade_as_scoring_runs_it(cascaded, tmp
         assert reason.startswith("dropped by the ensemble gate: the cascade at auto")
 
 
-def test_rows_cut_by_a_later_stage_are_counted_as_truncated(cascaded, tmp_path):
+@pytest.mark.parametrize("threshold", [NEVER, 1.0])
+def test_rows_cut_by_a_later_stage_are_counted_as_truncated(cascaded, tmp_path, threshold):
     """A cascade tokenizes its later stages' rows when they reach them: the summary counted only
-    up-front tokenizations and said "truncated 0" for rows BERT saw cut; now it counts those."""
-    art = with_thresholds(cascaded, tmp_path / "a", NEVER)  # every row goes on to BERT
+    up-front tokenizations and said "truncated 0" for rows BERT saw cut; now it counts those.
+    Behind a stage that never stops a row (``NEVER``) BERT's rows are all of them, tokenized up
+    front on the reader's thread; behind one that could (1.0, which no row reaches here) they are
+    tokenized when they reach it: both count the same rows and write the same bytes."""
+    from stackscore.engine.scorer import Scorer
+
+    art = with_thresholds(cascaded, tmp_path / "a", threshold)  # every row goes on to BERT
+    assert bool(Scorer(art).eager_tokenizers) == (threshold == NEVER)
     long = [" ".join([t] * 40) for t in texts_of(cascaded, 12)]  # far past max_length tokens
     src = rows_file(tmp_path / "in.jsonl", long)
     on = score_file(art, src, tmp_path / "on.jsonl", ScoreOptions.from_kwargs(progress=False))
     off = score_file(art, src, tmp_path / "off.jsonl", ScoreOptions.from_kwargs(progress=False, cascade=False))
     assert on.truncated == off.truncated == len(long)
+    assert all(r["stage"] == 2 for r in read(tmp_path / "on.jsonl") if "error" not in r)
+    if threshold != NEVER:  # the eager run's bytes (written by the NEVER case's own run)
+        eager = with_thresholds(cascaded, tmp_path / "b", NEVER)
+        score_file(eager, src, tmp_path / "eager.jsonl", ScoreOptions.from_kwargs(progress=False))
+        assert (tmp_path / "eager.jsonl").read_bytes() == (tmp_path / "on.jsonl").read_bytes()
 
 
 def test_the_cascade_holdout_benchmark_runs_on_a_fit(cascaded, tmp_path):

@@ -108,11 +108,27 @@ class Scorer:
             from ..fusion.cascade import Cascade
 
             self.cascade = Cascade.from_manifest(self.manifest.cascade, self.artifact_dir, self.fusion.method, self.fusion.task)
-        # Tokenized up front (on the reader's thread) for every row: every tokenizer, or with a
-        # cascade only the first stage's; later stages tokenize just the rows that reach them.
-        first = self.runners[self.cascade.order_[0]] if self.cascade is not None else None
-        self.eager_tokenizers = [k for k in self.tokenizers if first is None or k == first.tokenizer_key]
+        self.eager_tokenizers = self._eager_tokenizers()
         self._lock = threading.Lock()  # sessions are thread-safe; this keeps batches whole per call
+
+    def _eager_tokenizers(self) -> list[str]:
+        """The tokenizers run up front, on the reader's thread, for every row of a window: every
+        one, or with a cascade those of the models every row reaches: each stage's up to the
+        first that can stop a row (a stage whose threshold no probability reaches, ``NEVER``,
+        passes every row on). Later stages tokenize just the rows that reach them, on the
+        scoring thread. (A rt-polarity fit's cascade starts with a TF-IDF stage that never stops
+        a row: RoBERTa's tokenizing then overlaps the models' load and the previous window's
+        inference, instead of following the TF-IDF stage.)"""
+        if self.cascade is None:
+            return list(self.tokenizers)
+        keys: list[str] = []
+        for st in self.cascade.stages_:
+            key = self.runners[st.models[-1]].tokenizer_key
+            if key is not None and key not in keys:
+                keys.append(key)
+            if st.threshold is None or st.threshold <= 1.0:
+                break
+        return keys
 
     @property
     def model_names(self) -> list[str]:
