@@ -214,7 +214,8 @@ def score(
         else:
             from .engine.pipeline import score_file
 
-            stats = score_file(artifact, Path(inputs[0]), Path(output), opts)
+            _KEPT.clear()  # one command's models at most (tests run many commands in one process)
+            stats = score_file(artifact, Path(inputs[0]), Path(output), opts, keep=_KEPT)
     except KeyboardInterrupt:
         where = f"{output}.parts/" if engine == "local" or not output.endswith("/") else f"the finished shards in {output}"
         _err(f"interrupted: the parts committed so far are kept; rerun with --resume to continue ({where})")
@@ -403,6 +404,7 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
 
 
 _DONE = False  # set by a command whose work is complete and whose files are all closed
+_KEPT: list = []  # a command's loaded models, left for the process's end (``_exit_now``), not freed one by one
 
 
 def _exit_now(code: int) -> None:
