@@ -17,7 +17,7 @@ import typer
 from .errors import StackscoreError
 from .export.variants import CALIBRATION_ROWS
 from .options import ReadOptions, RunOptions, WriteOptions, cache_dir_for, user_cache_dir
-from .tuning import RECORD as TUNING_RECORD
+from .tuning import RECORD as TUNING_RECORD, tuned
 
 # Each default is written once, in the options dataclasses; the CLI shows the same values.
 _RUN, _READ, _WRITE = RunOptions(), ReadOptions(), WriteOptions()
@@ -230,7 +230,7 @@ def score(
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if (engine == "local" and not quiet and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000
-            and not _tuned(artifact, run.cache_dir)):
+            and _KEPT and not tuned(run.cache_dir, {f.get("sha256", "") for f in _KEPT[0].manifest.files.values()})):
         # no `tune` record: default streams and attention kernels (benchmarks/RESULTS.md)
         where = f" --cache-dir {run.cache_dir}" if run.cache_dir is not None and run.cache_dir != user_cache_dir() else " --cache-dir DIR" if run.cache_dir is None else ""
         _err(f"hint: `stackscore tune {artifact} --data {inputs[0]}{where}` measures each model's requests in flight and attention kernels on this CPU; "
@@ -290,20 +290,6 @@ def bench(
     r = run_bench(workdir, [str(d) for d in data], rows=rows, baseline_rows=baseline_rows, precision=precision, backend=backend, token_budget=token_budget, skip=tuple(skip), log=_err, cascade=_on_off("--cascade", cascade), tsv_quotes=tsv_quotes)
     print_table(r, log=print)
     write_outputs(r, json_out, chart)
-
-
-def _tuned(artifact: Path, cache_dir: Path | None) -> bool:
-    """Whether ``cache_dir``'s `tune` record holds an entry for one of ``artifact``'s graphs (its
-    keys end with the graph's sha256 prefix): other artifacts' records do not silence the hint."""
-    if cache_dir is None:
-        return False
-    try:
-        keys = json.loads((Path(cache_dir) / TUNING_RECORD).read_bytes()).keys()
-        files = json.loads((Path(artifact) / "manifest.json").read_bytes()).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return False
-    shas = {str(f.get("sha256", ""))[:32] for f in files.values() if isinstance(f, dict)} - {""}
-    return any(str(k).rsplit("/", 1)[-1] in shas for k in keys)
 
 
 @app.command()

@@ -42,6 +42,33 @@ def record_key(runtime: str, precision: str, graph_sha256: str, threads: int, to
     return f"{runtime}/{precision}/threads{threads}/budget{token_budget}/cpu{cpu_key()}/{graph_sha256[:32]}"
 
 
+def fused_kernel() -> str:
+    """What OpenVINO's fused attention is in this version (``ov.SDPA_TAG``: each block rewritten as
+    one SDPA node, cheaper to prepare per new batch shape than the snippet measured before it). A
+    record's fused-or-plain choice holds only against the kernel it was measured with."""
+    from .engine.backends.ov import SDPA_TAG
+
+    return SDPA_TAG.lstrip("-")
+
+
+def current(key: str, entry: dict[str, Any]) -> bool:
+    """Whether a record entry's attention choice was measured against this version's fused
+    kernel: an OpenVINO entry that chose between fused and plain attention names it
+    (``fused_kernel``); one made before the rewrite does not, and its choice is not read (its
+    streams are: warm, the rewritten blocks run the same kernel)."""
+    return not key.startswith("openvino/") or "fused_attention" not in entry or entry.get("fused_kernel") == fused_kernel()
+
+
+def tuned(cache_dir: Path | None, graph_sha256s: set[str]) -> bool:
+    """Whether ``cache_dir``'s record holds a current entry (``current``) for one of these graphs
+    (a key ends with its graph's sha256 prefix): `score`'s hint to run `tune` is not silenced by
+    other artifacts' entries, nor by entries whose choice is no longer read."""
+    if cache_dir is None:
+        return False
+    prefixes = {str(s)[:32] for s in graph_sha256s} - {""}
+    return any(k.rsplit("/", 1)[-1] in prefixes and isinstance(e, dict) and current(k, e) for k, e in _load(Path(cache_dir)).items())
+
+
 def _load(cache_dir: Path) -> dict[str, Any]:
     path = Path(cache_dir) / RECORD
     try:
@@ -57,14 +84,15 @@ def recorded(cache_dir: Path | None, runtime: str, precision: str, graph_sha256:
     nothing is)."""
     if cache_dir is None or not graph_sha256:
         return {}
-    entry = _load(cache_dir).get(record_key(runtime, precision, graph_sha256, threads, token_budget))
+    key = record_key(runtime, precision, graph_sha256, threads, token_budget)
+    entry = _load(cache_dir).get(key)
     if not isinstance(entry, dict):
         return {}
     found: dict[str, Any] = {}
     streams = entry.get("streams")
     if isinstance(streams, int) and not isinstance(streams, bool) and 1 <= streams <= max(threads, 1):
         found["streams"] = streams
-    if isinstance(entry.get("fused_attention"), bool):
+    if isinstance(entry.get("fused_attention"), bool) and current(key, entry):
         found["fused_attention"] = entry["fused_attention"]
     return found
 
@@ -161,6 +189,7 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             agreement = attention_agreement(runner, plain_runner, batches, base.fusion.task)
             use_plain = agreement >= MIN_ATTENTION_AGREEMENT and prefer_plain(plain, plain_first, speeds[chosen], first[chosen])
             entry["fused_attention"] = not use_plain
+            entry["fused_kernel"] = fused_kernel()
             entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1), "agreement": round(agreement, 5)}
             log(f"  {what}: {chosen} stream{'s' if chosen > 1 else ''}, plain attention {plain:,.0f} rows/s (first pass {plain_first:,.0f}, "
                 f"agreement {agreement:.2%}) -> {'plain' if use_plain else 'fused'} attention")

@@ -13,7 +13,7 @@ import pytest
 
 from stackscore.engine.scorer import Scorer
 from stackscore.options import RunOptions
-from stackscore.tuning import RECORD, record, record_key, recorded
+from stackscore.tuning import RECORD, fused_kernel, record, record_key, recorded, tuned
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -487,7 +487,7 @@ def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, co
     fused = Scorer(artifact, run)
     for spec in fused.manifest.models:
         sha = fused.manifest.files[spec.graphs["fp32"]]["sha256"]
-        record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, fused.runners[spec.name].token_budget), {"streams": 1, "fused_attention": False})
+        record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, fused.runners[spec.name].token_budget), {"streams": 1, "fused_attention": False, "fused_kernel": fused_kernel()})
     plain = Scorer(artifact, replace_run(run, streams=0))
     kinds = {name: {op.get_rt_info()["layerType"].astype(str) for op in r.backends[0].compiled.get_runtime_model().get_ordered_ops()} for name, r in plain.runners.items()}
     assert [r.backends[0].fused_attention for r in plain.runners.values()] == [False, False]
@@ -502,6 +502,14 @@ def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, co
     assert (b.proba.argmax(1) == a.proba.argmax(1)).all()
     again = Scorer(artifact, replace_run(run, streams=0, fused_attention=True))
     assert [r.backends[0].fused_attention for r in again.runners.values()] == [True, True]
+    # A record made before fused attention became one SDPA node per block (no ``fused_kernel``):
+    # its choice was measured against the old kernel and is not read; its streams still are.
+    for spec in fused.manifest.models:
+        sha = fused.manifest.files[spec.graphs["fp32"]]["sha256"]
+        record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, fused.runners[spec.name].token_budget), {"streams": 2, "fused_attention": False})
+    stale = Scorer(artifact, replace_run(run, streams=0))
+    assert [(r.backends[0].fused_attention, r.backends[0].streams) for r in stale.runners.values()] == [(True, 2), (True, 2)]
+    assert not tuned(tmp_path, {f["sha256"] for f in fused.manifest.files.values()})  # so `score` still says how to tune
 
 
 def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact, corpus_rows, tmp_path, monkeypatch):
@@ -517,7 +525,7 @@ def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact
     base = Scorer(artifact, replace_run(run, streams=1))
     for spec in base.manifest.models:  # a stale record that would make every build plain, 2 streams
         sha = base.manifest.files[spec.graphs["fp32"]]["sha256"]
-        record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, base.runners[spec.name].token_budget), {"streams": 2, "fused_attention": False})
+        record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, base.runners[spec.name].token_budget), {"streams": 2, "fused_attention": False, "fused_kernel": fused_kernel()})
     built = []
     init = ov.OpenVinoBackend.__init__
 
@@ -535,6 +543,7 @@ def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact
         assert m["fused_attention"] is (not prefer_plain(plain["rows_per_s"], plain["first_pass_rows_per_s"], m["rows_per_s"][n], m["first_pass_rows_per_s"][n]))
         record(tmp_path, m["key"], {k: v for k, v in m.items() if k != "key"})
         assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": m["streams"], "fused_attention": m["fused_attention"]}
+        assert m["fused_kernel"] == fused_kernel()  # what the choice was measured against
     record(tmp_path, next(iter(result.values()))["key"], {"streams": 1, "fused_attention": "no"})  # not a bool: not trusted
     m = next(iter(result.values()))
     assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": 1}
