@@ -230,7 +230,7 @@ def score(
     if extra:
         _err("engine ray: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in extra.items() if k != "engine"))
     if (engine == "local" and not quiet and run.streams == 0 and not run.on_gpu and (os.cpu_count() or 1) > 1 and stats.scored >= 1000
-            and _KEPT and not tuned(run.cache_dir, {f.get("sha256", "") for f in _KEPT[0].manifest.files.values()})):
+            and _KEPT and not tuned(run.cache_dir, _KEPT[0].manifest)):
         # no `tune` record: default streams and attention kernels (benchmarks/RESULTS.md)
         where = f" --cache-dir {run.cache_dir}" if run.cache_dir is not None and run.cache_dir != user_cache_dir() else " --cache-dir DIR" if run.cache_dir is None else ""
         _err(f"hint: `stackscore tune {artifact} --data {inputs[0]}{where}` measures each model's requests in flight and attention kernels on this CPU; "

@@ -59,13 +59,16 @@ def current(key: str, entry: dict[str, Any]) -> bool:
     return not key.startswith("openvino/") or "fused_attention" not in entry or entry.get("fused_kernel") == fused_kernel()
 
 
-def tuned(cache_dir: Path | None, graph_sha256s: set[str]) -> bool:
-    """Whether ``cache_dir``'s record holds a current entry (``current``) for one of these graphs
-    (a key ends with its graph's sha256 prefix): `score`'s hint to run `tune` is not silenced by
-    other artifacts' entries, nor by entries whose choice is no longer read."""
+def tuned(cache_dir: Path | None, manifest) -> bool:
+    """Whether ``cache_dir``'s record holds a current entry (``current``) for one of the
+    manifest's graphs (a key ends with the prefix of what keys the graph, ``compiled_identity``):
+    `score`'s hint to run `tune` is not silenced by other artifacts' entries, nor by entries whose
+    choice is no longer read."""
+    from .manifest import compiled_identity
+
     if cache_dir is None:
         return False
-    prefixes = {str(s)[:32] for s in graph_sha256s} - {""}
+    prefixes = {str(compiled_identity(manifest, g) or "")[:32] for spec in manifest.models for g in spec.graphs.values()} - {""}
     return any(k.rsplit("/", 1)[-1] in prefixes and isinstance(e, dict) and current(k, e) for k, e in _load(Path(cache_dir)).items())
 
 
@@ -180,6 +183,8 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             "gain": round(speeds[chosen] / speeds[1] - 1, 4), "rows": len(texts),
             "key": record_key(runner.choice.backend, runner.choice.precision, sha, threads, runner.token_budget), "token_budget": runner.token_budget,
         }
+        if runner.choice.backend == "openvino":
+            entry["fused_kernel"] = fused_kernel()  # what a fused-or-plain choice is measured against (``current``)
         if gated_plain_attention(spec, runner.choice):
             entry["fused_attention"] = False  # its gate measured plain nodes: nothing to choose
             log(f"  {what}: plain attention (its export gate measured it so)")
@@ -189,7 +194,6 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
             agreement = attention_agreement(runner, plain_runner, batches, base.fusion.task)
             use_plain = agreement >= MIN_ATTENTION_AGREEMENT and prefer_plain(plain, plain_first, speeds[chosen], first[chosen])
             entry["fused_attention"] = not use_plain
-            entry["fused_kernel"] = fused_kernel()
             entry["plain_attention"] = {"rows_per_s": round(plain, 1), "first_pass_rows_per_s": round(plain_first, 1), "agreement": round(agreement, 5)}
             log(f"  {what}: {chosen} stream{'s' if chosen > 1 else ''}, plain attention {plain:,.0f} rows/s (first pass {plain_first:,.0f}, "
                 f"agreement {agreement:.2%}) -> {'plain' if use_plain else 'fused'} attention")

@@ -254,7 +254,7 @@ def test_rows_cut_by_a_later_stage_are_counted_as_truncated(cascaded, tmp_path, 
     off = score_file(art, src, tmp_path / "off.jsonl", ScoreOptions.from_kwargs(progress=False, cascade=False))
     assert on.truncated == off.truncated == len(long)
     assert all(r["stage"] == 2 for r in read(tmp_path / "on.jsonl") if "error" not in r)
-    if threshold != NEVER:  # the eager run's bytes (written by the NEVER case's own run)
+    if threshold != NEVER:  # the lazy run's bytes against an eager run's (NEVER) on the same rows
         eager = with_thresholds(cascaded, tmp_path / "b", NEVER)
         score_file(eager, src, tmp_path / "eager.jsonl", ScoreOptions.from_kwargs(progress=False))
         assert (tmp_path / "eager.jsonl").read_bytes() == (tmp_path / "on.jsonl").read_bytes()

@@ -509,7 +509,7 @@ def test_openvino_runs_attention_as_plain_nodes_where_tune_chose_it(artifact, co
         record(tmp_path, record_key("openvino", "fp32", sha, run.cpu_threads, fused.runners[spec.name].token_budget), {"streams": 2, "fused_attention": False})
     stale = Scorer(artifact, replace_run(run, streams=0))
     assert [(r.backends[0].fused_attention, r.backends[0].streams) for r in stale.runners.values()] == [(True, 2), (True, 2)]
-    assert not tuned(tmp_path, {f["sha256"] for f in fused.manifest.files.values()})  # so `score` still says how to tune
+    assert not tuned(tmp_path, fused.manifest)  # so `score` still says how to tune
 
 
 def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact, corpus_rows, tmp_path, monkeypatch):
@@ -544,6 +544,7 @@ def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact
         record(tmp_path, m["key"], {k: v for k, v in m.items() if k != "key"})
         assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": m["streams"], "fused_attention": m["fused_attention"]}
         assert m["fused_kernel"] == fused_kernel()  # what the choice was measured against
+    assert tuned(tmp_path, base.manifest)  # a fresh record silences `score`'s hint
     record(tmp_path, next(iter(result.values()))["key"], {"streams": 1, "fused_attention": "no"})  # not a bool: not trusted
     m = next(iter(result.values()))
     assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": 1}

@@ -338,11 +338,12 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
     with ``resume=True`` continues where the last committed window ended. The output is locked
     for the whole run, and the input is read as it was when the run started (``Snapshot``).
 
-    ``keep``: a list the scorer built here is added to, so that the caller decides when its
-    models are freed. `stackscore score` keeps it until the process ends without the
-    interpreter's teardown (``cli._exit_now``): freeing OpenVINO's compiled models and the
-    sessions when this function returned took 0.12-0.14 s of a whole process (a 20-row job
-    runs ~0.85 s), after its output was complete.
+    ``keep``: a list that a scorer built here is added to once the run has succeeded, so that
+    the caller decides when its models are freed. `stackscore score` keeps it until the process
+    ends without the interpreter's teardown (``cli._exit_now``): freeing OpenVINO's compiled
+    models and the sessions when this function returned took 0.12-0.14 s of a whole process (a
+    20-row job runs ~0.85 s), after its output was complete. A run that fails frees it as it
+    unwinds, while the runtimes are still whole.
     """
     opts = opts or ScoreOptions()
     if isinstance(artifact, Scorer) and artifact.options != opts.run:
@@ -357,12 +358,13 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
             snapshot=snapshot, pair_field=read.text_pair_field, tsv_quotes=read.tsv_quotes, field_check=opts.field_check,
         )
         scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.run)
-        if keep is not None:
-            keep.append(scorer)
         check_pair_option(scorer, read.text_pair_field)
         check_column_names(scorer.labels, scorer.model_names, scorer.fusion.task, opts.write)
         out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts, snapshot), resume=opts.write.resume, overwrite=opts.write.overwrite)
-        return _run(scorer, chunks, out, input_path, opts, snapshot)
+        stats = _run(scorer, chunks, out, input_path, opts, snapshot)
+    if keep is not None and scorer is not artifact:
+        keep.append(scorer)
+    return stats
 
 
 def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_path: Path, opts: ScoreOptions, snapshot: Snapshot | None) -> ScoreStats:
