@@ -540,7 +540,7 @@ def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact
     for m in result.values():
         plain, n = m["plain_attention"], str(m["streams"])
         assert plain["rows_per_s"] > 0 and plain["first_pass_rows_per_s"] > 0 and plain["agreement"] >= MIN_ATTENTION_AGREEMENT
-        assert m["fused_attention"] is (not prefer_plain(plain["rows_per_s"], plain["first_pass_rows_per_s"], m["rows_per_s"][n], m["first_pass_rows_per_s"][n]))
+        assert m["fused_attention"] is (not prefer_plain(plain["rows_per_s"], plain["first_pass_rows_per_s"], plain["fused_rows_per_s"], m["first_pass_rows_per_s"][n]))
         record(tmp_path, m["key"], {k: v for k, v in m.items() if k != "key"})
         assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": m["streams"], "fused_attention": m["fused_attention"]}
         assert m["fused_kernel"] == fused_kernel()  # what the choice was measured against
@@ -548,6 +548,29 @@ def test_tune_times_openvino_attention_both_ways_and_records_the_choice(artifact
     record(tmp_path, next(iter(result.values()))["key"], {"streams": 1, "fused_attention": "no"})  # not a bool: not trusted
     m = next(iter(result.values()))
     assert recorded(tmp_path, "openvino", "fp32", m["graph_sha256"], run.cpu_threads, m["token_budget"]) == {"streams": 1}
+
+
+def test_tune_times_its_candidates_taking_turns():
+    """Each candidate's first pass once, one after the other, then warm passes in rounds, the
+    candidates taking turns (a drifting machine slows all of them alike), best of the rounds."""
+    import time
+
+    from stackscore.tuning import WARM_ROUNDS, taking_turns
+
+    calls = []
+
+    class Timed:
+        def __init__(self, name, seconds):
+            self.name, self.seconds = name, seconds
+
+        def run_batches(self, batches, width):
+            calls.append(self.name)
+            time.sleep(self.seconds)
+
+    first, warm = taking_turns({"a": Timed("a", 0.02), "b": Timed("b", 0.04)}, [], 2, 100, first_pass={"b"})
+    assert calls == ["b"] + ["a", "b"] * WARM_ROUNDS
+    assert set(first) == {"b"} and set(warm) == {"a", "b"}
+    assert warm["a"] > warm["b"] and 100 / 0.02 >= warm["a"] > 100 / 0.2  # rows per second of the best round
 
 
 @pytest.mark.parametrize("plain, plain_first, chosen", [
