@@ -126,14 +126,15 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
     OpenVINO models with its fused attention kernels on and off.
 
     Returns per model: runtime, precision, graph sha256, ``rows_per_s`` per stream count (best of
-    ``WARM_ROUNDS`` warm passes, the counts taking turns: ``taking_turns``), the chosen count (the fastest warm, if at least ``MIN_GAIN`` faster than
-    one stream: a long job's speed), ``first_pass_rows_per_s`` (the pass that prepares every
-    shape, what a one-window job waits for), ``fused_attention`` and the record key.
+    ``WARM_ROUNDS`` warm passes, the counts taking turns: ``taking_turns``), the chosen count
+    (the fastest warm, if at least ``MIN_GAIN`` faster than one stream: a long job's speed),
+    ``first_pass_rows_per_s`` (the pass that prepares every shape, what a one-window job waits
+    for), ``fused_attention`` and the record key.
 
     Fused attention (``OpenVinoBackend``) is timed at the chosen stream count against plain
     attention nodes, the two taking turns (``plain_attention.fused_rows_per_s`` is fused's warm
-    figure from those turns), and plain is chosen as ``prefer_plain`` says, where its outputs agree with
-    the fused kernels' (``attention_agreement`` >= ``MIN_ATTENTION_AGREEMENT``).
+    figure from those turns), and plain is chosen as ``prefer_plain`` says, where its outputs
+    agree with the fused kernels' (``attention_agreement`` >= ``MIN_ATTENTION_AGREEMENT``).
     """
     from .engine.runner import TransformerRunner, gated_plain_attention, runner_for
     from .engine.scorer import Scorer
@@ -202,8 +203,8 @@ def taking_turns(runners: dict, batches: list, width: int, rows: int, first_pass
     after the other (each prepares every batch shape on its own compiled model), then the best
     of ``WARM_ROUNDS`` warm passes, the runners taking turns in each round: on a machine whose
     speed drifts by tens of percent within a minute (a shared VM), candidates timed one after
-    the other compared the drift as much as themselves (the s15 and s16 benches' tune steps
-    read plain attention 26 % slower, then 12 % faster, on the same rows)."""
+    the other compared the drift as much as themselves (two benches' tune steps read MiniLM's
+    plain attention 21 % slower, then 12 % faster, on the same rows: RESULTS.md)."""
     first: dict = {}
     best = dict.fromkeys(runners, float("inf"))
     for name, r in runners.items():

@@ -116,9 +116,9 @@ class Scorer:
         one, or with a cascade each stage's up to the first that can stop a row by its
         confidence (a stage whose threshold no probability reaches, ``NEVER``, passes on every
         row but one whose logits are not finite, which stops as an error row). Later stages
-        tokenize just the rows that reach them, on the scoring thread. (A rt-polarity fit's cascade starts with a TF-IDF stage that never stops
-        a row: RoBERTa's tokenizing then overlaps the models' load and the previous window's
-        inference, instead of following the TF-IDF stage.)"""
+        tokenize just the rows that reach them, on the scoring thread. (A rt-polarity fit's
+        cascade starts with a TF-IDF stage that never stops a row: RoBERTa's tokenizing then
+        overlaps the previous window's inference instead of following the TF-IDF stage.)"""
         if self.cascade is None:
             return list(self.tokenizers)
         keys: list[str] = []
