@@ -172,8 +172,8 @@ def test_peak_is_measured_on_every_installed_runtime(runtime):
 
 
 def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path):
-    """benchmarks/cold_phases.py, tokenize_cut.py, window_shapes.py and attention_kinds.py, which
-    RESULTS cites, run on a real artifact
+    """benchmarks/cold_phases.py, tokenize_cut.py, window_shapes.py, attention_kinds.py and
+    attention_ab.py, which RESULTS cites, run on a real artifact
     (a cited benchmark that crashed once went unnoticed: int8_probe --search)."""
     import subprocess
     import sys
@@ -204,6 +204,15 @@ def test_the_start_and_tokenizer_benchmarks_run(artifact, corpus_rows, tmp_path)
     kinds = json.loads(out.read_text())
     assert kinds["rewritten"] > 0 and [r["tokens"] for r in kinds["shapes"]] == [8, 16]
     assert all(r[k]["warm_ms"] >= 0 and r[k]["first_ms"] >= 0 for r in kinds["shapes"] for k in ("fused", "plain", "sdpa"))
+    out = tmp_path / "ab.json"
+    res = subprocess.run([sys.executable, str(bench / "attention_ab.py"), str(artifact), "--data", str(data), "--rows", "40", "--rounds", "1", "--precision", "fp32", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ab = json.loads(out.read_text())
+    transformers = {m.name for m in load_manifest(artifact).models if m.kind == "transformer"}
+    assert set(ab["models"]) == transformers and ab["rows"] == 40
+    for m in ab["models"].values():  # both forms timed, and the same model underneath
+        assert m["warm_rows_per_s"]["fused"] > 0 and m["warm_rows_per_s"]["plain"] > 0 and m["agreement"] >= 0.99
 
 
 def test_compare_trees_times_the_whole_process_and_the_first_row(artifact, corpus_rows, tmp_path):
