@@ -126,12 +126,13 @@ def main() -> None:
         row["seconds"] = round(time.perf_counter() - t0, 1)
         results.append(row)
         print(f"  {arch}: {row.get('max_abs_diff', row.get('refused'))}", file=sys.stderr, flush=True)
-    print(f"| architecture ({a.variant}, {a.task}{', pairs' if a.pairs else ''}, {a.backend}) | engine vs each text alone, max abs diff | top output | refused |" + (" attention blocks as SDPA |" if a.backend == "openvino" else ""))
-    print("|---|---:|---:|---|" + ("---:|" if a.backend == "openvino" else ""))
+    sdpa = a.backend == "openvino"  # OpenVINO's fused attention: how many blocks became one SDPA node
+    print(f"| architecture ({a.variant}, {a.task}{', pairs' if a.pairs else ''}, {a.backend}) | engine vs each text alone, max abs diff | top output | refused |" + (" attention blocks as SDPA |" if sdpa else ""))
+    print("|---|---:|---:|---|" + ("---:|" if sdpa else ""))
     for r in results:
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else ""
         labels = f"{r['label_agreement']:.0%}" if "label_agreement" in r else ""
-        print(f"| {r['architecture']} | {diff} | {labels} | {r.get('refused', '')} |" + (f" {r.get('sdpa_blocks', '')} |" if a.backend == "openvino" else ""))
+        print(f"| {r['architecture']} | {diff} | {labels} | {r.get('refused', '')} |" + (f" {r.get('sdpa_blocks', '')} |" if sdpa else ""))
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"rows": a.rows, "backend": a.backend, "results": results}, indent=1))

@@ -39,7 +39,6 @@ def main() -> None:
     opts = RunOptions(precision=args.precision, backend="openvino", streams=args.streams, fused_attention=True)
     base = Scorer(args.artifact, opts)
     work = base.prepared_batches(texts, 4096)
-    tuning.WARM_ROUNDS = args.rounds
     out = {"artifact": str(args.artifact), "data": args.data, "rows": len(texts), "streams": args.streams, "rounds": args.rounds, "models": {}}
     print(f"{len(texts):,} rows of {' + '.join(args.data)}, {args.streams} stream(s), best of {args.rounds} warm rounds taking turns")
     print("| model | backend | fused warm rows/s | plain warm rows/s | plain / fused | first pass: fused / plain | agreement |")
@@ -49,7 +48,7 @@ def main() -> None:
         if not isinstance(fused, TransformerRunner) or fused.choice is None or fused.choice.backend != "openvino":
             continue
         plain = runner_for(spec, base.manifest, base.artifact_dir, replace(opts, fused_attention=False))
-        first, warm = tuning.taking_turns({"fused": fused, "plain": plain}, work[spec.name], len(base.labels), len(texts))
+        first, warm = tuning.taking_turns({"fused": fused, "plain": plain}, work[spec.name], len(base.labels), len(texts), rounds=args.rounds)
         agreement = tuning.attention_agreement(fused, plain, work[spec.name], base.fusion.task)
         ratio = warm["plain"] / warm["fused"]
         out["models"][spec.name] = {"describe": fused.describe(), "warm_rows_per_s": warm, "first_pass_rows_per_s": first, "plain_over_fused": ratio, "agreement": agreement}

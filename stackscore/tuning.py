@@ -198,10 +198,10 @@ def measure(artifact_dir: Path, texts: list[str], options, window_rows: int = 40
 WARM_ROUNDS = 2
 
 
-def taking_turns(runners: dict, batches: list, width: int, rows: int, first_pass: set | None = None) -> tuple[dict, dict]:
+def taking_turns(runners: dict, batches: list, width: int, rows: int, first_pass: set | None = None, rounds: int = WARM_ROUNDS) -> tuple[dict, dict]:
     """Rows/s of each runner's first pass (``first_pass``: which make one; default all), one
     after the other (each prepares every batch shape on its own compiled model), then the best
-    of ``WARM_ROUNDS`` warm passes, the runners taking turns in each round: on a machine whose
+    of ``rounds`` warm passes, the runners taking turns in each round: on a machine whose
     speed drifts by tens of percent within a minute (a shared VM), candidates timed one after
     the other compared the drift as much as themselves (two benches' tune steps read MiniLM's
     plain attention 21 % slower, then 12 % faster, on the same rows: RESULTS.md)."""
@@ -212,7 +212,7 @@ def taking_turns(runners: dict, batches: list, width: int, rows: int, first_pass
             t0 = time.perf_counter()
             r.run_batches(batches, width)
             first[name] = rows / (time.perf_counter() - t0)
-    for _ in range(WARM_ROUNDS):
+    for _ in range(rounds):
         for name, r in runners.items():
             t0 = time.perf_counter()
             r.run_batches(batches, width)
