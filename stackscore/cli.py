@@ -373,6 +373,11 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
                 detail += f"; {gate['fp32_ops']} ops in float"
             if gate.get("attention") == "plain":
                 detail += f"; OpenVINO attention as plain nodes (fused kernels agreed {gate.get('fused_attention_agreement', 0):.2%}), always run so"
+            plain = gate.get("plain_attention")
+            if isinstance(plain, dict):
+                timed = f" at {plain['speedup']:.2f}x the fused kernel's speed" if "speedup" in plain else ""
+                detail += f"; plain attention nodes agreed {plain['label_agreement']:.2%}{timed}" if "label_agreement" in plain else f"; plain attention nodes: {plain.get('error', 'not measured')}"
+                detail += ": the default where `stackscore tune` has not chosen" if plain.get("default") else ""
             if isinstance(gate.get("confirmation"), dict) and "label_agreement" in gate["confirmation"]:
                 detail += f"; confirmed on {gate['confirmation']['rows']} other rows at {gate['confirmation']['label_agreement']:.2%}"
             why = gate_holds_here(spec, prec) if prec in VARIANTS and gate.get("passed") else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StackscoreError
-from .export.variants import GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP
+from .export.variants import GATE_MIN_ROWS, PLAIN_ATTENTION_MIN_SPEEDUP, STATIC_INT8_MIN_SPEEDUP
 
 FIT_STATE = "fit_state.json"
 
@@ -83,6 +83,7 @@ class FitState:
     int8: bool = True
     static_int8: bool = True
     static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP
+    plain_attention_min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP
     gate_min_rows: int = GATE_MIN_ROWS
     fp16: bool = True
     cascade: dict[str, Any] | None = None  # the cascade's manifest section; its graphs are under fusion/

@@ -98,7 +98,7 @@ class RunOptions:
     cascade: bool = True  # an artifact fitted with a cascade stops confident rows early; False: every model on every row
     cache_dir: Path | None = None  # compiled models (OpenVINO), optimized graphs (ONNX Runtime) and `tune` records, keyed by graph sha256 + runtime version + CPU; None: none (the CLI's default is ``cache_dir_for``: the user cache dir)
     streams: int = 0  # in-flight requests per model, each on threads/streams cores; 0 = what `stackscore tune` recorded for this CPU in cache_dir, else runner.default_streams (2 for OpenVINO on 2+ threads, 1 otherwise)
-    fused_attention: bool | None = None  # OpenVINO's fused attention kernels (its "snippets"); None = what `stackscore tune` recorded for this CPU in cache_dir, else on
+    fused_attention: bool | None = None  # OpenVINO's fused attention kernels (its "snippets"); None = what `stackscore tune` recorded for this CPU in cache_dir, else what export timed faster on the gate rows (``gates[variant].plain_attention.default``), else on
 
     def __post_init__(self) -> None:
         _flags(self)

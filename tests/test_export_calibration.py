@@ -318,3 +318,31 @@ def test_confirmation_gates_a_built_backend_against_the_fp32_graph_on_its_own_ro
 
     bad = c.gate(HalfWrong(real), 0.995)
     assert not bad["passed"] and bad["label_agreement"] < 0.9 and c._ref is ref  # the reference computed once
+
+
+@pytest.mark.parametrize("min_speedup", [0.0, 1e9])
+def test_bf16s_plain_attention_is_gated_timed_and_the_default_only_where_faster(artifact, min_speedup):
+    """``plain_attention_gate``: the fp32 graph through OpenVINO with attention as plain nodes is
+    gated against the reference like any variant (a real session), then timed against the fused
+    kernel at the streams an untuned run uses; it becomes the default only at ``min_speedup``
+    (0: always; 1e9: never), and a graph that fails its gate never does."""
+    pytest.importorskip("openvino")
+
+    from stackscore.engine.runner import default_streams
+    from stackscore.export.onnx_graph import GateInputs, plain_attention_gate
+    from stackscore.options import RunOptions
+    from stackscore.train.corpus import generate
+
+    spec = next(s for s in load_manifest(artifact).models if s.name == "bert")
+    texts = [e.text for e in generate(240, seed=9, start=9000)]
+    g = GateInputs(artifact / spec.tokenizer, spec.max_length, spec.pad_id, texts, spec.inputs, 2, flops_per_token=spec.flops_per_token)
+    fp32 = artifact / spec.graphs["fp32"]
+    ref = g.logits(g.ort(fp32))
+    lines: list[str] = []
+    gate = plain_attention_gate(fp32, "bf16", g, ref, 0.995, lines.append, min_speedup)
+    assert gate["passed"] and gate["label_agreement"] >= 0.995 and gate["streams"] == default_streams("openvino", RunOptions())
+    assert gate["rows_per_s"] > 0 and gate["fused_rows_per_s"] > 0 and gate["speedup"] == pytest.approx(gate["rows_per_s"] / gate["fused_rows_per_s"], rel=1e-2)
+    assert gate["default"] is (min_speedup == 0.0) and gate["min_speedup"] == min_speedup
+    assert len(lines) == 1 and "bf16 plain attention: agreement" in lines[0] and ("the default where untuned" in lines[0]) is gate["default"]
+    wrong = plain_attention_gate(fp32, "bf16", g, -ref, 0.995, lines.append, 0.0)  # every label the other way round
+    assert not wrong["passed"] and wrong["default"] is False and "speedup" not in wrong and "gate failed" in lines[-1]

@@ -250,6 +250,17 @@ def gated_plain_attention(spec: ModelSpec, choice) -> bool:
     return (spec.parity or {}).get("gates", {}).get(choice.variant, {}).get("attention") == "plain"
 
 
+def export_plain_attention(spec: ModelSpec, choice) -> bool:
+    """Whether export timed the variant ``choice`` runs faster with OpenVINO's attention as plain
+    nodes than with the fused kernel on its gate rows, both passing the gate (its gate's
+    ``plain_attention.default``; ``onnx_graph.plain_attention_gate``): how a run that `stackscore
+    tune` has not measured on this CPU runs it. Tune's record, and an explicit option, win."""
+    if choice is None or choice.backend != "openvino":
+        return False
+    plain = (spec.parity or {}).get("gates", {}).get(choice.variant, {}).get("plain_attention")
+    return isinstance(plain, dict) and plain.get("default") is True and plain.get("passed") is True
+
+
 def attention_note(backend: str, fused: bool) -> str:
     """How a runner's description says OpenVINO runs attention as plain nodes (``without_tuning``
     takes it out again)."""
@@ -372,7 +383,7 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
 
         found = recorded(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)
         streams = streams or found.get("streams") or default_streams(choice.backend, options)
-        fused = found.get("fused_attention", True) if fused is None else fused
+        fused = found.get("fused_attention", not export_plain_attention(spec, choice)) if fused is None else fused
     streams, fused = streams or 1, fused is not False  # else OpenVINO's own kernels
 
     def load_tokenizer() -> tuple[str, TextTokenizer]:

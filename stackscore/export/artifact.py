@@ -68,7 +68,7 @@ def _export_into(workdir: Path, tmp: Path, state: FitState, log: Callable[[str],
     samples = state.parity_texts
     variants = GateSettings(
         int8=state.int8, static_int8=state.static_int8, fp16=state.fp16, calibration_texts=state.calibration_texts, task=state.task,
-        static_int8_min_speedup=state.static_int8_min_speedup, min_rows=state.gate_min_rows,
+        static_int8_min_speedup=state.static_int8_min_speedup, plain_attention_min_speedup=state.plain_attention_min_speedup, min_rows=state.gate_min_rows,
     )
     specs = []
     searches: dict[str, list] = {}  # per model: its static int8 search, kept open for the ensemble gate

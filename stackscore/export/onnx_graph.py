@@ -22,7 +22,7 @@ from ..errors import ParityError, StackscoreError
 from ..hf import activated, classifier_logits, ordered_logits
 from ..manifest import ModelSpec
 from ..roofline import graph_cost
-from .variants import GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP, VARIANTS
+from .variants import GATE_MIN_ROWS, PLAIN_ATTENTION_MIN_SPEEDUP, STATIC_INT8_MIN_SPEEDUP, VARIANTS
 
 OPSET = 17
 MAX_ERROR_GATE = 0.05  # multi-label / regression variants: largest probability (or relative value) error
@@ -168,11 +168,11 @@ class GateInputs:
 
         return OrtBackend(graph, self.spec(), RunOptions(), precision)
 
-    def openvino(self, graph: Path, precision: str, fused_attention: bool = True):
+    def openvino(self, graph: Path, precision: str, fused_attention: bool = True, streams: int = 1):
         from ..engine.backends.ov import OpenVinoBackend
         from ..options import RunOptions
 
-        return OpenVinoBackend(graph, self.spec(), RunOptions(), precision, fused_attention=fused_attention)
+        return OpenVinoBackend(graph, self.spec(), RunOptions(), precision, fused_attention=fused_attention, streams=streams)
 
 
 class TorchBackend:
@@ -589,8 +589,58 @@ class GateSettings:
     fp16_agreement: float = 0.999
     calibration_texts: list[str] | None = None  # training texts for static int8 (calibration + its search set)
     static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # int8_static kept only this much faster than what auto runs otherwise (bf16, dynamic int8 or fp32)
+    plain_attention_min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP  # bf16's attention as plain nodes by default only this much faster than fused
     task: str = "single_label"  # what the gates compare (``compare``)
     min_rows: int = GATE_MIN_ROWS  # fewer gate rows: no faster precision passes
+
+
+def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndarray, min_agreement: float, log, min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP) -> dict[str, Any]:
+    """Whether an OpenVINO float variant should run attention as plain MatMul/Softmax nodes where
+    `stackscore tune` has recorded nothing (``default``): that graph gated like any variant, then
+    timed against the fused kernel on the gate rows, both at the streams an untuned run uses,
+    taking turns (``int8_search.rows_per_s``), already warm.
+
+    Which is faster depends on the lengths: on an AMX Xeon, plain nodes ran MiniLM 1.12-1.32x the
+    fused kernel on 2,000 short rows (two streams) and 0.96-1.05x on IMDb rows cut at 64 tokens;
+    `tune` chose plain on short texts, but an untuned run kept the fused kernel. The gate rows are
+    the fit's own texts, so their lengths are what the model was fitted for. Tune's record, made
+    on the scoring machine, still wins (``engine.runner.runner_for``)."""
+    from ..engine.runner import default_streams
+    from ..options import RunOptions
+    from .int8_search import rows_per_s
+
+    streams = default_streams("openvino", RunOptions())
+    built: dict[str, Any] = {}
+
+    def plain():
+        built["plain"] = g.openvino(fp32, precision, fused_attention=False, streams=streams)
+        return built["plain"]
+
+    gate = _gate(plain, ref, g, min_agreement, streams=streams)
+    gate["default"] = False
+    if gate["passed"] and "plain" in built:  # its gate's passes warmed it
+        try:
+            fused = g.openvino(fp32, precision, streams=streams)
+            plain_runner, fused_runner = g.runner(built["plain"]), g.runner(fused)
+            enc, n = plain_runner.encode(g.texts), len(g.texts)  # one encoding for both: the kernels are what is timed
+
+            def timed(runner):
+                return lambda: runner.run_encoded(enc, n, g.width)
+
+            timed(fused_runner)()  # warm: its batch shapes prepared (plain's were, by its gate)
+            plain_rps, fused_rps = rows_per_s(timed(plain_runner), n, timed(fused_runner))
+        except Exception as exc:  # noqa: BLE001 - no timing: the fused kernel stays the default
+            gate["timing_error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            gate.update(rows_per_s=round(plain_rps, 1), fused_rows_per_s=round(fused_rps, 1), speedup=round(plain_rps / fused_rps, 3), min_speedup=min_speedup)
+            gate["default"] = gate["speedup"] >= min_speedup
+    if "error" in gate:
+        log(f"    {precision} plain attention: not available ({gate['error'][:120]})")
+    elif "label_agreement" in gate:
+        speed = f", {gate['rows_per_s']:,.0f} rows/s ({gate['speedup']:.2f}x fused, {streams} stream{'s' if streams > 1 else ''})" if "speedup" in gate else ""
+        verdict = "the default where untuned" if gate["default"] else ("fused stays the default" if gate["passed"] else "not used (gate failed)")
+        log(f"    {precision} plain attention: agreement {gate['label_agreement']:.2%}{speed} -> {verdict}")
+    return gate
 
 
 def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray, log, variants: GateSettings, fp16_shape: tuple[int, int] | None = None,
@@ -653,6 +703,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
 
     if have("openvino"):
         gates["bf16"] = _gate(lambda: g.openvino(fp32, "bf16"), ref, g, min_agreement, cpu_bf16=cpu_has_bf16())
+        if gates["bf16"]["passed"] and cpu_has_bf16():
+            gates["bf16"]["plain_attention"] = plain_attention_gate(fp32, "bf16", g, ref, min_agreement, log, variants.plain_attention_min_speedup)
         if variants.static_int8 and have("nncf"):
             from .int8_search import StaticInt8Search
 
@@ -665,7 +717,8 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
 
             so_far = replace(g.spec(), graphs={"fp32": fp32.name, **graphs}, parity={"gates": gates})
             name = auto_variant(so_far, RunOptions(precision="auto"))
-            runs = {"bf16": lambda: g.openvino(fp32, "bf16"), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
+            bf16_fused = not gates["bf16"].get("plain_attention", {}).get("default", False)  # as auto would run it untuned
+            runs = {"bf16": lambda: g.openvino(fp32, "bf16", fused_attention=bf16_fused), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
             base = (name, runs[name])
             search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,

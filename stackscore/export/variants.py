@@ -14,6 +14,10 @@ from dataclasses import dataclass
 STATIC_INT8_MIN_SPEEDUP = 1.05
 """Static int8 is kept only if this much faster than what ``auto`` would run instead (0: the
 agreement gate alone decides)."""
+PLAIN_ATTENTION_MIN_SPEEDUP = 1.05
+"""An OpenVINO float variant runs its attention as plain MatMul/Softmax nodes by default (where
+`stackscore tune` recorded nothing) only if export timed that this much faster than the fused
+kernel on its gate rows, both agreeing with PyTorch fp32 (``gates[name].plain_attention``)."""
 CALIBRATION_ROWS = 1152
 """Training rows for static int8 (never gate rows): 1,024 calibrate, the rest rank ops for the search."""
 

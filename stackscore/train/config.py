@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StackscoreError
-from ..export.variants import CALIBRATION_ROWS, GATE_MIN_ROWS, STATIC_INT8_MIN_SPEEDUP
+from ..export.variants import CALIBRATION_ROWS, GATE_MIN_ROWS, PLAIN_ATTENTION_MIN_SPEEDUP, STATIC_INT8_MIN_SPEEDUP
 from ..options import TSV_QUOTES, ReadOptions
 from .models import ModelConfig
 
@@ -64,6 +64,7 @@ class FitConfig:
     int8: bool = True  # try ONNX Runtime dynamic int8 at export (gated)
     static_int8: bool = True  # try NNCF static int8 for OpenVINO at export (needs the openvino extra)
     static_int8_min_speedup: float = STATIC_INT8_MIN_SPEEDUP  # keep static int8 only this much faster than bf16 (0: agreement alone decides)
+    plain_attention_min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP  # OpenVINO bf16 runs attention as plain nodes where untuned only if export timed them this much faster than the fused kernel
     fp16: bool = True  # write the fused fp16 graph for GPUs (gated at 99.9 % agreement)
     base_dir: Path = Path(".")
 

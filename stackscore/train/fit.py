@@ -474,7 +474,7 @@ def write_fit_state(cfg: FitConfig, s: Splits, out: Path, names: list[str], base
     FitState(
         labels=s.labels, task=s.task, text_pair=bool(cfg.data.text_pair_field), models=[base[n].state for n in names],
         fusion=spec.__dict__, parity_texts=samples.parity, calibration_texts=samples.calibration, confirmation_texts=samples.confirmation,
-        int8=cfg.int8, static_int8=cfg.static_int8, static_int8_min_speedup=cfg.static_int8_min_speedup, fp16=cfg.fp16,
+        int8=cfg.int8, static_int8=cfg.static_int8, static_int8_min_speedup=cfg.static_int8_min_speedup, plain_attention_min_speedup=cfg.plain_attention_min_speedup, fp16=cfg.fp16,
         gate_min_rows=cfg.gate_min_rows, cascade=cascade.to_manifest(out)[0] if cascade is not None else None,
     ).save(out)
 
