@@ -312,8 +312,9 @@ def _models(roof: dict[str, Any]) -> list[dict[str, Any]]:
 
 def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable[[str], float | None]) -> dict[str, Any] | None:
     """Where an OpenVINO model's time goes, measured: its graph compiled again with per-node
-    counters (``PERF_COUNT``, one request at a time whatever streams the model scores with; the
-    shares, not the seconds, are what it is for), the engine's batches run once to warm and once counted. Node time
+    counters (``PERF_COUNT``, one request at a time on one stream's share of the threads, as
+    each of the model's streams runs; GEMM speeds count the streams side by side; the shares,
+    not the seconds, are what it is for), the engine's batches run once to warm and once counted. Node time
     splits into int8 GEMMs, float GEMMs (layers a static-int8 graph keeps in float for accuracy,
     or every GEMM of a float graph) and everything else (attention, layer norms, activations,
     reorders), with each GEMM kind's achieved GFLOP/s against ``peak_of(precision)``."""
@@ -327,7 +328,12 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable
     graph = resolve_inside(scorer.artifact_dir, spec.graphs[choice.graph_key], f"models[{spec.name}].graphs.{choice.graph_key}")
     verify_opened(scorer.artifact_dir, scorer.manifest, [spec.graphs[choice.graph_key]])  # opened again, so checked again
     fused = getattr(runner.backends[0], "fused_attention", True)  # the kernels the model scores with
-    backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None), choice.precision, perf_count=True, fused_attention=fused)
+    # One request on one stream's share of the threads: OpenVINO's bf16 Softmax cost MiniLM 17 %
+    # of its time on short texts on 2 threads and 7-9 % on 1 (its fixed cost per call grows with
+    # threads), so a profile on every thread named a stage a two-stream run hardly pays.
+    streams = max(1, int(getattr(runner.backends[0], "streams", 1)))
+    threads = max(1, scorer.options.cpu_threads // streams)
+    backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None, threads=threads), choice.precision, perf_count=True, fused_attention=fused)
     seconds: Counter = Counter()
     for counted in (False, True):
         for b in batches:
@@ -348,7 +354,7 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable
     def gemm(flops_per_token: float, s: float, peak: float | None) -> tuple[float | None, float | None]:
         if s <= 0 or flops_per_token <= 0:
             return None, None
-        achieved = flops_per_token * tokens / s / 1e9
+        achieved = flops_per_token * tokens / (s / streams) / 1e9  # the streams run side by side, each on its share
         return round(achieved, 1), (round(achieved / peak, 3) if peak else None)
 
     int8_gflops, int8_frac = gemm(cost.per_token_int8, int8_s, peak_of("int8") if int8_s > 0 else None)
@@ -359,6 +365,7 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable
         "int8_gemm_gflops": int8_gflops, "int8_gemm_fraction_of_peak": int8_frac,
         "float_gemm_gflops": float_gflops, "float_gemm_fraction_of_peak": float_frac,
         "other_top": [[t, round(v / total, 3)] for t, v in others.most_common(4)],
+        "streams": streams, "threads_per_stream": threads,
     }
 
 

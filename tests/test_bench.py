@@ -134,6 +134,11 @@ def test_op_profile_splits_an_openvino_models_time_and_names_what_holds_it(artif
     assert ops["float_gemm_precision"] == "fp32" and ops["float_gemm_gflops"] > 0
     assert ops["float_gemm_fraction_of_peak"] == round(ops["float_gemm_gflops"] / 100.0, 3)
     assert ops["other_top"] and ops["other_top"][0][1] > 0 and all(share >= 0 for _, share in ops["other_top"])
+    # a model is profiled as one of its streams runs: on its share of the threads
+    for streams in (1, 2):
+        run = Scorer(artifact, RunOptions(precision="fp32", backend="openvino", streams=streams, threads=2))
+        found = op_profile(run, run.runners["bert"], batches, graph_cost(artifact / spec.graphs["fp32"]), {"fp32": 100.0}.get)
+        assert (found["streams"], found["threads_per_stream"]) == (streams, 2 // streams)
 
 
 def test_int8_kernels_are_told_by_the_type_in_their_name():
