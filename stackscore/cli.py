@@ -375,9 +375,13 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact directory.")):
                 detail += f"; OpenVINO attention as plain nodes (fused kernels agreed {gate.get('fused_attention_agreement', 0):.2%}), always run so"
             plain = gate.get("plain_attention")
             if isinstance(plain, dict):
-                timed = f" at {plain['speedup']:.2f}x the fused kernel's speed" if "speedup" in plain else ""
-                detail += f"; plain attention nodes agreed {plain['label_agreement']:.2%}{timed}" if "label_agreement" in plain else f"; plain attention nodes: {plain.get('error', 'not measured')}"
-                detail += ": the default where `stackscore tune` has not chosen" if plain.get("default") else ""
+                timed = f" at {plain['speedup']:.2f}x the fused kernel's speed" if "speedup" in plain else f" (not timed: {plain['timing_error']})" if "timing_error" in plain else ""
+                if "label_agreement" in plain:
+                    detail += f"; plain attention nodes {'passed' if plain.get('passed') else 'failed'} at {plain['label_agreement']:.2%}{timed}"
+                else:
+                    detail += f"; plain attention nodes: {plain.get('error', 'not measured')}"
+                if plain.get("default") and plain.get("passed") and gate.get("passed"):
+                    detail += f": the default where `stackscore tune` has not chosen, on this export's kind of CPU with {plain.get('threads')} threads and {plain.get('streams')} streams"
             if isinstance(gate.get("confirmation"), dict) and "label_agreement" in gate["confirmation"]:
                 detail += f"; confirmed on {gate['confirmation']['rows']} other rows at {gate['confirmation']['label_agreement']:.2%}"
             why = gate_holds_here(spec, prec) if prec in VARIANTS and gate.get("passed") else None

@@ -313,8 +313,9 @@ def _models(roof: dict[str, Any]) -> list[dict[str, Any]]:
 def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable[[str], float | None]) -> dict[str, Any] | None:
     """Where an OpenVINO model's time goes, measured: its graph compiled again with per-node
     counters (``PERF_COUNT``, one request at a time on one stream's share of the threads, as
-    each of the model's streams runs; GEMM speeds count the streams side by side; the shares,
-    not the seconds, are what it is for), the engine's batches run once to warm and once counted. Node time
+    each of the model's streams runs; GEMM speeds count the streams side by side, an upper
+    bound as it assumes no contention between them; the shares, not the seconds, are what it is
+    for), the engine's batches run once to warm and once counted. Node time
     splits into int8 GEMMs, float GEMMs (layers a static-int8 graph keeps in float for accuracy,
     or every GEMM of a float graph) and everything else (attention, layer norms, activations,
     reorders), with each GEMM kind's achieved GFLOP/s against ``peak_of(precision)``."""
@@ -333,6 +334,7 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable
     # threads), so a profile on every thread named a stage a two-stream run hardly pays.
     streams = max(1, int(getattr(runner.backends[0], "streams", 1)))
     threads = max(1, scorer.options.cpu_threads // streams)
+    side_by_side = min(streams, scorer.options.cpu_threads)  # streams beyond the threads share them
     backend = OpenVinoBackend(graph, spec, replace(scorer.options, cache_dir=None, threads=threads), choice.precision, perf_count=True, fused_attention=fused)
     seconds: Counter = Counter()
     for counted in (False, True):
@@ -354,7 +356,7 @@ def op_profile(scorer, runner, batches: list, cost: GraphCost, peak_of: Callable
     def gemm(flops_per_token: float, s: float, peak: float | None) -> tuple[float | None, float | None]:
         if s <= 0 or flops_per_token <= 0:
             return None, None
-        achieved = flops_per_token * tokens / (s / streams) / 1e9  # the streams run side by side, each on its share
+        achieved = flops_per_token * tokens / (s / side_by_side) / 1e9  # the streams side by side, each on its share: an upper bound (no contention)
         return round(achieved, 1), (round(achieved / peak, 3) if peak else None)
 
     int8_gflops, int8_frac = gemm(cost.per_token_int8, int8_s, peak_of("int8") if int8_s > 0 else None)

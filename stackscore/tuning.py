@@ -16,7 +16,8 @@ never used for another graph, CPU, precision or thread count.
 OpenVINO models are also timed with their attention blocks as plain nodes instead of its fused
 kernels (``OpenVinoBackend(fused_attention=False)``): cheaper to prepare for each new batch shape,
 slower on long sequences. ``RunOptions(fused_attention=None)`` (the default) reads that choice
-the same way; without a record OpenVINO's own fused kernels run.
+the same way; without a record, what export timed faster on the gate rows where that timing
+holds (``engine.runner.export_plain_attention``), else OpenVINO's own fused kernels.
 """
 
 from __future__ import annotations

@@ -313,6 +313,10 @@ def test_finetune_must_be_a_boolean(tmp_path, data):
         raw = {**fixed_config(data, [{"name": "c", "source": str(tmp_path)}]), key: bad}
         with pytest.raises(StackscoreError, match=f"{key} must be a positive whole number"):
             config_from_dict(raw, tmp_path)
+    for key, bad in (("plain_attention_min_speedup", "1.1"), ("static_int8_min_speedup", -1), ("plain_attention_min_speedup", True)):  # export compares timings with them
+        raw = {**fixed_config(data, [{"name": "c", "source": str(tmp_path)}]), key: bad}
+        with pytest.raises(StackscoreError, match=f"{key} must be a number >= 0"):
+            config_from_dict(raw, tmp_path)
 
 
 @pytest.mark.parametrize("mode, validation", [("kfold", False), ("holdout", False), ("kfold", True), ("holdout", True)])

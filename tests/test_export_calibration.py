@@ -343,6 +343,10 @@ def test_bf16s_plain_attention_is_gated_timed_and_the_default_only_where_faster(
     assert gate["passed"] and gate["label_agreement"] >= 0.995 and gate["streams"] == default_streams("openvino", RunOptions())
     assert gate["rows_per_s"] > 0 and gate["fused_rows_per_s"] > 0 and gate["speedup"] == pytest.approx(gate["rows_per_s"] / gate["fused_rows_per_s"], rel=1e-2)
     assert gate["default"] is (min_speedup == 0.0) and gate["min_speedup"] == min_speedup
+    from stackscore.engine.backends import cpu_key
+    from stackscore.tuning import fused_kernel
+
+    assert (gate["cpu"], gate["threads"], gate["fused_kernel"]) == (cpu_key(), RunOptions().cpu_threads, fused_kernel())  # what the timing holds for
     assert len(lines) == 1 and "bf16 plain attention: agreement" in lines[0] and ("the default where untuned" in lines[0]) is gate["default"]
     wrong = plain_attention_gate(fp32, "bf16", g, -ref, 0.995, lines.append, 0.0)  # every label the other way round
     assert not wrong["passed"] and wrong["default"] is False and "speedup" not in wrong and "gate failed" in lines[-1]

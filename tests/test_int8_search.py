@@ -147,7 +147,7 @@ class FakeGate:
         self.ref = np.tile([[2.0, 0.0]], (200, 1))
         self.all_ops = None
 
-    def openvino(self, graph, precision, fused_attention=True):
+    def openvino(self, graph, precision, fused_attention=True, streams=1):
         if precision in ("bf16", "fp32"):
             return ("base", self.base_speed)
         left = S.quantized_ops(Path(graph), self.fp32)

@@ -850,12 +850,14 @@ def test_a_rewritten_graph_that_fails_runs_as_read_and_is_not_kept(artifact, tmp
 
 def test_an_untuned_run_takes_the_attention_export_timed_faster(artifact, tmp_path):
     """A bf16 gate whose ``plain_attention.default`` is true (export timed plain nodes faster and
-    they passed the gate) is how an untuned run compiles that model; a `tune` record of this CPU
-    and an explicit ``fused_attention`` both win over it; a default whose gate failed, or another
-    variant, is not read."""
+    they passed the gate) is how an untuned run compiles that model, where the run's CPU, threads,
+    streams and fused kernel are the timing's; a `tune` record of this CPU and an explicit
+    ``fused_attention`` both win over it; a default whose gate failed, one timed elsewhere, or
+    another variant is not read."""
     pytest.importorskip("openvino")
     from dataclasses import replace
 
+    from stackscore.engine.backends import cpu_key
     from stackscore.engine.runner import export_plain_attention, runner_for
     from stackscore.manifest import compiled_identity, load_manifest
 
@@ -863,19 +865,21 @@ def test_an_untuned_run_takes_the_attention_export_timed_faster(artifact, tmp_pa
     spec = next(s for s in m.models if s.name == "bert")
     gates = spec.parity["gates"]
     assert gates.get("bf16", {}).get("passed") and not gates["bf16"].get("plain_attention", {}).get("default"), "the fixture keeps fused by default (conftest)"
-
-    def with_plain(**plain):
-        return replace(spec, parity={**spec.parity, "gates": {**gates, "bf16": {**gates["bf16"], "plain_attention": plain}}})
-
-    faster = with_plain(passed=True, default=True, speedup=1.2)
     run = RunOptions(precision="bf16", backend="openvino", cache_dir=tmp_path, streams=1)
+    here = {"passed": True, "default": True, "speedup": 1.2, "cpu": cpu_key(), "threads": run.cpu_threads, "streams": 1, "fused_kernel": fused_kernel()}
+
+    def with_plain(**changes):
+        return replace(spec, parity={**spec.parity, "gates": {**gates, "bf16": {**gates["bf16"], "plain_attention": {**here, **changes}}}})
+
+    faster = with_plain()
     r = runner_for(faster, m, artifact, run)
-    assert export_plain_attention(faster, r.choice) and r.backends[0].fused_attention is False and "plain attention" in r.describe()
+    assert export_plain_attention(faster, r.choice, 1, run.cpu_threads) and r.backends[0].fused_attention is False and "plain attention" in r.describe()
     assert runner_for(spec, m, artifact, run).backends[0].fused_attention is True
-    assert runner_for(with_plain(passed=False, default=True), m, artifact, run).backends[0].fused_attention is True
+    for elsewhere in ({"passed": False}, {"streams": 2}, {"threads": run.cpu_threads + 1}, {"cpu": "another"}, {"fused_kernel": "sdpa0"}, {"cpu": None}):
+        assert runner_for(with_plain(**elsewhere), m, artifact, run).backends[0].fused_attention is True, elsewhere
     assert runner_for(faster, m, artifact, replace_run(run, fused_attention=True)).backends[0].fused_attention is True
     sha = compiled_identity(m, spec.graphs["fp32"])
     record(tmp_path, record_key("openvino", "bf16", sha, run.cpu_threads, r.token_budget), {"streams": 1, "fused_attention": True, "fused_kernel": fused_kernel()})
     assert runner_for(faster, m, artifact, run).backends[0].fused_attention is True  # tune measured this CPU
     r = runner_for(faster, m, artifact, RunOptions(precision="fp32", backend="openvino", streams=1))
-    assert not export_plain_attention(faster, r.choice) and r.backends[0].fused_attention is True
+    assert not export_plain_attention(faster, r.choice, 1, run.cpu_threads) and r.backends[0].fused_attention is True

@@ -250,15 +250,23 @@ def gated_plain_attention(spec: ModelSpec, choice) -> bool:
     return (spec.parity or {}).get("gates", {}).get(choice.variant, {}).get("attention") == "plain"
 
 
-def export_plain_attention(spec: ModelSpec, choice) -> bool:
+def export_plain_attention(spec: ModelSpec, choice, streams: int, threads: int) -> bool:
     """Whether export timed the variant ``choice`` runs faster with OpenVINO's attention as plain
     nodes than with the fused kernel on its gate rows, both passing the gate (its gate's
-    ``plain_attention.default``; ``onnx_graph.plain_attention_gate``): how a run that `stackscore
-    tune` has not measured on this CPU runs it. Tune's record, and an explicit option, win."""
+    ``plain_attention.default``; ``onnx_graph.plain_attention_gate``), under the conditions of
+    this run: the same kind of CPU (``cpu_key``), thread count and streams, against the same fused
+    kernel (``tuning.fused_kernel``). How a run that `stackscore tune` has not measured runs it;
+    elsewhere the fused kernel stays (which is faster depends on the machine: plain nodes' bf16
+    Softmax costs more on two threads than on one, RESULTS.md)."""
     if choice is None or choice.backend != "openvino":
         return False
     plain = (spec.parity or {}).get("gates", {}).get(choice.variant, {}).get("plain_attention")
-    return isinstance(plain, dict) and plain.get("default") is True and plain.get("passed") is True
+    if not isinstance(plain, dict) or plain.get("default") is not True or plain.get("passed") is not True:
+        return False
+    from ..tuning import fused_kernel
+    from .backends import cpu_key
+
+    return (plain.get("cpu"), plain.get("threads"), plain.get("streams"), plain.get("fused_kernel")) == (cpu_key(), threads, streams, fused_kernel())
 
 
 def attention_note(backend: str, fused: bool) -> str:
@@ -383,7 +391,10 @@ def runner_for(spec: ModelSpec, manifest: Manifest, artifact_dir: Path, options:
 
         found = recorded(options.cache_dir, choice.backend, choice.precision, sha, options.cpu_threads, token_budget)
         streams = streams or found.get("streams") or default_streams(choice.backend, options)
-        fused = found.get("fused_attention", not export_plain_attention(spec, choice)) if fused is None else fused
+        if fused is None:
+            fused = found.get("fused_attention")
+        if fused is None:  # not measured here by tune: what export measured, where it holds
+            fused = not export_plain_attention(spec, choice, streams, options.cpu_threads)
     streams, fused = streams or 1, fused is not False  # else OpenVINO's own kernels
 
     def load_tokenizer() -> tuple[str, TextTokenizer]:

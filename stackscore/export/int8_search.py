@@ -305,9 +305,10 @@ class StaticInt8Search:
 
     def __init__(self, fp32: Path, out: Path, g, ref: np.ndarray, training_texts: list | None, min_agreement: float, log,
                  baseline: tuple[str, Callable[[], Any]] | None = None, min_speedup: float = MIN_SPEEDUP,
-                 max_share: float = MAX_FLOAT_SHARE, record: dict[str, Any] | None = None, confirm=None, **nncf_options):
+                 max_share: float = MAX_FLOAT_SHARE, record: dict[str, Any] | None = None, confirm=None, streams: int = 1, **nncf_options):
         self.fp32, self.out, self.g, self.ref, self.training_texts = fp32, out, g, ref, training_texts
         self.confirm = confirm  # onnx_graph.Confirmation: a ladder's graph passes there too (None: no such rows)
+        self.streams = streams  # each candidate's OpenVINO requests in flight, as an untuned run uses (the baseline's too)
         self.min_agreement, self.log, self.baseline, self.min_speedup, self.max_share = min_agreement, log, baseline, min_speedup, max_share
         self.nncf_options, self.record = nncf_options, dict(record or {})
         self.q = self.f = None
@@ -344,7 +345,7 @@ class StaticInt8Search:
         def make():
             if model is not None:
                 _save_new(model, self.out)
-            built["b"] = g.openvino(self.out, "int8", fused_attention=self.fused_attention)
+            built["b"] = g.openvino(self.out, "int8", fused_attention=self.fused_attention, streams=self.streams)
             return built["b"]
 
         attention = "fused" if self.fused_attention else "plain"

@@ -605,18 +605,22 @@ def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndar
     `tune` chose plain on short texts, but an untuned run kept the fused kernel. The gate rows are
     the fit's own texts, so their lengths are what the model was fitted for. Tune's record, made
     on the scoring machine, still wins (``engine.runner.runner_for``)."""
+    from ..engine.backends import cpu_key
     from ..engine.runner import default_streams
     from ..options import RunOptions
+    from ..tuning import fused_kernel
     from .int8_search import rows_per_s
 
-    streams = default_streams("openvino", RunOptions())
+    streams, threads = default_streams("openvino", RunOptions()), RunOptions().cpu_threads
     built: dict[str, Any] = {}
 
     def plain():
         built["plain"] = g.openvino(fp32, precision, fused_attention=False, streams=streams)
         return built["plain"]
 
-    gate = _gate(plain, ref, g, min_agreement, streams=streams)
+    # what the timing holds for (``engine.runner.export_plain_attention`` reads it): this CPU and
+    # thread count, the streams an untuned run uses there, and the fused kernel it was timed against
+    gate = _gate(plain, ref, g, min_agreement, streams=streams, threads=threads, cpu=cpu_key(), fused_kernel=fused_kernel())
     gate["default"] = False
     if gate["passed"] and "plain" in built:  # its gate's passes warmed it
         try:
@@ -649,7 +653,9 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
     with PyTorch fp32 on the sample, run through the engine's own runner and backend classes.
 
     - ``int8``: ONNX Runtime dynamic quantization (a graph, kept only if its gate passes);
-    - ``bf16``: OpenVINO's bf16 inference precision on the fp32 graph (a record, no graph);
+    - ``bf16``: OpenVINO's bf16 inference precision on the fp32 graph (a record, no graph); on a
+      CPU with bf16, also gated and timed with attention as plain nodes (``plain_attention_gate``:
+      the default where untuned if ``variants.plain_attention_min_speedup`` x the fused kernel);
     - ``int8_static``: NNCF static int8 (QDQ) for OpenVINO, calibrated on training texts; when
       the whole graph fails the gate, retried with the most sensitive ops in float, fewest first
       (``int8_search``), and kept only if faster by ``static_int8_min_speedup`` than what ``auto``
@@ -713,17 +719,22 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             from dataclasses import replace
 
             from ..engine.backends import auto_variant
+            from ..engine.runner import default_streams
             from ..options import RunOptions
 
             so_far = replace(g.spec(), graphs={"fp32": fp32.name, **graphs}, parity={"gates": gates})
             name = auto_variant(so_far, RunOptions(precision="auto"))
-            bf16_fused = not gates["bf16"].get("plain_attention", {}).get("default", False)  # as auto would run it untuned
-            runs = {"bf16": lambda: g.openvino(fp32, "bf16", fused_attention=bf16_fused), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
+            # bf16 as auto would run it untuned here: its attention kind and streams (the
+            # candidates are timed at the same streams)
+            streams = default_streams("openvino", RunOptions())
+            bf16_fused = not gates["bf16"].get("plain_attention", {}).get("default", False)
+            runs = {"bf16": lambda: g.openvino(fp32, "bf16", fused_attention=bf16_fused, streams=streams), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
             base = (name, runs[name])
             search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
-                record={"int8_kernels": kernels, "cpu_bf16": cpu_has_bf16()},  # cpu_bf16: its float ops ran in bf16 where true
+                record={"int8_kernels": kernels, "cpu_bf16": cpu_has_bf16(), "streams": streams},  # cpu_bf16: its float ops ran in bf16 where true
                 confirm=Confirmation(replace(g, texts=list(confirm_texts)), fp32) if confirm_texts and len(confirm_texts) >= variants.min_rows else None,
+                streams=streams,
             )
             gates["int8_static"] = search.run()
             _keep(gates["int8_static"], path("int8_static"), "int8_static", graphs)

@@ -157,6 +157,10 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path, where: str = "config")
         value = getattr(cfg, key)
         if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
             raise StackscoreError(f"{where}: {key} must be {what}, got {value!r}")
+    for key in ("static_int8_min_speedup", "plain_attention_min_speedup"):  # export compares timings with them
+        value = getattr(cfg, key)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+            raise StackscoreError(f"{where}: {key} must be a number >= 0 (unquoted), got {value!r}")
     if cfg.task and cfg.task not in TASKS:
         raise StackscoreError(f"{where}: task must be one of {', '.join(TASKS)} (or left out: from the data), not '{cfg.task}'")
     cfg.base_dir = Path(base_dir)
