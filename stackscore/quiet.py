@@ -40,6 +40,13 @@ def configure(verbose: bool) -> None:
         pass
 
 
+def verbose() -> bool:
+    """Whether third-party progress is shown (``configure``): for libraries that take a switch
+    instead of being muted, such as the tokenizers trainers (their hidden progress bar still
+    printed three empty lines per trained tokenizer)."""
+    return _VERBOSE
+
+
 @contextlib.contextmanager
 def muted() -> Iterator[None]:
     """Around a third-party call that prints progress bars or root-logger warnings itself

@@ -270,3 +270,16 @@ def test_a_gate_checks_probabilities_and_its_row_count_not_only_top_labels():
     few = SimpleNamespace(task="single_label", texts=["t"] * 50, logits=lambda b: b)  # before any graph is built
     gates, graphs = precision_gates(None, None, few, ref[:50], lambda *_: None, GateSettings(min_rows=200, static_int8=False), fp16_shape=(2, 32))
     assert graphs == {} and {"int8", "fp16"} <= set(gates) and all(not g["passed"] and "too few" in g["error"] for g in gates.values())
+
+
+def test_scratch_tokenizers_train_without_printing(capfd, monkeypatch):
+    """The tokenizers trainers' hidden progress bar still wrote three empty lines to stdout per
+    trained tokenizer, into fit's own output: off unless --verbose."""
+    import stackscore.quiet as quiet
+    from stackscore.train.models import train_byte_bpe, train_wordpiece
+
+    texts = [f"a fine film number {i}" for i in range(50)]
+    monkeypatch.setattr(quiet, "_VERBOSE", False)
+    bpe, wordpiece = train_byte_bpe(texts, 300), train_wordpiece(texts, 300)
+    out = capfd.readouterr()
+    assert out.out == "" and bpe.get_vocab_size() > 0 and wordpiece.get_vocab_size() > 0
