@@ -854,3 +854,50 @@ def test_an_operator_onnx_cannot_export_is_one_error_without_torchs_ir_dump(tmp_
         torch_to_onnx(model, tmp_path / "fnet.onnx", pad_id=0)
     out = capfd.readouterr()
     assert "Torch IR graph" not in out.out + out.err and len(out.out) < 200, out.out[:300]
+
+
+@pytest.mark.parametrize("mode", ["kfold", "holdout"])
+def test_a_scratch_tokenizer_learns_only_from_the_rows_its_model_trains_on(tmp_path, monkeypatch, mode):
+    """Each fold's (and the holdout's) scratch tokenizer is trained on exactly the texts its
+    model fine-tunes on, never on the rows it then predicts for the fusion: trained on every
+    text, its vocabulary had seen the held-out rows' words, which new texts never are."""
+    import stackscore.train.fit as fit_module
+    from stackscore.train.config import config_from_dict
+    from stackscore.train.fit import Splits, fit_base_model, fusion_rows
+
+    n = 24
+    texts = [f"t{i} word{i}" for i in range(n)]
+    s = Splits(["a", "b"], texts, np.asarray([i % 2 for i in range(n)]), n, [], np.zeros(0))
+    cfg = config_from_dict({"data": {"train": "x"}, "fusion": {"mode": mode, "folds": 3}, "models": [{"name": "m", "source": "scratch:bert"}]}, tmp_path)
+    rows = fusion_rows(cfg, s)
+
+    class Saved:  # a model or a tokenizer: what its texts were
+        def __init__(self, texts):
+            self.texts = set(texts)
+
+        def save_pretrained(self, path):
+            pass
+
+    trained: list[tuple[Saved, set]] = []  # (tokenizer, the texts its model fine-tuned on)
+    predicted: list[tuple[Saved, set]] = []  # (tokenizer, the texts it predicted)
+
+    def fake_build(mcfg, some, labels, base_dir, task):
+        return (lambda: Saved([])), Saved(some)
+
+    def fake_finetune(model, tok, some, y, mcfg, log):
+        trained.append((tok, set(some)))
+        return model
+
+    def fake_predict(model, tok, some, max_length):
+        predicted.append((tok, set(some)))
+        return np.zeros((len(some), 2), dtype=np.float32)
+
+    monkeypatch.setattr(fit_module, "build_model", fake_build)
+    monkeypatch.setattr(fit_module, "finetune", fake_finetune)
+    monkeypatch.setattr(fit_module, "predict_logits", fake_predict)
+    fit_base_model(cfg.models[0], cfg, s, rows, tmp_path, [], None, lambda *_: None)
+    assert len(trained) == (4 if mode == "kfold" else 1)  # three folds and the final model, or the holdout's model
+    assert all(tok.texts == seen for tok, seen in trained)  # each tokenizer learned from its model's training texts only
+    fusion = {texts[i] for i in rows.fusion}
+    out_of_fold = [(tok, some) for tok, some in predicted if some and some <= fusion]
+    assert out_of_fold and all(not (tok.texts & some) for tok, some in out_of_fold)  # no fusion row shaped the vocabulary that predicted it

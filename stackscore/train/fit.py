@@ -217,6 +217,11 @@ def check_models(cfg: FitConfig, labels: list[str], task: str = "single_label") 
     return fixed
 
 
+def flat_texts(items: list) -> list[str]:
+    """Every text of ``items`` (a sentence pair gives both), for training a tokenizer."""
+    return [t for item in items for t in ((item,) if isinstance(item, str) else item)]
+
+
 def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRows, out: Path, parity_texts: list, fixed, log) -> BaseOutputs:
     """Train (or take as saved) one base model; its fusion-row and test-split logits."""
     f = cfg.fusion
@@ -246,16 +251,22 @@ def fit_base_model(mcfg: ModelConfig, cfg: FitConfig, s: Splits, rows: FusionRow
         def save(model):
             save_tfidf(model, out / "models" / mcfg.name, parity_texts)
     else:
-        flat = [t for item in texts for t in ((item,) if isinstance(item, str) else item)]
-        factory, tok = build_model(mcfg, flat, s.labels, cfg.base_dir, s.task)
+        # A scratch tokenizer learns its vocabulary from the rows its model trains on: one trained
+        # on every text had seen each held-out fold's (and a holdout's blend rows') words, which
+        # new texts at scoring time never are. A pretrained model's tokenizer is its own.
+        scratch = mcfg.source.startswith("scratch:")
+        pretrained = None if scratch else build_model(mcfg, [], s.labels, cfg.base_dir, s.task)
 
         def train(rws: np.ndarray):
-            return finetune(factory(), tok, take(texts, rws), y[rws], mcfg, log)
+            factory, tok = build_model(mcfg, flat_texts(take(texts, rws)), s.labels, cfg.base_dir, s.task) if scratch else pretrained
+            return finetune(factory(), tok, take(texts, rws), y[rws], mcfg, log), tok
 
-        def predict(model, some: list) -> np.ndarray:
+        def predict(trained, some: list) -> np.ndarray:
+            model, tok = trained
             return predict_logits(model, tok, some, mcfg.max_length)
 
-        def save(model):
+        def save(trained):
+            model, tok = trained
             model.save_pretrained(out / "models" / mcfg.name)
             tok.save_pretrained(out / "models" / mcfg.name)
 

@@ -548,8 +548,9 @@ def load_pretrained(cfg: ModelConfig, labels: list[str], base_dir: Path, task: s
 def build_model(cfg: ModelConfig, texts: list[str], labels: list[str], base_dir: Path, task: str = "single_label"):
     """(factory, tokenizer): ``factory()`` returns a fresh, untrained-head model each call.
 
-    The tokenizer is trained once on all training texts (unsupervised, so no label leaks into
-    out-of-fold predictions); each fold then fine-tunes its own fresh model.
+    A scratch tokenizer is trained on ``texts``: fit passes the rows that model trains on (each
+    fold's own, so no held-out text shaped the vocabulary its predictions use); a pretrained
+    model's tokenizer is its own and ``texts`` is not read.
     """
     if cfg.source.startswith("scratch:"):
         return build_scratch(cfg, texts, labels, task)
