@@ -594,7 +594,8 @@ class GateSettings:
     min_rows: int = GATE_MIN_ROWS  # fewer gate rows: no faster precision passes
 
 
-def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndarray, min_agreement: float, log, min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP) -> dict[str, Any]:
+def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndarray, min_agreement: float, log, min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP,
+                         built: dict[str, Any] | None = None) -> dict[str, Any]:
     """Whether an OpenVINO float variant should run attention as plain MatMul/Softmax nodes where
     `stackscore tune` has recorded nothing (``default``): that graph gated like any variant, then
     timed against the fused kernel on the gate rows, both at the streams an untuned run uses,
@@ -604,7 +605,10 @@ def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndar
     fused kernel on 2,000 short rows (two streams) and 0.96-1.05x on IMDb rows cut at 64 tokens;
     `tune` chose plain on short texts, but an untuned run kept the fused kernel. The gate rows are
     the fit's own texts, so their lengths are what the model was fitted for. Tune's record, made
-    on the scoring machine, still wins (``engine.runner.runner_for``)."""
+    on the scoring machine, still wins (``engine.runner.runner_for``).
+
+    ``built``: backends already built and warm at those streams (``"fused"``: the variant's own
+    gate's), used instead of compiling again; the plain one is added there for later timings."""
     from ..engine.backends import cpu_key
     from ..engine.runner import default_streams
     from ..options import RunOptions
@@ -612,7 +616,7 @@ def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndar
     from .int8_search import rows_per_s
 
     streams, threads = default_streams("openvino", RunOptions()), RunOptions().cpu_threads
-    built: dict[str, Any] = {}
+    built = {} if built is None else built
 
     def plain():
         built["plain"] = g.openvino(fp32, precision, fused_attention=False, streams=streams)
@@ -624,14 +628,16 @@ def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndar
     gate["default"] = False
     if gate["passed"] and "plain" in built:  # its gate's passes warmed it
         try:
-            fused = g.openvino(fp32, precision, streams=streams)
+            warm = "fused" in built  # its own gate's passes prepared its batch shapes
+            fused = built["fused"] if warm else g.openvino(fp32, precision, streams=streams)
             plain_runner, fused_runner = g.runner(built["plain"]), g.runner(fused)
             enc, n = plain_runner.encode(g.texts), len(g.texts)  # one encoding for both: the kernels are what is timed
 
             def timed(runner):
                 return lambda: runner.run_encoded(enc, n, g.width)
 
-            timed(fused_runner)()  # warm: its batch shapes prepared (plain's were, by its gate)
+            if not warm:
+                timed(fused_runner)()  # its batch shapes prepared (plain's were, by its gate)
             plain_rps, fused_rps = rows_per_s(timed(plain_runner), n, timed(fused_runner))
         except Exception as exc:  # noqa: BLE001 - no timing: the fused kernel stays the default
             gate["timing_error"] = f"{type(exc).__name__}: {exc}"
@@ -708,9 +714,20 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
         _keep(gates["fp16"], path("fp16"), "fp16", graphs)
 
     if have("openvino"):
-        gates["bf16"] = _gate(lambda: g.openvino(fp32, "bf16"), ref, g, min_agreement, cpu_bf16=cpu_has_bf16())
+        from ..engine.runner import default_streams
+        from ..options import RunOptions
+
+        # bf16 at the streams an untuned run uses; each backend built once, for its gate, the
+        # attention timing and static int8's baseline
+        streams, bf16 = default_streams("openvino", RunOptions()), {}
+
+        def bf16_fused():
+            bf16["fused"] = g.openvino(fp32, "bf16", streams=streams)
+            return bf16["fused"]
+
+        gates["bf16"] = _gate(bf16_fused, ref, g, min_agreement, cpu_bf16=cpu_has_bf16(), streams=streams)
         if gates["bf16"]["passed"] and cpu_has_bf16():
-            gates["bf16"]["plain_attention"] = plain_attention_gate(fp32, "bf16", g, ref, min_agreement, log, variants.plain_attention_min_speedup)
+            gates["bf16"]["plain_attention"] = plain_attention_gate(fp32, "bf16", g, ref, min_agreement, log, variants.plain_attention_min_speedup, built=bf16)
         if variants.static_int8 and have("nncf"):
             from .int8_search import StaticInt8Search
 
@@ -719,16 +736,13 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
             from dataclasses import replace
 
             from ..engine.backends import auto_variant
-            from ..engine.runner import default_streams
-            from ..options import RunOptions
 
             so_far = replace(g.spec(), graphs={"fp32": fp32.name, **graphs}, parity={"gates": gates})
             name = auto_variant(so_far, RunOptions(precision="auto"))
             # bf16 as auto would run it untuned here: its attention kind and streams (the
-            # candidates are timed at the same streams)
-            streams = default_streams("openvino", RunOptions())
-            bf16_fused = not gates["bf16"].get("plain_attention", {}).get("default", False)
-            runs = {"bf16": lambda: g.openvino(fp32, "bf16", fused_attention=bf16_fused, streams=streams), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
+            # candidates are timed at the same streams), the backend its gates built
+            kind = "plain" if gates["bf16"].get("plain_attention", {}).get("default", False) else "fused"
+            runs = {"bf16": lambda: bf16.get(kind) or g.openvino(fp32, "bf16", fused_attention=kind == "fused", streams=streams), "int8": lambda: g.ort(path("int8"), "int8"), "fp32": lambda: g.ort(fp32, "fp32")}
             base = (name, runs[name])
             search = StaticInt8Search(
                 fp32, path("int8_static"), g, ref, calibration_texts, min_agreement, log, base, min_speedup=variants.static_int8_min_speedup,
