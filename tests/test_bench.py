@@ -79,6 +79,12 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
 
         print_table(r, log=lines.append)
         assert any(ln.startswith("ceiling: ") and f"{top['ratio_vs_classic']:.1f}x the classic loop" in ln for ln in lines)
+        # the bound as a whole process: the ceiling's seconds plus the run's cached 20-row start
+        assert top["process_start_s"] == cold["cold_start_cached_s"]
+        assert top["process_rows_per_s"] == pytest.approx(r["rows"] / (r["rows"] / top["rows_per_s"] + cold["cold_start_cached_s"]), rel=1e-3)
+        for k in ("classic", "expert", "expert_int8"):
+            assert 0 < top[f"process_ratio_vs_{k}"] < top[f"ratio_vs_{k}"], k
+        assert any(ln.startswith("  as a whole process, with this run's cached start") and f"{top['process_ratio_vs_expert']:.1f}x the expert loop" in ln for ln in lines)
 
 
 def test_graph_cost_counts_the_weight_gemms_and_attention(artifact):
@@ -309,6 +315,17 @@ def test_the_loops_time_whole_sorted_batches_spread_over_every_row():
     whole, sample, first = padded_per_row(lengths), padded_per_row(lengths[idx]), padded_per_row(lengths[:300])
     assert abs(sample - whole) < 0.03 * whole and first > 1.03 * whole  # sorting the first rows only padded more
     assert abs(lengths[idx].mean() - lengths.mean()) < 0.05 * lengths.mean()  # every length, in proportion
+
+
+def test_the_process_ceiling_adds_the_cached_start_to_the_ceilings_seconds():
+    """2,000 rows at a 1,000 rows/s ceiling take 2 s; with a 0.5 s start a process reaches at most
+    800 rows/s: 2x a 400 rows/s loop warm, though the warm ceiling is 2.5x."""
+    from stackscore.bench import _process_ceiling
+
+    got = _process_ceiling(1000.0, 2000, {"cold_start_cached_s": 0.5}, {"expert": 400.0, "classic": 0.0})
+    assert got == {"process_start_s": 0.5, "process_rows_per_s": 800.0, "process_ratio_vs_expert": 2.0}
+    assert _process_ceiling(1000.0, 2000, None, {"expert": 400.0}) == {}  # no start measured: no bound claimed
+    assert _process_ceiling(1000.0, 0, {"cold_start_cached_s": 0.5}, {"expert": 400.0}) == {}
 
 
 def test_the_ceiling_is_every_models_gemm_work_at_its_own_peak_one_after_another():
