@@ -595,7 +595,7 @@ class GateSettings:
 
 
 def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndarray, min_agreement: float, log, min_speedup: float = PLAIN_ATTENTION_MIN_SPEEDUP,
-                         built: dict[str, Any] | None = None) -> dict[str, Any]:
+                         built: dict[str, Any] | None = None, streams: int | None = None) -> dict[str, Any]:
     """Whether an OpenVINO float variant should run attention as plain MatMul/Softmax nodes where
     `stackscore tune` has recorded nothing (``default``): that graph gated like any variant, then
     timed against the fused kernel on the gate rows, both at the streams an untuned run uses,
@@ -607,15 +607,16 @@ def plain_attention_gate(fp32: Path, precision: str, g: GateInputs, ref: np.ndar
     the fit's own texts, so their lengths are what the model was fitted for. Tune's record, made
     on the scoring machine, still wins (``engine.runner.runner_for``).
 
-    ``built``: backends already built and warm at those streams (``"fused"``: the variant's own
-    gate's), used instead of compiling again; the plain one is added there for later timings."""
+    ``built``: backends already built and warm at ``streams`` (``"fused"``: the variant's own
+    gate's), used instead of compiling again; the plain one is added there for later timings.
+    ``streams``: what the caller built them at (None: ``default_streams``, as an untuned run)."""
     from ..engine.backends import cpu_key
     from ..engine.runner import default_streams
     from ..options import RunOptions
     from ..tuning import fused_kernel
     from .int8_search import rows_per_s
 
-    streams, threads = default_streams("openvino", RunOptions()), RunOptions().cpu_threads
+    streams, threads = streams or default_streams("openvino", RunOptions()), RunOptions().cpu_threads
     built = {} if built is None else built
 
     def plain():
@@ -727,7 +728,7 @@ def precision_gates(graph_dir: Path, fp32: Path, g: GateInputs, ref: np.ndarray,
 
         gates["bf16"] = _gate(bf16_fused, ref, g, min_agreement, cpu_bf16=cpu_has_bf16(), streams=streams)
         if gates["bf16"]["passed"] and cpu_has_bf16():
-            gates["bf16"]["plain_attention"] = plain_attention_gate(fp32, "bf16", g, ref, min_agreement, log, variants.plain_attention_min_speedup, built=bf16)
+            gates["bf16"]["plain_attention"] = plain_attention_gate(fp32, "bf16", g, ref, min_agreement, log, variants.plain_attention_min_speedup, built=bf16, streams=streams)
         if variants.static_int8 and have("nncf"):
             from .int8_search import StaticInt8Search
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import StackscoreError
 from ..hf import config_pad_id, cross_encoder_activation, load_tokenizer, pad_like_config
+from ..quiet import verbose
 
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
@@ -67,8 +68,6 @@ def train_wordpiece(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    from ..quiet import verbose
-
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIALS, show_progress=verbose()))
     tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
     tok.decoder = decoders.WordPiece()
@@ -80,8 +79,6 @@ def train_byte_bpe(texts: list[str], vocab_size: int):
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    from ..quiet import verbose
-
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=ROBERTA_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=verbose()
     )
