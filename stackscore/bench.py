@@ -341,12 +341,35 @@ def _wall(args: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def engine_process(artifact: Path, workdir: Path, run: RunOptions, window_rows: int = ScoreOptions().read.window_rows) -> float:
+def engine_process(artifact: Path, workdir: Path, run: RunOptions, window_rows: int = ScoreOptions().read.window_rows) -> tuple[float, dict[str, Any]]:
     """Seconds of a whole `stackscore score` process on the bench's input file, start to exit,
     best of two: what a user waits for (interpreter, imports, checksums, sessions, scoring,
-    writing), against which the loops' warm, in-process figures are a conservative comparison."""
-    cmd = _score_cmd(artifact, workdir / "bench-input.jsonl", workdir / "process-output.jsonl", run, window_rows)
-    return min(_wall(cmd), _wall(cmd))
+    writing), against which the loops' warm, in-process figures are a conservative comparison.
+    With where the best run's time went (``process_phases``)."""
+    stats = workdir / "process-stats.json"
+    cmd = _score_cmd(artifact, workdir / "bench-input.jsonl", workdir / "process-output.jsonl", run, window_rows) + ["--stats-json", str(stats)]
+
+    def once() -> tuple[float, dict[str, Any]]:
+        launched = time.time()
+        whole = _wall(cmd)
+        return whole, process_phases(launched, whole, json.loads(stats.read_text()))
+
+    return min(once(), once(), key=lambda r: r[0])
+
+
+def process_phases(launched: float, whole: float, stats: dict[str, Any]) -> dict[str, Any]:
+    """Where a whole process's ``whole`` seconds went, from its --stats-json: ``start`` (launch
+    to loading: interpreter, imports, the manifest read, the output locked), ``load`` (checksums,
+    sessions or imported compiled models, tokenizers), each model's seconds on the scoring thread
+    (``models``), ``rest`` (the scoring thread waiting for the first window, fusing, the writer's
+    last commit) and ``exit``. They add up to ``whole``; empty for stats without the timestamps."""
+    begun, finished, load = stats.get("load_started_at"), stats.get("finished_at"), stats.get("load_seconds")
+    if begun is None or finished is None or load is None:
+        return {}
+    spent = stats.get("model_seconds") or {}
+    models = {m: round(v, 3) for m, v in sorted(spent.items(), key=lambda kv: -kv[1])}
+    return {"seconds": round(whole, 3), "start_s": round(begun - launched, 3), "load_s": round(load, 3), "models_s": models,
+            "rest_s": round(finished - begun - load - sum(spent.values()), 3), "exit_s": round(whole - (finished - launched), 3)}
 
 
 def single_row_latency(scorer: Scorer, texts: list[str], n: int = 50) -> dict[str, float]:
@@ -458,11 +481,11 @@ def run_bench(
         log("cold start: whole `stackscore score` processes on 20 rows")
         cold_start_info = cold_start(artifact, texts, Path(tmp), opts)
         log(f"engine as a whole process: `stackscore score` on the {len(texts):,} rows, start to exit, as run by default and with the tuned --cache-dir (best of 2 each)")
-        process = engine_process(artifact, Path(tmp), replace(opts, cache_dir=None), chunk_rows)  # no cache: what a first `score` pays (or --no-cache)
+        process, phases_first = engine_process(artifact, Path(tmp), replace(opts, cache_dir=None), chunk_rows)  # no cache: what a first `score` pays (or --no-cache)
         # a later `score` with the default cache dir and no `tune` record: compiled models imported,
         # default streams and attention (best of two: the first fills its fresh cache dir)
-        process_repeat = engine_process(artifact, Path(tmp), replace(opts, cache_dir=Path(tmp) / "default-cache"), chunk_rows)
-        process_cached = engine_process(artifact, Path(tmp), opts, chunk_rows) if opts.cache_dir is not None else None
+        process_repeat, phases_repeat = engine_process(artifact, Path(tmp), replace(opts, cache_dir=Path(tmp) / "default-cache"), chunk_rows)
+        process_cached, phases_cached = engine_process(artifact, Path(tmp), opts, chunk_rows) if opts.cache_dir is not None else (None, None)
         loop_start_s = None
         if any(k in results for k in ("classic", "expert", "expert_int8")):
             log("loops' start as a fresh process: import torch and transformers, load every transformer and tokenizer (best of 2)")
@@ -530,6 +553,8 @@ def run_bench(
         "engine_process_cached_seconds": None if process_cached is None else round(process_cached, 3),
         **({f"process_ratio_cached_vs_{k}": process_ratio(k, process_cached) for k in ("classic", "expert", "expert_int8")} if process_cached else {}),
         **({f"process_to_process_ratio_cached_vs_{k}": loop_process_ratio(k, process_cached) for k in ("classic", "expert", "expert_int8")} if process_cached else {}),
+        # where each process's time went (``process_phases``): start, load, each model, rest, exit
+        "engine_process_phases": {"first": phases_first, "later": phases_repeat, **({"tuned": phases_cached} if phases_cached else {})},
         "loop_rows": "whole sorted batches of 32 evenly through every row (the expert's padding as sorting the whole file), timed in input order by the unsorted loops",
         # the names these ratios had when the expert always ran bf16: kept where it still does
         **({"ratio_vs_expert_bf16": ratio("expert"), "process_ratio_vs_expert_bf16": process_ratio("expert")} if expert_prec == "bf16" and "expert" in results else {}),
@@ -576,6 +601,14 @@ def _process_ceiling(top: float, rows: int, cold: dict[str, Any] | None, loops: 
             **{f"process_ratio_vs_{k}": round(per_s / v, 2) for k, v in loops.items() if v}}
 
 
+def phase_line(p: dict[str, Any]) -> str:
+    """``process_phases`` as one line, models by share of the whole."""
+    whole = p["seconds"] or 1.0
+    models = ", ".join(f"{m} {v:.2f} s ({v / whole:.0%})" for m, v in p["models_s"].items())
+    return (f"{p['seconds']:.2f} s = start {p['start_s']:.2f} s (interpreter, imports) + loading {p['load_s']:.2f} s + {models} "
+            f"+ the rest {p['rest_s']:.2f} s (waiting for the first rows, fusing, writing) + exit {p['exit_s']:.2f} s")
+
+
 def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
     log(f"\n{r['rows']:,} rows from {', '.join(r['data'])}; engine on {r['backends']}")
     if r.get("cascade"):
@@ -599,6 +632,10 @@ def print_table(r: dict[str, Any], log: Callable[[str], None] = print) -> None:
                 + (f", {r['process_to_process_ratio_repeat_vs_expert']:.2f}x process to process" if r.get("process_to_process_ratio_repeat_vs_expert") else ""))
         if r.get("engine_process_cached_seconds"):
             log(f"  with the tuned --cache-dir: {r['rows'] / r['engine_process_cached_seconds']:,.1f} rows/s" + (f" = {r['process_ratio_cached_vs_expert']:.2f}x the expert loop" if r.get("process_ratio_cached_vs_expert") else ""))
+        phases = r.get("engine_process_phases") or {}
+        which = "tuned" if phases.get("tuned") else "later"
+        if phases.get(which):
+            log(f"  where the {which} process's time went: {phase_line(phases[which])}")
         if r.get("loop_start_seconds") is not None:
             vs = ", ".join(f"{r[k]:.2f}x" + f" the {n} loop's" for k, n in (("process_to_process_ratio_vs_expert", f"expert {r['expert_precision']}"), ("process_to_process_ratio_vs_expert_int8", "expert dynamic int8"), ("process_to_process_ratio_vs_classic", "classic fp32")) if r.get(k))
             log(f"process to process: {vs} (a loop's process counted as its start, {r['loop_start_seconds']} s, plus its warm rows/s: a floor)")

@@ -47,6 +47,13 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
     # the headline process is a plain `score` (no cache dir); the tuned --cache-dir one beside it
     assert r["engine_process_cached_seconds"] > 0 and r["process_ratio_cached_vs_expert"] > 0
     assert r["engine_process_repeat_seconds"] > 0 and r["process_ratio_repeat_vs_expert"] > 0  # a later run: default cache dir, untuned
+    # where each whole process's time went: its parts add up to the seconds the bench timed
+    for which, timed in (("first", "engine_process_seconds"), ("later", "engine_process_repeat_seconds"), ("tuned", "engine_process_cached_seconds")):
+        p = r["engine_process_phases"][which]
+        assert p["seconds"] == r[timed], which
+        assert set(p["models_s"]) == {"bert", "roberta"} and all(v > 0 for v in p["models_s"].values())
+        assert min(p["start_s"], p["load_s"], p["exit_s"]) > 0 and p["rest_s"] > -0.005
+        assert p["start_s"] + p["load_s"] + sum(p["models_s"].values()) + p["rest_s"] + p["exit_s"] == pytest.approx(p["seconds"], abs=0.006)
     assert r["cascade"] is False  # the bench's default: every model on every row, as the loops
     # process to process: a loop's start (a fresh interpreter importing torch and loading the
     # models) plus its warm pass, so never below the ratio against the warm loop alone
@@ -84,6 +91,7 @@ def test_bench_runs_every_method_and_writes_the_contract(fitted, tmp_path):
         assert top["process_rows_per_s"] == pytest.approx(r["rows"] / (r["rows"] / top["rows_per_s"] + cold["cold_start_cached_s"]), rel=1e-3)
         for k in ("classic", "expert", "expert_int8"):
             assert 0 < top[f"process_ratio_vs_{k}"] < top[f"ratio_vs_{k}"], k
+        assert any(ln.startswith("  where the tuned process's time went: ") for ln in lines)
         assert any(ln.startswith("  as a whole process, with this run's cached start") and f"{top['process_ratio_vs_expert']:.1f}x the expert loop" in ln for ln in lines)
 
 
@@ -326,6 +334,22 @@ def test_the_process_ceiling_adds_the_cached_start_to_the_ceilings_seconds():
     assert got == {"process_start_s": 0.5, "process_rows_per_s": 800.0, "process_ratio_vs_expert": 2.0}
     assert _process_ceiling(1000.0, 2000, None, {"expert": 400.0}) == {}  # no start measured: no bound claimed
     assert _process_ceiling(1000.0, 0, {"cold_start_cached_s": 0.5}, {"expert": 400.0}) == {}
+
+
+def test_a_process_is_accounted_from_launch_to_exit_by_its_stats_timestamps():
+    """Launched at t=100 and done in 3.0 s: it began loading at 100.2 (0.2 s of interpreter and
+    imports), loaded for 0.3 s, ran its models 1.5 + 0.5 s, finished at 102.9 (0.4 s of the rest)
+    and took 0.1 s to exit; the parts add up to the 3.0 s, models by their share."""
+    from stackscore.bench import phase_line, process_phases
+
+    stats = {"load_started_at": 100.2, "load_seconds": 0.3, "model_seconds": {"b": 0.5, "a": 1.5}, "finished_at": 102.9}
+    got = process_phases(100.0, 3.0, stats)
+    assert got.pop("models_s") == {"a": 1.5, "b": 0.5}
+    assert got == pytest.approx({"seconds": 3.0, "start_s": 0.2, "load_s": 0.3, "rest_s": 0.4, "exit_s": 0.1})
+    got = process_phases(100.0, 3.0, stats)
+    assert list(got["models_s"]) == ["a", "b"]  # the largest first
+    assert phase_line(got).startswith("3.00 s = start 0.20 s (interpreter, imports) + loading 0.30 s + a 1.50 s (50%), b 0.50 s (17%) + the rest 0.40 s")
+    assert process_phases(100.0, 3.0, {"finished_at": 102.9, "load_seconds": None}) == {}  # a scorer built by the caller: not accounted
 
 
 def test_the_ceiling_is_every_models_gemm_work_at_its_own_peak_one_after_another():

@@ -97,6 +97,8 @@ def test_routing_keeps_order_and_every_row_with_bad_rows_present(cascaded, tmp_p
     good = [g for g in got if not g["error"]]
     assert {g["stage"] for g in good} <= {1, 2} and "stage" not in full[0]
     assert stats.stage_rows and sum(stats.stage_rows) == stats.scored == len(good)
+    reached = sum(stats.stage_rows[1:]) > 0  # bert ran (and was timed) only if some rows reached it
+    assert set(stats.model_seconds) == ({"tfidf", "bert"} if reached else {"tfidf"})
     for g, f in zip(got, full):
         if g["stage"] == 2:  # the full ensemble answered: exactly what --cascade off gives
             assert abs(g["prob_positive"] - f["prob_positive"]) < 1e-5

@@ -89,6 +89,12 @@ def test_every_input_format_scores_all_rows_in_order(artifact, corpus_rows, tmp_
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert all(g["label"] == ("positive" if p[1] > p[0] else "negative") for g, p in zip(got, probs))
     assert all(g["score"] == pytest.approx(p.max()) for g, p in zip(got, probs))
+    # where the run's time went (what `stackscore bench` accounts a whole process by): the scorer
+    # built here was timed, and every model's seconds on the scoring thread were added up
+    assert stats.load_seconds > 0 and stats.load_started_at <= stats.finished_at
+    assert set(stats.model_seconds) == {"bert", "roberta"} and all(v > 0 for v in stats.model_seconds.values())
+    assert sum(stats.model_seconds.values()) < stats.seconds
+    assert "time by model: " in stats.summary()
 
 
 def test_formats_agree_and_outputs_round_trip(artifact, corpus_rows, tmp_path):

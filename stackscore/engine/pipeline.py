@@ -129,6 +129,7 @@ def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str], ta
     stats.padded_tokens += scored.padded_tokens
     stats.truncated += scored.truncated
     stats.batch_seconds.extend(scored.batch_seconds)
+    stats.add_model_seconds(scored.model_seconds)
     if scored.stage is not None:
         stats.add_stages(scored.stage)
     if chunk.labels is not None and len(scored.valid) and task == "single_label":  # accuracy: single-label only
@@ -357,17 +358,21 @@ def score_file(artifact: str | Path | Scorer, input_path: str | Path, output_pat
             input_path, read.text_field, read.id_field, read.label_field, read.window_rows, encoding_errors=read.encoding_errors,
             snapshot=snapshot, pair_field=read.text_pair_field, tsv_quotes=read.tsv_quotes, field_check=opts.field_check,
         )
+        load_started_at, t0 = time.time(), time.perf_counter()
         scorer = artifact if isinstance(artifact, Scorer) else Scorer(artifact, opts.run)
+        loaded = None if scorer is artifact else (load_started_at, time.perf_counter() - t0)
         check_pair_option(scorer, read.text_pair_field)
         check_column_names(scorer.labels, scorer.model_names, scorer.fusion.task, opts.write)
         out = CommittedOutput(output_path, fingerprint(input_path, scorer, opts, snapshot), resume=opts.write.resume, overwrite=opts.write.overwrite)
-        stats = _run(scorer, chunks, out, input_path, opts, snapshot)
+        stats = _run(scorer, chunks, out, input_path, opts, snapshot, loaded)
     if keep is not None and scorer is not artifact:
         keep.append(scorer)
     return stats
 
 
-def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_path: Path, opts: ScoreOptions, snapshot: Snapshot | None) -> ScoreStats:
+def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_path: Path, opts: ScoreOptions, snapshot: Snapshot | None,
+         loaded: tuple[float, float] | None = None) -> ScoreStats:
+    """``loaded``: (epoch s, seconds) of building the scorer here, None when the caller built it."""
     if out.rows_done:
         chunks = _skip_done(chunks, out.rows_done)
         if opts.progress:
@@ -375,6 +380,8 @@ def _run(scorer: Scorer, chunks: Iterator[Window], out: CommittedOutput, input_p
     if opts.write.on_error == "fail":
         chunks = _fail_fast(chunks, input_path)
     stats = ScoreStats(resumed_from=out.rows_done, backends=scorer.describe())
+    if loaded is not None:
+        stats.load_started_at, stats.load_seconds = loaded
     progress = _Progress(opts.progress, snapshot)
     chunks = progress.track(chunks)
 

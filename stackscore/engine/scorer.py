@@ -14,6 +14,7 @@ and rows stay in window order. ``ScoredWindow.stage`` says which stage answered 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,6 +52,7 @@ class ScoredWindow:
     batch_seconds: list[float] = field(default_factory=list)
     stage: np.ndarray | None = None  # cascade only: 1-based stage that answered each valid row
     ran: dict[str, np.ndarray] | None = None  # cascade only: per model, the valid rows it ran on
+    model_seconds: dict[str, float] = field(default_factory=dict)  # per model: wall seconds of its run_model calls
 
 
 def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
@@ -194,7 +196,7 @@ class Scorer:
                 self._cascade(window, out, stats)
             else:
                 for name in self.model_names:
-                    out.logits[name], done = self.run_model(name, window)
+                    out.logits[name], done = self._timed(out, name, window)
                     stats.add(done)
                 outs = [out.logits[m] for m in self.model_names]
                 out.proba = self.fusion(outs)
@@ -202,6 +204,13 @@ class Scorer:
         out.batch_seconds, out.real_tokens, out.padded_tokens = stats.seconds, stats.real_tokens, stats.padded_tokens
         out.truncated = max(out.truncated, stats.truncated)
         return _flag_non_finite(out, self.model_names)
+
+    def _timed(self, out: ScoredWindow, name: str, window: EncodedWindow, rows: np.ndarray | None = None) -> tuple[np.ndarray, RunStats]:
+        """``run_model``, its wall seconds added to ``out.model_seconds`` (where a process's time goes)."""
+        t0 = time.perf_counter()
+        result = self.run_model(name, window, rows)
+        out.model_seconds[name] = out.model_seconds.get(name, 0.0) + time.perf_counter() - t0
+        return result
 
     def _cascade(self, window: EncodedWindow, out: ScoredWindow, stats: RunStats) -> None:
         """Stage by stage over the window's open rows; a model runs only on the rows that reach it.
@@ -218,7 +227,7 @@ class Scorer:
             if not len(open_):
                 break
             new = st.models[-1]  # stage i adds one model to the ones already run
-            part, done = self.run_model(new, window, None if len(open_) == n else open_)
+            part, done = self._timed(out, new, window, None if len(open_) == n else open_)
             stats.add(done)
             out.logits[new][open_], out.ran[new][open_] = part, True
             seen = {m: out.logits[m][open_] for m in st.inputs}

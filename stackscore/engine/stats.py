@@ -29,6 +29,14 @@ class ScoreStats:
     resumed_from: int = 0  # input rows an earlier, interrupted run had committed
     stage_rows: list[int] = field(default_factory=list)  # cascade: rows answered by each stage
     first_row_at: float | None = None  # wall clock (epoch s) when the first window's rows were committed
+    # Where a run's time goes, for `stackscore bench`'s account of a whole process: when the
+    # scorer began loading (epoch s) and how long it took (None: the caller built it), each
+    # model's seconds on the scoring thread (its batches, and tokenizing where the scoring
+    # thread does it: a cascade's later stages), and when the run finished (epoch s).
+    load_started_at: float | None = None
+    load_seconds: float | None = None
+    model_seconds: dict[str, float] = field(default_factory=dict)
+    finished_at: float | None = None
 
     def add_stages(self, stage: np.ndarray) -> None:
         counts = np.bincount(np.asarray(stage, dtype=np.int64), minlength=len(self.stage_rows) + 1)[1:]
@@ -42,8 +50,13 @@ class ScoreStats:
             if e is not None:
                 self.errors[_LOCATION.sub("", e)] += 1
 
+    def add_model_seconds(self, seconds: dict[str, float]) -> None:
+        for name, s in seconds.items():
+            self.model_seconds[name] = self.model_seconds.get(name, 0.0) + s
+
     def finish(self) -> "ScoreStats":
         self.seconds = time.perf_counter() - self.started
+        self.finished_at = time.time()
         return self
 
     @property
@@ -85,6 +98,10 @@ class ScoreStats:
             "batch_latency_ms": {f"p{q}": round(v * 1e3, 2) for q, v in zip((50, 95, 99), _percentiles(lat, (50, 95, 99)))},
             "resumed_from": self.resumed_from,
             "first_row_at": self.first_row_at,
+            "load_started_at": self.load_started_at,
+            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 4),
+            "model_seconds": {m: round(v, 4) for m, v in self.model_seconds.items()},
+            "finished_at": self.finished_at,
             "backends": self.backends,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 4),
             "labelled_rows": self.labelled,
@@ -103,6 +120,9 @@ class ScoreStats:
         if self.stage_rows:
             total = max(sum(self.stage_rows), 1)
             lines.append("cascade: " + ", ".join(f"stage {i + 1} answered {c / total:.1%}" for i, c in enumerate(self.stage_rows)))
+        if self.model_seconds:
+            spent = ", ".join(f"{m} {v:.2f} s" for m, v in sorted(self.model_seconds.items(), key=lambda kv: -kv[1]))
+            lines.append(f"time by model: {spent}" + (f"; loading {self.load_seconds:.2f} s" if self.load_seconds is not None else ""))
         if d["accuracy"] is not None:
             lines.append(f"accuracy {d['accuracy']:.4f} on {d['labelled_rows']:,} labelled rows")
         for reason, count in self.errors.most_common(10):
