@@ -25,7 +25,9 @@ those rows against the classic fp32 loop. Every method is timed best of two (fir
 for per-shape kernel selection in every runtime); the engine's cold first run is reported as
 ``engine_cold_rows_per_s``. The engine as a whole process is compared with each loop's warm
 pass (``process_ratio_vs_*``) and with a floor of the loop's own process, its start timed in a
-fresh interpreter plus its warm pass (``process_to_process_ratio_vs_*``, ``loop_start_seconds``).
+fresh interpreter plus its warm pass (``process_to_process_ratio_vs_*``, ``loop_start_seconds``),
+and each process is split into where its time went (``engine_process_phases``: start, loading,
+each model, the rest, exit), so a process goal can be checked against the model that holds it.
 ``overhead_fraction`` is the warm engine's wall time, file to file,
 over the time its sessions alone take on the same pre-tokenized batches, minus one.
 """
