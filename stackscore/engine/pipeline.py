@@ -129,7 +129,7 @@ def _update_stats(stats: ScoreStats, scored: ScoredWindow, labels: list[str], ta
     stats.padded_tokens += scored.padded_tokens
     stats.truncated += scored.truncated
     stats.batch_seconds.extend(scored.batch_seconds)
-    stats.add_model_seconds(scored.model_seconds)
+    stats.model_seconds.update(scored.model_seconds)
     if scored.stage is not None:
         stats.add_stages(scored.stage)
     if chunk.labels is not None and len(scored.valid) and task == "single_label":  # accuracy: single-label only

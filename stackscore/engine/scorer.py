@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -52,7 +53,7 @@ class ScoredWindow:
     batch_seconds: list[float] = field(default_factory=list)
     stage: np.ndarray | None = None  # cascade only: 1-based stage that answered each valid row
     ran: dict[str, np.ndarray] | None = None  # cascade only: per model, the valid rows it ran on
-    model_seconds: dict[str, float] = field(default_factory=dict)  # per model: wall seconds of its run_model calls
+    model_seconds: Counter = field(default_factory=Counter)  # per model: wall seconds of its run_model calls
 
 
 def _flag_non_finite(out: ScoredWindow, model_names: list[str]) -> ScoredWindow:
@@ -209,7 +210,7 @@ class Scorer:
         """``run_model``, its wall seconds added to ``out.model_seconds`` (where a process's time goes)."""
         t0 = time.perf_counter()
         result = self.run_model(name, window, rows)
-        out.model_seconds[name] = out.model_seconds.get(name, 0.0) + time.perf_counter() - t0
+        out.model_seconds[name] += time.perf_counter() - t0
         return result
 
     def _cascade(self, window: EncodedWindow, out: ScoredWindow, stats: RunStats) -> None:

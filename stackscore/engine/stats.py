@@ -35,7 +35,7 @@ class ScoreStats:
     # thread does it: a cascade's later stages), and when the run finished (epoch s).
     load_started_at: float | None = None
     load_seconds: float | None = None
-    model_seconds: dict[str, float] = field(default_factory=dict)
+    model_seconds: Counter = field(default_factory=Counter)  # model -> seconds (``update`` adds)
     finished_at: float | None = None
 
     def add_stages(self, stage: np.ndarray) -> None:
@@ -49,10 +49,6 @@ class ScoreStats:
         for e in errors:
             if e is not None:
                 self.errors[_LOCATION.sub("", e)] += 1
-
-    def add_model_seconds(self, seconds: dict[str, float]) -> None:
-        for name, s in seconds.items():
-            self.model_seconds[name] = self.model_seconds.get(name, 0.0) + s
 
     def finish(self) -> "ScoreStats":
         self.seconds = time.perf_counter() - self.started

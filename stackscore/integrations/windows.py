@@ -106,7 +106,7 @@ def merge_stats(total: ScoreStats, part: ScoreStats) -> None:
     total.labelled += part.labelled
     total.correct += part.correct
     total.batch_seconds.extend(part.batch_seconds)
-    total.add_model_seconds(part.model_seconds)  # summed over windows (and over workers: seconds of scoring threads)
+    total.model_seconds.update(part.model_seconds)  # summed over windows (and over workers: seconds of scoring threads)
 
 
 def result_schema(scorer: Any, write: WriteOptions):
